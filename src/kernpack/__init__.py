@@ -1,0 +1,108 @@
+"""kernpack: write a kernel once, run it at once on the CPU, ship it as one ``.so``.
+
+The public API lives here. Names from the compile side (``llvm_module``, ``c_source_module``)
+are imported on first use, so that ``import kernpack`` and ``import kernpack.runtime`` (what a
+deployed library needs) never load llvmlite.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    ArgumentError,
+    CompileError,
+    DeviceUnavailableError,
+    ExportError,
+    FormatError,
+    FunctionNotFoundError,
+    ImportCycleError,
+    KernpackError,
+    LinkError,
+    LoadError,
+    UnsupportedOperationError,
+)
+from .runtime import (
+    Module,
+    ModulePropertyMask,
+    NativeFunction,
+    Param,
+    PythonModule,
+    Signature,
+    load_from_bytes,
+    load_module,
+    python_module,
+    register_file_loader,
+    register_loader,
+    register_provider,
+)
+
+if TYPE_CHECKING:
+    from .driver.csource import CSourceModule, c_source_module
+    from .driver.llvm import LLVMModule, llvm_module
+
+__version__ = "0.1.0"
+
+# Compile-side names and the driver module that defines each.
+_LAZY = {
+    "LLVMModule": "kernpack.driver.llvm",
+    "llvm_module": "kernpack.driver.llvm",
+    "CSourceModule": "kernpack.driver.csource",
+    "c_source_module": "kernpack.driver.csource",
+}
+
+# The loaders of the compile-side kinds and suffixes register when their driver module is
+# imported; load_module() imports it the first time such a file is opened.
+for _key, _provider in {
+    ".ll": "kernpack.driver.llvm",
+    ".bc": "kernpack.driver.llvm",
+    "c": "kernpack.driver.csource",
+    ".c": "kernpack.driver.csource",
+}.items():
+    register_provider(_key, _provider)
+del _key, _provider
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'kernpack' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+__all__ = [
+    "ArgumentError",
+    "CSourceModule",
+    "CompileError",
+    "DeviceUnavailableError",
+    "ExportError",
+    "FormatError",
+    "FunctionNotFoundError",
+    "ImportCycleError",
+    "KernpackError",
+    "LLVMModule",
+    "LinkError",
+    "LoadError",
+    "Module",
+    "ModulePropertyMask",
+    "NativeFunction",
+    "Param",
+    "PythonModule",
+    "Signature",
+    "UnsupportedOperationError",
+    "__version__",
+    "c_source_module",
+    "llvm_module",
+    "load_from_bytes",
+    "load_module",
+    "python_module",
+    "register_file_loader",
+    "register_loader",
+    "register_provider",
+]

@@ -1,0 +1,1 @@
+"""The compile side of kernpack: llvmlite, code generators, the linker driver."""

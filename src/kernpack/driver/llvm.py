@@ -1,0 +1,356 @@
+"""Kind ``llvm`` (RUNNABLE | DSO_EXPORTABLE): host code as an LLVM module.
+
+``llvm_module(source)`` parses and verifies the IR, optimizes it once with LLVM's new pass
+manager, and keeps the optimized bitcode. From there it is JIT-compiled (MCJIT) into this
+process the first time a function is asked for, or written out as an object file, assembly,
+IR or bitcode for a C toolchain to link.
+
+The LLVM inside llvmlite is built with assertions: IR that fails them aborts the process.
+Everything user-supplied is therefore parsed and verified (``Module.verify``) before any
+optimization or code generation touches it, and every LLVM failure becomes a
+:class:`CompileError` that carries LLVM's message.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import Any
+
+import llvmlite.binding as llvm
+
+from ..errors import CompileError, UnsupportedOperationError
+from ..runtime.calling import NativeFunction
+from ..runtime.module import Module, ModulePropertyMask
+from ..runtime.registry import register_file_loader
+from ..runtime.signature import Signature
+from .irsig import UnsupportedSignature, exported_functions, infer_signature, readonly_params
+from .util import atomic_write
+
+__all__ = ["LLVMModule", "llvm_module"]
+
+_init_lock = threading.Lock()
+_initialized = False
+_BITCODE_MAGIC = b"BC\xc0\xde"
+WRITE_FORMATS = ("o", "ll", "bc", "s")
+
+
+def _ensure_initialized() -> None:
+    global _initialized
+    with _init_lock:
+        if not _initialized:
+            llvm.initialize_native_target()
+            llvm.initialize_native_asmprinter()
+            llvm.initialize_native_asmparser()
+            _initialized = True
+
+
+def target_machine(cpu: str | None, opt_level: int, *, jit: bool) -> Any:
+    """Create a host target machine.
+
+    Parameters
+    ----------
+    cpu : str or None
+        None for this machine's CPU and features; ``"generic"`` for a portable baseline; or
+        an LLVM CPU name such as ``"x86-64-v3"`` (its default features).
+    opt_level : int
+        Code generation optimization level, 0 to 3.
+    jit : bool
+        True for in-process JIT, False for position-independent object files to link.
+    """
+    _ensure_initialized()
+    target = llvm.Target.from_default_triple()
+    if cpu is None:
+        name, features = llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
+    else:
+        name, features = cpu, ""
+    return target.create_target_machine(
+        cpu=name,
+        features=features,
+        opt=opt_level,
+        reloc="pic",
+        codemodel="jitdefault" if jit else "default",
+    )
+
+
+class LLVMModule(Module):
+    """Host code as an optimized LLVM module; JIT-compiled on first use.
+
+    Create it with :func:`llvm_module`. Close it (or use it as a context manager) to free the
+    JIT engine; functions obtained from it keep it alive until they are dropped.
+    """
+
+    kind = "llvm"
+    property_mask = ModulePropertyMask.RUNNABLE | ModulePropertyMask.DSO_EXPORTABLE
+
+    def __init__(
+        self,
+        bitcode: bytes,
+        signatures: Mapping[str, Signature],
+        unsupported: Mapping[str, str],
+        *,
+        name: str,
+        cpu: str | None,
+        opt_level: int,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.cpu = cpu
+        self.opt_level = opt_level
+        self._bitcode = bitcode
+        self._signatures = dict(signatures)
+        self._unsupported = dict(unsupported)
+        self._engine: Any = None
+        self._functions: dict[str, NativeFunction] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # ------------------------------------------------------------------ functions
+    @property
+    def signatures(self) -> dict[str, Signature]:
+        """The signature of every function callable from Python, by name."""
+        return dict(self._signatures)
+
+    def _own_function_names(self) -> tuple[str, ...]:
+        return (*self._signatures, *self._unsupported)
+
+    def _get_own_function(self, name: str) -> NativeFunction | None:
+        fn = self._functions.get(name)
+        if fn is not None:
+            return fn
+        if name in self._unsupported:
+            raise UnsupportedOperationError(
+                f"function {name!r} of {self!r} cannot be called from Python: {self._unsupported[name]}; "
+                "give it pointer, integer or floating-point parameters, or call it from other code"
+            )
+        signature = self._signatures.get(name)
+        if signature is None:
+            return None
+        with self._lock:
+            engine = self._jit()
+            fn = self._functions.get(name)
+            if fn is None:
+                fn = NativeFunction(signature, engine.get_function_address(name), owner=engine)
+                self._functions[name] = fn
+        return fn
+
+    def _jit(self) -> Any:
+        if self._closed:
+            raise UnsupportedOperationError(f"{self!r} is closed; build the module again to run it")
+        if self._engine is None:
+            module = llvm.parse_bitcode(self._bitcode)
+            engine = llvm.create_mcjit_compiler(module, target_machine(self.cpu, self.opt_level, jit=True))
+            engine.finalize_object()
+            self._engine = engine
+        return self._engine
+
+    def jit(self) -> LLVMModule:
+        """Compile to machine code now rather than on the first ``get_function``."""
+        with self._lock:
+            self._jit()
+        return self
+
+    # ------------------------------------------------------------------ output
+    def _inspect_source(self, fmt: str | None) -> str:
+        fmt = (fmt or "ll").lstrip(".")
+        if fmt == "ll":
+            return str(llvm.parse_bitcode(self._bitcode))
+        if fmt in ("s", "asm"):
+            return self._emit("s").decode()
+        raise UnsupportedOperationError(f"{self!r} shows source as 'll' or 's', not {fmt!r}")
+
+    def _write_to_file(self, path: str, fmt: str | None) -> None:
+        fmt = (fmt or os.path.splitext(path)[1] or ".o").lstrip(".")
+        if fmt not in WRITE_FORMATS:
+            raise UnsupportedOperationError(
+                f"{self!r} cannot write {fmt!r} (to {path!r}); formats: {', '.join(WRITE_FORMATS)}"
+            )
+        atomic_write(path, self._emit(fmt))
+
+    def _emit(self, fmt: str) -> bytes:
+        if fmt == "bc":
+            return self._bitcode
+        module = llvm.parse_bitcode(self._bitcode)
+        if fmt == "ll":
+            return str(module).encode()
+        machine = target_machine(self.cpu, self.opt_level, jit=False)
+        try:
+            if fmt == "o":
+                return machine.emit_object(module)
+            return machine.emit_assembly(module).encode()
+        except RuntimeError as exc:
+            raise CompileError(f"LLVM could not generate code for {self!r}: {exc}") from None
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Free the JIT engine. Functions already obtained stay valid until they are dropped."""
+        with self._lock:
+            self._closed = True
+            self._engine = None
+            self._functions.clear()
+
+    def __enter__(self) -> LLVMModule:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Module[llvm]({self.name!r}, functions={list(self._own_function_names())})"
+
+
+def llvm_module(
+    source: str | bytes | Any,
+    name: str | None = None,
+    opt_level: int = 3,
+    cpu: str | None = None,
+    *,
+    signatures: Mapping[str, str | Signature] | Iterable[str | Signature] | None = None,
+) -> LLVMModule:
+    r"""Build a runnable, exportable module from LLVM IR.
+
+    Parameters
+    ----------
+    source : str, bytes or llvmlite.ir.Module
+        LLVM IR text, LLVM bitcode, or an IR module built with ``llvmlite.ir``.
+    name : str, optional
+        The module's name in messages and exports; the IR's module name by default.
+    opt_level : int, default 3
+        Optimization level, 0 to 3, for both the pass pipeline and code generation.
+    cpu : str, optional
+        Target CPU: this machine's (default), ``"generic"`` for portable code, or an LLVM CPU
+        name such as ``"x86-64-v3"``.
+    signatures : mapping or iterable of str or Signature, optional
+        C prototypes that override what is read from the IR, e.g.
+        ``["void scale(float *x, int64_t n)"]``. Needed only where the IR does not tell an
+        array's dtype or signedness.
+
+    Returns
+    -------
+    LLVMModule
+        A module of kind ``llvm``, mask RUNNABLE | DSO_EXPORTABLE.
+
+    Raises
+    ------
+    CompileError
+        If the IR does not parse or verify, targets another architecture, or LLVM fails; the
+        message carries LLVM's own.
+
+    Examples
+    --------
+    >>> m = llvm_module('define i64 @twice(i64 %x) {\n  %y = mul i64 %x, 2\n  ret i64 %y\n}')
+    >>> m["twice"](21)
+    42
+    """
+    if opt_level not in (0, 1, 2, 3):
+        raise ValueError(f"opt_level must be 0, 1, 2 or 3, not {opt_level!r}")
+    _ensure_initialized()
+    module = _parse(source, name)
+    label = name or (module.name if module.name not in ("", "<string>") else "llvm")
+    try:
+        module.verify()
+    except RuntimeError as exc:
+        raise CompileError(f"invalid LLVM IR in {label!r}: {str(exc).strip()}") from None
+    _set_target(module, label, cpu)
+
+    given = _normalize_signatures(signatures)
+    found: dict[str, Signature] = {}
+    unsupported: dict[str, str] = {}
+    for fn in exported_functions(module):
+        try:
+            found[fn.name] = infer_signature(fn)
+        except UnsupportedSignature as exc:
+            unsupported[fn.name] = str(exc)
+    _optimize(module, opt_level, cpu)
+    # Which pointers are read-only is known only after FunctionAttrs ran: read it now.
+    for fn in exported_functions(module):
+        if fn.name in found:
+            sig = found[fn.name]
+            params = tuple(replace(p, const=ro) for p, ro in zip(sig.params, readonly_params(fn), strict=True))
+            found[fn.name] = replace(sig, params=params)
+    for fname, sig in given.items():
+        if fname not in found and fname not in unsupported:
+            raise CompileError(f"signatures= names {fname!r}, which {label!r} does not define")
+        found[fname] = sig
+        unsupported.pop(fname, None)
+    return LLVMModule(module.as_bitcode(), found, unsupported, name=label, cpu=cpu, opt_level=opt_level)
+
+
+def _parse(source: str | bytes | Any, name: str | None) -> Any:
+    label = name or "llvm"
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        if not data.startswith(_BITCODE_MAGIC):
+            return _parse(data.decode("utf-8", errors="replace"), name)
+        try:
+            return llvm.parse_bitcode(data)
+        except RuntimeError as exc:
+            raise CompileError(f"invalid LLVM bitcode in {label!r}: {str(exc).strip()}") from None
+    if not isinstance(source, str):
+        # An llvmlite.ir.Module (or anything whose str() is IR text).
+        if type(source).__module__.startswith("llvmlite.ir"):
+            source = str(source)
+        else:
+            raise TypeError(
+                f"llvm_module() takes IR text, bitcode bytes or an llvmlite.ir.Module, not {type(source).__name__}"
+            )
+    try:
+        module = llvm.parse_assembly(source)
+    except RuntimeError as exc:
+        raise CompileError(f"invalid LLVM IR in {label!r}: {str(exc).strip()}") from None
+    if name:
+        module.name = name
+    return module
+
+
+def _set_target(module: Any, label: str, cpu: str | None) -> None:
+    host = llvm.get_process_triple()
+    triple = module.triple
+    # llvmlite.ir writes "unknown-unknown-unknown" when no triple was chosen: that is no triple.
+    if triple and not triple.startswith("unknown") and triple.split("-")[0] != host.split("-")[0]:
+        raise CompileError(
+            f"{label!r} targets {triple!r}, but llvm_module() compiles for this machine ({host}); "
+            "remove the target triple or build it for the device with kp.build()"
+        )
+    module.triple = host
+    module.data_layout = str(target_machine(cpu, 0, jit=True).target_data)
+
+
+def _optimize(module: Any, opt_level: int, cpu: str | None) -> None:
+    machine = target_machine(cpu, opt_level, jit=False)
+    builder = llvm.create_pass_builder(machine, llvm.create_pipeline_tuning_options(speed_level=opt_level))
+    try:
+        builder.getModulePassManager().run(module, builder)
+        # At -O0 the pipeline infers nothing; this pass alone marks read-only pointers.
+        attrs = llvm.create_new_module_pass_manager()
+        attrs.add_post_order_function_attributes_pass()
+        attrs.run(module, builder)
+    finally:
+        builder.close()
+
+
+def _normalize_signatures(
+    signatures: Mapping[str, str | Signature] | Iterable[str | Signature] | None,
+) -> dict[str, Signature]:
+    if signatures is None:
+        return {}
+    items = signatures.values() if isinstance(signatures, Mapping) else signatures
+    out = {}
+    for item in items:
+        sig = item if isinstance(item, Signature) else Signature.parse(item)
+        out[sig.name] = sig
+    return out
+
+
+@register_file_loader(".ll")
+def _load_ll(path: str) -> LLVMModule:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return llvm_module(f.read(), name=os.path.basename(path))
+
+
+@register_file_loader(".bc")
+def _load_bc(path: str) -> LLVMModule:
+    with open(path, "rb") as f:
+        return llvm_module(f.read(), name=os.path.basename(path))

@@ -1,0 +1,111 @@
+"""Exceptions raised by kernpack.
+
+Every error kernpack raises on bad input is a :class:`KernpackError`. The classes are few on
+purpose: a caller catches the root, or the one subclass that matches what it was doing
+(compiling, linking, loading, calling). All of them pickle, so they cross process pools intact.
+
+Pickling works because every class keeps its message as the only positional argument and its
+details as instance attributes: ``BaseException.__reduce__`` then rebuilds ``cls(message)`` and
+restores ``__dict__``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArgumentError",
+    "CompileError",
+    "DeviceUnavailableError",
+    "ExportError",
+    "FormatError",
+    "FunctionNotFoundError",
+    "ImportCycleError",
+    "KernpackError",
+    "LinkError",
+    "LoadError",
+    "UnsupportedOperationError",
+]
+
+
+class KernpackError(Exception):
+    """Root of every error kernpack raises on bad input or a failed tool."""
+
+    def __str__(self) -> str:
+        # KeyError (a base of FunctionNotFoundError) would print repr(message); every
+        # kernpack error prints its message as written.
+        return str(self.args[0]) if self.args else ""
+
+
+class UnsupportedOperationError(KernpackError):
+    """The module's kind cannot do this operation (its property mask says so)."""
+
+
+class ImportCycleError(KernpackError, ValueError):
+    """``import_module`` would make the import tree cyclic."""
+
+
+class FunctionNotFoundError(KernpackError, KeyError):
+    """No module in the searched tree defines the function.
+
+    Attributes
+    ----------
+    name : str
+        The name that was looked up.
+    available : tuple of str
+        Every function name the searched tree defines.
+    """
+
+    def __init__(self, message: str, *, name: str = "", available: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.name = name
+        self.available = tuple(available)
+
+
+class ArgumentError(KernpackError, TypeError):
+    """A call received the wrong number, type, dtype or layout of arguments."""
+
+
+class CompileError(KernpackError):
+    """Source or IR could not be compiled; the message carries the compiler's own words."""
+
+
+class LinkError(KernpackError):
+    """An external tool (the C compiler or linker) failed.
+
+    Attributes
+    ----------
+    command : tuple of str
+        The command line that failed, ready to paste into a shell.
+    returncode : int or None
+        Its exit status (None when it could not be started).
+    stderr : str
+        What it printed on standard error.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        command: tuple[str, ...] = (),
+        returncode: int | None = None,
+        stderr: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.command = tuple(command)
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+class LoadError(KernpackError):
+    """A file or blob could not be loaded as a module."""
+
+
+class FormatError(LoadError):
+    """A blob or payload is malformed: bad magic, unknown version, bad length or checksum."""
+
+
+class ExportError(KernpackError):
+    """``export_library`` refused a module tree that it could not load back."""
+
+
+class DeviceUnavailableError(KernpackError):
+    """The device a module needs (driver, ICD, package) is missing on this machine."""

@@ -1,0 +1,39 @@
+"""The deploy side of kernpack: module tree, loaders, calling. Needs numpy and cffi only.
+
+Nothing under ``kernpack.runtime`` imports llvmlite or ``kernpack.driver``: a deployed
+library loads on a machine that has no compiler.
+"""
+
+from __future__ import annotations
+
+from .calling import NativeFunction
+from .module import Module, ModulePropertyMask, mask_name
+from .pymodule import PythonModule, python_module
+from .registry import (
+    file_loader_suffixes,
+    load_from_bytes,
+    load_module,
+    loader_kinds,
+    register_file_loader,
+    register_loader,
+    register_provider,
+)
+from .signature import Param, Signature
+
+__all__ = [
+    "Module",
+    "ModulePropertyMask",
+    "NativeFunction",
+    "Param",
+    "PythonModule",
+    "Signature",
+    "file_loader_suffixes",
+    "load_from_bytes",
+    "load_module",
+    "loader_kinds",
+    "mask_name",
+    "python_module",
+    "register_file_loader",
+    "register_loader",
+    "register_provider",
+]

@@ -1,0 +1,233 @@
+"""Function signatures: what a native function takes and returns, written as a C prototype.
+
+A :class:`Signature` is the contract between Python callers and native code. It is written and
+read as a C prototype, because that is what people already know and what the exported header
+declares::
+
+    void vadd(const float *a, const float *b, float *out, int64_t n)
+
+Pointer parameters take C-contiguous arrays of the pointee's dtype (``void *`` takes any dtype);
+``const`` marks an input, so a read-only array is accepted there and refused elsewhere. Scalar
+parameters take Python or numpy scalars.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ArgumentError
+
+__all__ = ["SCALAR_TYPES", "Param", "Signature"]
+
+#: Scalar C types a signature may use, with the numpy dtype an array of them has.
+SCALAR_TYPES: dict[str, np.dtype] = {
+    "bool": np.dtype(np.bool_),
+    "int8_t": np.dtype(np.int8),
+    "int16_t": np.dtype(np.int16),
+    "int32_t": np.dtype(np.int32),
+    "int64_t": np.dtype(np.int64),
+    "uint8_t": np.dtype(np.uint8),
+    "uint16_t": np.dtype(np.uint16),
+    "uint32_t": np.dtype(np.uint32),
+    "uint64_t": np.dtype(np.uint64),
+    "float": np.dtype(np.float32),
+    "double": np.dtype(np.float64),
+}
+
+# Spellings people write in prototypes, folded to the fixed-width names above. The sizes are
+# those of every LP64 platform kernpack targets (Linux x86-64 and aarch64).
+_ALIASES = {
+    "_Bool": "bool",
+    "char": "int8_t",
+    "signed char": "int8_t",
+    "unsigned char": "uint8_t",
+    "short": "int16_t",
+    "unsigned short": "uint16_t",
+    "int": "int32_t",
+    "signed": "int32_t",
+    "unsigned": "uint32_t",
+    "unsigned int": "uint32_t",
+    "long": "int64_t",
+    "long long": "int64_t",
+    "unsigned long": "uint64_t",
+    "unsigned long long": "uint64_t",
+    "size_t": "uint64_t",
+    "ssize_t": "int64_t",
+    "ptrdiff_t": "int64_t",
+    "intptr_t": "int64_t",
+    "uintptr_t": "uint64_t",
+}
+
+_DTYPE_TO_CTYPE = {dt: name for name, dt in SCALAR_TYPES.items()}
+
+_PROTOTYPE = re.compile(r"^\s*(?P<ret>[A-Za-z_][\w\s]*?)\s*(?P<name>[A-Za-z_]\w*)\s*\((?P<params>.*)\)\s*;?\s*$", re.S)
+_IDENT = re.compile(r"[A-Za-z_]\w*$")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a :class:`Signature`.
+
+    Attributes
+    ----------
+    name : str
+        The parameter's name, used in error messages and keyword-free calls.
+    ctype : str
+        The scalar C type (a key of :data:`SCALAR_TYPES`), or ``"void"`` for an untyped pointer.
+    pointer : bool
+        True for an array parameter.
+    const : bool
+        For a pointer: the function only reads through it (an input).
+    """
+
+    name: str
+    ctype: str
+    pointer: bool = False
+    const: bool = False
+
+    @property
+    def dtype(self) -> np.dtype | None:
+        """The numpy dtype of the scalar or of the array's elements (None for ``void *``)."""
+        return SCALAR_TYPES.get(self.ctype)
+
+    @property
+    def is_output(self) -> bool:
+        """True for a pointer the function may write through."""
+        return self.pointer and not self.const
+
+    @property
+    def cffi_type(self) -> str:
+        """The type cffi passes: every pointer as ``void *`` (one ABI, any buffer accepted)."""
+        if self.pointer:
+            return "void *"
+        return "_Bool" if self.ctype == "bool" else self.ctype
+
+    def __str__(self) -> str:
+        if self.pointer:
+            return f"{'const ' if self.const else ''}{self.ctype} *{self.name}"
+        return f"{self.ctype} {self.name}"
+
+
+@dataclass(frozen=True)
+class Signature:
+    """The signature of a native function.
+
+    Parameters
+    ----------
+    name : str
+        The function's symbol name.
+    params : tuple of Param
+        Its parameters, in order.
+    restype : str
+        ``"void"`` or a scalar C type.
+
+    Examples
+    --------
+    >>> sig = Signature.parse("void vadd(const float *a, const float *b, float *c, int64_t n)")
+    >>> [p.name for p in sig.params if p.is_output]
+    ['c']
+    >>> str(sig)
+    'void vadd(const float *a, const float *b, float *c, int64_t n)'
+    """
+
+    name: str
+    params: tuple[Param, ...]
+    restype: str = "void"
+
+    @classmethod
+    def parse(cls, prototype: str) -> Signature:
+        """Read a C prototype such as ``"double dot(const double *x, int64_t n)"``.
+
+        Raises
+        ------
+        ArgumentError
+            If the text is not a prototype of the supported types (fixed-width integers, the
+            usual C integer spellings, ``bool``, ``float``, ``double``, one level of pointer).
+        """
+        match = _PROTOTYPE.match(prototype)
+        if match is None:
+            raise ArgumentError(
+                f"cannot read {prototype!r} as a C prototype; write it like "
+                "'void vadd(const float *a, const float *b, float *c, int64_t n)'"
+            )
+        restype = _scalar_ctype(match["ret"], prototype, allow_void=True)
+        body = match["params"].strip()
+        params: list[Param] = []
+        if body and body != "void":
+            for index, text in enumerate(body.split(",")):
+                params.append(_parse_param(text, index, prototype))
+        names = [p.name for p in params]
+        if len(set(names)) != len(names):
+            raise ArgumentError(f"prototype {prototype!r} repeats a parameter name")
+        return cls(match["name"], tuple(params), restype)
+
+    @property
+    def cffi_type(self) -> str:
+        """The C function-pointer type cffi casts the function's address to."""
+        ret = "_Bool" if self.restype == "bool" else self.restype
+        args = ", ".join(p.cffi_type for p in self.params) or "void"
+        return f"{ret}(*)({args})"
+
+    def __str__(self) -> str:
+        args = ", ".join(str(p) for p in self.params) or "void"
+        return f"{self.restype} {self.name}({args})"
+
+
+def ctype_of(dtype: np.dtype) -> str:
+    """Return the C type name of a numpy scalar dtype.
+
+    Raises
+    ------
+    ArgumentError
+        If kernpack has no C type for the dtype.
+    """
+    try:
+        return _DTYPE_TO_CTYPE[np.dtype(dtype)]
+    except (KeyError, TypeError):
+        raise ArgumentError(
+            f"dtype {dtype!r} has no C type in kernpack; use one of " + ", ".join(str(d) for d in _DTYPE_TO_CTYPE)
+        ) from None
+
+
+_QUALIFIERS = ("const", "restrict", "__restrict", "volatile")
+
+
+def _type_name(words: list[str]) -> str | None:
+    """Fold type words (qualifiers already removed) to a SCALAR_TYPES key, "void", or None."""
+    text = " ".join(words)
+    text = _ALIASES.get(text, text)
+    return text if text in SCALAR_TYPES or text == "void" else None
+
+
+def _scalar_ctype(text: str, prototype: str, *, allow_void: bool = False) -> str:
+    ctype = _type_name([w for w in text.split() if w not in _QUALIFIERS])
+    if ctype is not None and (ctype != "void" or allow_void):
+        return ctype
+    allowed = ", ".join([*SCALAR_TYPES, *(["void"] if allow_void else [])])
+    raise ArgumentError(f"type {text.strip()!r} in prototype {prototype!r} is not supported; use one of {allowed}")
+
+
+def _parse_param(text: str, index: int, prototype: str) -> Param:
+    stars = text.count("*")
+    if stars > 1:
+        raise ArgumentError(
+            f"parameter {index} ({text.strip()!r}) of {prototype!r} is a pointer to a pointer; "
+            "kernpack passes only flat arrays"
+        )
+    # A const before the '*' qualifies the pointee: that is what makes the array an input.
+    before, _, after = text.partition("*")
+    const = stars == 1 and "const" in before.split()
+    words = [w for w in (before + " " + after).split() if w not in _QUALIFIERS]
+    name = f"arg{index}"
+    ctype = _type_name(words)
+    if ctype is None and len(words) > 1 and _IDENT.match(words[-1]):
+        name, ctype = words[-1], _type_name(words[:-1])
+    if ctype is None or (ctype == "void" and not stars):
+        raise ArgumentError(
+            f"parameter {index} ({text.strip()!r}) of {prototype!r} has an unsupported type; "
+            f"use one of {', '.join(SCALAR_TYPES)} or a pointer to one (void * for any dtype)"
+        )
+    return Param(name, ctype, pointer=bool(stars), const=const)

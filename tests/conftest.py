@@ -1,0 +1,76 @@
+"""Shared fixtures: hand-written LLVM IR kept as module-level strings."""
+
+from __future__ import annotations
+
+import pytest
+
+VADD_IR = r"""
+define void @vadd(ptr noalias %a, ptr noalias %b, ptr noalias %c, i64 %n) {
+entry:
+  %cmp = icmp sgt i64 %n, 0
+  br i1 %cmp, label %loop, label %exit
+loop:
+  %i = phi i64 [0, %entry], [%inext, %loop]
+  %pa = getelementptr float, ptr %a, i64 %i
+  %pb = getelementptr float, ptr %b, i64 %i
+  %pc = getelementptr float, ptr %c, i64 %i
+  %va = load float, ptr %pa
+  %vb = load float, ptr %pb
+  %s = fadd float %va, %vb
+  store float %s, ptr %pc
+  %inext = add i64 %i, 1
+  %done = icmp eq i64 %inext, %n
+  br i1 %done, label %exit, label %loop
+exit:
+  ret void
+}
+"""
+
+# Typed-pointer spelling (LLVM < 15 style) of a reduction: llvmlite reads it as opaque pointers.
+SUM_IR = r"""
+define double @sum(double* %x, i64 %n) {
+entry:
+  %cmp = icmp sgt i64 %n, 0
+  br i1 %cmp, label %loop, label %exit
+loop:
+  %i = phi i64 [0, %entry], [%inext, %loop]
+  %acc = phi double [0.0, %entry], [%acc.next, %loop]
+  %p = getelementptr double, double* %x, i64 %i
+  %v = load double, double* %p
+  %acc.next = fadd double %acc, %v
+  %inext = add i64 %i, 1
+  %done = icmp eq i64 %inext, %n
+  br i1 %done, label %exit, label %loop
+exit:
+  %r = phi double [0.0, %entry], [%acc.next, %loop]
+  ret double %r
+}
+"""
+
+SCALARS_IR = r"""
+define double @axpb(i64 %k, double %x, double %b) {
+  %kf = sitofp i64 %k to double
+  %m = fmul double %kf, %x
+  %r = fadd double %m, %b
+  ret double %r
+}
+
+define i32 @add_i32(i32 %a, i32 %b) {
+  %r = add i32 %a, %b
+  ret i32 %r
+}
+
+define i1 @is_positive(float %x) {
+  %r = fcmp ogt float %x, 0.0
+  ret i1 %r
+}
+
+define internal i64 @helper(i64 %x) {
+  ret i64 %x
+}
+"""
+
+
+@pytest.fixture
+def vadd_ir() -> str:
+    return VADD_IR
