@@ -52,6 +52,23 @@ def test_signatures_are_read_from_the_ir(vadd):
     assert str(kp.llvm_module(SCALARS_IR).signatures["axpb"]) == "double axpb(int64_t k, double x, double b)"
 
 
+def test_signature_inference_unnamed_atomics_and_conflicts():
+    source = """
+    define void @f(ptr %0, ptr %1, ptr %2, ptr %3, i64 %4) {
+      %p = getelementptr inbounds float, ptr %0, i64 %4
+      %v = load float, ptr %p
+      %old = atomicrmw add ptr %1, i32 1 seq_cst
+      store i64 7, ptr %2
+      %q = getelementptr i8, ptr %3, i64 4
+      %x = load i16, ptr %q
+      %y = load double, ptr %3
+      ret void
+    }
+    """
+    sig = kp.llvm_module(source, opt_level=0).signatures["f"]
+    assert str(sig) == "void f(const float *arg0, int32_t *arg1, int64_t *arg2, const void *arg3, int64_t arg4)"
+
+
 def test_readonly_inference_holds_at_O0():
     mod = kp.llvm_module(VADD_IR, opt_level=0)
     assert str(mod.signatures["vadd"]) == "void vadd(const float *a, const float *b, float *c, int64_t n)"

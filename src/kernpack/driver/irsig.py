@@ -29,7 +29,6 @@ _LLVM_SCALARS = {
     "float": "float",
     "double": "double",
 }
-_GEP_TYPE = re.compile(r"getelementptr(?:\s+(?:inbounds|nuw|nusw|inrange\([^)]*\)))*\s+([^,]+),")
 _VECTOR = re.compile(r"^<\s*(?:vscale\s+x\s+)?\d+\s+x\s+(\w+)\s*>$")
 _PASS_THROUGH = {"bitcast", "addrspacecast", "select", "phi", "freeze"}
 
@@ -96,38 +95,61 @@ def _scalar_of(llty: str) -> str | None:
 
 
 def _pointer_element_types(fn: Any, args: list[Any]) -> dict[int, str]:
-    """Map each pointer argument's index to its element C type where the uses agree."""
-    origin: dict[Any, int] = {arg: i for i, arg in enumerate(args) if str(arg.type) == "ptr"}
+    """Map each pointer argument's index to its element C type where the uses agree.
+
+    Works on the function's printed IR: one call into LLVM instead of several per
+    instruction, which made this scan cost more than the optimizer on small kernels.
+    """
+    origin = {_reference(arg): i for i, arg in enumerate(args) if str(arg.type) == "ptr"}
     if not origin:
         return {}
     seen: dict[int, set[str]] = {i: set() for i in origin.values()}
 
-    def note(index: int | None, llty: str | None) -> None:
-        if index is not None and llty is not None:
+    def note(pointer: str, llty: str) -> None:
+        index = origin.get(pointer)
+        if index is not None:
             ctype = _scalar_of(llty)
             seen[index].add(ctype if ctype else llty)
 
-    for block in fn.blocks:
-        for ins in block.instructions:
-            op = ins.opcode
-            ops = list(ins.operands)
-            if op == "getelementptr" and ops and ops[0] in origin:
-                index = origin[ops[0]]
-                origin[ins] = index
-                match = _GEP_TYPE.search(str(ins))
-                # An i8 GEP is byte arithmetic, not a statement about the element type.
-                if match and match.group(1).strip() != "i8":
-                    note(index, match.group(1))
-            elif op in _PASS_THROUGH and any(o in origin for o in ops):
-                origin[ins] = next(origin[o] for o in ops if o in origin)
-            elif op == "load" and ops and ops[0] in origin:
-                note(origin[ops[0]], str(ins.type))
-            elif op == "store" and len(ops) == 2 and ops[1] in origin:
-                note(origin[ops[1]], str(ops[0].type))
-            elif op in ("atomicrmw", "cmpxchg") and len(ops) >= 2 and ops[0] in origin:
-                note(origin[ops[0]], str(ops[1].type))
+    for line in str(fn).splitlines():
+        if (m := _GEP.match(line)) and m["base"] in origin:
+            origin[m["res"]] = origin[m["base"]]
+            # An i8 GEP is byte arithmetic, not a statement about the element type.
+            if m["type"].strip() != "i8":
+                note(m["base"], m["type"])
+        elif (m := _LOAD.match(line)) is not None:
+            note(m["ptr"], m["type"])
+        elif (m := _STORE.match(line)) is not None:
+            note(m["ptr"], m["type"])
+        elif (m := _ATOMIC.match(line)) is not None:
+            note(m["ptr"], m["type"])
+        elif (m := _ASSIGN.match(line)) and m["op"] in _PASS_THROUGH:
+            for ref in _REF.findall(line[m.end() :]):
+                if ref in origin:
+                    origin[m["res"]] = origin[ref]
+                    break
     return {
         i: next(iter(types))
         for i, types in seen.items()
         if len(types) == 1 and next(iter(types)) in _LLVM_SCALARS.values()
     }
+
+
+def _reference(arg: Any) -> str:
+    # An argument prints as "<type> <attrs> %name"; its last word is how the body names it.
+    return str(arg).split()[-1]
+
+
+_VALUE = r"%[-\w.$]+"
+_REF = re.compile(_VALUE)
+_ASSIGN = re.compile(rf"^\s*(?P<res>{_VALUE})\s*=\s*(?P<op>\w+)")
+_GEP = re.compile(
+    rf"^\s*(?P<res>{_VALUE})\s*=\s*getelementptr(?:\s+(?:inbounds|nuw|nusw|inrange\([^)]*\)))*"
+    rf"\s+(?P<type>[^,]+),\s*ptr\s+(?P<base>{_VALUE})"
+)
+_LOAD = re.compile(rf"^\s*{_VALUE}\s*=\s*load(?:\s+atomic)?(?:\s+volatile)?\s+(?P<type>[^,]+),\s*ptr\s+(?P<ptr>{_VALUE})")
+_STORE = re.compile(rf"^\s*store(?:\s+atomic)?(?:\s+volatile)?\s+(?P<type>.+?)\s+\S+,\s*ptr\s+(?P<ptr>{_VALUE})")
+_ATOMIC = re.compile(
+    rf"^\s*{_VALUE}\s*=\s*(?:atomicrmw(?:\s+volatile)?\s+\w+|cmpxchg(?:\s+weak)?(?:\s+volatile)?)"
+    rf"\s+ptr\s+(?P<ptr>{_VALUE}),\s*(?P<type>[^\s,]+)"
+)

@@ -253,7 +253,8 @@ def llvm_module(
         module.verify()
     except RuntimeError as exc:
         raise CompileError(f"invalid LLVM IR in {label!r}: {str(exc).strip()}") from None
-    _set_target(module, label, cpu)
+    machine = target_machine(cpu, opt_level, jit=False)
+    _set_target(module, label, machine)
 
     given = _normalize_signatures(signatures)
     found: dict[str, Signature] = {}
@@ -263,7 +264,7 @@ def llvm_module(
             found[fn.name] = infer_signature(fn)
         except UnsupportedSignature as exc:
             unsupported[fn.name] = str(exc)
-    _optimize(module, opt_level, cpu)
+    _optimize(module, opt_level, machine)
     # Which pointers are read-only is known only after FunctionAttrs ran: read it now.
     for fn in exported_functions(module):
         if fn.name in found:
@@ -305,7 +306,7 @@ def _parse(source: str | bytes | Any, name: str | None) -> Any:
     return module
 
 
-def _set_target(module: Any, label: str, cpu: str | None) -> None:
+def _set_target(module: Any, label: str, machine: Any) -> None:
     host = llvm.get_process_triple()
     triple = module.triple
     # llvmlite.ir writes "unknown-unknown-unknown" when no triple was chosen: that is no triple.
@@ -315,18 +316,18 @@ def _set_target(module: Any, label: str, cpu: str | None) -> None:
             "remove the target triple or build it for the device with kp.build()"
         )
     module.triple = host
-    module.data_layout = str(target_machine(cpu, 0, jit=True).target_data)
+    module.data_layout = str(machine.target_data)
 
 
-def _optimize(module: Any, opt_level: int, cpu: str | None) -> None:
-    machine = target_machine(cpu, opt_level, jit=False)
+def _optimize(module: Any, opt_level: int, machine: Any) -> None:
     builder = llvm.create_pass_builder(machine, llvm.create_pipeline_tuning_options(speed_level=opt_level))
     try:
         builder.getModulePassManager().run(module, builder)
-        # At -O0 the pipeline infers nothing; this pass alone marks read-only pointers.
-        attrs = llvm.create_new_module_pass_manager()
-        attrs.add_post_order_function_attributes_pass()
-        attrs.run(module, builder)
+        if opt_level == 0:
+            # The -O0 pipeline infers nothing; this pass alone marks read-only pointers.
+            attrs = llvm.create_new_module_pass_manager()
+            attrs.add_post_order_function_attributes_pass()
+            attrs.run(module, builder)
     finally:
         builder.close()
 

@@ -288,9 +288,9 @@ class Module:
             raise self.unsupported(operation)
 
     def __repr__(self) -> str:
-        names = self.function_names()
-        shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
-        return f"Module[{self.kind}]({shown})"
+        names = list(self.function_names())
+        shown = repr(names[:4])[:-1] + (", ...]" if len(names) > 4 else "]")
+        return f"Module[{self.kind}](functions={shown})"
 
 
 def _find_path(start: Module, target: Module) -> list[Module] | None:

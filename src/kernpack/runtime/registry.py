@@ -57,9 +57,15 @@ def register_loader(kind: str) -> Callable[[_F], _F]:
 
     Examples
     --------
-    >>> @register_loader("mykind")          # doctest: +SKIP
+    A loader for a kind whose payload is its UTF-8 function name:
+
+    >>> from kernpack.runtime import python_module
+    >>> @register_loader("doc_echo")
     ... def _load(data):
-    ...     return MyModule.from_bytes(bytes(data))
+    ...     name = bytes(data).decode()
+    ...     return python_module({name: lambda: name})
+    >>> load_from_bytes("doc_echo", b"hello")["hello"]()
+    'hello'
     """
     if not kind or not isinstance(kind, str):
         raise ValueError("register_loader() needs a non-empty kind name")

@@ -1,0 +1,85 @@
+"""Helpers shared by the benchmarks: timing with medians, result files, plots."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("results")
+
+
+def median_seconds(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` over ``repeat`` runs, after ``warmup`` untimed runs."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def median_per_call(fn: Callable[[], object], calls: int, repeat: int) -> float:
+    """Median over ``repeat`` batches of the mean time of one call in a batch of ``calls``."""
+
+    def batch() -> None:
+        for _ in range(calls):
+            fn()
+
+    return median_seconds(batch, repeat) / calls
+
+
+def machine() -> dict[str, object]:
+    """What the numbers were measured on."""
+    return {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
+
+
+def save(name: str, rows: list[dict[str, object]], extra: dict[str, object]) -> Path:
+    """Write ``results/<name>.json`` and ``results/<name>.md``; return the JSON path."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **extra, "rows": rows}, indent=2) + "\n")
+    lines = ["| benchmark | kernpack | baseline | ratio |", "|---|---|---|---|"]
+    lines += [
+        f"| {r['what']} | {r['kernpack']} | {r['baseline']} ({r['baseline_name']}) | {r['ratio']:.2f}x |" for r in rows
+    ]
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    return path
+
+
+def plot(name: str, rows: list[dict[str, object]]) -> Path | None:
+    """Bar chart of kernpack against its baseline per row, if matplotlib is installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 3.2))
+    for ax, row in zip(axes if len(rows) > 1 else [axes], rows, strict=True):
+        values = [row["baseline_s"], row["kernpack_s"]]
+        scale, unit = (1e6, "µs") if max(values) < 1e-3 else (1e3, "ms")
+        ax.bar([row["baseline_name"], "kernpack"], [v * scale for v in values], color=["#999999", "#3b75af"])
+        ax.set_title(row["what"], fontsize=9)
+        ax.set_ylabel(f"median time ({unit})")
+    fig.tight_layout()
+    path = RESULTS / f"{name}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def fmt_time(seconds: float) -> str:
+    """Format seconds with a unit that fits."""
+    if seconds < 1e-6:
+        return f"{seconds * 1e9:.0f} ns"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.2f} µs"
+    return f"{seconds * 1e3:.2f} ms"
