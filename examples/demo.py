@@ -61,8 +61,10 @@ def main() -> int:
     start = time.perf_counter()
     host = kp.llvm_module(VADD, name="vadd")
     vadd = host["vadd"]
-    print(f"   parsed, verified, optimized (O3) and JIT-compiled in {(time.perf_counter() - start) * 1e3:.1f} ms"
-          " (the first build also loads LLVM)")
+    print(
+        f"   parsed, verified, optimized (O3) and JIT-compiled in {(time.perf_counter() - start) * 1e3:.1f} ms"
+        " (the first build also loads LLVM)"
+    )
     print(f"   signature read from the IR: {vadd.signature}")
     show(host)
     a = np.arange(1_000_000, dtype=np.float32)

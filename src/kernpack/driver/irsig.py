@@ -117,11 +117,11 @@ def _pointer_element_types(fn: Any, args: list[Any]) -> dict[int, str]:
             # An i8 GEP is byte arithmetic, not a statement about the element type.
             if m["type"].strip() != "i8":
                 note(m["base"], m["type"])
-        elif (m := _LOAD.match(line)) is not None:
-            note(m["ptr"], m["type"])
-        elif (m := _STORE.match(line)) is not None:
-            note(m["ptr"], m["type"])
-        elif (m := _ATOMIC.match(line)) is not None:
+        elif (
+            (m := _LOAD.match(line)) is not None
+            or (m := _STORE.match(line)) is not None
+            or (m := _ATOMIC.match(line)) is not None
+        ):
             note(m["ptr"], m["type"])
         elif (m := _ASSIGN.match(line)) and m["op"] in _PASS_THROUGH:
             for ref in _REF.findall(line[m.end() :]):
@@ -147,7 +147,9 @@ _GEP = re.compile(
     rf"^\s*(?P<res>{_VALUE})\s*=\s*getelementptr(?:\s+(?:inbounds|nuw|nusw|inrange\([^)]*\)))*"
     rf"\s+(?P<type>[^,]+),\s*ptr\s+(?P<base>{_VALUE})"
 )
-_LOAD = re.compile(rf"^\s*{_VALUE}\s*=\s*load(?:\s+atomic)?(?:\s+volatile)?\s+(?P<type>[^,]+),\s*ptr\s+(?P<ptr>{_VALUE})")
+_LOAD = re.compile(
+    rf"^\s*{_VALUE}\s*=\s*load(?:\s+atomic)?(?:\s+volatile)?\s+(?P<type>[^,]+),\s*ptr\s+(?P<ptr>{_VALUE})"
+)
 _STORE = re.compile(rf"^\s*store(?:\s+atomic)?(?:\s+volatile)?\s+(?P<type>.+?)\s+\S+,\s*ptr\s+(?P<ptr>{_VALUE})")
 _ATOMIC = re.compile(
     rf"^\s*{_VALUE}\s*=\s*(?:atomicrmw(?:\s+volatile)?\s+\w+|cmpxchg(?:\s+weak)?(?:\s+volatile)?)"
