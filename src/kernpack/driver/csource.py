@@ -36,6 +36,7 @@ class CSourceModule(Module):
     """C source code plus the names of the functions it defines. Create with :func:`c_source_module`."""
 
     kind = "c"
+    dso_format = "c"
     property_mask = ModulePropertyMask.BINARY_SERIALIZABLE | ModulePropertyMask.DSO_EXPORTABLE
 
     def __init__(self, code: str, function_names: Iterable[str], signatures: Mapping[str, Signature]) -> None:

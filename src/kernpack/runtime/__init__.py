@@ -7,7 +7,9 @@ library loads on a machine that has no compiler.
 from __future__ import annotations
 
 from .calling import NativeFunction
+from .library import LazyModule, LibraryModule, load_library
 from .module import Module, ModulePropertyMask, mask_name
+from .pipeline import PipelineModule, pipeline_module
 from .pymodule import PythonModule, python_module
 from .registry import (
     file_loader_suffixes,
@@ -21,6 +23,11 @@ from .registry import (
 from .signature import Param, Signature
 
 __all__ = [
+    "LazyModule",
+    "LibraryModule",
+    "PipelineModule",
+    "load_library",
+    "pipeline_module",
     "Module",
     "ModulePropertyMask",
     "NativeFunction",

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 from ..errors import FunctionNotFoundError, ImportCycleError, UnsupportedOperationError
+from .registry import lookup_exporter
 
 __all__ = ["Module", "ModulePropertyMask"]
 
@@ -74,6 +75,9 @@ class Module:
 
     kind: ClassVar[str] = ""
     property_mask: ClassVar[ModulePropertyMask] = ModulePropertyMask(0)
+    #: The format ``export_library`` asks a DSO-exportable kind to write: an object file
+    #: (``"o"``) or a source the C compiler builds (``"c"``).
+    dso_format: ClassVar[str] = "o"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -256,6 +260,52 @@ class Module:
         """
         self._require(ModulePropertyMask.DSO_EXPORTABLE, "write_to_file")
         self._write_to_file(os.fspath(path), fmt)
+
+    def export_library(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        cc: str | None = None,
+        options: Sequence[str] = (),
+        workspace: str | os.PathLike[str] | None = None,
+    ) -> str:
+        """Export this module and everything it imports as one shared library.
+
+        DSO-exportable modules are linked as code into the library; every other module is
+        packed, serialized, into a read-only section of it. ``kernpack.load_module(path)``
+        rebuilds the tree.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The library to write (``.so``). A C header declaring the host functions is written
+            beside it (``.h``).
+        cc : str, optional
+            The C compiler and linker; ``$CC``, else ``cc``.
+        options : sequence of str
+            Extra arguments for the compiler/linker command.
+        workspace : str or os.PathLike, optional
+            Directory for the intermediate files, kept afterwards; a temporary one, removed
+            afterwards, by default.
+
+        Returns
+        -------
+        str
+            The library's absolute path.
+
+        Raises
+        ------
+        ExportError
+            Before any work, if a module could not be exported and loaded back: the message
+            names its kind, mask and path from the root.
+        LinkError
+            If the C compiler fails: it carries the command, exit code and stderr. Nothing is
+            left at ``path`` (an existing file is untouched).
+        """
+        exporter = lookup_exporter()
+        if exporter is None:
+            raise self.unsupported("export_library", "exporting needs the compile side: import kernpack (llvmlite)")
+        return exporter(self, path, cc=cc, options=options, workspace=workspace)
 
     # ----------------------------------------------------------------- hooks
     def _get_own_function(self, name: str) -> Callable[..., Any] | None:

@@ -20,31 +20,37 @@ import importlib
 import os
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import LoadError
-from .module import Module
+
+if TYPE_CHECKING:
+    from .module import Module
 
 __all__ = [
     "file_loader_suffixes",
     "load_from_bytes",
     "load_module",
     "loader_kinds",
+    "lookup_exporter",
     "lookup_loader",
     "register_file_loader",
+    "register_exporter",
     "register_loader",
     "register_provider",
 ]
 
-BytesLoader = Callable[[bytes | memoryview], Module]
-FileLoader = Callable[[str], Module]
-_F = TypeVar("_F", bound=Callable[..., Module])
+BytesLoader = Callable[[bytes | memoryview], "Module"]
+FileLoader = Callable[[str], "Module"]
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 _loaders: dict[str, BytesLoader] = {}
 _file_loaders: dict[str, FileLoader] = {}
 # kind or ".suffix" -> the module whose import registers its loader.
 _providers: dict[str, str] = {}
 _lock = threading.Lock()
+_exporter: list[Callable[..., str]] = []
+_EXPORTER_KEY = "@export"
 
 
 def register_loader(kind: str) -> Callable[[_F], _F]:
@@ -93,8 +99,22 @@ def register_file_loader(suffix: str) -> Callable[[_F], _F]:
     return decorate
 
 
+def register_exporter(fn: Callable[..., str]) -> Callable[..., str]:
+    """Install the function behind ``Module.export_library`` (the compile side provides it)."""
+    with _lock:
+        _exporter[:] = [fn]
+    return fn
+
+
+def lookup_exporter() -> Callable[..., str] | None:
+    """Return the installed exporter, importing its provider if needed, or None."""
+    if not _exporter and _EXPORTER_KEY in _providers:
+        importlib.import_module(_providers[_EXPORTER_KEY])
+    return _exporter[0] if _exporter else None
+
+
 def register_provider(key: str, module_name: str) -> None:
-    """Name the Python module that registers the loader for a kind or a ``.suffix``.
+    """Name the Python module that registers the loader for a kind, a ``.suffix`` or ``@export``.
 
     The module is imported the first time the kind or suffix is asked for and not yet
     registered. Plugins use this to stay cheap to import.
@@ -110,7 +130,7 @@ def lookup_loader(kind: str) -> BytesLoader | None:
 
 def loader_kinds() -> tuple[str, ...]:
     """The kinds that have a loader, registered or provided."""
-    return tuple(sorted({*_loaders, *(k for k in _providers if not k.startswith("."))}))
+    return tuple(sorted({*_loaders, *(k for k in _providers if k[0] not in ".@")}))
 
 
 def file_loader_suffixes() -> tuple[str, ...]:

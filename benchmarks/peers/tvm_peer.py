@@ -1,0 +1,188 @@
+"""Apache TVM 0.27 peer measurements for the kernpack benchmarks.
+
+Run with the peer venv's python (``PY=$(benchmarks/peers/setup_tvm.sh | tail -n1)``)::
+
+    $PY benchmarks/peers/tvm_peer.py export-vadd OUT.so
+    $PY benchmarks/peers/tvm_peer.py cold-call LIB.so FUNC N
+    $PY benchmarks/peers/tvm_peer.py export-const OUT.so MIB
+    $PY benchmarks/peers/tvm_peer.py load-const LIB.so
+
+Every subcommand prints one JSON object on its last stdout line; a failed check exits non-zero.
+
+- ``export-vadd``: TE float32 ``c[i] = a[i] + b[i]`` over a symbolic length, ``tvm.compile`` for "llvm", then
+  ``export_library``. ``seconds`` = compile + export (``build_s`` / ``export_library_s`` split it).
+- ``cold-call``: what a cold process does: ``import tvm_ffi`` (``import_s``, which includes numpy, that tvm_ffi
+  imports itself), ``tvm_ffi.load_module`` + function lookup (``load_s``), one call on numpy arrays passed via
+  ``tvm_ffi.from_dlpack`` (``call_s``), then a correctness check. No TVM compiler module is imported.
+- ``export-const``: a Relax ``main(x) = x + C`` with ``C`` a baked-in float32 constant of MIB MiB, compiled with
+  ``tvm.compile``; times only ``exe.export_library`` (3 runs, each to a fresh file) and checks the .so holds C.
+- ``load-const``: ``tvm_ffi.load_module`` of such a library, each of 5 runs in a fresh subprocess. A Relax VM
+  library needs the loader registered by libtvm_runtime.so, so the child first dlopens that (untimed) without
+  importing the ``tvm`` Python package; after timing it runs ``main`` once to check the constant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+def _const_pattern(n: int) -> Any:
+    import numpy as np
+
+    return (np.arange(n, dtype=np.int64) % 1024).astype(np.float32)
+
+
+def export_vadd(out: str) -> dict[str, Any]:
+    import tvm
+    from tvm import te
+
+    t0 = time.perf_counter()
+    n = te.var("n")
+    a = te.placeholder((n,), "float32", name="a")
+    b = te.placeholder((n,), "float32", name="b")
+    c = te.compute((n,), lambda i: a[i] + b[i], name="c")
+    func = te.create_prim_func([a, b, c]).with_attr("global_symbol", "vadd")
+    exe = tvm.compile(tvm.IRModule({"vadd": func}), target="llvm")
+    t1 = time.perf_counter()
+    exe.export_library(out)
+    t2 = time.perf_counter()
+    return {
+        "path": os.path.abspath(out),
+        "function": "vadd",
+        "seconds": t2 - t0,
+        "build_s": t1 - t0,
+        "export_library_s": t2 - t1,
+    }
+
+
+def cold_call(lib: str, func: str, n: int) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    try:
+        import tvm_ffi
+
+        load = tvm_ffi.load_module
+        wrap = tvm_ffi.from_dlpack
+    except ImportError:  # pragma: no cover - tvm_ffi ships with apache-tvm 0.27
+        import tvm
+
+        load = tvm.runtime.load_module
+        wrap = tvm.runtime.from_dlpack
+    t1 = time.perf_counter()
+    fn = load(lib)[func]
+    t2 = time.perf_counter()
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = rng.random(n, dtype=np.float32)
+    b = rng.random(n, dtype=np.float32)
+    c = np.zeros(n, dtype=np.float32)
+    t3 = time.perf_counter()
+    fn(wrap(a), wrap(b), wrap(c))
+    t4 = time.perf_counter()
+    ok = bool(np.array_equal(c, a + b))
+    return {"ok": ok, "import_s": t1 - t0, "load_s": t2 - t1, "call_s": t4 - t3}
+
+
+def export_const(out: str, mib: int) -> dict[str, Any]:
+    import tvm
+    from tvm import relax
+
+    n = mib * (1 << 20) // 4
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((n,), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(bb.emit(relax.op.add(x, relax.const(_const_pattern(n)))))
+        bb.emit_func_output(y)
+    with bb.function("const_shape", []):  # lets load-const check main() without knowing MIB
+        bb.emit_func_output(relax.ShapeExpr([n]))
+    exe = tvm.compile(bb.get(), target="llvm")
+    times = []
+    for _ in range(3):
+        if os.path.exists(out):
+            os.remove(out)
+        t0 = time.perf_counter()
+        exe.export_library(out)
+        times.append(time.perf_counter() - t0)
+    size = os.path.getsize(out)
+    return {
+        "ok": size >= mib * (1 << 20),
+        "export_s_median": statistics.median(times),
+        "export_s_all": times,
+        "so_bytes": size,
+    }
+
+
+def load_one(lib: str) -> dict[str, Any]:
+    import ctypes
+    import importlib.util
+
+    import tvm_ffi
+
+    spec = importlib.util.find_spec("tvm")  # locates the package without importing it
+    assert spec is not None and spec.submodule_search_locations
+    ctypes.CDLL(os.path.join(spec.submodule_search_locations[0], "lib", "libtvm_runtime.so"), ctypes.RTLD_GLOBAL)
+    t0 = time.perf_counter()
+    mod = tvm_ffi.load_module(lib)
+    load_s = time.perf_counter() - t0
+
+    vm = mod["vm_load_executable"]()
+    vm["vm_initialization"](1, 0, 2)  # kDLCPU, device 0, pooled allocator
+    import numpy as np
+
+    n = int(vm["const_shape"]()[0])
+    got = np.from_dlpack(vm["main"](tvm_ffi.from_dlpack(np.zeros(n, dtype=np.float32))))
+    return {"ok": bool(np.array_equal(got, _const_pattern(n))), "load_s": load_s}
+
+
+def load_const(lib: str) -> dict[str, Any]:
+    times = []
+    for _ in range(5):
+        proc = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "_load-one", lib], capture_output=True, text=True, check=True
+        )
+        times.append(json.loads(proc.stdout.strip().splitlines()[-1])["load_s"])
+    return {"load_s_median": statistics.median(times), "load_s_all": times}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("export-vadd").add_argument("out")
+    p = sub.add_parser("cold-call")
+    p.add_argument("lib")
+    p.add_argument("func")
+    p.add_argument("n", type=int)
+    p = sub.add_parser("export-const")
+    p.add_argument("out")
+    p.add_argument("mib", type=int)
+    sub.add_parser("load-const").add_argument("lib")
+    sub.add_parser("_load-one").add_argument("lib")
+    args = parser.parse_args()
+    if args.cmd == "export-vadd":
+        result = export_vadd(args.out)
+    elif args.cmd == "cold-call":
+        result = cold_call(args.lib, args.func, args.n)
+    elif args.cmd == "export-const":
+        result = export_const(args.out, args.mib)
+    elif args.cmd == "load-const":
+        result = load_const(args.lib)
+    else:
+        result = load_one(args.lib)
+    _emit(result)
+    sys.exit(0 if result.get("ok", True) else 1)
+
+
+if __name__ == "__main__":
+    main()

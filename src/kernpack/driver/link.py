@@ -1,0 +1,300 @@
+"""``export_library``: one module tree in, one shared library out.
+
+1. **Check** (before any work): every module must be DSO-exportable or binary-serializable, a
+   serializable kind must have a loader (or it could not be loaded back), and a loaded
+   ``library`` cannot be re-exported. The error names the module's kind, mask and path.
+2. **Plan** (TVM's two-phase merge): every DSO-exportable module joins one group, the host
+   library (``_lib``); every other module is its own group. The groups are numbered so that a
+   parent comes before each child, which a tree needing the host library both above and below
+   a serializable module cannot satisfy: that is an error naming both modules.
+3. **Write** each DSO module (``.o`` for LLVM, ``.c`` for C source), the blob as an ELF object
+   (:mod:`.elfobj`), and link them all with the system C compiler into a temporary file beside
+   the output, which replaces the output only when complete. A C header declaring the host
+   functions is written beside the library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..errors import ExportError, LinkError
+from ..runtime.blob import HOST_KIND, BlobEntry, encode_chunks
+from ..runtime.module import Module, ModulePropertyMask, mask_name
+from ..runtime.registry import lookup_loader, register_exporter
+from ..runtime.signature import Signature
+from .elfobj import MACHINES, write_blob_object
+from .util import UMASK, atomic_write
+
+__all__ = ["ExportPlan", "export_library", "plan_export"]
+
+
+@dataclass
+class ExportPlan:
+    """How a tree is laid out in the library: groups in blob order and the import tree (CSR).
+
+    Attributes
+    ----------
+    groups : list of list of Module
+        Group ``i`` is blob module ``i``; the host group lists every DSO-exportable module.
+    host : int or None
+        The index of the host group, if the tree has DSO-exportable modules.
+    row_ptr, children : list of int
+        The import tree between groups, in CSR form.
+    """
+
+    groups: list[list[Module]] = field(default_factory=list)
+    host: int | None = None
+    row_ptr: list[int] = field(default_factory=list)
+    children: list[int] = field(default_factory=list)
+
+    @property
+    def dso_modules(self) -> list[Module]:
+        """The modules linked as code into the host library."""
+        return self.groups[self.host] if self.host is not None else []
+
+
+def _describe(module: Module, path: str) -> str:
+    return f"{path} [kind {module.kind!r}, mask {mask_name(module.property_mask)}]"
+
+
+def check_exportable(root: Module) -> list[tuple[str, Module]]:
+    """Refuse, before any work, a tree that could not be exported and loaded back."""
+    nodes = list(root.walk())
+    for path, mod in nodes:
+        if mod.kind == "library":
+            raise ExportError(
+                f"cannot export {_describe(mod, path)}: a loaded library is runnable only; "
+                "export again from the modules it was built from (llvm_module, c_source_module, ...)"
+            )
+        if not (mod.is_dso_exportable or mod.is_binary_serializable):
+            raise ExportError(
+                f"cannot export {_describe(mod, path)}: it is neither DSO_EXPORTABLE nor "
+                "BINARY_SERIALIZABLE, so the library could not carry it. Remove it from the tree "
+                "before exporting (import it after loading), or give its kind a save_to_bytes and a loader"
+            )
+        if not mod.is_dso_exportable and lookup_loader(mod.kind) is None:
+            raise ExportError(
+                f"cannot export {_describe(mod, path)}: no loader is registered for kind {mod.kind!r}, "
+                f"so load_module could not rebuild it; register one with @kernpack.register_loader({mod.kind!r})"
+            )
+    return nodes
+
+
+def plan_export(root: Module) -> ExportPlan:
+    """Group the tree (DSO modules merged into the host library) and build the import tree.
+
+    Raises
+    ------
+    ExportError
+        If a module cannot be exported, or the merge would need a cycle in the import tree.
+    """
+    paths = {id(m): p for p, m in check_exportable(root)}
+    plan = ExportPlan()
+    index: dict[int, int] = {}
+
+    # Phase 0: number the serializable modules reachable without crossing a DSO module; the
+    # DSO modules met on the way form the boundary of the host group.
+    boundary: list[Module] = []
+    stack = [root]
+    while stack:
+        mod = stack.pop()
+        if id(mod) in index or any(m is mod for m in boundary):
+            continue
+        if mod.is_dso_exportable:
+            boundary.append(mod)
+            continue
+        index[id(mod)] = len(plan.groups)
+        plan.groups.append([mod])
+        stack.extend(reversed(mod.imports))
+    # Phase 1: the host group, then everything reachable from it.
+    if boundary:
+        plan.host = len(plan.groups)
+        plan.groups.append([])
+        stack = list(reversed(boundary))
+        while stack:
+            mod = stack.pop()
+            if id(mod) in index:
+                continue
+            if mod.is_dso_exportable:
+                index[id(mod)] = plan.host
+                plan.groups[plan.host].append(mod)
+            else:
+                index[id(mod)] = len(plan.groups)
+                plan.groups.append([mod])
+            stack.extend(reversed(mod.imports))
+
+    plan.row_ptr = [0]
+    for parent, group in enumerate(plan.groups):
+        kids = sorted({index[id(c)] for m in group for c in m.imports} - {parent})
+        if kids and kids[0] < parent:
+            child = plan.groups[kids[0]][0]
+            raise ExportError(
+                "cannot export: the DSO-exportable modules cannot be merged into one host library "
+                f"without a cycle in the import tree: {_describe(group[0], paths[id(group[0])])} "
+                f"imports {_describe(child, paths[id(child)])}, which is (or imports) the host library "
+                "above it. Move the DSO modules so that they sit only above (or only below) the "
+                "serializable ones"
+            )
+        plan.children.extend(kids)
+        plan.row_ptr.append(len(plan.children))
+    return plan
+
+
+def _host_signatures(plan: ExportPlan) -> list[Signature]:
+    """The host library's function table, refusing a name defined twice (the link would fail)."""
+    owner: dict[str, Module] = {}
+    signatures: list[Signature] = []
+    for mod in plan.dso_modules:
+        for name in mod.function_names():
+            if name in owner:
+                raise ExportError(
+                    f"cannot export: function {name!r} is defined by both {owner[name]!r} and {mod!r}; "
+                    "the host library can hold one definition"
+                )
+            owner[name] = mod
+        signatures.extend(getattr(mod, "signatures", {}).values())
+    return signatures
+
+
+@functools.lru_cache(maxsize=8)
+def _target_arch(cc: tuple[str, ...]) -> str:
+    try:
+        triple = subprocess.run([*cc, "-dumpmachine"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise LinkError(
+            f"the C compiler {cc!r} cannot be run ({exc}); install one (e.g. apt-get install gcc) or pass cc=",
+            command=(*cc, "-dumpmachine"),
+            returncode=getattr(exc, "returncode", None),
+            stderr=getattr(exc, "stderr", "") or "",
+        ) from None
+    arch = triple.split("-")[0]
+    if arch not in MACHINES:
+        raise ExportError(f"the C compiler {cc!r} targets {triple!r}; kernpack exports for {', '.join(MACHINES)}")
+    return arch
+
+
+def _header_text(name: str, signatures: Sequence[Signature], missing: Sequence[str]) -> str:
+    guard = "KERNPACK_" + "".join(c if c.isalnum() else "_" for c in name).upper() + "_H"
+    lines = [
+        f"/* {name}: functions of the shared library, written by kernpack export_library. */",
+        f"#ifndef {guard}",
+        f"#define {guard}",
+        "#include <stdbool.h>",
+        "#include <stdint.h>",
+        "#ifdef __cplusplus",
+        'extern "C" {',
+        "#endif",
+        "",
+        *(f"{sig};" for sig in signatures),
+        *(f"/* {fn}: exported, signature unknown */" for fn in missing),
+        "",
+        "#ifdef __cplusplus",
+        "}",
+        "#endif",
+        f"#endif /* {guard} */",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def export_library(
+    root: Module,
+    path: str | os.PathLike[str],
+    *,
+    cc: str | None = None,
+    options: Sequence[str] = (),
+    workspace: str | os.PathLike[str] | None = None,
+) -> str:
+    """Export ``root`` and everything it imports as one shared library (see the module doc).
+
+    Returns the absolute path of the library. On any failure no file is left at ``path`` (an
+    existing one is untouched) and a temporary workspace is removed.
+    """
+    plan = plan_export(root)
+    signatures = _host_signatures(plan)
+    out = os.path.abspath(os.fspath(path))
+    out_dir = os.path.dirname(out)
+    if not os.path.isdir(out_dir):
+        raise ExportError(f"cannot export to {out!r}: the directory {out_dir!r} does not exist")
+    cc = cc or os.environ.get("CC") or "cc"
+    cc_argv = shlex.split(cc)
+    arch = _target_arch(tuple(cc_argv))
+
+    entries = []
+    for i, group in enumerate(plan.groups):
+        if i == plan.host:
+            table = "".join(f"{sig}\n" for sig in signatures).encode()
+            mask = ModulePropertyMask.RUNNABLE
+            entries.append(BlobEntry(HOST_KIND, table, int(mask)))
+        else:
+            mod = group[0]
+            entries.append(BlobEntry(mod.kind, mod.save_to_bytes(), int(mod.property_mask)))
+
+    own_workspace = workspace is None
+    work = tempfile.mkdtemp(prefix="kernpack-export-") if own_workspace else os.fspath(workspace)
+    os.makedirs(work, exist_ok=True)
+    tmp_out = None
+    try:
+        inputs = []
+        for k, mod in enumerate(plan.dso_modules):
+            fmt = getattr(mod, "dso_format", "o")
+            file = os.path.join(work, f"lib{k}.{fmt}")
+            mod.write_to_file(file, fmt)
+            inputs.append(file)
+        blob_obj = os.path.join(work, "blob.o")
+        size, chunks = encode_chunks(entries, plan.row_ptr, plan.children)
+        with open(blob_obj, "wb") as f:
+            write_blob_object(f, size, chunks, arch)
+        inputs.append(blob_obj)
+
+        fd, tmp_out = tempfile.mkstemp(prefix=".kernpack-", suffix=".so", dir=out_dir)
+        os.close(fd)
+        # No build-id: GNU ld would hash the whole output (a SHA-1 over every blob byte) for
+        # it; the blob carries its own checksums.
+        command = [*cc_argv, "-shared", "-fPIC", "-O2", "-o", tmp_out, *inputs, "-Wl,--build-id=none", *options]
+        _run(command)
+        os.chmod(tmp_out, 0o777 & ~UMASK)
+        atomic_write(os.path.splitext(out)[0] + ".h", _header_text(os.path.basename(out), signatures, _unsigned(plan)))
+        os.replace(tmp_out, out)
+        tmp_out = None
+    finally:
+        if tmp_out is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_out)
+        if own_workspace:
+            shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def _unsigned(plan: ExportPlan) -> list[str]:
+    return [
+        name for mod in plan.dso_modules for name in mod.function_names() if name not in getattr(mod, "signatures", {})
+    ]
+
+
+def _run(command: list[str]) -> None:
+    try:
+        result = subprocess.run(command, capture_output=True, text=True)
+    except OSError as exc:
+        raise LinkError(
+            f"cannot run the C compiler {command[0]!r}: {exc}; install one or pass cc=",
+            command=tuple(command),
+        ) from None
+    if result.returncode != 0:
+        raise LinkError(
+            f"linking failed (exit {result.returncode}): {shlex.join(command)}\n{result.stderr.strip()}",
+            command=tuple(command),
+            returncode=result.returncode,
+            stderr=result.stderr,
+        )
+
+
+register_exporter(export_library)

@@ -1,0 +1,299 @@
+"""Kind ``library`` (RUNNABLE only): a loaded shared library, and the tree packed inside it.
+
+``load_module("x.so")`` opens the library, looks for the blob (see :mod:`.blob`), and rebuilds
+the exported module tree: the host library becomes a :class:`LibraryModule`; every other module
+becomes a :class:`LazyModule` that keeps a zero-copy view of its payload and asks its kind's
+loader for the real module the first time it is used.
+
+Lifetime: the mapped library stays open while anything from it is alive (a module of the tree,
+a function, a payload view), because each of them holds the :class:`_DSO` handle. ``close()``
+drops the module's own hold; the library is unmapped when the last holder goes.
+
+cffi: symbols are looked up with the backend's ``load_library``/``load_function``, the calls
+``ffi.dlopen`` makes under the hood. The public ``ffi.dlopen`` only reaches symbols declared
+with ``cdef``, and parsing a ``cdef`` at run time imports pycparser (~45 ms per process).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..errors import FormatError, FunctionNotFoundError, LoadError, UnsupportedOperationError
+from .blob import BLOB_END_SYMBOL, BLOB_SYMBOL, HOST_KIND, BlobIndex
+from .calling import NativeFunction, ffi
+from .module import Module, ModulePropertyMask
+from .registry import load_from_bytes, register_file_loader
+from .signature import Signature
+
+__all__ = ["LazyModule", "LibraryModule", "load_library"]
+
+try:
+    from _cffi_backend import load_library as _dlopen
+except ImportError:  # pragma: no cover - cffi always ships its backend
+    _dlopen = None
+
+_RTLD_NOW, _RTLD_LOCAL = 2, 0
+_CHAR_P = ffi.typeof("char *")
+
+
+class _DSO:
+    """Owns one dlopen handle; the library is closed when this object is collected."""
+
+    __slots__ = ("__weakref__", "lib", "path")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self.lib = _dlopen(path, _RTLD_NOW | _RTLD_LOCAL)
+        except OSError as exc:
+            raise LoadError(f"cannot load {path!r}: {exc}") from None
+
+    def symbol(self, name: str, ctype: Any = _CHAR_P) -> Any:
+        """The address of ``name`` as a cdata of ``ctype``, or None if it is not exported."""
+        try:
+            return self.lib.load_function(ctype, name)
+        except AttributeError:
+            return None
+
+    def view(self, address: Any, size: int) -> memoryview:
+        """A read-only memoryview of mapped memory that keeps this library open."""
+        # ffi.gc ties the destructor (a closure over self) to the cdata; the buffer holds the
+        # cdata and the memoryview holds the buffer, so any slice keeps the library mapped.
+        owner = self
+        anchored = ffi.gc(ffi.cast(_CHAR_P, address), lambda _p: owner)
+        return memoryview(ffi.buffer(anchored, size)).toreadonly()
+
+
+class LibraryModule(Module):
+    """A loaded shared library (kind ``library``, mask RUNNABLE).
+
+    Its functions come from the function table the exporter packed into the blob; for a library
+    kernpack did not build, bind them with :meth:`bind`. It is not serializable: re-export the
+    modules it was built from instead.
+    """
+
+    kind = "library"
+    property_mask = ModulePropertyMask.RUNNABLE
+
+    def __init__(self, dso: _DSO, signatures: Iterable[Signature] = ()) -> None:
+        super().__init__()
+        self._dso: _DSO | None = dso
+        self.path = dso.path
+        self._signatures = {s.name: s for s in signatures}
+        self._functions: dict[str, NativeFunction] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def signatures(self) -> dict[str, Signature]:
+        """The signature of every function the library's function table lists."""
+        return dict(self._signatures)
+
+    def _own_function_names(self) -> tuple[str, ...]:
+        return tuple(self._signatures)
+
+    def _get_own_function(self, name: str) -> NativeFunction | None:
+        fn = self._functions.get(name)
+        if fn is None and name in self._signatures:
+            fn = self.bind(self._signatures[name])
+        return fn
+
+    def bind(self, signature: str | Signature) -> NativeFunction:
+        """Return the library's function with the given C prototype.
+
+        Parameters
+        ----------
+        signature : str or Signature
+            E.g. ``"void twice(float *x, int64_t n)"``. kernpack cannot check it against the
+            machine code: a wrong prototype is undefined behaviour, as in C.
+
+        Raises
+        ------
+        FunctionNotFoundError
+            If the library does not export the symbol.
+        """
+        sig = signature if isinstance(signature, Signature) else Signature.parse(signature)
+        dso = self._handle()
+        with self._lock:
+            fn = self._functions.get(sig.name)
+            if fn is not None and fn.signature == sig:
+                return fn
+            address = dso.symbol(sig.name, ffi.typeof(sig.cffi_type))
+            if address is None:
+                raise FunctionNotFoundError(
+                    f"{self.path!r} does not export a function {sig.name!r}", name=sig.name, available=()
+                )
+            fn = NativeFunction(sig, int(ffi.cast("uintptr_t", address)), owner=dso)
+            self._functions[sig.name] = fn
+        return fn
+
+    def _handle(self) -> _DSO:
+        if self._dso is None:
+            raise UnsupportedOperationError(f"{self!r} is closed; load the library again")
+        return self._dso
+
+    def close(self) -> None:
+        """Drop this module's hold on the library (it unmaps once nothing else holds it)."""
+        self._dso = None
+        self._functions.clear()
+
+    def __enter__(self) -> LibraryModule:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Module[library]({os.path.basename(self.path)!r}, functions={list(self._signatures)})"
+
+
+class LazyModule(Module):
+    """A module of a loaded tree, decoded by its kind's loader on first use.
+
+    Until then it knows its kind, its mask and its payload (a view into the mapped library);
+    ``save_to_bytes()`` returns the payload as it was exported, without decoding it.
+    """
+
+    kind = "lazy"
+    # The real mask is the exported module's, set per instance; every hook is implemented.
+    property_mask = (
+        ModulePropertyMask.BINARY_SERIALIZABLE | ModulePropertyMask.RUNNABLE | ModulePropertyMask.DSO_EXPORTABLE
+    )
+
+    def __init__(self, kind: str, mask: int, payload: Callable[[], memoryview], source: str) -> None:
+        super().__init__()
+        self.kind = kind  # type: ignore[misc]
+        self.property_mask = ModulePropertyMask(mask)  # type: ignore[misc]
+        self._payload = payload
+        self._source = source
+        self._module: Module | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def is_decoded(self) -> bool:
+        """True once the kind's loader has built the real module."""
+        return self._module is not None
+
+    def decode(self) -> Module:
+        """Build (once) and return the real module from the payload."""
+        if self._module is None:
+            with self._lock:
+                if self._module is None:
+                    data = self._payload()
+                    try:
+                        module = load_from_bytes(self.kind, data)
+                    except LoadError as exc:
+                        raise LoadError(f"{self._source}: {exc}") from None
+                    if module.kind != self.kind:
+                        raise FormatError(
+                            f"{self._source}: the loader for kind {self.kind!r} returned a {module.kind!r} module"
+                        )
+                    # The tree's imports hang off this proxy; the real module shares them so
+                    # that a pipeline (say) finds the functions it calls.
+                    module._imports = self._imports
+                    self._module = module
+        return self._module
+
+    def _get_own_function(self, name: str) -> Callable[..., Any] | None:
+        return self.decode()._get_own_function(name)
+
+    def _own_function_names(self) -> tuple[str, ...]:
+        return self.decode().function_names()
+
+    def _inspect_source(self, fmt: str | None) -> str:
+        return self.decode().inspect_source(fmt)
+
+    def _save_to_bytes(self) -> bytes:
+        return bytes(self._payload())
+
+    def _write_to_file(self, path: str, fmt: str | None) -> None:
+        self.decode().write_to_file(path, fmt)
+
+    def __repr__(self) -> str:
+        state = repr(self._module) if self._module is not None else "not decoded"
+        return f"Module[{self.kind}]({state})"
+
+
+def load_library(path: str | os.PathLike[str]) -> Module:
+    """Open a shared library and rebuild the module tree packed in it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.so`` file.
+
+    Returns
+    -------
+    Module
+        The root of the exported tree: usually the host :class:`LibraryModule`, or a
+        serializable root (a pipeline) that imports it. A library without a kernpack blob
+        loads as a plain :class:`LibraryModule`; reach its functions with ``bind``.
+
+    Raises
+    ------
+    LoadError
+        If the file cannot be opened as a shared library.
+    FormatError
+        If its blob is corrupt or of an unknown version.
+    """
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.exists(path):
+        raise LoadError(f"cannot load {path!r}: no such file")
+    if os.path.isdir(path):
+        raise LoadError(f"cannot load {path!r}: it is a directory, not a shared library")
+    if not os.access(path, os.R_OK):
+        raise LoadError(f"cannot load {path!r}: permission denied (the file is not readable)")
+    dso = _DSO(path)
+    start = dso.symbol(BLOB_SYMBOL)
+    if start is None:
+        return LibraryModule(dso)
+    end = dso.symbol(BLOB_END_SYMBOL)
+    if end is None:
+        raise FormatError(f"{path}: exports {BLOB_SYMBOL} but not {BLOB_END_SYMBOL}, so its size is unknown")
+    size = int(ffi.cast("uintptr_t", end)) - int(ffi.cast("uintptr_t", start))
+    if size < 0:
+        raise FormatError(f"{path}: {BLOB_END_SYMBOL} lies before {BLOB_SYMBOL}")
+    index = BlobIndex(dso.view(start, size), source=path)
+    return _build_tree(index, dso)
+
+
+def _build_tree(index: BlobIndex, dso: _DSO) -> Module:
+    modules: list[Module] = []
+    for i, entry in enumerate(index.entries):
+        if entry.kind == HOST_KIND:
+            modules.append(LibraryModule(dso, _function_table(index, i)))
+        else:
+            modules.append(
+                LazyModule(
+                    entry.kind,
+                    entry.mask,
+                    (lambda i=i: index.payload(i)),
+                    f"{dso.path} module {i} ({entry.kind})",
+                )
+            )
+    for i, module in enumerate(modules):
+        # The blob guarantees children come after parents: no cycle checks needed here.
+        module._imports.extend(modules[j] for j in index.imports_of(i))
+    return modules[0]
+
+
+def _function_table(index: BlobIndex, i: int) -> list[Signature]:
+    try:
+        text = bytes(index.payload(i)).decode()
+    except UnicodeDecodeError:
+        raise FormatError(f"{index.source}: the host function table is not UTF-8") from None
+    signatures = []
+    for line in text.splitlines():
+        if line.strip():
+            try:
+                signatures.append(Signature.parse(line))
+            except Exception as exc:  # ArgumentError: a prototype this kernpack cannot read
+                raise FormatError(f"{index.source}: bad entry in the host function table: {exc}") from None
+    return signatures
+
+
+@register_file_loader(".so")
+def _load_so(path: str) -> Module:
+    return load_library(path)
