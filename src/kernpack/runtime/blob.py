@@ -11,7 +11,7 @@ Layout, version 1. Integers are little-endian; offsets count from the blob's fir
     offset  size  field
     0       8     magic            b"\\x7fKPBLOB\\0"
     8       4     version          u32, 1
-    12      4     index_crc        CRC-32 of bytes [0, index_end) with this field read as 0
+    12      4     index_crc        CRC-32 of bytes [16, index_end): the rest of the index
     16      8     blob_size        u64, bytes from the magic to the end of the last payload
     24      4     num_modules      u32, N >= 1; module 0 is the root of the tree
     28      4     num_edges        u32, E
@@ -41,11 +41,11 @@ bytes: nothing depends on time, paths or hash order.
 
 from __future__ import annotations
 
-import itertools
 import struct
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import FormatError
 
@@ -121,7 +121,7 @@ def encode_chunks(
     parts.extend(kinds)
     body = b"".join(parts)
     header = _HEADER.pack(MAGIC, VERSION, 0, blob_size, n, e, index_end)
-    crc = zlib.crc32(body, zlib.crc32(header))
+    crc = zlib.crc32(body, zlib.crc32(header[16:]))
     header = _HEADER.pack(MAGIC, VERSION, crc, blob_size, n, e, index_end)
 
     def chunks() -> Iterator[bytes | memoryview]:
@@ -142,8 +142,7 @@ def encode(entries: Sequence[BlobEntry], row_ptr: Sequence[int], children: Seque
     return b"".join(chunks)
 
 
-@dataclass(frozen=True)
-class _Entry:
+class _Entry(NamedTuple):
     kind: str
     offset: int
     size: int
@@ -191,9 +190,7 @@ class BlobIndex:
         tables_end = _HEADER.size + 4 * (n + 1) + 4 * e + _ENTRY.size * n
         if not tables_end <= index_end <= blob_size:
             raise self._error(f"index of {n} modules and {e} imports does not fit in {blob_size} bytes")
-        header = bytearray(view[: _HEADER.size])
-        header[12:16] = bytes(4)
-        if zlib.crc32(view[_HEADER.size : index_end], zlib.crc32(header)) != crc:
+        if zlib.crc32(view[16:index_end]) != crc:
             raise self._error("index checksum mismatch (the blob is corrupt)")
         self.view = view[:blob_size]
         pos = _HEADER.size
@@ -201,10 +198,13 @@ class BlobIndex:
         pos += 4 * (n + 1)
         children = struct.unpack_from(f"<{e}I", view, pos)
         pos += 4 * e
-        if row_ptr[0] != 0 or row_ptr[-1] != e or any(a > b for a, b in itertools.pairwise(row_ptr)):
-            raise self._error("import tree row pointers are not a non-decreasing sequence from 0 to the edge count")
+        if row_ptr[0] != 0 or row_ptr[-1] != e:
+            raise self._error("import tree row pointers do not run from 0 to the edge count")
         for parent in range(n):
-            for child in children[row_ptr[parent] : row_ptr[parent + 1]]:
+            first, last = row_ptr[parent], row_ptr[parent + 1]
+            if first > last:
+                raise self._error(f"import tree row pointers decrease at module {parent}")
+            for child in children[first:last]:
                 if not parent < child < n:
                     raise self._error(f"module {parent} imports module {child}: not a module after it in the tree")
         strings_start = tables_end

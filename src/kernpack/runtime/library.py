@@ -25,7 +25,7 @@ from ..errors import FormatError, FunctionNotFoundError, LoadError, UnsupportedO
 from .blob import BLOB_END_SYMBOL, BLOB_SYMBOL, HOST_KIND, BlobIndex
 from .calling import NativeFunction, ffi
 from .module import Module, ModulePropertyMask
-from .registry import load_from_bytes, register_file_loader
+from .registry import load_from_bytes, register_file_loader, require_file
 from .signature import Signature
 
 __all__ = ["LazyModule", "LibraryModule", "load_library"]
@@ -78,13 +78,22 @@ class LibraryModule(Module):
     kind = "library"
     property_mask = ModulePropertyMask.RUNNABLE
 
-    def __init__(self, dso: _DSO, signatures: Iterable[Signature] = ()) -> None:
+    def __init__(self, dso: _DSO, table: Callable[[], Iterable[Signature]] = tuple) -> None:
         super().__init__()
         self._dso: _DSO | None = dso
         self.path = dso.path
-        self._signatures = {s.name: s for s in signatures}
+        # The function table is read on first use: a library with hundreds of kernels loads
+        # in the time of its index, not of parsing every prototype.
+        self._table = table
+        self._parsed: dict[str, Signature] | None = None
         self._functions: dict[str, NativeFunction] = {}
         self._lock = threading.Lock()
+
+    @property
+    def _signatures(self) -> dict[str, Signature]:
+        if self._parsed is None:
+            self._parsed = {s.name: s for s in self._table()}
+        return self._parsed
 
     @property
     def signatures(self) -> dict[str, Signature]:
@@ -239,13 +248,12 @@ def load_library(path: str | os.PathLike[str]) -> Module:
         If its blob is corrupt or of an unknown version.
     """
     path = os.path.abspath(os.fspath(path))
-    if not os.path.exists(path):
-        raise LoadError(f"cannot load {path!r}: no such file")
-    if os.path.isdir(path):
-        raise LoadError(f"cannot load {path!r}: it is a directory, not a shared library")
-    if not os.access(path, os.R_OK):
-        raise LoadError(f"cannot load {path!r}: permission denied (the file is not readable)")
-    dso = _DSO(path)
+    require_file(path)
+    return _open(path)
+
+
+def _open(path: str) -> Module:
+    dso = _DSO(path)  # a file we may not read fails here, with the loader's own reason
     start = dso.symbol(BLOB_SYMBOL)
     if start is None:
         return LibraryModule(dso)
@@ -263,7 +271,7 @@ def _build_tree(index: BlobIndex, dso: _DSO) -> Module:
     modules: list[Module] = []
     for i, entry in enumerate(index.entries):
         if entry.kind == HOST_KIND:
-            modules.append(LibraryModule(dso, _function_table(index, i)))
+            modules.append(LibraryModule(dso, lambda i=i: _function_table(index, i)))
         else:
             modules.append(
                 LazyModule(
@@ -296,4 +304,5 @@ def _function_table(index: BlobIndex, i: int) -> list[Signature]:
 
 @register_file_loader(".so")
 def _load_so(path: str) -> Module:
-    return load_library(path)
+    # load_module() has checked that the file exists.
+    return _open(os.path.abspath(path))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import stat
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -185,11 +186,20 @@ def load_module(path: str | os.PathLike[str]) -> Module:
             f"{', '.join(file_loader_suffixes()) or 'none'}. Register one with "
             f"@kernpack.register_file_loader({suffix!r})"
         )
-    if not os.path.exists(path):
-        raise LoadError(f"cannot load {path!r}: no such file")
-    if os.path.isdir(path):
-        raise LoadError(f"cannot load {path!r}: it is a directory, not a file")
+    require_file(path)
     return loader(path)
+
+
+def require_file(path: str) -> None:
+    """Raise LoadError unless ``path`` names an existing file (one ``stat``)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise LoadError(f"cannot load {path!r}: no such file") from None
+    except OSError as exc:
+        raise LoadError(f"cannot load {path!r}: {exc.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise LoadError(f"cannot load {path!r}: it is a directory, not a file")
 
 
 def _lookup(table: dict[str, _F], key: str) -> _F | None:

@@ -1,0 +1,234 @@
+"""Export and load of one deployable .so, beside bare dlopen and Apache TVM 0.27, in one run.
+
+Run: ``.venv/bin/python benchmarks/bench_export_load.py [--quick]`` (``--quick`` skips the
+512 MiB case and takes fewer samples). TVM's figures come from ``benchmarks/peers/tvm_peer.py``
+in its own environment (``benchmarks/peers/setup_tvm.sh`` makes it; pass ``--no-tvm`` to skip).
+Writes ``results/export_load.{json,md,png}``.
+
+* **load**: ``load_module`` of a library whose blob carries 1 KiB .. 512 MiB, beside a bare
+  ``ctypes.CDLL`` of a byte-identical copy, each timed inside a fresh process (the library is
+  new to the process, the file is in the page cache), median over processes.
+* **cold process**: the wall time of a whole ``python`` process that imports the runtime, loads
+  a small exported library and calls ``vadd`` once, beside the same with ``tvm_ffi``.
+* **export**: ``export_library`` of a tree carrying 64 MiB, beside (a) copying a 64 MiB file
+  and linking a one-function ``.so``, and (b) TVM's ``export_library`` of a Relax VM executable
+  holding a 64 MiB constant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+import kernpack as kp  # noqa: E402
+from benchmarks._common import fmt_time, plot, save  # noqa: E402
+from kernpack import ModulePropertyMask as M  # noqa: E402
+from tests.conftest import VADD_IR  # noqa: E402
+
+KIB, MIB = 1 << 10, 1 << 20
+
+
+class Payload(kp.Module):
+    """A serializable module that is just bytes (stands in for device code or weights)."""
+
+    kind = "bench_payload"
+    property_mask = M.BINARY_SERIALIZABLE
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        self.data = data
+
+    def _save_to_bytes(self) -> bytes:
+        return self.data
+
+
+@kp.register_loader("bench_payload")
+def _load(data):
+    return Payload(bytes(data))
+
+
+def tree(nbytes: int) -> kp.Module:
+    root = kp.llvm_module(VADD_IR)
+    root.import_module(Payload(np.random.default_rng(0).bytes(nbytes)))
+    return root
+
+
+LOAD_CHILD = """
+import sys, time, json, ctypes
+from kernpack.runtime import load_module
+a, b, kernpack_first = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+def cdll():
+    t = time.perf_counter(); ctypes.CDLL(a); return time.perf_counter() - t
+def kernpack():
+    t = time.perf_counter(); m = load_module(b); t = time.perf_counter() - t
+    assert m.imports[0].kind == "bench_payload"
+    return t
+# Alternate which goes first, so neither gains from the other warming the dynamic loader.
+if kernpack_first:
+    k = kernpack(); c = cdll()
+else:
+    c = cdll(); k = kernpack()
+print(json.dumps({"cdll": c, "kernpack": k}))
+"""
+
+COLD_KERNPACK = """
+import sys, numpy as np
+from kernpack.runtime import load_module
+m = load_module(sys.argv[1])
+n = int(sys.argv[2]); a = np.ones(n, np.float32); c = np.empty_like(a)
+m["vadd"](a, a, c, n)
+assert c[0] == 2
+"""
+
+
+def run_json(argv: list[str]) -> dict:
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def wall(argv: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, capture_output=True, check=True, cwd=ROOT)
+    return time.perf_counter() - start
+
+
+def bench_load(work: Path, sizes: list[int], procs: int) -> list[dict]:
+    rows = []
+    for size in sizes:
+        lib = work / f"load_{size}.so"
+        tree(size).export_library(lib)
+        copy = work / f"load_{size}_copy.so"
+        shutil.copyfile(lib, copy)
+        argv = [sys.executable, "-c", LOAD_CHILD, str(copy), str(lib)]
+        samples = [run_json([*argv, str(i % 2)]) for i in range(2 * procs + 1)][1:]
+        label = f"{size // MIB} MiB" if size >= MIB else f"{size // KIB} KiB"
+        rows.append(
+            {
+                "what": f"load_module, {label} blob",
+                "kernpack_s": statistics.median(s["kernpack"] for s in samples),
+                "baseline_s": statistics.median(s["cdll"] for s in samples),
+                "baseline_name": "ctypes.CDLL",
+            }
+        )
+        copy.unlink()
+        lib.unlink()
+    return rows
+
+
+def tvm_python(enabled: bool) -> str | None:
+    if not enabled:
+        return None
+    try:
+        out = subprocess.run(
+            ["bash", str(ROOT / "benchmarks/peers/setup_tvm.sh")], capture_output=True, text=True, check=True
+        )
+    except subprocess.CalledProcessError as exc:
+        print(f"(TVM peer not available: {exc.stderr.strip()[-300:]})")
+        return None
+    return out.stdout.strip().splitlines()[-1]
+
+
+def bench_cold(work: Path, tvm: str | None, procs: int) -> list[dict]:
+    lib = work / "cold.so"
+    kp.llvm_module(VADD_IR).export_library(lib)
+    n = "1024"
+    mine = [wall([sys.executable, "-c", COLD_KERNPACK, str(lib), n]) for _ in range(procs + 1)][1:]
+    numpy_only = [wall([sys.executable, "-c", "import numpy"]) for _ in range(procs)]
+    row = {
+        "what": "cold process: import, load, call",
+        "kernpack_s": statistics.median(mine),
+        "python_import_numpy_s": statistics.median(numpy_only),
+    }
+    if tvm:
+        tvm_lib = work / "tvm_vadd.so"
+        peer = ROOT / "benchmarks/peers/tvm_peer.py"
+        fn = run_json([tvm, str(peer), "export-vadd", str(tvm_lib)])["function"]
+        theirs = [wall([tvm, str(peer), "cold-call", str(tvm_lib), fn, n]) for _ in range(procs + 1)][1:]
+        row.update(baseline_s=statistics.median(theirs), baseline_name="TVM 0.27 tvm_ffi")
+    else:
+        row.update(baseline_s=row["python_import_numpy_s"], baseline_name="python -c 'import numpy'")
+    return [row]
+
+
+def bench_export(work: Path, tvm: str | None, reps: int) -> list[dict]:
+    size = 64 * MIB
+    root = tree(size)
+    times = []
+    for i in range(reps):
+        start = time.perf_counter()
+        root.export_library(work / f"export_{i}.so")
+        times.append(time.perf_counter() - start)
+        (work / f"export_{i}.so").unlink()
+    blob = work / "blob.bin"
+    blob.write_bytes(np.random.default_rng(0).bytes(size))
+    (work / "one.c").write_text("int one(void) { return 1; }\n")
+    copy_link = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        shutil.copyfile(blob, work / "blob_copy.bin")
+        subprocess.run(["cc", "-shared", "-fPIC", "-o", str(work / "one.so"), str(work / "one.c")], check=True)
+        copy_link.append(time.perf_counter() - start)
+    rows = [
+        {
+            "what": "export_library, 64 MiB",
+            "kernpack_s": statistics.median(times),
+            "baseline_s": statistics.median(copy_link),
+            "baseline_name": "cp 64 MiB + cc -shared",
+        }
+    ]
+    if tvm:
+        peer = ROOT / "benchmarks/peers/tvm_peer.py"
+        theirs = run_json([tvm, str(peer), "export-const", str(work / "tvm_const.so"), "64"])
+        rows.append(
+            {
+                "what": "export_library, 64 MiB vs TVM",
+                "kernpack_s": statistics.median(times),
+                "baseline_s": theirs["export_s_median"],
+                "baseline_name": "TVM 0.27 export_library",
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="skip 512 MiB, fewer samples")
+    parser.add_argument("--no-tvm", action="store_true", help="do not set up or measure Apache TVM")
+    args = parser.parse_args()
+    sizes = [KIB, MIB, 64 * MIB] + ([] if args.quick else [512 * MIB])
+    procs = 3 if args.quick else 7
+    tvm = tvm_python(not args.no_tvm)
+    with tempfile.TemporaryDirectory(prefix="kernpack-bench-") as tmp:
+        work = Path(tmp)
+        rows = (
+            bench_load(work, sizes, procs)
+            + bench_cold(work, tvm, procs)
+            + bench_export(work, tvm, 3 if args.quick else 5)
+        )
+    for row in rows:
+        row["kernpack"] = fmt_time(row["kernpack_s"])
+        row["baseline"] = fmt_time(row["baseline_s"])
+        row["ratio"] = row["kernpack_s"] / row["baseline_s"]
+    path = save("export_load", rows, {"tvm": bool(tvm), "quick": args.quick})
+    png = plot("export_load", rows)
+    print(f"{'benchmark':36s} {'kernpack':>10s} {'baseline':>10s}  ratio  baseline")
+    for row in rows:
+        ratio = f"{row['ratio']:.2f}x"
+        print(f"{row['what']:36s} {row['kernpack']:>10s} {row['baseline']:>10s}  {ratio:>6s}  {row['baseline_name']}")
+    print(f"results: {path}" + (f", plot: {png}" if png else ""))
+
+
+if __name__ == "__main__":
+    main()
