@@ -31,11 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+from tests.conftest import VADD_IR  # noqa: E402
 
 import kernpack as kp  # noqa: E402
 from benchmarks._common import fmt_time, plot, save  # noqa: E402
 from kernpack import ModulePropertyMask as M  # noqa: E402
-from tests.conftest import VADD_IR  # noqa: E402
 
 KIB, MIB = 1 << 10, 1 << 20
 
