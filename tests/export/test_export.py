@@ -195,6 +195,21 @@ def test_f_duplicate_function_and_missing_directory(tmp_path):
         root.export_library(tmp_path / "x.so")
     with pytest.raises(kp.ExportError, match="does not exist"):
         kp.llvm_module(TWICE_IR).export_library(tmp_path / "no" / "x.so")
+    with pytest.raises(kp.ExportError, match="it is a directory"):
+        kp.llvm_module(TWICE_IR).export_library(tmp_path)
+
+
+def test_failing_write_is_an_export_error_and_leaves_nothing(tmp_path, monkeypatch):
+    import kernpack.driver.link as link
+
+    def broken(out, size, chunks, arch):
+        out.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(link, "write_blob_object", broken)
+    with pytest.raises(kp.ExportError, match="No space left on device"):
+        kp.llvm_module(TWICE_IR).export_library(tmp_path / "x.so")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_link_error_leaves_nothing_and_keeps_an_existing_file(tmp_path):

@@ -224,6 +224,8 @@ def export_library(
     out_dir = os.path.dirname(out)
     if not os.path.isdir(out_dir):
         raise ExportError(f"cannot export to {out!r}: the directory {out_dir!r} does not exist")
+    if os.path.isdir(out):
+        raise ExportError(f"cannot export to {out!r}: it is a directory; name the .so file to write")
     cc = cc or os.environ.get("CC") or "cc"
     cc_argv = shlex.split(cc)
     arch = _target_arch(tuple(cc_argv))
@@ -265,6 +267,9 @@ def export_library(
         atomic_write(os.path.splitext(out)[0] + ".h", _header_text(os.path.basename(out), signatures, _unsigned(plan)))
         os.replace(tmp_out, out)
         tmp_out = None
+    except OSError as exc:
+        # A full disk or a read-only directory: say which file, leave nothing behind.
+        raise ExportError(f"cannot export to {out!r}: {exc}") from None
     finally:
         if tmp_out is not None:
             with contextlib.suppress(FileNotFoundError):
