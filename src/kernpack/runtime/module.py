@@ -15,6 +15,7 @@ RUNNABLE, ``_save_to_bytes`` for BINARY_SERIALIZABLE, ``_write_to_file`` for DSO
 from __future__ import annotations
 
 import enum
+import itertools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
@@ -184,7 +185,7 @@ class Module:
             If the module that defines ``name`` is not runnable (for example C source, which
             must be exported and loaded first).
         """
-        for _, mod in self.walk() if query_imports else [("", self)]:
+        for mod in self._search_order(query_imports):
             if mod.is_runnable:
                 fn = mod._get_own_function(name)
                 if fn is not None:
@@ -194,7 +195,7 @@ class Module:
                     f"function {name!r} is defined by {mod!r}, which is not runnable "
                     f"(mask {mask_name(mod.property_mask)}); {mod._not_runnable_hint()}"
                 )
-        available = sorted({n for _, m in (self.walk() if query_imports else [("", self)]) for n in m.function_names()})
+        available = self.tree_function_names() if query_imports else sorted(self.function_names())
         where = "this module or its imports" if query_imports else "this module"
         raise FunctionNotFoundError(
             f"no function {name!r} in {where} ({self!r}); defined: " + (", ".join(available) if available else "none"),
@@ -213,8 +214,17 @@ class Module:
 
         Unlike ``get_function``, this also answers for modules that are not runnable.
         """
-        mods = (m for _, m in self.walk()) if query_imports else iter((self,))
-        return any(name in m.function_names() for m in mods)
+        return any(name in m.function_names() for m in self._search_order(query_imports))
+
+    def tree_function_names(self) -> list[str]:
+        """Every function name this module and its imports define, sorted."""
+        return sorted({n for _, m in self.walk() for n in m.function_names()})
+
+    def _search_order(self, query_imports: bool) -> Iterator[Module]:
+        yield self
+        if query_imports:
+            for _, mod in itertools.islice(self.walk(), 1, None):
+                yield mod
 
     def function_names(self) -> tuple[str, ...]:
         """The names of the functions this module itself defines (not its imports)."""

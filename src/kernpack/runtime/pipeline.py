@@ -83,9 +83,7 @@ class PipelineModule(Module):
                                 resolved.append(mod.get_function(fn))
                                 break
                         else:
-                            available = sorted(
-                                {n for m in self.imports for _, d in m.walk() for n in d.function_names()}
-                            )
+                            available = sorted({n for m in self.imports for n in m.tree_function_names()})
                             raise FunctionNotFoundError(
                                 f"pipeline {self.name!r} calls {fn!r}, which none of its imports defines; "
                                 f"they define: {', '.join(available) or 'nothing'}",
