@@ -62,8 +62,12 @@ def plot(name: str, rows: list[dict[str, object]]) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 3.2))
-    for ax, row in zip(axes if len(rows) > 1 else [axes], rows, strict=True):
+    cols = min(4, len(rows))
+    nrows = -(-len(rows) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3.2 * nrows), squeeze=False)
+    for ax in axes.flat[len(rows) :]:
+        ax.set_visible(False)
+    for ax, row in zip(axes.flat, rows, strict=False):
         values = [row["baseline_s"], row["kernpack_s"]]
         scale, unit = (1e6, "µs") if max(values) < 1e-3 else (1e3, "ms")
         ax.bar([row["baseline_name"], "kernpack"], [v * scale for v in values], color=["#999999", "#3b75af"])
