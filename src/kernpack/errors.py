@@ -19,6 +19,8 @@ __all__ = [
     "FormatError",
     "FunctionNotFoundError",
     "ImportCycleError",
+    "KernelSyntaxError",
+    "KernelTypeError",
     "KernpackError",
     "LinkError",
     "LoadError",
@@ -66,6 +68,30 @@ class ArgumentError(KernpackError, TypeError):
 
 class CompileError(KernpackError):
     """Source or IR could not be compiled; the message carries the compiler's own words."""
+
+
+class KernelSyntaxError(CompileError):
+    """A kernel uses something outside the kernel language.
+
+    Attributes
+    ----------
+    filename : str
+        The file that defines the kernel.
+    lineno : int
+        The line, counted from 1 in that file.
+    col : int
+        The column, counted from 0.
+    """
+
+    def __init__(self, message: str, *, filename: str = "", lineno: int = 0, col: int = 0) -> None:
+        super().__init__(message)
+        self.filename = filename
+        self.lineno = lineno
+        self.col = col
+
+
+class KernelTypeError(KernelSyntaxError):
+    """A kernel's expression or assignment does not type-check (same attributes)."""
 
 
 class LinkError(KernpackError):

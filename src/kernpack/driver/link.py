@@ -193,7 +193,7 @@ def _header_text(name: str, signatures: Sequence[Signature], missing: Sequence[s
         'extern "C" {',
         "#endif",
         "",
-        *(f"{sig};" for sig in signatures),
+        *(f"{sig.c_prototype()};" for sig in signatures),
         *(f"/* {fn}: exported, signature unknown */" for fn in missing),
         "",
         "#ifdef __cplusplus",

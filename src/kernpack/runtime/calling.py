@@ -126,13 +126,22 @@ def _make_caller(signature: Signature) -> Callable[..., Any]:
     }
     names = [f"a{i}" for i in range(len(params))]
     exprs = []
+    checks = []
     for i, (param, name) in enumerate(zip(params, names, strict=True)):
         env[f"_c{i}"] = _converter(param)
         if param.pointer:
+            # Anything but an ndarray of exactly this dtype and rank is converted (or refused)
+            # first; from_buffer then refuses non-contiguous and read-only-output arrays.
             env[f"_dt{i}"] = param.dtype
             env[f"_w{i}"] = param.is_output
-            dtype_test = "" if param.dtype is None else f" and {name}.dtype is _dt{i}"
-            exprs.append(f"_fb(_ct, {name}, _w{i}) if type({name}) is _nd{dtype_test} else _c{i}({name})")
+            slow = [f"type({name}) is not _nd"]
+            if param.dtype is not None:
+                slow.append(f"{name}.dtype is not _dt{i}")
+            if param.ndim:
+                slow.append(f"{name}.ndim != {param.ndim}")
+            checks.append(f"        if {' or '.join(slow)}:\n            {name} = _c{i}({name})\n")
+            exprs.append(f"_fb(_ct, {name}, _w{i})")
+            exprs.extend(f"{name}.shape[{d}]" for d in range(param.ndim))
         elif param.dtype is not None and param.dtype.kind in "iu":
             exprs.append(f"{name} if type({name}) is int else _c{i}({name})")
         elif param.dtype is not None and param.dtype.kind == "f":
@@ -144,6 +153,7 @@ def _make_caller(signature: Signature) -> Callable[..., Any]:
         "def __call__(self, *args):\n"
         "    try:\n"
         f"{unpack}"
+        f"{''.join(checks)}"
         f"        return self._cfunc({', '.join(exprs)})\n"
         "    except _errors as exc:\n"
         "        raise self._diagnose(args, exc) from None\n"
@@ -153,26 +163,12 @@ def _make_caller(signature: Signature) -> Callable[..., Any]:
 
 
 def _converter(param: Param) -> Callable[[Any], Any]:
-    """Build the per-call converter for one parameter."""
+    """Build the slow-path converter for one parameter (arrays: to a checked ndarray)."""
     if not param.pointer:
         return _scalar_converter(param)
-    dtype, writable = param.dtype, param.is_output
 
-    if dtype is None:  # void *: any dtype
-
-        def convert_any(value: Any) -> Any:
-            if type(value) is _ndarray:
-                return _from_buffer(_CHAR_ARRAY, value, writable)
-            return _from_buffer(_CHAR_ARRAY, _as_array(param, value), writable)
-
-        return convert_any
-
-    def convert(value: Any) -> Any:
-        # Fast path: exactly an ndarray of exactly this dtype. from_buffer itself refuses
-        # non-contiguous and (for outputs) read-only arrays, which sends us to _diagnose.
-        if type(value) is _ndarray and value.dtype is dtype:
-            return _from_buffer(_CHAR_ARRAY, value, writable)
-        return _from_buffer(_CHAR_ARRAY, _as_array(param, value), writable)
+    def convert(value: Any) -> np.ndarray:
+        return _as_array(param, value)
 
     return convert
 
@@ -229,6 +225,8 @@ def _as_array(param: Param, value: Any) -> np.ndarray:
                 raise ArgumentError(f"expected {_array_wanted(param)}, got {_describe(value)}") from None
     if param.dtype is not None and array.dtype != param.dtype:
         raise ArgumentError(f"expected {_array_wanted(param)}, got {_describe(array)}")
+    if param.ndim and array.ndim != param.ndim:
+        raise ArgumentError(f"expected {_array_wanted(param)}, got {_describe(array)}")
     if not array.flags.c_contiguous:
         raise ArgumentError(
             f"expected a C-contiguous array, got {_describe(array)} with strides {array.strides}; "
@@ -255,7 +253,8 @@ def _check(param: Param, value: Any) -> None:
 
 
 def _array_wanted(param: Param) -> str:
-    return f"a C-contiguous {param.dtype} array" if param.dtype is not None else "a C-contiguous array"
+    rank = f"{param.ndim}-D " if param.ndim else ""
+    return f"a C-contiguous {rank}{param.dtype} array" if param.dtype is not None else f"a C-contiguous {rank}array"
 
 
 def _describe(value: Any) -> str:

@@ -9,6 +9,12 @@ declares::
 Pointer parameters take C-contiguous arrays of the pointee's dtype (``void *`` takes any dtype);
 ``const`` marks an input, so a read-only array is accepted there and refused elsewhere. Scalar
 parameters take Python or numpy scalars.
+
+kernpack adds one spelling to C: an array parameter with its rank, ``const float x[:, :]``. In
+machine code it is a pointer followed by one ``int64_t`` extent per dimension
+(``const float *x, int64_t x_shape0, int64_t x_shape1``); callers pass just the array and the
+extents go along with it. Kernels are compiled with this convention, so a kernel loaded from a
+library is called exactly like the kernel object it was built from.
 """
 
 from __future__ import annotations
@@ -81,12 +87,16 @@ class Param:
         True for an array parameter.
     const : bool
         For a pointer: the function only reads through it (an input).
+    ndim : int
+        For an array parameter written ``T name[:, ...]``: its rank, whose extents are passed
+        after the pointer. 0 for a plain pointer or a scalar.
     """
 
     name: str
     ctype: str
     pointer: bool = False
     const: bool = False
+    ndim: int = 0
 
     @property
     def dtype(self) -> np.dtype | None:
@@ -99,13 +109,22 @@ class Param:
         return self.pointer and not self.const
 
     @property
-    def cffi_type(self) -> str:
-        """The type cffi passes: every pointer as ``void *`` (one ABI, any buffer accepted)."""
+    def cffi_types(self) -> tuple[str, ...]:
+        """The C types cffi passes: every pointer as ``void *``, then one ``int64_t`` per extent."""
         if self.pointer:
-            return "void *"
-        return "_Bool" if self.ctype == "bool" else self.ctype
+            return ("void *", *("int64_t",) * self.ndim)
+        return ("_Bool" if self.ctype == "bool" else self.ctype,)
+
+    def c_declaration(self) -> str:
+        """The parameter in plain C, extents spelled out (for headers)."""
+        if self.ndim:
+            extents = "".join(f", int64_t {self.name}_shape{d}" for d in range(self.ndim))
+            return f"{'const ' if self.const else ''}{self.ctype} *{self.name}{extents}"
+        return str(self)
 
     def __str__(self) -> str:
+        if self.ndim:
+            return f"{'const ' if self.const else ''}{self.ctype} {self.name}[{', '.join(':' * self.ndim)}]"
         if self.pointer:
             return f"{'const ' if self.const else ''}{self.ctype} *{self.name}"
         return f"{self.ctype} {self.name}"
@@ -157,7 +176,8 @@ class Signature:
         body = match["params"].strip()
         params: list[Param] = []
         if body and body != "void":
-            for index, text in enumerate(body.split(",")):
+            # Commas inside "[:, :]" belong to an array parameter.
+            for index, text in enumerate(re.split(r",(?![^\[]*\])", body)):
                 params.append(_parse_param(text, index, prototype))
         names = [p.name for p in params]
         if len(set(names)) != len(names):
@@ -168,8 +188,13 @@ class Signature:
     def cffi_type(self) -> str:
         """The C function-pointer type cffi casts the function's address to."""
         ret = "_Bool" if self.restype == "bool" else self.restype
-        args = ", ".join(p.cffi_type for p in self.params) or "void"
+        args = ", ".join(t for p in self.params for t in p.cffi_types) or "void"
         return f"{ret}(*)({args})"
+
+    def c_prototype(self) -> str:
+        """The prototype in plain C, array extents spelled out (what a header declares)."""
+        args = ", ".join(p.c_declaration() for p in self.params) or "void"
+        return f"{self.restype} {self.name}({args})"
 
     def __str__(self) -> str:
         args = ", ".join(str(p) for p in self.params) or "void"
@@ -210,7 +235,16 @@ def _scalar_ctype(text: str, prototype: str, *, allow_void: bool = False) -> str
     raise ArgumentError(f"type {text.strip()!r} in prototype {prototype!r} is not supported; use one of {allowed}")
 
 
+_ARRAY_SUFFIX = re.compile(r"\[\s*:(?:\s*,\s*:)*\s*\]\s*$")
+
+
 def _parse_param(text: str, index: int, prototype: str) -> Param:
+    array = _ARRAY_SUFFIX.search(text)
+    if array is not None:
+        param = _parse_param(text[: array.start()], index, prototype)
+        if param.pointer or param.ctype == "void" or param.name == f"arg{index}":
+            raise ArgumentError(f"parameter {index} ({text.strip()!r}) of {prototype!r}: write arrays as 'T name[:]'")
+        return Param(param.name, param.ctype, True, "const" in text[: array.start()].split(), array.group().count(":"))
     stars = text.count("*")
     if stars > 1:
         raise ArgumentError(

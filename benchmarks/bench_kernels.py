@@ -1,0 +1,300 @@
+"""Kernels written in the kernpack kernel language, beside numpy doing the same work, in one run.
+
+Run: ``.venv/bin/python benchmarks/bench_kernels.py [--quick]`` (``--quick``: vectors of 10**6
+instead of 10**7 and fewer samples, for a smoke test). Writes ``results/kernels.{json,md,png}``.
+Every figure is a median over repeated runs in this one process, after warm-up runs, with
+kernpack and its baseline measured one right after the other.
+
+* **vadd**: ``out[i] = a[i] + b[i]`` over float32 vectors of 10**7, built with
+  ``kp.build([vadd], threads=1)`` and with ``threads=2``, against ``np.add(a, b, out=c)``
+  (numpy runs elementwise ufuncs on one thread).
+* **saxpy**: ``out[i] = alpha * x[i] + y[i]`` over float32 vectors of 10**7, 1 and 2 threads,
+  against the faster of two numpy forms that write into preallocated memory:
+  ``np.multiply(x, alpha, out=out); np.add(out, y, out=out)`` and the same through a
+  preallocated temporary.
+* **matmul**: 512x512 float32 ``C = A @ B``. Three kernpack forms, each built with 1 and with
+  2 threads: a 2-D grid over (i, j) with a serial dot product over k; a 1-D grid over rows i
+  that zeroes row i and then runs ``for k: a_ik = A[i, k]; for j: C[i, j] += a_ik * B[k, j]``
+  (the inner loop is contiguous in B and C, so it vectorizes); and the same over blocks of 4
+  rows, so that each load of ``B[k, j]`` feeds four rows. The row shows the fastest of the six
+  and names it; all six are in the JSON. The baseline is ``np.matmul(A, B, out=C)`` (OpenBLAS,
+  all cores), measured twice: in this process with the environment as it is, and in a child
+  process without ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` (set on some machines because
+  old OpenBLAS builds crash on their CPU; they slow a current OpenBLAS). The faster of the two
+  is the baseline; both are in the JSON.
+
+The JSON also holds the compile time of each kernel (its first call, which JITs it for the
+host CPU), the time of each ``kp.build`` plus the first call of what it built, the BLAS that
+threadpoolctl reports for numpy (when threadpoolctl is installed) and the CPU count.
+"""
+
+# No ``from __future__ import annotations`` here: the kernels' parameter annotations
+# (``kp.f32[:]``) are meant to be evaluated, as in user code.
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+import kernpack as kp  # noqa: E402
+from benchmarks._common import fmt_time, median_seconds, plot, save  # noqa: E402
+
+OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+MATMUL_N = 512
+
+
+@kp.kernel
+def vadd(a: kp.f32[:], b: kp.f32[:], out: kp.f32[:]):
+    for i in kp.grid(out.shape[0]):
+        out[i] = a[i] + b[i]
+
+
+@kp.kernel
+def saxpy(alpha: kp.f32, x: kp.f32[:], y: kp.f32[:], out: kp.f32[:]):
+    for i in kp.grid(out.shape[0]):
+        out[i] = alpha * x[i] + y[i]
+
+
+@kp.kernel
+def matmul_dot(A: kp.f32[:, :], B: kp.f32[:, :], C: kp.f32[:, :]):
+    K = A.shape[1]
+    for i, j in kp.grid(C.shape[0], C.shape[1]):
+        acc = kp.f32(0)
+        for k in range(K):
+            acc += A[i, k] * B[k, j]
+        C[i, j] = acc
+
+
+@kp.kernel
+def matmul_rows(A: kp.f32[:, :], B: kp.f32[:, :], C: kp.f32[:, :]):
+    K = A.shape[1]
+    N = C.shape[1]
+    for i in kp.grid(C.shape[0]):
+        for j in range(N):
+            C[i, j] = 0.0
+        for k in range(K):
+            a_ik = A[i, k]
+            for j in range(N):
+                C[i, j] += a_ik * B[k, j]
+
+
+@kp.kernel
+def matmul_rows4(A: kp.f32[:, :], B: kp.f32[:, :], C: kp.f32[:, :]):
+    # Rows in blocks of 4: the caller makes sure that the row count is a multiple of 4.
+    K = A.shape[1]
+    N = C.shape[1]
+    for ib in kp.grid(C.shape[0] // 4):
+        i = ib * 4
+        for j in range(N):
+            C[i, j] = 0.0
+            C[i + 1, j] = 0.0
+            C[i + 2, j] = 0.0
+            C[i + 3, j] = 0.0
+        for k in range(K):
+            a0 = A[i, k]
+            a1 = A[i + 1, k]
+            a2 = A[i + 2, k]
+            a3 = A[i + 3, k]
+            for j in range(N):
+                b = B[k, j]
+                C[i, j] += a0 * b
+                C[i + 1, j] += a1 * b
+                C[i + 2, j] += a2 * b
+                C[i + 3, j] += a3 * b
+
+
+MATMULS = {
+    "2-D grid (i, j), dot over k": ("matmul_dot", matmul_dot),
+    "1-D grid over rows, i-k-j": ("matmul_rows", matmul_rows),
+    "1-D grid over 4-row blocks, i-k-j": ("matmul_rows4", matmul_rows4),
+}
+
+MATMUL_CHILD = """
+import json, os, sys
+import numpy as np
+from benchmarks._common import median_seconds
+n, repeat = int(sys.argv[1]), int(sys.argv[2])
+rng = np.random.default_rng(0)
+A, B = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
+C = np.empty((n, n), np.float32)
+t = median_seconds(lambda: np.matmul(A, B, out=C), repeat, warmup=5)
+print(json.dumps({"median_s": t, "env": {k: os.environ.get(k) for k in sys.argv[3:]}}))
+"""
+
+
+def timed(fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+def compile_times(build_threads: list[int]) -> tuple[dict[str, float], dict[str, dict], dict[tuple, object]]:
+    """First call of each kernel on tiny arrays; then each ``kp.build`` used below, with its first call."""
+    tiny = [np.ones(16, np.float32) for _ in range(3)]
+    small = [np.ones((4, 4), np.float32) for _ in range(3)]
+    kernels = [("vadd", vadd, tiny), ("saxpy", saxpy, [2.0, *tiny])]
+    kernels += [(name, kernel, small) for name, kernel in MATMULS.values()]
+    first = {name: timed(kernel, *args) for name, kernel, args in kernels}
+    builds, funcs = {}, {}
+    for name, kernel, args in kernels:
+        for threads in build_threads:
+            start = time.perf_counter()
+            module = kp.build([kernel], threads=threads)
+            build_s = time.perf_counter() - start
+            fn = module[name]
+            builds[f"{name}, threads={threads}"] = {"build_s": build_s, "first_call_s": timed(fn, *args)}
+            funcs[name, threads] = fn
+    return first, builds, funcs
+
+
+def row(what: str, kernpack_s: float, baseline_s: float, baseline_name: str) -> dict:
+    return {"what": what, "kernpack_s": kernpack_s, "baseline_s": baseline_s, "baseline_name": baseline_name}
+
+
+def bench_vectors(funcs: dict, n: int, repeat: int, extra: dict) -> list[dict]:
+    size = f"10^{len(str(n)) - 1}" if str(n).strip("0") == "1" else str(n)
+    rng = np.random.default_rng(0)
+    a, b = rng.random(n, dtype=np.float32), rng.random(n, dtype=np.float32)
+    out, tmp = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    alpha = 2.5
+    alpha32 = np.float32(alpha)
+
+    for threads in (1, 2):
+        out.fill(0)
+        funcs["vadd", threads](a, b, out)
+        np.testing.assert_array_equal(out, a + b)
+        out.fill(0)
+        funcs["saxpy", threads](alpha, a, b, out)
+        np.testing.assert_allclose(out, alpha32 * a + b, rtol=1e-6)
+
+    def np_saxpy_inplace():
+        np.multiply(a, alpha32, out=out)
+        np.add(out, b, out=out)
+
+    def np_saxpy_tmp():
+        np.add(np.multiply(a, alpha32, out=tmp), b, out=out)
+
+    rows = []
+    numpy_add = median_seconds(lambda: np.add(a, b, out=out), repeat, warmup=3)
+    for threads in (1, 2):
+        fn = funcs["vadd", threads]
+        t = median_seconds(lambda fn=fn: fn(a, b, out), repeat, warmup=3)
+        rows.append(row(f"vadd f32 n={size}, {threads} thread{'s' * (threads > 1)}", t, numpy_add, "np.add out="))
+
+    forms = {
+        "np.multiply+np.add, out=": median_seconds(np_saxpy_inplace, repeat, warmup=3),
+        "np.add(np.multiply(tmp)), out=": median_seconds(np_saxpy_tmp, repeat, warmup=3),
+    }
+    best = min(forms, key=forms.get)
+    extra["numpy_saxpy_s"] = forms
+    for threads in (1, 2):
+        fn = funcs["saxpy", threads]
+        t = median_seconds(lambda fn=fn: fn(alpha, a, b, out), repeat, warmup=3)
+        rows.append(row(f"saxpy f32 n={size}, {threads} thread{'s' * (threads > 1)}", t, forms[best], best))
+    return rows
+
+
+def numpy_matmul_child(n: int, repeat: int) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_VARS}
+    argv = [sys.executable, "-c", MATMUL_CHILD, str(n), str(repeat), *OPENBLAS_VARS]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=ROOT, env=env).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def bench_matmul(funcs: dict, repeat: int, extra: dict) -> list[dict]:
+    n = MATMUL_N
+    assert n % 4 == 0, "matmul_rows4 handles row counts that are multiples of 4"
+    rng = np.random.default_rng(0)
+    A, B = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
+    C = np.empty((n, n), np.float32)
+    expected = np.matmul(A, B)
+
+    variants = {}
+    for label, (name, _) in MATMULS.items():
+        for threads in (1, 2):
+            fn = funcs[name, threads]
+            C.fill(np.nan)
+            fn(A, B, C)
+            np.testing.assert_allclose(C, expected, rtol=1e-4)
+            variants[f"{label}, {threads} thread{'s' * (threads > 1)}"] = median_seconds(
+                lambda fn=fn: fn(A, B, C), repeat, warmup=2
+            )
+    best = min(variants, key=variants.get)
+
+    in_process = median_seconds(lambda: np.matmul(A, B, out=C), repeat, warmup=5)
+    child = numpy_matmul_child(n, repeat)
+    extra["matmul_kernpack_s"] = variants
+    extra["numpy_matmul"] = {
+        "in_process_s": in_process,
+        "in_process_env": {k: os.environ.get(k) for k in OPENBLAS_VARS},
+        "child_without_openblas_vars_s": child["median_s"],
+        "child_env": child["env"],
+    }
+    if child["median_s"] < in_process:
+        baseline, name = child["median_s"], "np.matmul out=, no OPENBLAS_* vars"
+    else:
+        baseline, name = in_process, "np.matmul out="
+    return [row(f"matmul {n}x{n} f32: {best}", variants[best], baseline, name)]
+
+
+def blas_info() -> object:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "threadpoolctl not installed"
+    return [info for info in threadpool_info() if info.get("user_api") == "blas"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="vectors of 10**6, fewer samples")
+    args = parser.parse_args()
+    n = 10**6 if args.quick else 10**7
+    repeat = 5 if args.quick else 25
+    matmul_repeat = 3 if args.quick else 20
+
+    first, builds, funcs = compile_times([1, 2])
+    extra = {
+        "quick": args.quick,
+        "n": n,
+        "repeat": repeat,
+        "matmul_repeat": matmul_repeat,
+        "cpu_count": os.cpu_count(),
+        "sched_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "numpy": np.__version__,
+        "numpy_blas": blas_info(),
+        "compile_first_call_s": first,
+        "build_s": builds,
+    }
+    rows = bench_vectors(funcs, n, repeat, extra) + bench_matmul(funcs, matmul_repeat, extra)
+    for r in rows:
+        r["kernpack"] = fmt_time(r["kernpack_s"])
+        r["baseline"] = fmt_time(r["baseline_s"])
+        r["ratio"] = r["kernpack_s"] / r["baseline_s"]
+    path = save("kernels", rows, extra)
+    png = plot("kernels", rows)
+    width = max(len(r["what"]) for r in rows)
+    print(f"{'benchmark':{width}s} {'kernpack':>10s} {'baseline':>10s}  ratio  baseline")
+    for r in rows:
+        ratio = f"{r['ratio']:.2f}x"
+        print(f"{r['what']:{width}s} {r['kernpack']:>10s} {r['baseline']:>10s}  {ratio:>6s}  {r['baseline_name']}")
+    print("compile (first call): " + ", ".join(f"{k} {fmt_time(v)}" for k, v in first.items()))
+    mm = extra["numpy_matmul"]
+    print(
+        f"np.matmul: in process {fmt_time(mm['in_process_s'])} (env {mm['in_process_env']}), "
+        f"child without OPENBLAS_* vars {fmt_time(mm['child_without_openblas_vars_s'])}"
+    )
+    print("matmul variants: " + ", ".join(f"{k} {fmt_time(v)}" for k, v in extra["matmul_kernpack_s"].items()))
+    print(f"results: {path}" + (f", plot: {png}" if png else ""))
+
+
+if __name__ == "__main__":
+    main()
