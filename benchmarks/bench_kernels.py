@@ -112,9 +112,9 @@ def matmul_rows4(A: kp.f32[:, :], B: kp.f32[:, :], C: kp.f32[:, :]):
 
 
 MATMULS = {
-    "2-D grid (i, j), dot over k": ("matmul_dot", matmul_dot),
-    "1-D grid over rows, i-k-j": ("matmul_rows", matmul_rows),
-    "1-D grid over 4-row blocks, i-k-j": ("matmul_rows4", matmul_rows4),
+    "2-D grid i,j, dot over k": ("matmul_dot", matmul_dot),
+    "grid over rows, i-k-j": ("matmul_rows", matmul_rows),
+    "grid over 4-row blocks, i-k-j": ("matmul_rows4", matmul_rows4),
 }
 
 MATMUL_CHILD = """
@@ -242,7 +242,7 @@ def bench_matmul(funcs: dict, repeat: int, extra: dict) -> list[dict]:
         baseline, name = child["median_s"], "np.matmul out=, no OPENBLAS_* vars"
     else:
         baseline, name = in_process, "np.matmul out="
-    return [row(f"matmul {n}x{n} f32: {best}", variants[best], baseline, name)]
+    return [row(f"matmul {n}² f32, {best}", variants[best], baseline, name)]
 
 
 def blas_info() -> object:

@@ -18,6 +18,8 @@ from .errors import (
     FormatError,
     FunctionNotFoundError,
     ImportCycleError,
+    KernelSyntaxError,
+    KernelTypeError,
     KernpackError,
     LinkError,
     LoadError,
@@ -44,6 +46,27 @@ from .runtime import (
 
 if TYPE_CHECKING:
     from .driver.csource import CSourceModule, c_source_module
+    from .driver.lang import (
+        ArrayType,
+        Kernel,
+        ScalarType,
+        atomic_add,
+        bool_,
+        build,
+        f32,
+        f64,
+        grid,
+        i8,
+        i16,
+        i32,
+        i64,
+        kernel,
+        math,
+        u8,
+        u16,
+        u32,
+        u64,
+    )
     from .driver.llvm import LLVMModule, llvm_module
 
 __version__ = "0.1.0"
@@ -54,6 +77,13 @@ _LAZY = {
     "llvm_module": "kernpack.driver.llvm",
     "CSourceModule": "kernpack.driver.csource",
     "c_source_module": "kernpack.driver.csource",
+    **dict.fromkeys(
+        [
+            *("Kernel", "kernel", "build", "grid", "atomic_add", "math", "ArrayType", "ScalarType"),
+            *("bool_", "f32", "f64", "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64"),
+        ],
+        "kernpack.driver.lang",
+    ),
 }
 
 # The loaders of the compile-side kinds and suffixes register when their driver module is
@@ -82,6 +112,27 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "ArrayType",
+    "Kernel",
+    "KernelSyntaxError",
+    "KernelTypeError",
+    "ScalarType",
+    "atomic_add",
+    "bool_",
+    "build",
+    "f32",
+    "f64",
+    "grid",
+    "i8",
+    "i16",
+    "i32",
+    "i64",
+    "kernel",
+    "math",
+    "u8",
+    "u16",
+    "u32",
+    "u64",
     "ArgumentError",
     "CSourceModule",
     "CompileError",

@@ -261,7 +261,19 @@ def export_library(
         os.close(fd)
         # No build-id: GNU ld would hash the whole output (a SHA-1 over every blob byte) for
         # it; the blob carries its own checksums.
-        command = [*cc_argv, "-shared", "-fPIC", "-O2", "-o", tmp_out, *inputs, "-Wl,--build-id=none", *options]
+        command = [
+            *cc_argv,
+            "-shared",
+            "-fPIC",
+            "-O2",
+            "-o",
+            tmp_out,
+            *inputs,
+            "-Wl,--build-id=none",
+            *options,
+            "-lm",
+            "-lpthread",
+        ]
         _run(command)
         os.chmod(tmp_out, 0o777 & ~UMASK)
         atomic_write(os.path.splitext(out)[0] + ".h", _header_text(os.path.basename(out), signatures, _unsigned(plan)))

@@ -1,0 +1,1 @@
+"""Code generators: kernel IR to LLVM IR, one module per target."""

@@ -1,0 +1,594 @@
+"""CPU code generation: kernel IR -> LLVM IR (llvmlite.ir) for the host.
+
+For a kernel ``k`` the module defines:
+
+* ``k`` (exported): the kernel with kernpack's C convention, every array as a pointer followed
+  by one ``int64_t`` extent per dimension. It splits the outer grid dimension among
+  ``threads`` POSIX threads when the grid is large enough, else runs it on the caller's thread;
+* ``k.range`` (internal): the kernel over outer-grid indices ``[lo, hi)``; the part every
+  thread runs. Its inner loop is plain, unit-stride code that LLVM's loop vectorizer turns
+  into SIMD code;
+* ``k.extent`` (internal): the prologue plus the grid's extents, which the launcher needs to
+  split the work; ``k.worker`` (internal): the ``pthread_create`` entry.
+
+Semantics the language promises and the code keeps: Python's floor division and modulo,
+integer division by zero giving 0 (never a trap), float-to-int conversions that saturate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import llvmlite.ir as ir
+
+from ..lang import kir
+from ..lang.types import ArrayType, ScalarType, bool_
+
+__all__ = ["MIN_PARALLEL_WORK", "lower_kernels"]
+
+#: Grids with fewer points than this run on the calling thread: starting threads costs more.
+MIN_PARALLEL_WORK = 1 << 15
+
+_I1 = ir.IntType(1)
+_I8 = ir.IntType(8)
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+_PTR = ir.PointerType()
+_VOID = ir.VoidType()
+
+
+def llvm_type(t: ScalarType) -> ir.Type:
+    """The LLVM type of a scalar as a value (bool is i1)."""
+    if t is bool_:
+        return _I1
+    if t.is_float:
+        return ir.FloatType() if t.bits == 32 else ir.DoubleType()
+    return ir.IntType(t.bits)
+
+
+def memory_type(t: ScalarType) -> ir.Type:
+    """The LLVM type of a scalar in an array (bool is one byte, like numpy's)."""
+    return _I8 if t is bool_ else llvm_type(t)
+
+
+def lower_kernels(kernels: list[kir.Kernel], module_name: str, threads: int) -> ir.Module:
+    """Build one LLVM module defining every kernel (see the module docstring)."""
+    module = ir.Module(name=module_name)
+    for kernel in kernels:
+        _KernelCodegen(module, kernel, threads).emit()
+    return module
+
+
+def _abi_types(kernel: kir.Kernel) -> list[ir.Type]:
+    types: list[ir.Type] = []
+    for _, t in kernel.params:
+        types.extend([_PTR] + [_I64] * t.ndim if isinstance(t, ArrayType) else [llvm_type(t)])
+    return types
+
+
+class _KernelCodegen:
+    def __init__(self, module: ir.Module, kernel: kir.Kernel, threads: int) -> None:
+        self.module = module
+        self.kernel = kernel
+        self.threads = max(1, threads)
+        self.abi = _abi_types(kernel)
+
+    def emit(self) -> None:
+        name = self.kernel.name
+        range_fn = self._function(f"{name}.range", _VOID, [*self.abi, _I64, _I64], internal=True)
+        _Body(self, range_fn, self.kernel).emit_range()
+        extent_fn = self._function(f"{name}.extent", _I64, [*self.abi, _PTR], internal=True)
+        _Body(self, extent_fn, self.kernel).emit_extent()
+        worker = self._worker(range_fn)
+        self._launcher(range_fn, extent_fn, worker)
+
+    def _function(self, name: str, ret: ir.Type, args: list[ir.Type], internal: bool) -> ir.Function:
+        fn = ir.Function(self.module, ir.FunctionType(ret, args), name=name)
+        if internal:
+            fn.linkage = "internal"
+        fn.attributes.add("nounwind")
+        return fn
+
+    def _closure_type(self) -> ir.LiteralStructType:
+        return ir.LiteralStructType([*self.abi, _I64, _I64])
+
+    def _worker(self, range_fn: ir.Function) -> ir.Function:
+        worker = self._function(f"{self.kernel.name}.worker", _PTR, [_PTR], internal=True)
+        b = ir.IRBuilder(worker.append_basic_block("entry"))
+        closure = self._closure_type()
+        fields = closure.elements
+        args = [
+            b.load(b.gep(worker.args[0], [_I32(0), _I32(k)], source_etype=closure), typ=fields[k])
+            for k in range(len(fields))
+        ]
+        b.call(range_fn, args)
+        b.ret(ir.Constant(_PTR, None))
+        return worker
+
+    def _launcher(self, range_fn: ir.Function, extent_fn: ir.Function, worker: ir.Function) -> None:
+        fn = self._function(self.kernel.name, _VOID, self.abi, internal=False)
+        params = list(fn.args)
+        for arg, name in zip(params, _arg_names(self.kernel), strict=True):
+            arg.name = name
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        serial = fn.append_basic_block("serial")
+        if self.threads == 1:
+            b.branch(serial)
+            b.position_at_end(serial)
+            b.call(range_fn, [*params, _I64(0), _I64(2**63 - 1)])
+            b.ret_void()
+            return
+        outer = b.alloca(_I64, name="outer")
+        work = b.call(extent_fn, [*params, outer])
+        n0 = b.load(outer, typ=_I64)
+        parallel = fn.append_basic_block("parallel")
+        big = b.and_(b.icmp_signed(">=", work, _I64(MIN_PARALLEL_WORK)), b.icmp_signed(">", n0, _I64(1)))
+        b.cbranch(big, parallel, serial)
+        b.position_at_end(serial)
+        b.call(range_fn, [*params, _I64(0), _I64(2**63 - 1)])
+        b.ret_void()
+
+        b.position_at_end(parallel)
+        t = self.threads
+        closure = self._closure_type()
+        closures = b.alloca(closure, size=_I32(t), name="closures")
+        tids = b.alloca(_I64, size=_I32(t), name="tids")
+        started = b.alloca(_I1, size=_I32(t), name="started")
+        chunk = b.sdiv(b.add(n0, _I64(t - 1)), _I64(t))
+        pthread_create = _declare(self.module, "pthread_create", _I32, [_PTR, _PTR, _PTR, _PTR])
+        pthread_join = _declare(self.module, "pthread_join", _I32, [_I64, _PTR])
+        for k in range(1, t):
+            lo = b.mul(chunk, _I64(k))
+            hi = b.add(lo, chunk)
+            slot = _gep(b, closures, [_I32(k)], closure)
+            for index, value in enumerate([*params, lo, hi]):
+                b.store(value, _gep(b, closures, [_I32(k), _I32(index)], closure))
+            tid = _gep(b, tids, [_I32(k)], _I64)
+            rc = b.call(pthread_create, [tid, ir.Constant(_PTR, None), worker, slot])
+            ok = b.icmp_signed("==", rc, _I32(0))
+            b.store(ok, _gep(b, started, [_I32(k)], _I1))
+            # A thread that could not start: its chunk runs here instead.
+            with b.if_then(b.not_(ok)):
+                b.call(range_fn, [*params, lo, hi])
+        b.call(range_fn, [*params, _I64(0), chunk])
+        for k in range(1, t):
+            ok = b.load(_gep(b, started, [_I32(k)], _I1), typ=_I1)
+            with b.if_then(ok):
+                tid = b.load(_gep(b, tids, [_I32(k)], _I64), typ=_I64)
+                b.call(pthread_join, [tid, ir.Constant(_PTR, None)])
+        b.ret_void()
+
+
+def _gep(b: ir.IRBuilder, base: ir.Value, indices: list[ir.Value], etype: ir.Type) -> ir.Value:
+    # llvmlite gives a GEP through a multi-level index a typed-pointer result and then checks
+    # stores against its pointee (wrongly: the struct, not the field). In LLVM's IR every
+    # pointer is opaque, so the result is retyped as one.
+    address = b.gep(base, indices, source_etype=etype)
+    address.type = _PTR
+    return address
+
+
+def _arg_names(kernel: kir.Kernel) -> list[str]:
+    names: list[str] = []
+    for name, t in kernel.params:
+        names.append(name)
+        if isinstance(t, ArrayType):
+            names.extend(f"{name}.shape{d}" for d in range(t.ndim))
+    return names
+
+
+def _declare(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing
+    return ir.Function(module, ir.FunctionType(ret, args), name=name)
+
+
+class _Body:
+    """Emits a kernel's statements into one function (the range or the extent function)."""
+
+    def __init__(self, gen: _KernelCodegen, fn: ir.Function, kernel: kir.Kernel) -> None:
+        self.gen = gen
+        self.fn = fn
+        self.kernel = kernel
+        self.module = gen.module
+        entry = fn.append_basic_block("entry")
+        self.b = ir.IRBuilder(entry)
+        self.arrays: dict[str, tuple[ir.Value, list[ir.Value], ScalarType]] = {}
+        self.vars: dict[str, ir.Value] = {}
+        self.var_types: dict[str, ir.Type] = {}
+        self.loops: list[tuple[ir.Block, ir.Block]] = []  # (continue target, break target)
+        args = iter(fn.args)
+        for name, t in kernel.params:
+            if isinstance(t, ArrayType):
+                ptr = next(args)
+                ptr.name = name
+                extents = [next(args) for _ in range(t.ndim)]
+                for d, e in enumerate(extents):
+                    e.name = f"{name}.shape{d}"
+                self.arrays[name] = (ptr, extents, t.dtype)
+            else:
+                value = next(args)
+                value.name = name
+                slot = self.b.alloca(llvm_type(t), name=f"{name}.addr")
+                self.b.store(value, slot)
+                self.vars[name] = slot
+                self.var_types[name] = llvm_type(t)
+        self.rest = list(args)
+        for name, t in kernel.locals.items():
+            if name not in self.vars:
+                slot = self.b.alloca(llvm_type(t), name=f"{name}.addr")
+                self.b.store(ir.Constant(llvm_type(t), 0), slot)  # defined even on paths that skip it
+                self.vars[name] = slot
+                self.var_types[name] = llvm_type(t)
+
+    # ------------------------------------------------------------------ entry points
+    def emit_range(self) -> None:
+        lo, hi = self.rest
+        self.block(self.kernel.prologue)
+        grid = self.kernel.grid
+        extents = [self.expr(e) for e in grid.extents]
+        start = self._max(lo, _I64(0))
+        stop = self._min(hi, extents[0])
+        self.grid_loops(grid, [start, *[_I64(0)] * (len(extents) - 1)], [stop, *extents[1:]], 0)
+        self.b.ret_void()
+
+    def emit_extent(self) -> None:
+        (outer,) = self.rest
+        self.block(self.kernel.prologue)
+        extents = [self.expr(e) for e in self.kernel.grid.extents]
+        self.b.store(extents[0], outer)
+        total = extents[0]
+        for e in extents[1:]:
+            total = self.b.mul(total, e)
+        self.b.ret(total)
+
+    # ------------------------------------------------------------------ loops
+    def grid_loops(self, grid: kir.Grid, starts: list[ir.Value], stops: list[ir.Value], dim: int) -> None:
+        def body(latch: ir.Block, exit_block: ir.Block) -> None:
+            if dim + 1 < len(grid.vars):
+                self.grid_loops(grid, starts, stops, dim + 1)
+            else:
+                # continue in the grid body moves to the next grid point; break is refused
+                # by the front end.
+                self.loops.append((latch, exit_block))
+                self.block(grid.body)
+                self.loops.pop()
+
+        self.counted_loop(grid.vars[dim], starts[dim], stops[dim], _I64(1), True, body)
+
+    def counted_loop(
+        self,
+        var: str,
+        start: ir.Value,
+        stop: ir.Value,
+        step: ir.Value,
+        positive: bool | None,
+        body: Callable[[ir.Block, ir.Block], None],
+    ) -> None:
+        """Emit ``for var in range(start, stop, step)``; ``positive`` is the step's sign if known.
+
+        The loop runs on its own counter (a phi), so an assignment to the variable in the body
+        does not change the iteration, as in Python.
+        """
+        b = self.b
+        cond_block = self.fn.append_basic_block(f"{var}.cond")
+        body_block = self.fn.append_basic_block(f"{var}.body")
+        latch = self.fn.append_basic_block(f"{var}.next")
+        exit_block = self.fn.append_basic_block(f"{var}.end")
+        pred = b.block
+        b.branch(cond_block)
+        b.position_at_end(cond_block)
+        index = b.phi(_I64, name=var)
+        index.add_incoming(start, pred)
+        if positive is True:
+            keep = b.icmp_signed("<", index, stop)
+        elif positive is False:
+            keep = b.icmp_signed(">", index, stop)
+        else:
+            up, down = b.icmp_signed("<", index, stop), b.icmp_signed(">", index, stop)
+            keep = b.select(b.icmp_signed(">", step, _I64(0)), up, down)
+        b.cbranch(keep, body_block, exit_block)
+        b.position_at_end(body_block)
+        b.store(index, self.vars[var])
+        body(latch, exit_block)
+        if not b.block.is_terminated:
+            b.branch(latch)
+        b.position_at_end(latch)
+        index.add_incoming(b.add(index, step), latch)
+        b.branch(cond_block)
+        b.position_at_end(exit_block)
+
+    # ------------------------------------------------------------------ statements
+    def block(self, stmts: list[kir.Stmt]) -> None:
+        for stmt in stmts:
+            if self.b.block.is_terminated:
+                return  # code after break/continue is unreachable
+            self.stmt(stmt)
+
+    def stmt(self, s: kir.Stmt) -> None:
+        b = self.b
+        if isinstance(s, kir.Assign):
+            b.store(self.expr(s.value), self.vars[s.name])
+        elif isinstance(s, kir.Store):
+            ptr, dtype = self.address(s.array, s.indices)
+            value = self.expr(s.value)
+            b.store(b.zext(value, _I8) if dtype is bool_ else value, ptr)
+        elif isinstance(s, kir.AtomicAdd):
+            ptr, dtype = self.address(s.array, s.indices)
+            b.atomic_rmw("fadd" if dtype.is_float else "add", ptr, self.expr(s.value), "monotonic")
+        elif isinstance(s, kir.If):
+            cond = self.expr(s.cond)
+            then = self.fn.append_basic_block("if.then")
+            orelse = self.fn.append_basic_block("if.else")
+            end = self.fn.append_basic_block("if.end")
+            b.cbranch(cond, then, orelse)
+            for block, stmts in ((then, s.body), (orelse, s.orelse)):
+                b.position_at_end(block)
+                self.block(stmts)
+                if not b.block.is_terminated:
+                    b.branch(end)
+            b.position_at_end(end)
+        elif isinstance(s, kir.While):
+            cond_block = self.fn.append_basic_block("while.cond")
+            body = self.fn.append_basic_block("while.body")
+            end = self.fn.append_basic_block("while.end")
+            b.branch(cond_block)
+            b.position_at_end(cond_block)
+            b.cbranch(self.expr(s.cond), body, end)
+            b.position_at_end(body)
+            self.loops.append((cond_block, end))
+            self.block(s.body)
+            self.loops.pop()
+            if not b.block.is_terminated:
+                b.branch(cond_block)
+            b.position_at_end(end)
+        elif isinstance(s, kir.ForRange):
+            start, stop, step = self.expr(s.start), self.expr(s.stop), self.expr(s.step)
+            positive = s.step.value > 0 if isinstance(s.step, kir.Const) else None
+
+            def body(latch: ir.Block, exit_block: ir.Block, s: kir.ForRange = s) -> None:
+                self.loops.append((latch, exit_block))
+                self.block(s.body)
+                self.loops.pop()
+
+            self.counted_loop(s.var, start, stop, step, positive, body)
+        elif isinstance(s, kir.Break):
+            b.branch(self.loops[-1][1])
+        elif isinstance(s, kir.Continue):
+            b.branch(self.loops[-1][0])
+        else:  # pragma: no cover - the front end produces nothing else
+            raise AssertionError(f"unexpected statement {s!r}")
+
+    # ------------------------------------------------------------------ expressions
+    def address(self, array: str, indices: list[kir.Expr]) -> tuple[ir.Value, ScalarType]:
+        ptr, extents, dtype = self.arrays[array]
+        b = self.b
+        offset = self.expr(indices[0])
+        for extent, index in zip(extents[1:], indices[1:], strict=True):
+            offset = b.add(b.mul(offset, extent), self.expr(index))
+        return b.gep(ptr, [offset], source_etype=memory_type(dtype)), dtype
+
+    def expr(self, e: kir.Expr) -> ir.Value:
+        b = self.b
+        if isinstance(e, kir.Const):
+            return ir.Constant(llvm_type(e.type), int(e.value) if not e.type.is_float else float(e.value))
+        if isinstance(e, kir.Var):
+            return b.load(self.vars[e.name], typ=self.var_types[e.name])
+        if isinstance(e, kir.Shape):
+            return self.arrays[e.array][1][e.dim]
+        if isinstance(e, kir.Load):
+            ptr, dtype = self.address(e.array, e.indices)
+            value = b.load(ptr, typ=memory_type(dtype))
+            return b.icmp_unsigned("!=", value, _I8(0)) if dtype is bool_ else value
+        if isinstance(e, kir.Cast):
+            return self.cast(self.expr(e.operand), e.operand.type, e.type)
+        if isinstance(e, kir.BinOp):
+            return self.binop(e)
+        if isinstance(e, kir.Compare):
+            return self.compare(e)
+        if isinstance(e, kir.Not):
+            return b.not_(self.expr(e.operand))
+        if isinstance(e, kir.BoolOp):
+            return self.short_circuit(e)
+        if isinstance(e, kir.Select):
+            return self.select(e)
+        if isinstance(e, kir.Call):
+            return self.call(e)
+        raise AssertionError(f"unexpected expression {e!r}")  # pragma: no cover
+
+    def cast(self, v: ir.Value, src: ScalarType, dst: ScalarType) -> ir.Value:
+        b = self.b
+        to = llvm_type(dst)
+        if src.is_float and dst.is_float:
+            return b.fpext(v, to) if dst.bits > src.bits else b.fptrunc(v, to)
+        if src.is_float:  # saturating, so out-of-range values are defined
+            name = f"llvm.fpto{'s' if dst.is_signed else 'u'}i.sat.{to}.{llvm_type(src)}"
+            return b.call(_declare(self.module, name, to, [llvm_type(src)]), [v])
+        if dst.is_float:
+            return b.sitofp(v, to) if src.is_signed else b.uitofp(v, to)
+        if dst.bits == src.bits:
+            return v
+        if dst.bits < src.bits:
+            return b.trunc(v, to)
+        return b.sext(v, to) if src.is_signed else b.zext(v, to)
+
+    def binop(self, e: kir.BinOp) -> ir.Value:
+        b = self.b
+        t = e.type
+        x = self.expr(e.lhs)
+        y = self.expr(e.rhs)
+        if e.op == "pow":
+            if t.is_float:
+                fn = _declare(self.module, f"llvm.powi.{llvm_type(t)}.i32", llvm_type(t), [llvm_type(t), _I32])
+                return b.call(fn, [x, y])
+            return b.call(self.ipow(t), [x, y])
+        if e.op in ("min", "max"):
+            if t.is_float:
+                less = b.fcmp_ordered("<", y, x) if e.op == "min" else b.fcmp_ordered(">", y, x)
+            else:
+                cmp = b.icmp_signed if t.is_signed else b.icmp_unsigned
+                less = cmp("<", y, x) if e.op == "min" else cmp(">", y, x)
+            return b.select(less, y, x)
+        if t.is_float:
+            if e.op == "add":
+                return b.fadd(x, y)
+            if e.op == "sub":
+                return b.fsub(x, y)
+            if e.op == "mul":
+                return b.fmul(x, y)
+            if e.op == "div":
+                return b.fdiv(x, y)
+            if e.op == "floordiv":
+                floor = _declare(self.module, f"llvm.floor.{llvm_type(t)}", llvm_type(t), [llvm_type(t)])
+                return b.call(floor, [b.fdiv(x, y)])
+            # mod with the sign of the divisor, as in Python
+            r = b.frem(x, y)
+            zero = ir.Constant(llvm_type(t), 0.0)
+            fix = b.and_(
+                b.fcmp_ordered("!=", r, zero), b.xor(b.fcmp_ordered("<", r, zero), b.fcmp_ordered("<", y, zero))
+            )
+            return b.select(fix, b.fadd(r, y), r)
+        if e.op == "add":
+            return b.add(x, y)
+        if e.op == "sub":
+            return b.sub(x, y)
+        if e.op == "mul":
+            return b.mul(x, y)
+        return self.int_division(e.op, t, x, y)
+
+    def int_division(self, op: str, t: ScalarType, x: ir.Value, y: ir.Value) -> ir.Value:
+        """Python's // and % on integers, with x // 0 == x % 0 == 0 and no overflow trap."""
+        b = self.b
+        ty = llvm_type(t)
+        zero, one = ir.Constant(ty, 0), ir.Constant(ty, 1)
+        by_zero = b.icmp_unsigned("==", y, zero)
+        if not t.is_signed:
+            safe = b.select(by_zero, one, y)
+            result = b.udiv(x, safe) if op == "floordiv" else b.urem(x, safe)
+            return b.select(by_zero, zero, result)
+        minus_one = b.icmp_signed("==", y, ir.Constant(ty, -1))
+        safe = b.select(b.or_(by_zero, minus_one), one, y)
+        q = b.sdiv(x, safe)
+        r = b.srem(x, safe)
+        # Round toward minus infinity: adjust when the remainder's sign differs from y's.
+        adjust = b.and_(b.icmp_signed("!=", r, zero), b.xor(b.icmp_signed("<", r, zero), b.icmp_signed("<", y, zero)))
+        q = b.select(adjust, b.sub(q, one), q)
+        r = b.select(adjust, b.add(r, y), r)
+        q = b.select(minus_one, b.sub(zero, x), q)
+        r = b.select(minus_one, zero, r)
+        result = q if op == "floordiv" else r
+        return b.select(by_zero, zero, result)
+
+    def ipow(self, t: ScalarType) -> ir.Function:
+        """X ** n for integers by squaring; a negative n gives 0 (1 for x == 1)."""
+        name = f"kernpack.ipow.{t.name}"
+        existing = self.module.globals.get(name)
+        if existing is not None:
+            return existing
+        ty = llvm_type(t)
+        fn = ir.Function(self.module, ir.FunctionType(ty, [ty, ty]), name=name)
+        fn.linkage = "internal"
+        x, n = fn.args
+        entry, loop, done = (fn.append_basic_block(s) for s in ("entry", "loop", "done"))
+        b = ir.IRBuilder(entry)
+        negative = b.icmp_signed("<", n, ir.Constant(ty, 0)) if t.is_signed else ir.Constant(_I1, 0)
+        n0 = b.select(negative, ir.Constant(ty, 0), n)
+        b.branch(loop)
+        b = ir.IRBuilder(loop)
+        acc = b.phi(ty)
+        base = b.phi(ty)
+        k = b.phi(ty)
+        acc.add_incoming(ir.Constant(ty, 1), entry)
+        base.add_incoming(x, entry)
+        k.add_incoming(n0, entry)
+        odd = b.trunc(k, _I1)
+        acc2 = b.select(odd, b.mul(acc, base), acc)
+        k2 = b.lshr(k, ir.Constant(ty, 1))
+        base2 = b.mul(base, base)
+        acc.add_incoming(acc2, loop)
+        base.add_incoming(base2, loop)
+        k.add_incoming(k2, loop)
+        b.cbranch(b.icmp_unsigned("==", k2, ir.Constant(ty, 0)), done, loop)
+        b = ir.IRBuilder(done)
+        one = b.icmp_signed("==", x, ir.Constant(ty, 1))
+        b.ret(b.select(negative, b.select(one, ir.Constant(ty, 1), ir.Constant(ty, 0)), acc2))
+        return fn
+
+    def compare(self, e: kir.Compare) -> ir.Value:
+        b = self.b
+        ops = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
+        x, y = self.expr(e.lhs), self.expr(e.rhs)
+        t = e.lhs.type
+        if t.is_float:
+            return b.fcmp_unordered("!=", x, y) if e.op == "ne" else b.fcmp_ordered(ops[e.op], x, y)
+        if t.is_signed:
+            return b.icmp_signed(ops[e.op], x, y)
+        return b.icmp_unsigned(ops[e.op], x, y)
+
+    def short_circuit(self, e: kir.BoolOp) -> ir.Value:
+        b = self.b
+        end = self.fn.append_basic_block(f"{e.op}.end")
+        incoming = []
+        for value in e.values[:-1]:
+            v = self.expr(value)
+            nxt = self.fn.append_basic_block(f"{e.op}.next")
+            incoming.append((_I1(0 if e.op == "and" else 1), b.block))
+            if e.op == "and":
+                b.cbranch(v, nxt, end)
+            else:
+                b.cbranch(v, end, nxt)
+            b.position_at_end(nxt)
+        last = self.expr(e.values[-1])
+        incoming.append((last, b.block))
+        b.branch(end)
+        b.position_at_end(end)
+        phi = b.phi(_I1)
+        for value, block in incoming:
+            phi.add_incoming(value, block)
+        return phi
+
+    def select(self, e: kir.Select) -> ir.Value:
+        b = self.b
+        cond = self.expr(e.cond)
+        then = self.fn.append_basic_block("sel.then")
+        orelse = self.fn.append_basic_block("sel.else")
+        end = self.fn.append_basic_block("sel.end")
+        b.cbranch(cond, then, orelse)
+        b.position_at_end(then)
+        a = self.expr(e.a)
+        a_block = b.block
+        b.branch(end)
+        b.position_at_end(orelse)
+        c = self.expr(e.b)
+        c_block = b.block
+        b.branch(end)
+        b.position_at_end(end)
+        phi = b.phi(llvm_type(e.type))
+        phi.add_incoming(a, a_block)
+        phi.add_incoming(c, c_block)
+        return phi
+
+    def call(self, e: kir.Call) -> ir.Value:
+        b = self.b
+        t = e.type
+        ty = llvm_type(t)
+        args = [self.expr(a) for a in e.args]
+        if e.func == "neg":
+            return b.fneg(args[0]) if t.is_float else b.sub(ir.Constant(ty, 0), args[0])
+        if e.func == "abs":
+            if t.is_float:
+                return b.call(_declare(self.module, f"llvm.fabs.{ty}", ty, [ty]), args)
+            if not t.is_signed:
+                return args[0]
+            return b.call(_declare(self.module, f"llvm.abs.{ty}", ty, [ty, _I1]), [args[0], _I1(0)])
+        name = {"sqrt": "sqrt", "exp": "exp", "log": "log", "sin": "sin", "cos": "cos", "tanh": "tanh",
+                "floor": "floor", "ceil": "ceil", "fma": "fma"}[e.func]  # fmt: skip
+        fn = _declare(self.module, f"llvm.{name}.{ty}", ty, [ty] * len(args))
+        return b.call(fn, args)
+
+    def _max(self, a: ir.Value, c: ir.Value) -> ir.Value:
+        return self.b.select(self.b.icmp_signed(">", a, c), a, c)
+
+    def _min(self, a: ir.Value, c: ir.Value) -> ir.Value:
+        return self.b.select(self.b.icmp_signed("<", a, c), a, c)

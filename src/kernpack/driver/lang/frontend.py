@@ -1,0 +1,617 @@
+"""The front end: a Python function's AST, checked and typed, lowered to the kernel IR.
+
+Everything outside the kernel language stops here, as a :class:`KernelSyntaxError` or
+:class:`KernelTypeError` pointing at the file, line and column, with the source line: code
+generators only ever see valid, fully typed IR. The typing rules are written down in
+``docs/kernel-language.md``.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import inspect
+import math as _pymath
+import operator
+import textwrap
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from ...errors import KernelSyntaxError, KernelTypeError
+from . import kir
+from .intrinsics import CALLABLES
+from .types import ArrayType, ScalarType, bool_, f64, i32, i64, promote
+
+__all__ = ["parse_kernel"]
+
+_BINOPS = {
+    ast.Add: "add",
+    ast.Sub: "sub",
+    ast.Mult: "mul",
+    ast.Div: "div",
+    ast.FloorDiv: "floordiv",
+    ast.Mod: "mod",
+    ast.Pow: "pow",
+}
+_COMPARES = {ast.Lt: "lt", ast.LtE: "le", ast.Gt: "gt", ast.GtE: "ge", ast.Eq: "eq", ast.NotEq: "ne"}
+_FOLD: dict[str, Callable[[Any, Any], Any]] = {
+    "add": operator.add,
+    "sub": operator.sub,
+    "mul": operator.mul,
+    "div": operator.truediv,
+    "floordiv": operator.floordiv,
+    "mod": operator.mod,
+    "pow": operator.pow,
+}
+_UNARY_MATH = ("sqrt", "exp", "log", "sin", "cos", "tanh")
+
+
+class _Source:
+    """Where a kernel's source lives, to turn AST positions into file positions."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        try:
+            lines, first = inspect.getsourcelines(fn)
+        except (OSError, TypeError) as exc:
+            raise KernelSyntaxError(
+                f"cannot read the source of {getattr(fn, '__qualname__', fn)!r} ({exc}); define kernels in a file"
+            ) from None
+        self.filename = inspect.getsourcefile(fn) or "<unknown>"
+        self.first = first
+        self.lines = lines
+        self.indent = len(lines[0]) - len(lines[0].lstrip())
+        self.text = textwrap.dedent("".join(lines))
+
+    def error(self, node: ast.AST, message: str, cls: type[KernelSyntaxError] = KernelSyntaxError) -> NoReturn:
+        lineno = self.first + getattr(node, "lineno", 1) - 1
+        col = getattr(node, "col_offset", 0) + self.indent
+        index = lineno - self.first
+        line = self.lines[index].rstrip("\n") if 0 <= index < len(self.lines) else ""
+        raise cls(
+            f"{self.filename}:{lineno}:{col}: {message}\n    {line}\n    {' ' * col}^",
+            filename=self.filename,
+            lineno=lineno,
+            col=col,
+        )
+
+
+def parse_kernel(fn: Callable[..., Any]) -> kir.Kernel:
+    """Check ``fn`` against the kernel language and return its typed kernel IR.
+
+    Raises
+    ------
+    KernelSyntaxError, KernelTypeError
+        At the first construct outside the language or the first type error.
+    """
+    source = _Source(fn)
+    try:
+        tree = ast.parse(source.text)
+    except SyntaxError as exc:  # pragma: no cover - the function compiled once already
+        raise KernelSyntaxError(str(exc)) from None
+    node = tree.body[0]
+    if not isinstance(node, ast.FunctionDef):
+        source.error(node, "a kernel must be a plain function (def)")
+    return _Checker(fn, node, source).kernel()
+
+
+class _Checker:
+    def __init__(self, fn: Callable[..., Any], node: ast.FunctionDef, source: _Source) -> None:
+        self.fn = fn
+        self.node = node
+        self.src = source
+        self.namespace: dict[str, Any] = dict(fn.__globals__)
+        if fn.__closure__:
+            self.namespace.update(
+                (name, cell.cell_contents)
+                for name, cell in zip(fn.__code__.co_freevars, fn.__closure__, strict=True)
+                if _cell_filled(cell)
+            )
+        self.arrays: dict[str, ArrayType] = {}
+        self.scalars: dict[str, ScalarType] = {}  # scalar params, locals and loop variables
+        self.params: list[tuple[str, ScalarType | ArrayType]] = []
+        self.locals: dict[str, ScalarType] = {}
+        self.loop_vars: set[str] = set()
+        self.written: set[str] = set()
+        self.loops: list[str] = []  # "serial" or "grid", innermost last
+        self.in_grid = False
+
+    def error(self, node: ast.AST, message: str) -> NoReturn:
+        self.src.error(node, message)
+
+    def type_error(self, node: ast.AST, message: str) -> NoReturn:
+        self.src.error(node, message, KernelTypeError)
+
+    # ------------------------------------------------------------------ the function
+    def kernel(self) -> kir.Kernel:
+        node = self.node
+        args = node.args
+        if args.vararg or args.kwarg or args.kwonlyargs or args.posonlyargs or args.defaults:
+            self.error(node, "kernel parameters must be plain positional parameters without defaults")
+        hints = getattr(self.fn, "__annotations__", {})
+        for arg in args.args:
+            hint = hints.get(arg.arg)
+            if isinstance(hint, str):
+                try:
+                    hint = eval(hint, self.namespace)
+                except Exception:
+                    hint = None
+            if not isinstance(hint, (ScalarType, ArrayType)):
+                self.error(arg, f"parameter {arg.arg!r} needs a kernpack type annotation, e.g. kp.f32 or kp.f32[:]")
+            self.params.append((arg.arg, hint))
+            if isinstance(hint, ArrayType):
+                self.arrays[arg.arg] = hint
+            else:
+                self.scalars[arg.arg] = hint
+        body = list(node.body)
+        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+            body = body[1:]  # docstring
+        grids = [i for i, s in enumerate(body) if self._is_grid(s)]
+        if not grids:
+            self.error(node, "a kernel needs one 'for ... in kp.grid(...)' loop")
+        if len(grids) > 1:
+            self.error(body[grids[1]], "a kernel has exactly one grid loop; put the work in the first one")
+        if grids[0] != len(body) - 1:
+            self.error(body[grids[0] + 1], "the grid loop must be the kernel's last statement")
+        prologue = self.block(body[:-1])
+        grid = self.grid(body[-1])
+        return kir.Kernel(node.name, self.params, self.locals, prologue, grid, self.written)
+
+    def _is_grid(self, stmt: ast.stmt) -> bool:
+        return (
+            isinstance(stmt, ast.For)
+            and isinstance(stmt.iter, ast.Call)
+            and CALLABLES.get(id(self.resolve(stmt.iter.func))) == "grid"
+        )
+
+    def grid(self, node: ast.For) -> kir.Grid:
+        call = node.iter
+        assert isinstance(call, ast.Call)
+        if call.keywords or not 1 <= len(call.args) <= 3:
+            self.error(call, "kp.grid takes 1 to 3 extents")
+        names = [node.target] if isinstance(node.target, ast.Name) else getattr(node.target, "elts", [node.target])
+        if not all(isinstance(n, ast.Name) for n in names) or len(names) != len(call.args):
+            self.error(node.target, f"unpack kp.grid of {len(call.args)} extents into {len(call.args)} names")
+        extents = [self.index(arg, "a grid extent") for arg in call.args]
+        if node.orelse:
+            self.error(node.orelse[0], "for/else is not supported")
+        var_names = [n.id for n in names]  # type: ignore[attr-defined]
+        for name, target in zip(var_names, names, strict=True):
+            self.declare_loop_var(name, target)
+        self.in_grid = True
+        self.loops.append("grid")
+        body = self.block(node.body)
+        self.loops.pop()
+        return kir.Grid(var_names, extents, body, line=self.line(node))
+
+    def declare_loop_var(self, name: str, node: ast.AST) -> None:
+        if name in self.arrays:
+            self.error(node, f"{name!r} is an array parameter; use another name for the loop variable")
+        if name in self.scalars and self.scalars[name] is not i64:
+            self.type_error(node, f"loop variable {name!r} is i64 but was {self.scalars[name]} before")
+        self.scalars[name] = i64
+        self.loop_vars.add(name)
+        if name not in dict(self.params):
+            self.locals[name] = i64
+
+    def line(self, node: ast.AST) -> int:
+        return self.src.first + getattr(node, "lineno", 1) - 1
+
+    # ------------------------------------------------------------------ statements
+    def block(self, stmts: list[ast.stmt]) -> list[kir.Stmt]:
+        out: list[kir.Stmt] = []
+        for stmt in stmts:
+            lowered = self.stmt(stmt)
+            if lowered is not None:
+                out.append(lowered)
+        return out
+
+    def stmt(self, node: ast.stmt) -> kir.Stmt | None:
+        line = self.line(node)
+        if isinstance(node, ast.Assign):
+            if len(node.targets) != 1:
+                self.error(node, "assign one target at a time")
+            return self.assign(node.targets[0], self.expr(node.value), node, line)
+        if isinstance(node, ast.AnnAssign):
+            self.error(node, "annotated assignments are not supported; use a cast such as kp.f32(v)")
+        if isinstance(node, ast.AugAssign):
+            op = _BINOPS.get(type(node.op))
+            if op is None:
+                self.error(node, f"operator {type(node.op).__name__} is not supported")
+            current = self.expr(_as_load(node.target))
+            value = self.binop(op, current, self.expr(node.value), node)
+            return self.assign(node.target, value, node, line)
+        if isinstance(node, ast.If):
+            cond = self.condition(node.test)
+            return kir.If(cond, self.block(node.body), self.block(node.orelse), line=line)
+        if isinstance(node, ast.While):
+            if node.orelse:
+                self.error(node.orelse[0], "while/else is not supported")
+            cond = self.condition(node.test)
+            self.loops.append("serial")
+            body = self.block(node.body)
+            self.loops.pop()
+            return kir.While(cond, body, line=line)
+        if isinstance(node, ast.For):
+            return self.for_range(node, line)
+        if isinstance(node, ast.Break):
+            if not self.loops or self.loops[-1] != "serial":
+                self.error(node, "break must be inside a range or while loop (grid iterations cannot stop the grid)")
+            return kir.Break(line=line)
+        if isinstance(node, ast.Continue):
+            if not self.loops:
+                self.error(node, "continue must be inside a loop")
+            return kir.Continue(line=line)
+        if isinstance(node, ast.Pass):
+            return None
+        if isinstance(node, ast.Expr):
+            call = node.value
+            if isinstance(call, ast.Call) and CALLABLES.get(id(self.resolve(call.func))) == "atomic_add":
+                return self.atomic_add(call, line)
+            if isinstance(call, ast.Call):
+                self.error(call, f"calling {ast.unparse(call.func)!r} as a statement does nothing in a kernel")
+            self.error(node, "an expression statement has no effect in a kernel")
+        if isinstance(node, ast.Return):
+            self.error(node, "kernels do not return values: write results into an output array")
+        self.error(node, f"{type(node).__name__} statements are not part of the kernel language")
+
+    def assign(self, target: ast.expr, value: kir.Expr, node: ast.AST, line: int) -> kir.Stmt:
+        if isinstance(target, ast.Name):
+            name = target.id
+            if name in self.arrays:
+                self.error(target, f"cannot rebind array parameter {name!r}; write into it with {name}[...] = ...")
+            if name in self.loop_vars:
+                self.error(target, f"cannot assign to loop variable {name!r}")
+            if name in self.scalars:
+                value = self.store_convert(value, self.scalars[name], node)
+            else:
+                if not self.in_grid and self.loops:
+                    pass  # a local first assigned inside a prologue loop: still function-scoped
+                type_ = value.type
+                if isinstance(value, kir.Const) and value.weak:
+                    value = kir.Const(type_, value.value)
+                self.scalars[name] = self.locals[name] = type_
+            return kir.Assign(name, value, line=line)
+        if isinstance(target, ast.Subscript):
+            array, indices = self.subscript(target)
+            if not self.in_grid:
+                self.error(target, "arrays can be written only inside the grid loop")
+            self.written.add(array)
+            value = self.store_convert(value, self.arrays[array].dtype, node)
+            return kir.Store(array, indices, value, line=line)
+        self.error(target, "assign to a local name or an array element")
+
+    def for_range(self, node: ast.For, line: int) -> kir.Stmt:
+        call = node.iter
+        if not (isinstance(call, ast.Call) and CALLABLES.get(id(self.resolve(call.func))) == "range"):
+            if isinstance(call, ast.Call) and CALLABLES.get(id(self.resolve(call.func))) == "grid":
+                self.error(node, "the grid loop cannot be nested in another loop")
+            self.error(node.iter, "serial loops iterate over range(...) only")
+        if call.keywords or not 1 <= len(call.args) <= 3:
+            self.error(call, "range takes 1 to 3 integer arguments")
+        if not isinstance(node.target, ast.Name):
+            self.error(node.target, "the range loop variable must be a single name")
+        if node.orelse:
+            self.error(node.orelse[0], "for/else is not supported")
+        args = [self.index(a, "a range bound") for a in call.args]
+        start, stop, step = (
+            (kir.Const(i64, 0), args[0], kir.Const(i64, 1))
+            if len(args) == 1
+            else (args[0], args[1], args[2] if len(args) == 3 else kir.Const(i64, 1))
+        )
+        if isinstance(step, kir.Const) and step.value == 0:
+            self.error(call.args[2], "range step must not be zero")
+        name = node.target.id
+        outer = name in self.loop_vars
+        self.declare_loop_var(name, node.target)
+        self.loops.append("serial")
+        body = self.block(node.body)
+        self.loops.pop()
+        if not outer:
+            self.loop_vars.discard(name)
+        return kir.ForRange(name, start, stop, step, body, line=line)
+
+    def atomic_add(self, call: ast.Call, line: int) -> kir.Stmt:
+        if call.keywords or len(call.args) != 3:
+            self.error(call, "kp.atomic_add takes (array, index, value)")
+        target, index, value = call.args
+        if not isinstance(target, ast.Name) or target.id not in self.arrays:
+            self.error(target, "the first argument of kp.atomic_add must be an array parameter")
+        array = self.arrays[target.id]
+        if not self.in_grid:
+            self.error(call, "kp.atomic_add belongs inside the grid loop")
+        if array.dtype is bool_:
+            self.type_error(target, "kp.atomic_add needs a numeric array, not bool")
+        elts = index.elts if isinstance(index, ast.Tuple) else [index]
+        if len(elts) != array.ndim:
+            self.type_error(index, f"{target.id} has {array.ndim} dimension(s); give {array.ndim} index(es)")
+        indices = [self.index(e, "an index") for e in elts]
+        self.written.add(target.id)
+        converted = self.store_convert(self.expr(value), array.dtype, value)
+        return kir.AtomicAdd(target.id, indices, converted, line=line)
+
+    # ------------------------------------------------------------------ expressions
+    def condition(self, node: ast.expr) -> kir.Expr:
+        cond = self.expr(node)
+        if cond.type is not bool_:
+            self.type_error(node, f"a condition must be bool, not {cond.type}; compare explicitly (e.g. x != 0)")
+        return cond
+
+    def index(self, node: ast.expr, what: str) -> kir.Expr:
+        value = self.expr(node)
+        if not value.type.is_int:
+            self.type_error(node, f"{what} must be an integer, not {value.type}")
+        return self.convert(value, i64)
+
+    def expr(self, node: ast.expr) -> kir.Expr:
+        if isinstance(node, ast.Constant):
+            value = node.value
+            if isinstance(value, bool):
+                return kir.Const(bool_, value)
+            if isinstance(value, int):
+                if not -(2**63) <= value < 2**64:
+                    self.type_error(node, f"integer literal {value} does not fit in 64 bits")
+                return kir.Const(i64, value, weak=True)
+            if isinstance(value, float):
+                return kir.Const(f64, value, weak=True)
+            self.error(node, f"{type(value).__name__} literals are not part of the kernel language")
+        if isinstance(node, ast.Name):
+            return self.name(node)
+        if isinstance(node, ast.Subscript):
+            if isinstance(node.value, ast.Attribute) and node.value.attr == "shape":
+                return self.shape(node)
+            array, indices = self.subscript(node)
+            return kir.Load(self.arrays[array].dtype, array, indices)
+        if isinstance(node, ast.BinOp):
+            op = _BINOPS.get(type(node.op))
+            if op is None:
+                self.error(node, f"operator {type(node.op).__name__} is not part of the kernel language")
+            return self.binop(op, self.expr(node.left), self.expr(node.right), node)
+        if isinstance(node, ast.UnaryOp):
+            return self.unary(node)
+        if isinstance(node, ast.BoolOp):
+            values = [self.condition(v) for v in node.values]
+            return kir.BoolOp(bool_, "and" if isinstance(node.op, ast.And) else "or", values)
+        if isinstance(node, ast.Compare):
+            return self.compare(node)
+        if isinstance(node, ast.IfExp):
+            cond = self.condition(node.test)
+            a, b, type_ = self.unify(self.expr(node.body), self.expr(node.orelse), node)
+            if isinstance(a, kir.Const) and isinstance(b, kir.Const) and a.weak and b.weak:
+                a, b = kir.Const(type_, a.value), kir.Const(type_, b.value)
+            return kir.Select(type_, cond, a, b)
+        if isinstance(node, ast.Call):
+            return self.call(node)
+        if isinstance(node, ast.Attribute):
+            self.error(node, f"{ast.unparse(node)!r} is not a value in a kernel (only arr.shape[d] is)")
+        self.error(node, f"{type(node).__name__} expressions are not part of the kernel language")
+
+    def name(self, node: ast.Name) -> kir.Expr:
+        if node.id in self.scalars:
+            return kir.Var(self.scalars[node.id], node.id)
+        if node.id in self.arrays:
+            self.error(node, f"array {node.id!r} can only be indexed (e.g. {node.id}[i]) or asked for its shape")
+        value = self.namespace.get(node.id, getattr(builtins, node.id, None))
+        # Global numbers are compile-time constants.
+        if isinstance(value, bool):
+            return kir.Const(bool_, value)
+        if isinstance(value, int) and -(2**63) <= value < 2**64:
+            return kir.Const(i64, value, weak=True)
+        if isinstance(value, float):
+            return kir.Const(f64, value, weak=True)
+        if node.id in self.namespace or hasattr(builtins, node.id):
+            self.error(node, f"{node.id!r} is not a number, array or local; kernels see only those")
+        self.error(node, f"name {node.id!r} is not defined in the kernel")
+
+    def shape(self, node: ast.Subscript) -> kir.Expr:
+        base = node.value
+        assert isinstance(base, ast.Attribute)
+        if not isinstance(base.value, ast.Name) or base.value.id not in self.arrays:
+            self.error(base, "only an array parameter has a shape")
+        array = self.arrays[base.value.id]
+        dim = node.slice
+        if not (isinstance(dim, ast.Constant) and isinstance(dim.value, int) and 0 <= dim.value < array.ndim):
+            self.error(dim, f"{base.value.id}.shape takes a constant index from 0 to {array.ndim - 1}")
+        return kir.Shape(i64, base.value.id, dim.value)
+
+    def subscript(self, node: ast.Subscript) -> tuple[str, list[kir.Expr]]:
+        if not isinstance(node.value, ast.Name) or node.value.id not in self.arrays:
+            self.error(node.value, f"{ast.unparse(node.value)!r} is not an array parameter")
+        name = node.value.id
+        array = self.arrays[name]
+        elts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        if any(isinstance(e, ast.Slice) for e in elts):
+            self.error(node.slice, "slices are not part of the kernel language; index one element at a time")
+        if len(elts) != array.ndim:
+            self.type_error(node, f"{name} has {array.ndim} dimension(s) but {len(elts)} index(es) were given")
+        return name, [self.index(e, "an index") for e in elts]
+
+    def unary(self, node: ast.UnaryOp) -> kir.Expr:
+        operand = self.expr(node.operand)
+        if isinstance(node.op, ast.Not):
+            if operand.type is not bool_:
+                self.type_error(node, f"'not' needs a bool, not {operand.type}")
+            return kir.Not(bool_, operand)
+        if isinstance(node.op, (ast.USub, ast.UAdd)):
+            if operand.type is bool_:
+                self.type_error(node, "arithmetic on bool is not allowed; cast it first")
+            if isinstance(node.op, ast.UAdd):
+                return operand
+            if isinstance(operand, kir.Const):
+                return kir.Const(operand.type, -operand.value, weak=operand.weak)
+            return kir.Call(operand.type, "neg", [operand])
+        self.error(node, f"operator {type(node.op).__name__} is not part of the kernel language")
+
+    def compare(self, node: ast.Compare) -> kir.Expr:
+        parts: list[kir.Expr] = []
+        left = node.left
+        for op, right in zip(node.ops, node.comparators, strict=True):
+            name = _COMPARES.get(type(op))
+            if name is None:
+                self.error(node, f"comparison {type(op).__name__} is not part of the kernel language")
+            a, b = self.expr(left), self.expr(right)
+            if (a.type is bool_) != (b.type is bool_):
+                self.type_error(node, f"cannot compare {a.type} with {b.type}")
+            if a.type is bool_:
+                if name not in ("eq", "ne"):
+                    self.type_error(node, "bools compare with == and != only")
+                parts.append(kir.Compare(bool_, name, a, b))
+            else:
+                a, b, _ = self.unify(a, b, node)
+                parts.append(kir.Compare(bool_, name, self.strong(a), self.strong(b)))
+            left = right
+        return parts[0] if len(parts) == 1 else kir.BoolOp(bool_, "and", parts)
+
+    def call(self, node: ast.Call) -> kir.Expr:
+        target = self.resolve(node.func)
+        if node.keywords:
+            self.error(node, "keyword arguments are not supported in kernels")
+        if isinstance(target, ScalarType):
+            if len(node.args) != 1:
+                self.error(node, f"a cast takes one value: {target!r}(v)")
+            value = self.expr(node.args[0])
+            if target is bool_ and value.type is not bool_:
+                zero = self.convert(kir.Const(i64, 0, weak=True), value.type)
+                return kir.Compare(bool_, "ne", self.strong(value), zero)
+            return self.convert(self.strong(value), target)
+        name = CALLABLES.get(id(target)) if target is not None else None
+        if name is None or name in ("grid", "atomic_add", "range"):
+            what = ast.unparse(node.func)
+            if name in ("grid", "range"):
+                self.error(node, f"{what}(...) can only be the iterable of a for loop")
+            if name == "atomic_add":
+                self.error(node, "kp.atomic_add is a statement; it has no value")
+            self.error(node, f"{what!r} cannot be called in a kernel; see kp.math for the functions that can")
+        args = [self.expr(a) for a in node.args]
+        if name in _UNARY_MATH or name in ("floor", "ceil", "abs"):
+            if len(args) != 1:
+                self.error(node, f"{name} takes one argument")
+            (arg,) = args
+            if arg.type is bool_:
+                self.type_error(node, f"{name} needs a number, not bool")
+            if name == "abs":
+                return kir.Call(self.strong(arg).type, "abs", [self.strong(arg)])
+            if not arg.type.is_float or (isinstance(arg, kir.Const) and arg.weak):
+                arg = self.convert(arg, f64)  # an integer argument computes in f64
+            return kir.Call(arg.type, name, [arg])
+        if name == "fma":
+            if len(args) != 3:
+                self.error(node, "fma takes three arguments")
+            type_ = self.common_type(args, node)
+            if not type_.is_float:
+                type_ = f64
+            return kir.Call(type_, "fma", [self.convert(a, type_) for a in args])
+        # min / max
+        if len(args) < 2:
+            self.error(node, f"{name} takes two or more numbers in a kernel")
+        result = args[0]
+        for other in args[1:]:
+            result = self.binop(name, result, other, node)
+        return result
+
+    def resolve(self, node: ast.expr) -> Any:
+        """The Python object a call target names (None for locals and unknown names)."""
+        if isinstance(node, ast.Name):
+            if node.id in self.scalars or node.id in self.arrays:
+                return None
+            if node.id in self.namespace:
+                return self.namespace[node.id]
+            return getattr(builtins, node.id, None)
+        if isinstance(node, ast.Attribute):
+            base = self.resolve(node.value)
+            return getattr(base, node.attr, None) if base is not None else None
+        return None
+
+    # ------------------------------------------------------------------ typing
+    def binop(self, op: str, a: kir.Expr, b: kir.Expr, node: ast.AST) -> kir.Expr:
+        if a.type is bool_ or b.type is bool_:
+            self.type_error(node, f"arithmetic on bool is not allowed ({op}); cast it first, e.g. kp.i32(flag)")
+        if op == "pow":
+            return self.power(a, b, node)
+        if isinstance(a, kir.Const) and isinstance(b, kir.Const) and a.weak and b.weak and op in _FOLD:
+            try:
+                value = _FOLD[op](a.value, b.value)
+            except ZeroDivisionError:
+                value = 0 if isinstance(a.value, int) and isinstance(b.value, int) and op != "div" else _pymath.nan
+            return kir.Const(f64 if isinstance(value, float) else i64, value, weak=True)
+        a, b, type_ = self.unify(a, b, node)
+        if op == "div" and not type_.is_float:
+            type_ = f64
+        return kir.BinOp(type_, op, self.convert(a, type_), self.convert(b, type_))
+
+    def power(self, base: kir.Expr, exponent: kir.Expr, node: ast.AST) -> kir.Expr:
+        if not exponent.type.is_int:
+            self.type_error(node, f"the exponent of ** must be an integer, not {exponent.type}")
+        if isinstance(base, kir.Const) and isinstance(exponent, kir.Const) and base.weak and exponent.weak:
+            value = base.value**exponent.value if exponent.value >= 0 or isinstance(base.value, float) else 0
+            return kir.Const(f64 if isinstance(value, float) else i64, value, weak=True)
+        if base.type.is_float:
+            base = self.strong(base)
+            return kir.BinOp(base.type, "pow", base, self.convert(exponent, i32))
+        base, exponent, type_ = self.unify(base, exponent, node)
+        return kir.BinOp(type_, "pow", self.convert(base, type_), self.convert(exponent, type_))
+
+    def unify(self, a: kir.Expr, b: kir.Expr, node: ast.AST) -> tuple[kir.Expr, kir.Expr, ScalarType]:
+        """Operands converted to their common type (weak literals take the other's type)."""
+        weak_a = isinstance(a, kir.Const) and a.weak
+        weak_b = isinstance(b, kir.Const) and b.weak
+        if weak_a and weak_b:
+            type_ = f64 if a.type.is_float or b.type.is_float else i64
+        elif weak_a:
+            type_ = b.type if b.type.is_float or a.type.is_int else f64
+        elif weak_b:
+            type_ = a.type if a.type.is_float or b.type.is_int else f64
+        else:
+            if a.type is bool_ or b.type is bool_:
+                self.type_error(node, f"cannot combine {a.type} with {b.type}")
+            type_ = promote(a.type, b.type)
+        return self.convert(a, type_), self.convert(b, type_), type_
+
+    def common_type(self, args: list[kir.Expr], node: ast.AST) -> ScalarType:
+        type_ = args[0].type if not (isinstance(args[0], kir.Const) and args[0].weak) else None
+        for arg in args[1:]:
+            if isinstance(arg, kir.Const) and arg.weak:
+                continue
+            type_ = arg.type if type_ is None else promote(type_, arg.type)
+        return type_ or f64
+
+    def strong(self, value: kir.Expr) -> kir.Expr:
+        if isinstance(value, kir.Const) and value.weak:
+            return kir.Const(value.type, value.value)
+        return value
+
+    def convert(self, value: kir.Expr, type_: ScalarType) -> kir.Expr:
+        if isinstance(value, kir.Const) and (value.weak or value.type is type_):
+            folded = type_.dtype.type(value.value) if type_ is not bool_ else bool(value.value)
+            return kir.Const(type_, folded.item() if hasattr(folded, "item") else folded, weak=value.weak)
+        if value.type is type_:
+            return value
+        return kir.Cast(type_, value)
+
+    def store_convert(self, value: kir.Expr, target: ScalarType, node: ast.AST) -> kir.Expr:
+        """Convert a value stored into a local or an array element of type ``target``."""
+        if value.type is target:
+            return self.strong(value)
+        if target is bool_:
+            self.type_error(node, f"cannot store {value.type} into a bool; compare explicitly (e.g. x != 0)")
+        if target.is_int and value.type.is_float:
+            self.type_error(
+                node,
+                f"cannot store {value.type} into {target} implicitly; convert explicitly, e.g. kp.{target}(value)",
+            )
+        return self.strong(self.convert(value, target))
+
+
+def _as_load(target: ast.expr) -> ast.expr:
+    clone = ast.copy_location(ast.parse(ast.unparse(target), mode="eval").body, target)
+    for child in ast.walk(clone):
+        if hasattr(child, "lineno"):
+            ast.copy_location(child, target)
+    return clone
+
+
+def _cell_filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,163 @@
+"""``@kp.kernel`` and ``kp.build``: from a Python function to a runnable, exportable module."""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ...runtime.signature import Param, Signature
+from . import kir
+from .frontend import parse_kernel
+from .types import ArrayType
+
+__all__ = ["Kernel", "build", "default_threads", "kernel"]
+
+
+def default_threads() -> int:
+    """Threads a kernel's grid uses by default: the cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Kernel:
+    """A function written in the kernel language, checked at decoration.
+
+    Calling it compiles it for the host CPU on the first call (then reuses the code) and runs
+    it on numpy arrays and scalars. ``kp.build([k, ...])`` puts several kernels in one module
+    to export.
+
+    Attributes
+    ----------
+    py_func : callable
+        The original Python function; it also runs as plain (slow) Python.
+    kir : kir.Kernel
+        The typed kernel IR (``print(k.kir)`` shows it).
+    signature : Signature
+        The kernel's signature, arrays written ``T name[:]``.
+    """
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.py_func = fn
+        self.__name__ = fn.__name__
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+        self.kir: kir.Kernel = parse_kernel(fn)
+        self.signature = kernel_signature(self.kir)
+        self._modules: dict[tuple[Any, ...], Any] = {}
+        self._call: Callable[..., Any] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        """The kernel's name (its symbol in compiled code)."""
+        return self.kir.name
+
+    def compile(self, *, cpu: str | None = None, threads: int | None = None, opt_level: int = 3) -> Any:
+        """Return the ``llvm`` module of this kernel alone for these options (built once)."""
+        key = (cpu, threads, opt_level)
+        module = self._modules.get(key)
+        if module is None:
+            with self._lock:
+                module = self._modules.get(key)
+                if module is None:
+                    module = build([self], cpu=cpu, threads=threads, opt_level=opt_level)
+                    self._modules[key] = module
+        return module
+
+    def __call__(self, *args: Any) -> None:
+        call = self._call
+        if call is None:
+            call = self._call = self.compile()[self.name]
+        return call(*args)
+
+    def __repr__(self) -> str:
+        return f"<kernpack kernel {self.signature}>"
+
+
+def kernel(fn: Callable[..., Any]) -> Kernel:
+    """Decorate a Python function as a kernpack kernel.
+
+    The function is checked against the kernel language at once; anything outside it raises
+    :class:`~kernpack.KernelSyntaxError` or :class:`~kernpack.KernelTypeError` pointing at the
+    line.
+
+    Examples
+    --------
+    >>> import numpy as np, kernpack as kp
+    >>> @kp.kernel
+    ... def saxpy(a: kp.f32, x: kp.f32[:], y: kp.f32[:], out: kp.f32[:]):
+    ...     for i in kp.grid(out.shape[0]):
+    ...         out[i] = a * x[i] + y[i]
+    >>> x = np.arange(4, dtype=np.float32); out = np.empty_like(x)
+    >>> saxpy(2.0, x, x, out)
+    >>> out
+    array([0., 3., 6., 9.], dtype=float32)
+    """
+    return functools.update_wrapper(Kernel(fn), fn, updated=())
+
+
+def kernel_signature(k: kir.Kernel) -> Signature:
+    """The C signature of a kernel: arrays as ``T name[:]``, const unless the kernel writes them."""
+    params = []
+    for name, t in k.params:
+        if isinstance(t, ArrayType):
+            params.append(Param(name, t.dtype.ctype, pointer=True, const=name not in k.written, ndim=t.ndim))
+        else:
+            params.append(Param(name, t.ctype))
+    return Signature(k.name, tuple(params))
+
+
+def build(
+    kernels: Iterable[Kernel],
+    target: str = "cpu",
+    *,
+    cpu: str | None = None,
+    threads: int | None = None,
+    opt_level: int = 3,
+    name: str | None = None,
+) -> Any:
+    """Compile kernels into one module.
+
+    Parameters
+    ----------
+    kernels : iterable of Kernel
+        The kernels, each decorated with ``@kp.kernel``; names must differ.
+    target : {"cpu"}
+        The code generator. Device targets arrive with the device modules.
+    cpu : str, optional
+        Target CPU: this machine's (default) or ``"generic"`` for a portable export.
+    threads : int, optional
+        Threads the grid is split across; the cores available by default. Grids smaller than
+        a few tens of thousands of points always run on the calling thread.
+    opt_level : int, default 3
+        LLVM optimization level.
+    name : str, optional
+        The module's name.
+
+    Returns
+    -------
+    LLVMModule
+        A module of kind ``llvm`` (RUNNABLE | DSO_EXPORTABLE) whose functions are the kernels.
+    """
+    from ..codegen.cpu import lower_kernels
+    from ..llvm import llvm_module
+
+    kernels = list(kernels)
+    if not kernels or not all(isinstance(k, Kernel) for k in kernels):
+        raise TypeError("kp.build() takes a list of @kp.kernel functions")
+    names = [k.name for k in kernels]
+    if len(set(names)) != len(names):
+        raise ValueError(f"kernel names must differ in one module: {names}")
+    if target != "cpu":
+        raise ValueError(f"unknown target {target!r}; this version builds for 'cpu'")
+    threads = default_threads() if threads is None else int(threads)
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, not {threads}")
+    label = name or "+".join(names)
+    ir_module = lower_kernels([k.kir for k in kernels], label, threads)
+    return llvm_module(ir_module, name=label, opt_level=opt_level, cpu=cpu, signatures=[k.signature for k in kernels])

@@ -1,0 +1,307 @@
+"""The kernel IR: a small, typed tree that every code generator consumes.
+
+The front end (:mod:`.frontend`) checks a Python function and produces a :class:`Kernel`; a code
+generator (``kernpack.driver.codegen.cpu``, later the device targets) turns it into LLVM IR. A
+new target is a new code generator; nothing here knows about any target.
+
+Every expression carries its type, and every operand already has the type its operation
+works in: the front end inserts the :class:`Cast` nodes, so code generators never apply
+promotion rules themselves. ``str(kernel)`` prints the IR, e.g.::
+
+    kernel saxpy(a: f32, x: f32[:], y: f32[:], out: f32[:]):
+      grid (i) in (out.shape[0]):
+        out[i] = add.f32(mul.f32(a, x[i]), y[i])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .types import ArrayType, ScalarType
+
+__all__ = [
+    "Assign",
+    "AtomicAdd",
+    "BinOp",
+    "BoolOp",
+    "Break",
+    "Call",
+    "Cast",
+    "Compare",
+    "Const",
+    "Continue",
+    "Expr",
+    "ForRange",
+    "Grid",
+    "If",
+    "Kernel",
+    "Load",
+    "Not",
+    "Select",
+    "Shape",
+    "Stmt",
+    "Store",
+    "Var",
+    "While",
+]
+
+
+# ------------------------------------------------------------------------ expressions
+@dataclass
+class Expr:
+    """Base of expressions; ``type`` is the value's scalar type."""
+
+    type: ScalarType
+
+
+@dataclass
+class Const(Expr):
+    """A literal; ``weak`` while it still takes the type of the operand it meets."""
+
+    value: int | float | bool
+    weak: bool = False
+
+    def __str__(self) -> str:
+        return repr(self.value) if self.weak else f"{self.type}({self.value!r})"
+
+
+@dataclass
+class Var(Expr):
+    """A scalar local, loop index or scalar parameter."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass
+class Shape(Expr):
+    """``array.shape[dim]`` (i64)."""
+
+    array: str
+    dim: int
+
+    def __str__(self) -> str:
+        return f"{self.array}.shape[{self.dim}]"
+
+
+@dataclass
+class Load(Expr):
+    """``array[i, j, ...]``; indices are i64."""
+
+    array: str
+    indices: list[Expr]
+
+    def __str__(self) -> str:
+        return f"{self.array}[{', '.join(map(str, self.indices))}]"
+
+
+@dataclass
+class BinOp(Expr):
+    """Arithmetic: add sub mul div floordiv mod pow min max.
+
+    Operands have ``type``, except the exponent of ``pow`` on floats, which is an i32.
+    """
+
+    op: str
+    lhs: Expr
+    rhs: Expr
+
+    def __str__(self) -> str:
+        return f"{self.op}.{self.type}({self.lhs}, {self.rhs})"
+
+
+@dataclass
+class Compare(Expr):
+    """lt le gt ge eq ne on two operands of the same type; ``type`` is bool."""
+
+    op: str
+    lhs: Expr
+    rhs: Expr
+
+    def __str__(self) -> str:
+        return f"{self.op}({self.lhs}, {self.rhs})"
+
+
+@dataclass
+class BoolOp(Expr):
+    """Short-circuit ``and`` / ``or`` over bool values."""
+
+    op: str
+    values: list[Expr]
+
+    def __str__(self) -> str:
+        return f"{self.op}({', '.join(map(str, self.values))})"
+
+
+@dataclass
+class Not(Expr):
+    """Logical negation of a bool."""
+
+    operand: Expr
+
+    def __str__(self) -> str:
+        return f"not({self.operand})"
+
+
+@dataclass
+class Cast(Expr):
+    """Conversion of ``operand`` to ``type`` (float to int saturates)."""
+
+    operand: Expr
+
+    def __str__(self) -> str:
+        return f"{self.type}({self.operand})"
+
+
+@dataclass
+class Select(Expr):
+    """``a if cond else b``; only the chosen side is evaluated."""
+
+    cond: Expr
+    a: Expr
+    b: Expr
+
+    def __str__(self) -> str:
+        return f"({self.a} if {self.cond} else {self.b})"
+
+
+@dataclass
+class Call(Expr):
+    """A math function: sqrt exp log sin cos tanh abs floor ceil fma neg."""
+
+    func: str
+    args: list[Expr]
+
+    def __str__(self) -> str:
+        return f"{self.func}.{self.type}({', '.join(map(str, self.args))})"
+
+
+# ------------------------------------------------------------------------ statements
+@dataclass
+class Stmt:
+    """Base of statements; ``line`` is the source line (absolute) for diagnostics."""
+
+    line: int = field(default=0, kw_only=True)
+
+
+@dataclass
+class Assign(Stmt):
+    """``name = value``; ``value`` already has the local's type."""
+
+    name: str
+    value: Expr
+
+
+@dataclass
+class Store(Stmt):
+    """``array[indices] = value``; ``value`` has the array's element type."""
+
+    array: str
+    indices: list[Expr]
+    value: Expr
+
+
+@dataclass
+class AtomicAdd(Stmt):
+    """``kp.atomic_add(array, indices, value)``."""
+
+    array: str
+    indices: list[Expr]
+    value: Expr
+
+
+@dataclass
+class If(Stmt):
+    """``if cond: body else: orelse``."""
+
+    cond: Expr
+    body: list[Stmt]
+    orelse: list[Stmt]
+
+
+@dataclass
+class While(Stmt):
+    """``while cond: body``."""
+
+    cond: Expr
+    body: list[Stmt]
+
+
+@dataclass
+class ForRange(Stmt):
+    """``for var in range(start, stop, step)`` (i64); ``step`` may be a runtime value."""
+
+    var: str
+    start: Expr
+    stop: Expr
+    step: Expr
+    body: list[Stmt]
+
+
+@dataclass
+class Break(Stmt):
+    """Leave the innermost serial loop."""
+
+
+@dataclass
+class Continue(Stmt):
+    """Go to the next iteration of the innermost loop (or the next grid point)."""
+
+
+@dataclass
+class Grid(Stmt):
+    """The parallel index space: independent iterations over ``extents`` (i64 each)."""
+
+    vars: list[str]
+    extents: list[Expr]
+    body: list[Stmt]
+
+
+@dataclass
+class Kernel:
+    """A checked kernel: parameters, locals with their types, scalar prologue, grid."""
+
+    name: str
+    params: list[tuple[str, ScalarType | ArrayType]]
+    locals: dict[str, ScalarType]
+    prologue: list[Stmt]
+    grid: Grid
+    written: set[str]
+
+    def __str__(self) -> str:
+        lines = [f"kernel {self.name}({', '.join(f'{n}: {t}' for n, t in self.params)}):"]
+        for name, type_ in self.locals.items():
+            lines.append(f"  local {name}: {type_}")
+        _print(self.prologue, lines, 1)
+        _print([self.grid], lines, 1)
+        return "\n".join(lines)
+
+
+def _print(stmts: list[Stmt], out: list[str], depth: int) -> None:
+    pad = "  " * depth
+    for s in stmts:
+        if isinstance(s, Assign):
+            out.append(f"{pad}{s.name} = {s.value}")
+        elif isinstance(s, Store):
+            out.append(f"{pad}{s.array}[{', '.join(map(str, s.indices))}] = {s.value}")
+        elif isinstance(s, AtomicAdd):
+            out.append(f"{pad}atomic_add({s.array}[{', '.join(map(str, s.indices))}], {s.value})")
+        elif isinstance(s, If):
+            out.append(f"{pad}if {s.cond}:")
+            _print(s.body, out, depth + 1)
+            if s.orelse:
+                out.append(f"{pad}else:")
+                _print(s.orelse, out, depth + 1)
+        elif isinstance(s, While):
+            out.append(f"{pad}while {s.cond}:")
+            _print(s.body, out, depth + 1)
+        elif isinstance(s, ForRange):
+            out.append(f"{pad}for {s.var} in range({s.start}, {s.stop}, {s.step}):")
+            _print(s.body, out, depth + 1)
+        elif isinstance(s, Grid):
+            out.append(f"{pad}grid ({', '.join(s.vars)}) in ({', '.join(map(str, s.extents))}):")
+            _print(s.body, out, depth + 1)
+        else:
+            out.append(f"{pad}{type(s).__name__.lower()}")

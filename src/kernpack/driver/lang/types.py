@@ -1,0 +1,133 @@
+"""Types of the kernel language: scalars (``kp.f32``) and arrays (``kp.f32[:, :]``).
+
+These objects are what users write in annotations and casts. They import nothing heavy:
+``import kernpack`` stays cheap, and the same objects work in plain Python (``kp.f32(1.5)``
+returns a ``numpy.float32``), so a kernel can also run as ordinary Python for debugging.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "SCALARS",
+    "ArrayType",
+    "ScalarType",
+    "bool_",
+    "f32",
+    "f64",
+    "i8",
+    "i16",
+    "i32",
+    "i64",
+    "u8",
+    "u16",
+    "u32",
+    "u64",
+]
+
+
+class ScalarType:
+    """A scalar type of the kernel language.
+
+    Parameters
+    ----------
+    name : str
+        Its kernel-language name (``"f32"``).
+    dtype : numpy.dtype
+        The numpy dtype of an array of it.
+    ctype : str
+        Its C type name, as signatures spell it.
+    """
+
+    def __init__(self, name: str, dtype: Any, ctype: str) -> None:
+        self.name = name
+        self.dtype = np.dtype(dtype)
+        self.ctype = ctype
+        self.kind = "b" if name == "bool" else self.dtype.kind  # "b", "i", "u", "f"
+        self.bits = 1 if name == "bool" else self.dtype.itemsize * 8
+
+    @property
+    def is_float(self) -> bool:
+        """True for f32 and f64."""
+        return self.kind == "f"
+
+    @property
+    def is_int(self) -> bool:
+        """True for the signed and unsigned integer types (not bool)."""
+        return self.kind in "iu"
+
+    @property
+    def is_signed(self) -> bool:
+        """True for signed integers."""
+        return self.kind == "i"
+
+    def __getitem__(self, dims: Any) -> ArrayType:
+        dims = dims if isinstance(dims, tuple) else (dims,)
+        if not dims or len(dims) > 3 or any(d != slice(None) for d in dims):
+            raise TypeError(f"write an array type as {self.name}[:], {self.name}[:, :] or {self.name}[:, :, :]")
+        return ArrayType(self, len(dims))
+
+    def __call__(self, value: Any) -> Any:
+        # Outside a kernel a cast is numpy's, so kernels also run as plain Python.
+        return self.dtype.type(value)
+
+    def __repr__(self) -> str:
+        return f"kp.{'bool_' if self.name == 'bool' else self.name}"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ArrayType:
+    """A C-contiguous array of a scalar type and a rank (1 to 3)."""
+
+    def __init__(self, dtype: ScalarType, ndim: int) -> None:
+        self.dtype = dtype
+        self.ndim = ndim
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ArrayType) and (other.dtype, other.ndim) == (self.dtype, self.ndim)
+
+    def __hash__(self) -> int:
+        return hash((self.dtype, self.ndim))
+
+    def __repr__(self) -> str:
+        return f"{self.dtype!r}[{', '.join(':' * self.ndim)}]"
+
+    def __str__(self) -> str:
+        return f"{self.dtype}[{', '.join(':' * self.ndim)}]"
+
+
+bool_ = ScalarType("bool", np.bool_, "bool")
+i8 = ScalarType("i8", np.int8, "int8_t")
+i16 = ScalarType("i16", np.int16, "int16_t")
+i32 = ScalarType("i32", np.int32, "int32_t")
+i64 = ScalarType("i64", np.int64, "int64_t")
+u8 = ScalarType("u8", np.uint8, "uint8_t")
+u16 = ScalarType("u16", np.uint16, "uint16_t")
+u32 = ScalarType("u32", np.uint32, "uint32_t")
+u64 = ScalarType("u64", np.uint64, "uint64_t")
+f32 = ScalarType("f32", np.float32, "float")
+f64 = ScalarType("f64", np.float64, "double")
+
+#: Every scalar type, by kernel-language name.
+SCALARS: dict[str, ScalarType] = {t.name: t for t in (bool_, i8, i16, i32, i64, u8, u16, u32, u64, f32, f64)}
+
+
+def promote(a: ScalarType, b: ScalarType) -> ScalarType:
+    """The type two numeric operands are converted to (the rules in docs/kernel-language.md)."""
+    if a is b:
+        return a
+    if a.is_float or b.is_float:
+        if a.is_float and b.is_float:
+            return a if a.bits >= b.bits else b
+        return a if a.is_float else b  # an integer never widens a float: i32 + f32 is f32
+    if a.kind == b.kind:
+        return a if a.bits >= b.bits else b
+    signed, unsigned = (a, b) if a.is_signed else (b, a)
+    if unsigned.bits < signed.bits:
+        return signed
+    return {8: i16, 16: i32, 32: i64}.get(unsigned.bits, i64)
