@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
+
+# Compiled kernels go to a cache private to this test run (fresh processes inherit it), never
+# to the user's own cache.
+os.environ.setdefault("KERNPACK_CACHE_DIR", tempfile.mkdtemp(prefix="kernpack-test-cache-"))
 
 VADD_IR = r"""
 define void @vadd(ptr noalias %a, ptr noalias %b, ptr noalias %c, i64 %n) {

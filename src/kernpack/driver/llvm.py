@@ -75,6 +75,14 @@ def target_machine(cpu: str | None, opt_level: int, *, jit: bool) -> Any:
     )
 
 
+def host_cpu_key(cpu: str | None) -> str:
+    """What machine code for ``cpu`` depends on: the CPU name and, for the host, its features."""
+    _ensure_initialized()
+    if cpu is None:
+        return f"{llvm.get_process_triple()}:{llvm.get_host_cpu_name()}:{llvm.get_host_cpu_features().flatten()}"
+    return f"{llvm.get_process_triple()}:{cpu}"
+
+
 class LLVMModule(Module):
     """Host code as an optimized LLVM module; JIT-compiled on first use.
 
@@ -94,12 +102,14 @@ class LLVMModule(Module):
         name: str,
         cpu: str | None,
         opt_level: int,
+        object_code: bytes | None = None,
     ) -> None:
         super().__init__()
         self.name = name
         self.cpu = cpu
         self.opt_level = opt_level
         self._bitcode = bitcode
+        self._object = object_code  # JIT-ready machine code, when it came from the cache
         self._signatures = dict(signatures)
         self._unsupported = dict(unsupported)
         self._engine: Any = None
@@ -140,11 +150,22 @@ class LLVMModule(Module):
         if self._closed:
             raise UnsupportedOperationError(f"{self!r} is closed; build the module again to run it")
         if self._engine is None:
-            module = llvm.parse_bitcode(self._bitcode)
-            engine = llvm.create_mcjit_compiler(module, target_machine(self.cpu, self.opt_level, jit=True))
+            machine = target_machine(self.cpu, self.opt_level, jit=True)
+            if self._object is not None:
+                engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), machine)
+                engine.add_object_file(llvm.ObjectFileRef.from_data(self._object))
+            else:
+                engine = llvm.create_mcjit_compiler(llvm.parse_bitcode(self._bitcode), machine)
             engine.finalize_object()
             self._engine = engine
         return self._engine
+
+    def jit_object(self) -> bytes:
+        """Machine code for this process's JIT (what the compile cache stores)."""
+        if self._object is None:
+            machine = target_machine(self.cpu, self.opt_level, jit=True)
+            self._object = machine.emit_object(llvm.parse_bitcode(self._bitcode))
+        return self._object
 
     def jit(self) -> LLVMModule:
         """Compile to machine code now rather than on the first ``get_function``."""

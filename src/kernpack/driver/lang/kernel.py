@@ -120,6 +120,7 @@ def build(
     threads: int | None = None,
     opt_level: int = 3,
     name: str | None = None,
+    cache: bool = True,
 ) -> Any:
     """Compile kernels into one module.
 
@@ -138,14 +139,18 @@ def build(
         LLVM optimization level.
     name : str, optional
         The module's name.
+    cache : bool, default True
+        Use the on-disk compile cache (see ``kernpack.driver.cache``; ``KERNPACK_CACHE=0``
+        turns it off everywhere).
 
     Returns
     -------
     LLVMModule
         A module of kind ``llvm`` (RUNNABLE | DSO_EXPORTABLE) whose functions are the kernels.
     """
+    from .. import cache as disk
     from ..codegen.cpu import lower_kernels
-    from ..llvm import llvm_module
+    from ..llvm import LLVMModule, host_cpu_key, llvm_module
 
     kernels = list(kernels)
     if not kernels or not all(isinstance(k, Kernel) for k in kernels):
@@ -159,5 +164,26 @@ def build(
     if threads < 1:
         raise ValueError(f"threads must be at least 1, not {threads}")
     label = name or "+".join(names)
+    signatures = [k.signature for k in kernels]
+    use_cache = cache and disk.cache_enabled()
+    if use_cache:
+        key = disk.make_key(
+            target, host_cpu_key(cpu), str(threads), str(opt_level), label, *(str(k.kir) for k in kernels)
+        )
+        hit = disk.load(key)
+        if hit is not None:
+            bitcode, object_code = hit
+            return LLVMModule(
+                bitcode,
+                {s.name: s for s in signatures},
+                {},
+                name=label,
+                cpu=cpu,
+                opt_level=opt_level,
+                object_code=object_code,
+            )
     ir_module = lower_kernels([k.kir for k in kernels], label, threads)
-    return llvm_module(ir_module, name=label, opt_level=opt_level, cpu=cpu, signatures=[k.signature for k in kernels])
+    module = llvm_module(ir_module, name=label, opt_level=opt_level, cpu=cpu, signatures=signatures)
+    if use_cache:
+        disk.store(key, module._bitcode, module.jit_object())
+    return module

@@ -1,0 +1,89 @@
+"""A content-addressed compile cache on disk, so that a second process skips LLVM entirely.
+
+An entry holds what a build produced: the optimized bitcode (for export and inspection) and
+the machine code for this process's JIT. Its key hashes everything the output depends on:
+the kernels' typed IR (which already folds in their globals and types), the target, the CPU
+and its features, the options, and the versions of kernpack, llvmlite and LLVM.
+
+Where: ``$KERNPACK_CACHE_DIR``, else ``$XDG_CACHE_HOME/kernpack``, else ``~/.cache/kernpack``.
+Off: ``KERNPACK_CACHE=0`` (or ``kp.build(..., cache=False)``).
+
+Entries are written to a temporary file in the cache directory and renamed into place, so
+two processes filling the same entry at once both leave a complete entry, and a reader never
+sees half of one. A corrupt or unreadable entry is treated as a miss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+__all__ = ["cache_dir", "cache_enabled", "load", "make_key", "store"]
+
+_MAGIC = b"KPCACHE1"
+_HEADER = struct.Struct("<8sQQ")
+
+
+def cache_enabled() -> bool:
+    """False when ``KERNPACK_CACHE`` is ``0``, ``false`` or ``off``."""
+    return os.environ.get("KERNPACK_CACHE", "1").lower() not in ("0", "false", "off", "no")
+
+
+def cache_dir() -> Path:
+    """The cache directory (not created until an entry is stored)."""
+    explicit = os.environ.get("KERNPACK_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "kernpack"
+
+
+def make_key(*parts: str) -> str:
+    """A hex digest of ``parts`` plus the versions of everything that compiles them."""
+    import llvmlite
+    import llvmlite.binding as llvm
+
+    from .. import __version__
+
+    digest = hashlib.sha256()
+    for part in (__version__, llvmlite.__version__, ".".join(map(str, llvm.llvm_version_info)), *parts):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def load(key: str) -> tuple[bytes, bytes] | None:
+    """Return ``(bitcode, object_code)`` stored under ``key``, or None."""
+    path = cache_dir() / key[:2] / key
+    try:
+        data = path.read_bytes()
+        magic, n_bc, n_obj = _HEADER.unpack_from(data)
+    except (OSError, struct.error):
+        return None
+    start = _HEADER.size
+    if magic != _MAGIC or start + n_bc + n_obj != len(data):
+        return None
+    return data[start : start + n_bc], data[start + n_bc :]
+
+
+def store(key: str, bitcode: bytes, object_code: bytes) -> None:
+    """Store an entry atomically; a cache that cannot be written is silently skipped."""
+    directory = cache_dir() / key[:2]
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(_HEADER.pack(_MAGIC, len(bitcode), len(object_code)))
+            f.write(bitcode)
+            f.write(object_code)
+        os.replace(tmp, directory / key)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
