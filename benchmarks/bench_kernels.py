@@ -23,9 +23,12 @@ kernpack and its baseline measured one right after the other.
   old OpenBLAS builds crash on their CPU; they slow a current OpenBLAS). The faster of the two
   is the baseline; both are in the JSON.
 
-The JSON also holds the compile time of each kernel (its first call, which JITs it for the
-host CPU), the time of each ``kp.build`` plus the first call of what it built, the BLAS that
-threadpoolctl reports for numpy (when threadpoolctl is installed) and the CPU count.
+The JSON also holds the compile time of each kernel: its first call (which JITs it for the host
+CPU; the first kernel's also pays for initialising LLVM, and kernpack's on-disk compile cache
+serves it when an earlier run compiled the same kernel) and ``kp.build([k], cache=False)`` plus
+a first call (always a real compile); the time of each ``kp.build`` the rows use; the BLAS that
+threadpoolctl reports for numpy (when threadpoolctl is installed); the CPU count; and the load
+average before and after, since other work on the machine skews the figures.
 """
 
 # No ``from __future__ import annotations`` here: the kernels' parameter annotations
@@ -136,23 +139,27 @@ def timed(fn, *args) -> float:
     return time.perf_counter() - start
 
 
-def compile_times(build_threads: list[int]) -> tuple[dict[str, float], dict[str, dict], dict[tuple, object]]:
-    """First call of each kernel on tiny arrays; then each ``kp.build`` used below, with its first call."""
+def compile_times(build_threads: list[int]) -> tuple[dict[str, dict], dict[str, float], dict[tuple, object]]:
+    """Compile times of each kernel, and the modules the benchmarks run, built for each thread count."""
     tiny = [np.ones(16, np.float32) for _ in range(3)]
     small = [np.ones((4, 4), np.float32) for _ in range(3)]
     kernels = [("vadd", vadd, tiny), ("saxpy", saxpy, [2.0, *tiny])]
     kernels += [(name, kernel, small) for name, kernel in MATMULS.values()]
-    first = {name: timed(kernel, *args) for name, kernel, args in kernels}
+    compiles = {}
+    for name, kernel, args in kernels:
+        first = timed(kernel, *args)
+        start = time.perf_counter()
+        fn = kp.build([kernel], cache=False)[name]
+        fn(*args)
+        compiles[name] = {"first_call_s": first, "uncached_build_and_call_s": time.perf_counter() - start}
     builds, funcs = {}, {}
     for name, kernel, args in kernels:
         for threads in build_threads:
             start = time.perf_counter()
-            module = kp.build([kernel], threads=threads)
-            build_s = time.perf_counter() - start
-            fn = module[name]
-            builds[f"{name}, threads={threads}"] = {"build_s": build_s, "first_call_s": timed(fn, *args)}
-            funcs[name, threads] = fn
-    return first, builds, funcs
+            funcs[name, threads] = fn = kp.build([kernel], threads=threads)[name]
+            fn(*args)
+            builds[f"{name}, threads={threads}"] = time.perf_counter() - start
+    return compiles, builds, funcs
 
 
 def row(what: str, kernpack_s: float, baseline_s: float, baseline_name: str) -> dict:
@@ -261,7 +268,8 @@ def main() -> None:
     repeat = 5 if args.quick else 25
     matmul_repeat = 3 if args.quick else 20
 
-    first, builds, funcs = compile_times([1, 2])
+    load_before = os.getloadavg()
+    compiles, builds, funcs = compile_times([1, 2])
     extra = {
         "quick": args.quick,
         "n": n,
@@ -271,10 +279,11 @@ def main() -> None:
         "sched_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "numpy": np.__version__,
         "numpy_blas": blas_info(),
-        "compile_first_call_s": first,
-        "build_s": builds,
+        "compile_s": compiles,
+        "build_and_first_call_s": builds,
     }
     rows = bench_vectors(funcs, n, repeat, extra) + bench_matmul(funcs, matmul_repeat, extra)
+    extra["loadavg_1_5_15"] = {"before": load_before, "after": os.getloadavg()}
     for r in rows:
         r["kernpack"] = fmt_time(r["kernpack_s"])
         r["baseline"] = fmt_time(r["baseline_s"])
@@ -286,13 +295,20 @@ def main() -> None:
     for r in rows:
         ratio = f"{r['ratio']:.2f}x"
         print(f"{r['what']:{width}s} {r['kernpack']:>10s} {r['baseline']:>10s}  {ratio:>6s}  {r['baseline_name']}")
-    print("compile (first call): " + ", ".join(f"{k} {fmt_time(v)}" for k, v in first.items()))
+    print(
+        "compile, first call (uncached build + call): "
+        + ", ".join(
+            f"{k} {fmt_time(v['first_call_s'])} ({fmt_time(v['uncached_build_and_call_s'])})"
+            for k, v in compiles.items()
+        )
+    )
     mm = extra["numpy_matmul"]
     print(
         f"np.matmul: in process {fmt_time(mm['in_process_s'])} (env {mm['in_process_env']}), "
         f"child without OPENBLAS_* vars {fmt_time(mm['child_without_openblas_vars_s'])}"
     )
     print("matmul variants: " + ", ".join(f"{k} {fmt_time(v)}" for k, v in extra["matmul_kernpack_s"].items()))
+    print(f"load average before/after: {load_before[0]:.2f} / {extra['loadavg_1_5_15']['after'][0]:.2f}")
     print(f"results: {path}" + (f", plot: {png}" if png else ""))
 
 

@@ -42,6 +42,8 @@ def check(info: pytest.ExceptionInfo, tag: str, kind: str, *, other_lines: tuple
         "either": (kp.KernelSyntaxError, kp.KernelTypeError),
     }[kind]
     assert isinstance(err, classes), f"expected {kind} error, got {type(err).__name__}: {err}"
+    if kind == "syntax":  # KernelTypeError may derive from KernelSyntaxError: not a type error
+        assert not isinstance(err, kp.KernelTypeError), f"expected a syntax error, got {err}"
     assert isinstance(err, kp.CompileError) and isinstance(err, kp.KernpackError)
     line = tagged(tag)
     accepted = {line, *(line + d for d in other_lines)}
@@ -54,6 +56,17 @@ def check(info: pytest.ExceptionInfo, tag: str, kind: str, *, other_lines: tuple
     assert code_at(err.lineno) in message, message
 
 
+def plain_python_function(v: float) -> float:
+    return v + 1.0
+
+
+def test_error_classes():
+    assert issubclass(kp.KernelSyntaxError, kp.CompileError)
+    assert issubclass(kp.KernelTypeError, kp.CompileError)
+    assert issubclass(kp.CompileError, kp.KernpackError)
+    assert not issubclass(kp.KernelSyntaxError, kp.KernelTypeError)
+
+
 # --------------------------------------------------------------------- unsupported statements
 
 
@@ -64,7 +77,8 @@ def test_return_with_a_value():
         def k(x: kp.f32[:], out: kp.f32[:]):
             for i in kp.grid(out.shape[0]):
                 out[i] = x[i]
-            return out  # ERR:return
+                if i > 3:
+                    return 1  # ERR:return
 
         kp.build([k])
     check(info, "return", "syntax")
@@ -158,7 +172,7 @@ def test_call_to_unknown_function():
         @kp.kernel
         def k(x: kp.f32[:], out: kp.f32[:]):
             for i in kp.grid(out.shape[0]):
-                out[i] = np.sqrt(x[i])  # ERR:unknown_call
+                out[i] = plain_python_function(x[i])  # ERR:unknown_call
 
         kp.build([k])
     check(info, "unknown_call", "either")
@@ -259,9 +273,9 @@ def test_grid_with_four_arguments():
     with pytest.raises(kp.CompileError) as info:
 
         @kp.kernel
-        def k(out: kp.f32[:, :, :, :]):
+        def k(out: kp.f32[:, :, :]):
             for a, b, c, d in kp.grid(2, 2, 2, 2):  # ERR:grid4
-                out[a, b, c, d] = 1.0
+                out[a, b, c] = kp.f32(d)
 
         kp.build([k])
     check(info, "grid4", "either")

@@ -419,10 +419,7 @@ class _Body:
         x = self.expr(e.lhs)
         y = self.expr(e.rhs)
         if e.op == "pow":
-            if t.is_float:
-                fn = _declare(self.module, f"llvm.powi.{llvm_type(t)}.i32", llvm_type(t), [llvm_type(t), _I32])
-                return b.call(fn, [x, y])
-            return b.call(self.ipow(t), [x, y])
+            return b.call(self.ipow(t, e.rhs.type), [x, y])
         if e.op in ("min", "max"):
             if t.is_float:
                 less = b.fcmp_ordered("<", y, x) if e.op == "min" else b.fcmp_ordered(">", y, x)
@@ -480,39 +477,49 @@ class _Body:
         result = q if op == "floordiv" else r
         return b.select(by_zero, zero, result)
 
-    def ipow(self, t: ScalarType) -> ir.Function:
-        """X ** n for integers by squaring; a negative n gives 0 (1 for x == 1)."""
-        name = f"kernpack.ipow.{t.name}"
+    def ipow(self, t: ScalarType, exponent: ScalarType) -> ir.Function:
+        """x ** n by squaring, for an integer n (an internal function per type).
+
+        For a float x a negative n gives 1 / x ** -n. For an integer x a negative n gives 0,
+        or 1 when x is 1. (LLVM's powi would do for floats, but with a runtime exponent it
+        calls __powidf2 from libgcc, which a JIT process may not have loaded.)
+        """
+        name = f"kernpack.pow.{t.name}.{exponent.name}"
         existing = self.module.globals.get(name)
         if existing is not None:
             return existing
-        ty = llvm_type(t)
-        fn = ir.Function(self.module, ir.FunctionType(ty, [ty, ty]), name=name)
+        ty, ety = llvm_type(t), llvm_type(exponent)
+        fn = ir.Function(self.module, ir.FunctionType(ty, [ty, ety]), name=name)
         fn.linkage = "internal"
         x, n = fn.args
         entry, loop, done = (fn.append_basic_block(s) for s in ("entry", "loop", "done"))
         b = ir.IRBuilder(entry)
-        negative = b.icmp_signed("<", n, ir.Constant(ty, 0)) if t.is_signed else ir.Constant(_I1, 0)
-        n0 = b.select(negative, ir.Constant(ty, 0), n)
-        b.branch(loop)
+        ezero = ir.Constant(ety, 0)
+        negative = b.icmp_signed("<", n, ezero) if exponent.is_signed else ir.Constant(_I1, 0)
+        magnitude = b.select(negative, b.sub(ezero, n), n)
+        one = ir.Constant(ty, 1.0 if t.is_float else 1)
+        b.cbranch(b.icmp_unsigned("==", magnitude, ezero), done, loop)
         b = ir.IRBuilder(loop)
-        acc = b.phi(ty)
-        base = b.phi(ty)
-        k = b.phi(ty)
-        acc.add_incoming(ir.Constant(ty, 1), entry)
+        acc, base, k = b.phi(ty), b.phi(ty), b.phi(ety)
+        mul = b.fmul if t.is_float else b.mul
+        acc.add_incoming(one, entry)
         base.add_incoming(x, entry)
-        k.add_incoming(n0, entry)
-        odd = b.trunc(k, _I1)
-        acc2 = b.select(odd, b.mul(acc, base), acc)
-        k2 = b.lshr(k, ir.Constant(ty, 1))
-        base2 = b.mul(base, base)
+        k.add_incoming(magnitude, entry)
+        acc2 = b.select(b.trunc(k, _I1), mul(acc, base), acc)
+        k2 = b.lshr(k, ir.Constant(ety, 1))
         acc.add_incoming(acc2, loop)
-        base.add_incoming(base2, loop)
+        base.add_incoming(mul(base, base), loop)
         k.add_incoming(k2, loop)
-        b.cbranch(b.icmp_unsigned("==", k2, ir.Constant(ty, 0)), done, loop)
+        b.cbranch(b.icmp_unsigned("==", k2, ezero), done, loop)
         b = ir.IRBuilder(done)
-        one = b.icmp_signed("==", x, ir.Constant(ty, 1))
-        b.ret(b.select(negative, b.select(one, ir.Constant(ty, 1), ir.Constant(ty, 0)), acc2))
+        result = b.phi(ty)
+        result.add_incoming(one, entry)
+        result.add_incoming(acc2, loop)
+        if t.is_float:
+            b.ret(b.select(negative, b.fdiv(one, result), result))
+        else:
+            x_is_one = b.icmp_signed("==", x, one)
+            b.ret(b.select(negative, b.select(x_is_one, one, ir.Constant(ty, 0)), result))
         return fn
 
     def compare(self, e: kir.Compare) -> ir.Value:

@@ -147,6 +147,9 @@ class _Checker:
             body = body[1:]  # docstring
         grids = [i for i, s in enumerate(body) if self._is_grid(s)]
         if not grids:
+            nested = next((s for s in ast.walk(node) if isinstance(s, ast.stmt) and self._is_grid(s)), None)
+            if nested is not None:
+                self.error(nested, "the grid loop cannot be nested in another statement; make it a top-level loop")
             self.error(node, "a kernel needs one 'for ... in kp.grid(...)' loop")
         if len(grids) > 1:
             self.error(body[grids[1]], "a kernel has exactly one grid loop; put the work in the first one")
