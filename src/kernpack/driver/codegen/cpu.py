@@ -478,7 +478,7 @@ class _Body:
         return b.select(by_zero, zero, result)
 
     def ipow(self, t: ScalarType, exponent: ScalarType) -> ir.Function:
-        """x ** n by squaring, for an integer n (an internal function per type).
+        """Compute x ** n by squaring, for an integer n (an internal function per type).
 
         For a float x a negative n gives 1 / x ** -n. For an integer x a negative n gives 0,
         or 1 when x is 1. (LLVM's powi would do for floats, but with a runtime exponent it
