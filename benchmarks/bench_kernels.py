@@ -2,8 +2,9 @@
 
 Run: ``.venv/bin/python benchmarks/bench_kernels.py [--quick]`` (``--quick``: vectors of 10**6
 instead of 10**7 and fewer samples, for a smoke test). Writes ``results/kernels.{json,md,png}``.
-Every figure is a median over repeated runs in this one process, after warm-up runs, with
-kernpack and its baseline measured one right after the other.
+Every figure is a median over repeated runs in this one process, after warm-up runs; the runs
+of kernpack and of its baseline alternate in rounds (see ``medians``), so that other work on
+the machine slows both alike.
 
 * **vadd**: ``out[i] = a[i] + b[i]`` over float32 vectors of 10**7, built with
   ``kp.build([vadd], threads=1)`` and with ``threads=2``, against ``np.add(a, b, out=c)``
@@ -12,16 +13,19 @@ kernpack and its baseline measured one right after the other.
   against the faster of two numpy forms that write into preallocated memory:
   ``np.multiply(x, alpha, out=out); np.add(out, y, out=out)`` and the same through a
   preallocated temporary.
-* **matmul**: 512x512 float32 ``C = A @ B``. Three kernpack forms, each built with 1 and with
-  2 threads: a 2-D grid over (i, j) with a serial dot product over k; a 1-D grid over rows i
-  that zeroes row i and then runs ``for k: a_ik = A[i, k]; for j: C[i, j] += a_ik * B[k, j]``
-  (the inner loop is contiguous in B and C, so it vectorizes); and the same over blocks of 4
-  rows, so that each load of ``B[k, j]`` feeds four rows. The row shows the fastest of the six
-  and names it; all six are in the JSON. The baseline is ``np.matmul(A, B, out=C)`` (OpenBLAS,
-  all cores), measured twice: in this process with the environment as it is, and in a child
-  process without ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` (set on some machines because
-  old OpenBLAS builds crash on their CPU; they slow a current OpenBLAS). The faster of the two
-  is the baseline; both are in the JSON.
+* **matmul**: 512x512 float32 ``C = A @ B``. Three kernpack forms, each built with
+  ``threads=1`` and ``threads=2``: a 2-D grid over (i, j) with a serial dot product over k; a
+  1-D grid over rows i that zeroes row i and then runs
+  ``for k: a_ik = A[i, k]; for j: C[i, j] += a_ik * B[k, j]`` (the inner loop is contiguous in
+  B and C, so it vectorizes); and the same over blocks of 4 rows, so that each load of
+  ``B[k, j]`` feeds four rows. The row shows the fastest of the six and names it; all six are
+  in the JSON. (kernpack runs a grid of fewer than 32768 points on the calling thread whatever
+  ``threads`` says, so the two row forms, grids of 512 and 128 points, run serially even when
+  built with ``threads=2``.) The baseline is ``np.matmul(A, B, out=C)`` (OpenBLAS, all cores),
+  measured twice: in this process with the environment as it is, and in a child process
+  without ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` (set on some machines because old
+  OpenBLAS builds crash on their CPU; they slow a current OpenBLAS). The faster of the two is
+  the baseline; both are in the JSON.
 
 The JSON also holds the compile time of each kernel: its first call (which JITs it for the host
 CPU; the first kernel's also pays for initialising LLVM, and kernpack's on-disk compile cache
@@ -37,6 +41,7 @@ average before and after, since other work on the machine skews the figures.
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -162,6 +167,25 @@ def compile_times(build_threads: list[int]) -> tuple[dict[str, dict], dict[str, 
     return compiles, builds, funcs
 
 
+def medians(fns: dict[str, object], repeat: int, rounds: int = 5) -> dict[str, float]:
+    """Median time of each function, its runs taken in rounds that cycle through all of them.
+
+    Each round times every function with ``median_seconds`` (one warm-up, ``repeat // rounds``
+    runs); a function's figure is the median of its rounds. A burst of other work on the
+    machine then hits kernpack and its baseline alike instead of whichever ran during it.
+    """
+    per_round = max(1, repeat // rounds)
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            samples[name].append(median_seconds(fn, per_round))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def threads_label(threads: int) -> str:
+    return f"{threads} thread{'s' * (threads > 1)}"
+
+
 def row(what: str, kernpack_s: float, baseline_s: float, baseline_name: str) -> dict:
     return {"what": what, "kernpack_s": kernpack_s, "baseline_s": baseline_s, "baseline_name": baseline_name}
 
@@ -189,23 +213,25 @@ def bench_vectors(funcs: dict, n: int, repeat: int, extra: dict) -> list[dict]:
     def np_saxpy_tmp():
         np.add(np.multiply(a, alpha32, out=tmp), b, out=out)
 
-    rows = []
-    numpy_add = median_seconds(lambda: np.add(a, b, out=out), repeat, warmup=3)
+    fns = {"np.add out=": lambda: np.add(a, b, out=out)}
     for threads in (1, 2):
-        fn = funcs["vadd", threads]
-        t = median_seconds(lambda fn=fn: fn(a, b, out), repeat, warmup=3)
-        rows.append(row(f"vadd f32 n={size}, {threads} thread{'s' * (threads > 1)}", t, numpy_add, "np.add out="))
+        fns[f"vadd {threads}"] = lambda fn=funcs["vadd", threads]: fn(a, b, out)
+    t = medians(fns, repeat)
+    rows = [
+        row(f"vadd f32 n={size}, {threads_label(threads)}", t[f"vadd {threads}"], t["np.add out="], "np.add out=")
+        for threads in (1, 2)
+    ]
 
-    forms = {
-        "np.multiply+np.add, out=": median_seconds(np_saxpy_inplace, repeat, warmup=3),
-        "np.add(np.multiply(tmp)), out=": median_seconds(np_saxpy_tmp, repeat, warmup=3),
-    }
-    best = min(forms, key=forms.get)
-    extra["numpy_saxpy_s"] = forms
+    numpy_forms = {"np.multiply+np.add, out=": np_saxpy_inplace, "np.add(np.multiply(tmp)), out=": np_saxpy_tmp}
+    fns = dict(numpy_forms)
     for threads in (1, 2):
-        fn = funcs["saxpy", threads]
-        t = median_seconds(lambda fn=fn: fn(alpha, a, b, out), repeat, warmup=3)
-        rows.append(row(f"saxpy f32 n={size}, {threads} thread{'s' * (threads > 1)}", t, forms[best], best))
+        fns[f"saxpy {threads}"] = lambda fn=funcs["saxpy", threads]: fn(alpha, a, b, out)
+    t = medians(fns, repeat)
+    extra["numpy_saxpy_s"] = {name: t[name] for name in numpy_forms}
+    best = min(numpy_forms, key=t.get)
+    rows += [
+        row(f"saxpy f32 n={size}, {threads_label(threads)}", t[f"saxpy {threads}"], t[best], best) for threads in (1, 2)
+    ]
     return rows
 
 
@@ -224,19 +250,19 @@ def bench_matmul(funcs: dict, repeat: int, extra: dict) -> list[dict]:
     C = np.empty((n, n), np.float32)
     expected = np.matmul(A, B)
 
-    variants = {}
+    fns = {}
     for label, (name, _) in MATMULS.items():
         for threads in (1, 2):
             fn = funcs[name, threads]
             C.fill(np.nan)
             fn(A, B, C)
             np.testing.assert_allclose(C, expected, rtol=1e-4)
-            variants[f"{label}, {threads} thread{'s' * (threads > 1)}"] = median_seconds(
-                lambda fn=fn: fn(A, B, C), repeat, warmup=2
-            )
+            fns[f"{label}, threads={threads}"] = lambda fn=fn: fn(A, B, C)
+    fns["numpy"] = lambda: np.matmul(A, B, out=C)
+    t = medians(fns, repeat)
+    in_process = t.pop("numpy")
+    variants = t
     best = min(variants, key=variants.get)
-
-    in_process = median_seconds(lambda: np.matmul(A, B, out=C), repeat, warmup=5)
     child = numpy_matmul_child(n, repeat)
     extra["matmul_kernpack_s"] = variants
     extra["numpy_matmul"] = {

@@ -3,7 +3,9 @@
 An entry holds what a build produced: the optimized bitcode (for export and inspection) and
 the machine code for this process's JIT. Its key hashes everything the output depends on:
 the kernels' typed IR (which already folds in their globals and types), the target, the CPU
-and its features, the options, and the versions of kernpack, llvmlite and LLVM.
+and its features, the options, the versions of llvmlite and LLVM, and a hash of kernpack's
+own compile-side sources (so that a changed code generator never reuses old machine code,
+even at the same version number).
 
 Where: ``$KERNPACK_CACHE_DIR``, else ``$XDG_CACHE_HOME/kernpack``, else ``~/.cache/kernpack``.
 Off: ``KERNPACK_CACHE=0`` (or ``kp.build(..., cache=False)``).
@@ -16,6 +18,7 @@ sees half of one. A corrupt or unreadable entry is treated as a miss.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import struct
@@ -42,15 +45,26 @@ def cache_dir() -> Path:
     return Path(base) / "kernpack"
 
 
-def make_key(*parts: str) -> str:
-    """A hex digest of ``parts`` plus the versions of everything that compiles them."""
+@functools.cache
+def _compiler_fingerprint() -> str:
+    """A hash of the kernpack sources that decide what a build produces (read once a process)."""
     import llvmlite
     import llvmlite.binding as llvm
 
     from .. import __version__
 
+    digest = hashlib.sha256(f"{__version__}/{llvmlite.__version__}/{llvm.llvm_version_info}".encode())
+    package = Path(__file__).resolve().parents[1]
+    for path in sorted([*package.joinpath("driver").rglob("*.py"), package / "runtime" / "signature.py"]):
+        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def make_key(*parts: str) -> str:
+    """A hex digest of ``parts`` plus the fingerprint of everything that compiles them."""
     digest = hashlib.sha256()
-    for part in (__version__, llvmlite.__version__, ".".join(map(str, llvm.llvm_version_info)), *parts):
+    for part in (_compiler_fingerprint(), *parts):
         digest.update(part.encode())
         digest.update(b"\0")
     return digest.hexdigest()

@@ -26,7 +26,8 @@ from ..lang.types import ArrayType, ScalarType, bool_
 
 __all__ = ["MIN_PARALLEL_WORK", "lower_kernels"]
 
-#: Grids with fewer points than this run on the calling thread: starting threads costs more.
+#: Grids of straight-line points with fewer points than this run on the calling thread:
+#: starting threads costs more. A grid whose points loop is split whenever it has two rows.
 MIN_PARALLEL_WORK = 1 << 15
 
 _I1 = ir.IntType(1)
@@ -122,7 +123,8 @@ class _KernelCodegen:
         work = b.call(extent_fn, [*params, outer])
         n0 = b.load(outer, typ=_I64)
         parallel = fn.append_basic_block("parallel")
-        big = b.and_(b.icmp_signed(">=", work, _I64(MIN_PARALLEL_WORK)), b.icmp_signed(">", n0, _I64(1)))
+        threshold = 2 if _has_loop(self.kernel.grid.body) else MIN_PARALLEL_WORK
+        big = b.and_(b.icmp_signed(">=", work, _I64(threshold)), b.icmp_signed(">", n0, _I64(1)))
         b.cbranch(big, parallel, serial)
         b.position_at_end(serial)
         b.call(range_fn, [*params, _I64(0), _I64(2**63 - 1)])
@@ -157,6 +159,16 @@ class _KernelCodegen:
                 tid = b.load(_gep(b, tids, [_I32(k)], _I64), typ=_I64)
                 b.call(pthread_join, [tid, ir.Constant(_PTR, None)])
         b.ret_void()
+
+
+def _has_loop(stmts: list[kir.Stmt]) -> bool:
+    """True if the statements contain a serial loop (so each grid point does real work)."""
+    for s in stmts:
+        if isinstance(s, (kir.ForRange, kir.While)):
+            return True
+        if isinstance(s, kir.If) and (_has_loop(s.body) or _has_loop(s.orelse)):
+            return True
+    return False
 
 
 def _gep(b: ir.IRBuilder, base: ir.Value, indices: list[ir.Value], etype: ir.Type) -> ir.Value:
