@@ -305,3 +305,20 @@ def test_close_and_context_manager():
     assert (out == 2).all()
     with pytest.raises(kp.UnsupportedOperationError, match="closed"):
         mod["vadd"]
+
+
+def test_a_symbol_the_process_lacks_is_a_compile_error_not_a_crash():
+    mod = kp.llvm_module(
+        "declare double @kernpack_test_missing(double)\n"
+        "define double @f(double %x) {\n"
+        "  %y = call double @kernpack_test_missing(double %x)\n"
+        "  ret double %y\n"
+        "}"
+    )
+    with pytest.raises(kp.CompileError, match="needs kernpack_test_missing, which this process does not provide"):
+        mod["f"]
+    libm = kp.llvm_module(
+        "declare double @cos(double)\ndefine double @g(double %x) {\n"
+        "  %y = call double @cos(double %x)\n  ret double %y\n}"
+    )
+    assert libm["g"](0.0) == 1.0

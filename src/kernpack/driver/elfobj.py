@@ -28,7 +28,7 @@ from typing import BinaryIO
 
 from ..runtime.blob import ALIGN, BLOB_END_SYMBOL, BLOB_SYMBOL, SECTION
 
-__all__ = ["MACHINES", "write_blob_object"]
+__all__ = ["MACHINES", "undefined_symbols", "write_blob_object"]
 
 #: ELF e_machine values for the architectures (as ``cc -dumpmachine`` names them) we write.
 MACHINES = {"x86_64": 62, "aarch64": 183}
@@ -111,3 +111,27 @@ def write_blob_object(out: BinaryIO, size: int, chunks: Iterable[bytes | memoryv
     header = _EHDR.pack(ident, 1, machine, 1, 0, 0, shoff, 0, _EHDR.size, 0, 0, _SHDR.size, len(sections), 5)
     out.seek(0)
     out.write(header)
+
+
+def undefined_symbols(data: bytes) -> list[str]:
+    """Names an ELF64 little-endian relocatable object needs from elsewhere (its undefined globals).
+
+    The JIT checks them before loading machine code: a symbol the process lacks would
+    otherwise become a call through address 0.
+    """
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        return []
+    header = _EHDR.unpack_from(data)
+    shoff, shentsize, shnum = header[6], header[11], header[12]
+    sections = [_SHDR.unpack_from(data, shoff + i * shentsize) for i in range(shnum)]
+    names = []
+    for sh in sections:
+        if sh[1] != 2:  # SHT_SYMTAB
+            continue
+        strtab = sections[sh[6]]
+        strings = data[strtab[4] : strtab[4] + strtab[5]]
+        for offset in range(sh[4] + _SYM.size, sh[4] + sh[5], _SYM.size):
+            name_off, info, _, shndx, _, _ = _SYM.unpack_from(data, offset)
+            if shndx == 0 and info >> 4 in (1, 2) and name_off:  # undefined, global or weak
+                names.append(strings[name_off : strings.index(b"\0", name_off)].decode())
+    return names

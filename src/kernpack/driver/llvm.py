@@ -13,6 +13,8 @@ optimization or code generation touches it, and every LLVM failure becomes a
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import threading
 from collections.abc import Iterable, Mapping
@@ -26,6 +28,7 @@ from ..runtime.calling import NativeFunction
 from ..runtime.module import Module, ModulePropertyMask
 from ..runtime.registry import register_file_loader
 from ..runtime.signature import Signature
+from .elfobj import undefined_symbols
 from .irsig import UnsupportedSignature, exported_functions, infer_signature, readonly_params
 from .util import atomic_write
 
@@ -81,6 +84,20 @@ def host_cpu_key(cpu: str | None) -> str:
     if cpu is None:
         return f"{llvm.get_process_triple()}:{llvm.get_host_cpu_name()}:{llvm.get_host_cpu_features().flatten()}"
     return f"{llvm.get_process_triple()}:{cpu}"
+
+
+# Symbols the JIT's own linker provides, never the process.
+_LINKER_SYMBOLS = frozenset({"_GLOBAL_OFFSET_TABLE_"})
+
+
+@functools.cache
+def _process() -> ctypes.CDLL:
+    return ctypes.CDLL(None)
+
+
+def _process_has(symbol: str) -> bool:
+    """True if the dynamic linker finds ``symbol`` in this process (what the JIT links against)."""
+    return hasattr(_process(), symbol)
 
 
 class LLVMModule(Module):
@@ -150,20 +167,28 @@ class LLVMModule(Module):
         if self._closed:
             raise UnsupportedOperationError(f"{self!r} is closed; build the module again to run it")
         if self._engine is None:
+            # One path for fresh and cached code: machine code as an object file, checked for
+            # symbols this process cannot provide, then loaded.
             machine = target_machine(self.cpu, self.opt_level, jit=True)
-            if self._object is not None:
-                engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), machine)
-                engine.add_object_file(llvm.ObjectFileRef.from_data(self._object))
-            else:
-                engine = llvm.create_mcjit_compiler(llvm.parse_bitcode(self._bitcode), machine)
+            code = self.jit_object(machine)
+            missing = [
+                name for name in undefined_symbols(code) if name not in _LINKER_SYMBOLS and not _process_has(name)
+            ]
+            if missing:
+                raise CompileError(
+                    f"{self!r} needs {', '.join(missing)}, which this process does not provide; "
+                    "load the library that defines them first (e.g. with ctypes.CDLL(path, mode=RTLD_GLOBAL))"
+                )
+            engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), machine)
+            engine.add_object_file(llvm.ObjectFileRef.from_data(code))
             engine.finalize_object()
             self._engine = engine
         return self._engine
 
-    def jit_object(self) -> bytes:
+    def jit_object(self, machine: Any = None) -> bytes:
         """Machine code for this process's JIT (what the compile cache stores)."""
         if self._object is None:
-            machine = target_machine(self.cpu, self.opt_level, jit=True)
+            machine = machine or target_machine(self.cpu, self.opt_level, jit=True)
             self._object = machine.emit_object(llvm.parse_bitcode(self._bitcode))
         return self._object
 
