@@ -1,0 +1,119 @@
+"""The blob parser on hostile input: only FormatError, bounded time, never a crash.
+
+A bounded hypothesis run inside the normal suite; the full fuzzing campaign (atheris, files
+that are not ELF, truncated libraries) belongs to the hardening work.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import kernpack as kp
+from kernpack.runtime.blob import MAGIC, BlobEntry, BlobIndex, encode
+
+VALID = encode(
+    [
+        BlobEntry("_lib", b"void f(float x[:])\n", 2),
+        BlobEntry("pipeline", b"KPPIPE\x00\x01{}", 3),
+        BlobEntry("test_blob", b"x=1", 3),
+    ],
+    [0, 2, 3, 3],
+    [1, 2, 2],
+)
+
+
+def parse_everything(data: bytes) -> None:
+    """Parse and touch every payload; anything but FormatError fails the test."""
+    try:
+        index = BlobIndex(data, source="fuzz")
+        for i in range(len(index)):
+            index.imports_of(i)
+            index.payload(i)
+    except kp.FormatError:
+        pass
+
+
+def test_valid_blob_parses():
+    index = BlobIndex(VALID)
+    assert [e.kind for e in index.entries] == ["_lib", "pipeline", "test_blob"]
+    assert index.imports_of(0) == (1, 2) and index.imports_of(1) == (2,)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_bit_flips_and_truncation_give_only_format_errors(data):
+    blob = bytearray(VALID)
+    for _ in range(data.draw(st.integers(1, 8))):
+        position = data.draw(st.integers(0, len(blob) - 1))
+        blob[position] ^= 1 << data.draw(st.integers(0, 7))
+    cut = data.draw(st.integers(0, len(blob)))
+    parse_everything(bytes(blob[:cut]))
+    parse_everything(bytes(blob))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fields=st.tuples(
+        st.integers(0, 2**64 - 1),  # blob size
+        st.integers(0, 2**32 - 1),  # modules
+        st.integers(0, 2**32 - 1),  # edges
+        st.integers(0, 2**32 - 1),  # index end
+    ),
+    fix_crc=st.booleans(),
+)
+def test_huge_and_inconsistent_header_fields(fields, fix_crc):
+    blob = bytearray(VALID)
+    struct.pack_into("<QIII", blob, 16, *fields)
+    if fix_crc:  # get past the checksum, so the structural checks themselves are exercised
+        end = min(fields[3], len(blob))
+        struct.pack_into("<I", blob, 12, zlib.crc32(bytes(blob[16:end])))
+    parse_everything(bytes(blob))
+
+
+def _rechecksum(blob: bytearray) -> bytes:
+    (index_end,) = struct.unpack_from("<I", blob, 32)
+    struct.pack_into("<I", blob, 12, zlib.crc32(bytes(blob[16:index_end])))
+    return bytes(blob)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda b: struct.pack_into("<I", b, 64 + 4 * 4 + 4, 9), "imports module 9"),  # child out of range
+        (lambda b: struct.pack_into("<I", b, 64 + 4 * 4 + 8, 0), "imports module 0"),  # cycle back to the root
+        (lambda b: struct.pack_into("<I", b, 64 + 8, 1), "decrease"),  # row pointers not monotonic
+        (lambda b: b.__setitem__(slice(64 + 28 + 32 * 3, 64 + 28 + 32 * 3 + 1), b"\xff"), "not UTF-8|out of range"),
+        (lambda b: struct.pack_into("<I", b, 64 + 28 + 28, 99), "unknown bits"),  # mask
+        (lambda b: struct.pack_into("<Q", b, 64 + 28 + 8, 65), "misaligned or out of range"),
+        (lambda b: struct.pack_into("<Q", b, 64 + 28 + 16, 2**40), "misaligned or out of range"),
+    ],
+)
+def test_each_structural_check_names_the_problem(mutate, message):
+    blob = bytearray(VALID)
+    mutate(blob)
+    with pytest.raises(kp.FormatError, match=message):
+        parse_everything_strict(_rechecksum(blob))
+
+
+def parse_everything_strict(data: bytes) -> None:
+    index = BlobIndex(data, source="fuzz")
+    for i in range(len(index)):
+        index.payload(i)
+
+
+def test_wrong_payload_checksum_and_unknown_version():
+    blob = bytearray(VALID)
+    blob[-1] ^= 0xFF
+    index = BlobIndex(bytes(blob))
+    with pytest.raises(kp.FormatError, match=r"module 2 \(test_blob\): payload checksum mismatch"):
+        index.payload(2)
+    blob = bytearray(VALID)
+    struct.pack_into("<I", blob, 8, 2)
+    with pytest.raises(kp.FormatError, match="version 2 is not supported"):
+        BlobIndex(bytes(blob))
+    assert bytes(VALID[:8]) == MAGIC
