@@ -43,10 +43,15 @@ class CSourceModule(Module):
         super().__init__()
         self.code = code
         self._names = tuple(function_names)
-        self.signatures = dict(signatures)
+        self._signatures = dict(signatures)
 
     def _own_function_names(self) -> tuple[str, ...]:
         return self._names
+
+    @property
+    def signatures(self) -> dict[str, Signature]:
+        """The C prototypes given for the functions (those the exported library can call)."""
+        return dict(self._signatures)
 
     def _not_runnable_hint(self) -> str:
         return "C source runs once compiled: export it with export_library() and load the .so with load_module()"
@@ -58,7 +63,7 @@ class CSourceModule(Module):
 
     def _save_to_bytes(self) -> bytes:
         header = json.dumps(
-            {"functions": list(self._names), "signatures": [str(s) for s in self.signatures.values()]},
+            {"functions": list(self._names), "signatures": [str(s) for s in self._signatures.values()]},
             sort_keys=True,
         ).encode()
         return _MAGIC + struct.pack("<I", len(header)) + header + self.code.encode()

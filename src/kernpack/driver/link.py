@@ -160,7 +160,7 @@ def _host_signatures(plan: ExportPlan) -> list[Signature]:
                     "the host library can hold one definition"
                 )
             owner[name] = mod
-        signatures.extend(getattr(mod, "signatures", {}).values())
+        signatures.extend(mod.signatures.values())
     return signatures
 
 
@@ -247,7 +247,7 @@ def export_library(
     try:
         inputs = []
         for k, mod in enumerate(plan.dso_modules):
-            fmt = getattr(mod, "dso_format", "o")
+            fmt = mod.dso_format
             file = os.path.join(work, f"lib{k}.{fmt}")
             mod.write_to_file(file, fmt)
             inputs.append(file)
@@ -292,9 +292,7 @@ def export_library(
 
 
 def _unsigned(plan: ExportPlan) -> list[str]:
-    return [
-        name for mod in plan.dso_modules for name in mod.function_names() if name not in getattr(mod, "signatures", {})
-    ]
+    return [name for mod in plan.dso_modules for name in mod.function_names() if name not in mod.signatures]
 
 
 def _run(command: list[str]) -> None:

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 from ..errors import FunctionNotFoundError, ImportCycleError, UnsupportedOperationError
 from .registry import lookup_exporter
+from .signature import Signature
 
 __all__ = ["Module", "ModulePropertyMask"]
 
@@ -215,6 +216,15 @@ class Module:
         Unlike ``get_function``, this also answers for modules that are not runnable.
         """
         return any(name in m.function_names() for m in self._search_order(query_imports))
+
+    @property
+    def signatures(self) -> dict[str, Signature]:
+        """The known signature of each of this module's functions, by name (may be partial).
+
+        ``export_library`` writes them into the library's function table and header, so the
+        loaded library is callable without one.
+        """
+        return {}
 
     def tree_function_names(self) -> list[str]:
         """Every function name this module and its imports define, sorted."""
