@@ -7,8 +7,10 @@ library loads on a machine that has no compiler.
 from __future__ import annotations
 
 from .calling import NativeFunction
+from .device import DeviceFunction, DeviceModule, KernelEntry
 from .library import LazyModule, LibraryModule, load_library
 from .module import Module, ModulePropertyMask, mask_name
+from .opencl import OpenCLModule, opencl_module
 from .pipeline import PipelineModule, pipeline_module
 from .pymodule import PythonModule, python_module
 from .registry import (
@@ -23,6 +25,11 @@ from .registry import (
 from .signature import Param, Signature
 
 __all__ = [
+    "DeviceFunction",
+    "DeviceModule",
+    "KernelEntry",
+    "OpenCLModule",
+    "opencl_module",
     "LazyModule",
     "LibraryModule",
     "PipelineModule",

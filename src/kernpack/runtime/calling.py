@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import ArgumentError
 from .signature import Param, Signature
 
-__all__ = ["NativeFunction", "ffi"]
+__all__ = ["NativeFunction", "as_array", "convert_scalar", "ffi"]
 
 try:
     import _cffi_backend
@@ -98,7 +98,7 @@ class NativeFunction:
             try:
                 _check(param, value)
                 if param.pointer:
-                    _from_buffer(_CHAR_ARRAY, _as_array(param, value), param.is_output)
+                    _from_buffer(_CHAR_ARRAY, as_array(param, value), param.is_output)
             except (TypeError, ValueError, OverflowError, BufferError) as err:
                 return ArgumentError(
                     f"{self.name}(): argument {param.name!r} (parameter {index + 1} of {len(params)}, {param}): {err}"
@@ -168,7 +168,7 @@ def _converter(param: Param) -> Callable[[Any], Any]:
         return _scalar_converter(param)
 
     def convert(value: Any) -> np.ndarray:
-        return _as_array(param, value)
+        return as_array(param, value)
 
     return convert
 
@@ -209,7 +209,7 @@ def _scalar_converter(param: Param) -> Callable[[Any], Any]:
     return convert_float
 
 
-def _as_array(param: Param, value: Any) -> np.ndarray:
+def as_array(param: Param, value: Any) -> np.ndarray:
     """Turn an argument for a pointer parameter into an ndarray without copying, or raise."""
     array = value
     if type(value) is not _ndarray and not isinstance(value, _ndarray):
@@ -243,7 +243,7 @@ def _as_array(param: Param, value: Any) -> np.ndarray:
 def _check(param: Param, value: Any) -> None:
     """Raise ArgumentError if ``value`` does not fit ``param`` (the slow, precise check)."""
     if param.pointer:
-        _as_array(param, value)
+        as_array(param, value)
         return
     converted = _scalar_converter(param)(value)
     if param.dtype is not None and param.dtype.kind in "iu":
@@ -263,3 +263,9 @@ def _describe(value: Any) -> str:
     if isinstance(value, np.generic):
         return f"a numpy {value.dtype} scalar"
     return f"{type(value).__name__} {value!r}"[:120]
+
+
+def convert_scalar(param: Param, value: Any) -> Any:
+    """``value`` as a numpy scalar of the parameter's dtype, or ArgumentError (range-checked)."""
+    _check(param, value)
+    return param.dtype.type(_scalar_converter(param)(value))

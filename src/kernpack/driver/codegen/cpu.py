@@ -24,7 +24,7 @@ import llvmlite.ir as ir
 from ..lang import kir
 from ..lang.types import ArrayType, ScalarType, bool_
 
-__all__ = ["MIN_PARALLEL_WORK", "lower_kernels"]
+__all__ = ["MIN_PARALLEL_WORK", "KernelBody", "declare", "llvm_type", "lower_kernels"]
 
 #: Grids of straight-line points with fewer points than this run on the calling thread:
 #: starting threads costs more. A grid whose points loop is split whenever it has two rows.
@@ -77,9 +77,9 @@ class _KernelCodegen:
     def emit(self) -> None:
         name = self.kernel.name
         range_fn = self._function(f"{name}.range", _VOID, [*self.abi, _I64, _I64], internal=True)
-        _Body(self, range_fn, self.kernel).emit_range()
+        KernelBody(self.module, range_fn, self.kernel).emit_range()
         extent_fn = self._function(f"{name}.extent", _I64, [*self.abi, _PTR], internal=True)
-        _Body(self, extent_fn, self.kernel).emit_extent()
+        KernelBody(self.module, extent_fn, self.kernel).emit_extent()
         worker = self._worker(range_fn)
         self._launcher(range_fn, extent_fn, worker)
 
@@ -137,8 +137,8 @@ class _KernelCodegen:
         tids = b.alloca(_I64, size=_I32(t), name="tids")
         started = b.alloca(_I1, size=_I32(t), name="started")
         chunk = b.sdiv(b.add(n0, _I64(t - 1)), _I64(t))
-        pthread_create = _declare(self.module, "pthread_create", _I32, [_PTR, _PTR, _PTR, _PTR])
-        pthread_join = _declare(self.module, "pthread_join", _I32, [_I64, _PTR])
+        pthread_create = declare(self.module, "pthread_create", _I32, [_PTR, _PTR, _PTR, _PTR])
+        pthread_join = declare(self.module, "pthread_join", _I32, [_I64, _PTR])
         for k in range(1, t):
             lo = b.mul(chunk, _I64(k))
             hi = b.add(lo, chunk)
@@ -189,21 +189,26 @@ def _arg_names(kernel: kir.Kernel) -> list[str]:
     return names
 
 
-def _declare(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+def declare(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+    """The function ``name`` of ``module``, declared with this type if it is not there yet."""
     existing = module.globals.get(name)
     if existing is not None:
         return existing
     return ir.Function(module, ir.FunctionType(ret, args), name=name)
 
 
-class _Body:
-    """Emits a kernel's statements into one function (the range or the extent function)."""
+class KernelBody:
+    """Emits a kernel's statements into one function.
 
-    def __init__(self, gen: _KernelCodegen, fn: ir.Function, kernel: kir.Kernel) -> None:
-        self.gen = gen
+    Target-neutral: the function's parameter types decide the pointers' address space, and
+    the caller picks how the grid is walked (:meth:`emit_range` loops on a CPU thread,
+    :meth:`emit_device` maps grid points to device work-items).
+    """
+
+    def __init__(self, module: ir.Module, fn: ir.Function, kernel: kir.Kernel) -> None:
         self.fn = fn
         self.kernel = kernel
-        self.module = gen.module
+        self.module = module
         entry = fn.append_basic_block("entry")
         self.b = ir.IRBuilder(entry)
         self.arrays: dict[str, tuple[ir.Value, list[ir.Value], ScalarType]] = {}
@@ -222,6 +227,8 @@ class _Body:
             else:
                 value = next(args)
                 value.name = name
+                if t is bool_ and value.type != _I1:  # devices pass bool as a byte
+                    value = self.b.icmp_unsigned("!=", value, ir.Constant(value.type, 0))
                 slot = self.b.alloca(llvm_type(t), name=f"{name}.addr")
                 self.b.store(value, slot)
                 self.vars[name] = slot
@@ -244,6 +251,29 @@ class _Body:
         stop = self._min(hi, extents[0])
         self.grid_loops(grid, [start, *[_I64(0)] * (len(extents) - 1)], [stop, *extents[1:]], 0)
         self.b.ret_void()
+
+    def emit_device(self, global_id: Callable[[ir.IRBuilder, int], ir.Value]) -> None:
+        """One work-item per grid point: ``global_id(builder, d)`` is its index in dimension d."""
+        b = self.b
+        self.block(self.kernel.prologue)
+        grid = self.kernel.grid
+        inside = None
+        for d, (var, extent) in enumerate(zip(grid.vars, grid.extents, strict=True)):
+            index = global_id(b, d)
+            b.store(index, self.vars[var])
+            ok = b.icmp_signed("<", index, self.expr(extent))
+            inside = ok if inside is None else b.and_(inside, ok)
+        body = self.fn.append_basic_block("grid.body")
+        end = self.fn.append_basic_block("grid.end")
+        b.cbranch(inside, body, end)
+        b.position_at_end(body)
+        self.loops.append((end, end))  # continue ends this work-item
+        self.block(grid.body)
+        self.loops.pop()
+        if not b.block.is_terminated:
+            b.branch(end)
+        b.position_at_end(end)
+        b.ret_void()
 
     def emit_extent(self) -> None:
         (outer,) = self.rest
@@ -416,7 +446,7 @@ class _Body:
             return b.fpext(v, to) if dst.bits > src.bits else b.fptrunc(v, to)
         if src.is_float:  # saturating, so out-of-range values are defined
             name = f"llvm.fpto{'s' if dst.is_signed else 'u'}i.sat.{to}.{llvm_type(src)}"
-            return b.call(_declare(self.module, name, to, [llvm_type(src)]), [v])
+            return b.call(declare(self.module, name, to, [llvm_type(src)]), [v])
         if dst.is_float:
             return b.sitofp(v, to) if src.is_signed else b.uitofp(v, to)
         if dst.bits == src.bits:
@@ -449,7 +479,7 @@ class _Body:
             if e.op == "div":
                 return b.fdiv(x, y)
             if e.op == "floordiv":
-                floor = _declare(self.module, f"llvm.floor.{llvm_type(t)}", llvm_type(t), [llvm_type(t)])
+                floor = declare(self.module, f"llvm.floor.{llvm_type(t)}", llvm_type(t), [llvm_type(t)])
                 return b.call(floor, [b.fdiv(x, y)])
             # mod with the sign of the divisor, as in Python
             r = b.frem(x, y)
@@ -597,13 +627,13 @@ class _Body:
             return b.fneg(args[0]) if t.is_float else b.sub(ir.Constant(ty, 0), args[0])
         if e.func == "abs":
             if t.is_float:
-                return b.call(_declare(self.module, f"llvm.fabs.{ty}", ty, [ty]), args)
+                return b.call(declare(self.module, f"llvm.fabs.{ty}", ty, [ty]), args)
             if not t.is_signed:
                 return args[0]
-            return b.call(_declare(self.module, f"llvm.abs.{ty}", ty, [ty, _I1]), [args[0], _I1(0)])
+            return b.call(declare(self.module, f"llvm.abs.{ty}", ty, [ty, _I1]), [args[0], _I1(0)])
         name = {"sqrt": "sqrt", "exp": "exp", "log": "log", "sin": "sin", "cos": "cos", "tanh": "tanh",
                 "floor": "floor", "ceil": "ceil", "fma": "fma"}[e.func]  # fmt: skip
-        fn = _declare(self.module, f"llvm.{name}.{ty}", ty, [ty] * len(args))
+        fn = declare(self.module, f"llvm.{name}.{ty}", ty, [ty] * len(args))
         return b.call(fn, args)
 
     def _max(self, a: ir.Value, c: ir.Value) -> ir.Value:

