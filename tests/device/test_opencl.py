@@ -113,6 +113,7 @@ def test_host_module_carries_opencl_through_export_and_fresh_load(tmp_path, devi
         from kernpack.runtime import load_module
         lib = load_module({str(tmp_path / "both.so")!r})
         dev = lib.imports[0]
+        assert dev.is_available()  # forwarded by the lazy proxy to the decoded module
         x = np.arange(64, dtype=np.float32); y = np.ones(64, np.float32)
         a, b = np.empty_like(x), np.empty_like(x)
         lib["saxpy"](2.0, x, y, a)

@@ -205,6 +205,13 @@ class LazyModule(Module):
                     self._module = module
         return self._module
 
+    def __getattr__(self, name: str) -> Any:
+        # Everything else the real module offers (a device module's is_available(), say) is
+        # reached through the proxy, decoding on first use. Private names are not forwarded.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.decode(), name)
+
     def _get_own_function(self, name: str) -> Callable[..., Any] | None:
         return self.decode()._get_own_function(name)
 
