@@ -26,6 +26,7 @@ from .errors import (
     UnsupportedOperationError,
 )
 from .runtime import (
+    CUDAModule,
     DeviceModule,
     KernelEntry,
     LazyModule,
@@ -38,6 +39,7 @@ from .runtime import (
     PipelineModule,
     PythonModule,
     Signature,
+    cuda_module,
     load_from_bytes,
     load_module,
     opencl_module,
@@ -154,6 +156,8 @@ __all__ = [
     "Module",
     "ModulePropertyMask",
     "NativeFunction",
+    "CUDAModule",
+    "cuda_module",
     "OpenCLModule",
     "DeviceModule",
     "KernelEntry",

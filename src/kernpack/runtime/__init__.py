@@ -7,6 +7,7 @@ library loads on a machine that has no compiler.
 from __future__ import annotations
 
 from .calling import NativeFunction
+from .cuda import CUDAModule, cuda_module
 from .device import DeviceFunction, DeviceModule, KernelEntry
 from .library import LazyModule, LibraryModule, load_library
 from .module import Module, ModulePropertyMask, mask_name
@@ -25,6 +26,8 @@ from .registry import (
 from .signature import Param, Signature
 
 __all__ = [
+    "CUDAModule",
+    "cuda_module",
     "DeviceFunction",
     "DeviceModule",
     "KernelEntry",

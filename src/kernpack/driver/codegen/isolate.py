@@ -32,13 +32,26 @@ def emit(
     kind: str = "object",
     label: str = "kernel",
     options: tuple[str, ...] = (),
+    cpu: str = "",
+    features: str = "",
+    link: tuple[str, ...] = (),
 ) -> bytes:
     """Optimize ``ir_text`` and emit it for ``triple`` in a child process; return the output.
 
-    ``options`` are LLVM command-line options for the child (e.g. SPIR-V extensions).
+    ``options`` are LLVM command-line options for the child (e.g. SPIR-V extensions); ``link``
+    names bitcode libraries (libdevice) linked in before optimization.
     """
     request = json.dumps(
-        {"ir": ir_text, "triple": triple, "opt_level": opt_level, "kind": kind, "options": list(options)}
+        {
+            "ir": ir_text,
+            "triple": triple,
+            "opt_level": opt_level,
+            "kind": kind,
+            "options": list(options),
+            "cpu": cpu,
+            "features": features,
+            "link": list(link),
+        }
     ).encode()
     env = dict(os.environ)
     source_root = str(Path(__file__).resolve().parents[3])  # make kernpack importable as here
@@ -67,14 +80,23 @@ def _main() -> int:
     try:
         module = llvm.parse_assembly(request["ir"])
         module.verify()
+        for path in request.get("link", ()):
+            with open(path, "rb") as f:
+                library = llvm.parse_bitcode(f.read())
+            library.triple = module.triple
+            for fn in library.functions:
+                if not fn.is_declaration:
+                    fn.linkage = "linkonce_odr"  # kept only where called
+            module.link_in(library)
         target = llvm.Target.from_triple(request["triple"])
         # A fresh target machine for every use: reusing one across emissions has crashed the
         # SPIR-V backend (spirv-kernels.md).
-        machine = target.create_target_machine(opt=request["opt_level"])
+        cpu, features = request.get("cpu", ""), request.get("features", "")
+        machine = target.create_target_machine(cpu=cpu, features=features, opt=request["opt_level"])
         module.data_layout = str(machine.target_data)
         builder = llvm.create_pass_builder(machine, llvm.create_pipeline_tuning_options(request["opt_level"]))
         builder.getModulePassManager().run(module, builder)
-        machine = target.create_target_machine(opt=request["opt_level"])
+        machine = target.create_target_machine(cpu=cpu, features=features, opt=request["opt_level"])
         assembly = request["kind"] == "assembly"
         out = machine.emit_assembly(module).encode() if assembly else machine.emit_object(module)
     except RuntimeError as exc:

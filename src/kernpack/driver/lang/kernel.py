@@ -129,9 +129,9 @@ def build(
     ----------
     kernels : iterable of Kernel
         The kernels, each decorated with ``@kp.kernel``; names must differ.
-    target : {"cpu", "opencl"}
-        The code generator: ``"cpu"`` gives an ``llvm`` module, ``"opencl"`` an ``opencl``
-        module (SPIR-V). CUDA and Vulkan are still to come.
+    target : {"cpu", "cuda", "opencl"}
+        The code generator: ``"cpu"`` gives an ``llvm`` module, ``"cuda"`` a ``cuda`` module
+        (PTX for sm_80), ``"opencl"`` an ``opencl`` module (SPIR-V 1.2). Vulkan is still to come.
     cpu : str, optional
         Target CPU: this machine's (default) or ``"generic"`` for a portable export.
     threads : int, optional
@@ -163,14 +163,16 @@ def build(
     names = [k.name for k in kernels]
     if len(set(names)) != len(names):
         raise ValueError(f"kernel names must differ in one module: {names}")
-    if target == "opencl":
-        return _build_opencl(kernels, name or "+".join(names))
+    if target in _DEVICE_TARGETS:
+        return _build_device(target, kernels, name or "+".join(names))
     if target != "cpu":
-        raise ValueError(f"unknown target {target!r}; this version builds for 'cpu' and 'opencl'")
+        raise ValueError(f"unknown target {target!r}; this version builds for cpu, {', '.join(_DEVICE_TARGETS)}")
     devices = list(devices)
     for device in devices:
-        if device not in ("opencl",):
-            raise ValueError(f"unknown device {device!r}; this version builds device code for 'opencl'")
+        if device not in _DEVICE_TARGETS:
+            raise ValueError(
+                f"unknown device {device!r}; this version builds device code for {', '.join(_DEVICE_TARGETS)}"
+            )
     threads = default_threads() if threads is None else int(threads)
     if threads < 1:
         raise ValueError(f"threads must be at least 1, not {threads}")
@@ -204,11 +206,21 @@ def build(
     return module
 
 
-def _build_opencl(kernels: list[Kernel], label: str) -> Any:
+_DEVICE_TARGETS = ("cuda", "opencl")
+
+
+def _build_device(target: str, kernels: list[Kernel], label: str) -> Any:
+    from ...runtime.cuda import CUDAModule
     from ...runtime.device import KernelEntry
     from ...runtime.opencl import OpenCLModule
     from ..codegen.grid import grid_expressions
-    from ..codegen.spirv import compile_opencl
 
     entries = [KernelEntry(k.name, k.signature, grid_expressions(k.kir)) for k in kernels]
-    return OpenCLModule(compile_opencl([k.kir for k in kernels], label), entries)
+    irs = [k.kir for k in kernels]
+    if target == "cuda":
+        from ..codegen.nvptx import compile_cuda
+
+        return CUDAModule(compile_cuda(irs, label).encode(), entries)
+    from ..codegen.spirv import compile_opencl
+
+    return OpenCLModule(compile_opencl(irs, label), entries)

@@ -1,0 +1,147 @@
+"""Kind ``cuda`` (BINARY_SERIALIZABLE | RUNNABLE): PTX kernels run through the CUDA driver API.
+
+Running needs an NVIDIA GPU, its driver and ``cuda-bindings`` (``pip install kernpack[cuda]``);
+without them a call raises :class:`DeviceUnavailableError` saying which is missing. The driver
+JIT-compiles the PTX for the GPU when the module is first launched. A call copies the arrays to
+the device, launches one thread per grid point (the last grid dimension on the x axis), and
+copies back the arrays the kernel writes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from ..errors import DeviceUnavailableError
+from .device import DeviceModule, KernelEntry
+from .registry import register_loader
+
+__all__ = ["CUDAModule", "cuda_module"]
+
+_BLOCK = {1: (256, 1, 1), 2: (16, 16, 1), 3: (8, 8, 4)}
+_CTYPES = {
+    "bool": ctypes.c_uint8,  # kernels take bool as a byte
+    "int8_t": ctypes.c_int8,
+    "int16_t": ctypes.c_int16,
+    "int32_t": ctypes.c_int32,
+    "int64_t": ctypes.c_int64,
+    "uint8_t": ctypes.c_uint8,
+    "uint16_t": ctypes.c_uint16,
+    "uint32_t": ctypes.c_uint32,
+    "uint64_t": ctypes.c_uint64,
+    "float": ctypes.c_float,
+    "double": ctypes.c_double,
+}
+
+
+def _check(result: tuple[Any, ...], what: str) -> Any:
+    from cuda.bindings import driver
+
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if err != driver.CUresult.CUDA_SUCCESS:
+        raise DeviceUnavailableError(f"CUDA {what} failed: {err!r}")
+    return values[0] if len(values) == 1 else values
+
+
+@functools.cache
+def _context() -> Any:
+    """The primary context of GPU 0, made current once per process; or why there is none."""
+    try:
+        from cuda.bindings import driver
+    except ImportError:
+        return "cuda-bindings is not installed; pip install 'kernpack[cuda]'"
+    try:
+        _check(driver.cuInit(0), "cuInit")
+        device = _check(driver.cuDeviceGet(0), "cuDeviceGet")
+        context = _check(driver.cuDevicePrimaryCtxRetain(device), "cuDevicePrimaryCtxRetain")
+    except (RuntimeError, OSError, DeviceUnavailableError) as exc:
+        return f"no usable NVIDIA GPU and driver ({exc}); CUDA kernels need one"
+    return context
+
+
+class CUDAModule(DeviceModule):
+    """PTX kernels for CUDA, with their function table."""
+
+    kind = "cuda"
+    binary_format = "ptx"
+
+    def __init__(self, binary: bytes | memoryview, functions: Iterable[KernelEntry]) -> None:
+        super().__init__(binary, functions)
+        self._module: Any = None
+        self._lock = threading.Lock()
+
+    def unavailable_reason(self) -> str | None:
+        context = _context()
+        return context if isinstance(context, str) else None
+
+    def _inspect_source(self, fmt: str | None) -> str:
+        return bytes(self.binary).decode()
+
+    def _function(self, name: str) -> Any:
+        from cuda.bindings import driver
+
+        _check(driver.cuCtxSetCurrent(_context()), "cuCtxSetCurrent")
+        with self._lock:
+            if self._module is None:
+                self._module = _check(driver.cuModuleLoadData(bytes(self.binary) + b"\0"), "cuModuleLoadData")
+        return _check(driver.cuModuleGetFunction(self._module, name.encode()), "cuModuleGetFunction")
+
+    def _launch(self, entry: KernelEntry, args: list[Any], grid: tuple[int, ...]) -> None:
+        from cuda.bindings import driver
+
+        function = self._function(entry.name)
+        values: list[Any] = []
+        types: list[Any] = []
+        allocations: list[Any] = []
+        written: list[tuple[np.ndarray, Any]] = []
+        try:
+            for param, value in zip(entry.signature.params, args, strict=True):
+                if not param.pointer:
+                    values.append(value.item())
+                    types.append(_CTYPES[param.ctype])
+                    continue
+                pointer = _check(driver.cuMemAlloc(max(value.nbytes, 1)), "cuMemAlloc")
+                allocations.append(pointer)
+                if value.nbytes:
+                    _check(driver.cuMemcpyHtoD(pointer, value.ctypes.data, value.nbytes), "cuMemcpyHtoD")
+                if param.is_output:
+                    written.append((value, pointer))
+                values.append(pointer)
+                types.append(None)  # a driver object: cuda-bindings passes it as a device pointer
+                for extent in value.shape:
+                    values.append(extent)
+                    types.append(ctypes.c_int64)
+            block = _BLOCK[len(grid)]
+            axes = tuple(reversed(grid)) + (1,) * (3 - len(grid))  # x is the last grid dimension
+            blocks = [-(-n // b) for n, b in zip(axes, block, strict=True)]
+            _check(
+                driver.cuLaunchKernel(function, *blocks, *block, 0, 0, (tuple(values), tuple(types)), 0),
+                "cuLaunchKernel",
+            )
+            _check(driver.cuCtxSynchronize(), "cuCtxSynchronize")
+            for host, pointer in written:
+                if host.nbytes:
+                    _check(driver.cuMemcpyDtoH(host.ctypes.data, pointer, host.nbytes), "cuMemcpyDtoH")
+        finally:
+            for pointer in allocations:
+                driver.cuMemFree(pointer)
+
+
+def cuda_module(ptx: str | bytes, functions: Iterable[dict[str, Any] | KernelEntry]) -> CUDAModule:
+    """Wrap PTX that you bring (kernels with kernpack's convention; see :func:`opencl_module`)."""
+    entries = [
+        f if isinstance(f, KernelEntry) else KernelEntry(f["name"], f["signature"], f["grid"]) for f in functions
+    ]
+    return CUDAModule(ptx.encode() if isinstance(ptx, str) else bytes(ptx), entries)
+
+
+@register_loader("cuda")
+def _load(data: bytes | memoryview) -> CUDAModule:
+    module = CUDAModule.from_bytes(data)
+    assert isinstance(module, CUDAModule)
+    return module

@@ -1,0 +1,84 @@
+"""CUDA: PTX for every kernel of the test set, checked by ptxas; launches only where a GPU is.
+
+ptxas comes from the nvidia-cuda-nvcc wheel (the test extra), so PTX is validated on every
+machine; where ``KERNPACK_REQUIRE_DEVICES`` names cuda, launch tests must run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+import kernpack as kp
+from kernpack.driver.codegen.nvptx import find_ptxas
+from tests.device.cases import CASES, assert_same
+from tests.lang import kernels_src as K
+
+REQUIRE_GPU = "cuda" in os.environ.get("KERNPACK_REQUIRE_DEVICES", "")
+REQUIRE_TOOLS = bool(os.environ.get("KERNPACK_REQUIRE_DEVICES"))
+
+
+@pytest.fixture(scope="module")
+def module():
+    return kp.build([kernel for kernel, _ in CASES.values()], target="cuda", name="lang_set")
+
+
+def test_every_kernel_compiles_to_ptx_that_ptxas_accepts(module, tmp_path):
+    ptxas = find_ptxas()
+    if ptxas is None:
+        if REQUIRE_TOOLS:
+            pytest.fail("ptxas is required here but missing: pip install nvidia-cuda-nvcc")
+        pytest.skip("ptxas not installed")
+    ptx = module.inspect_source()
+    assert ".target sm_80" in ptx
+    for name in CASES:
+        assert f".entry {name}(" in ptx
+    path = tmp_path / "k.ptx"
+    path.write_text(ptx)
+    result = subprocess.run([ptxas, "-arch=sm_80", str(path), "-o", str(tmp_path / "k.cubin")], capture_output=True)
+    assert result.returncode == 0, result.stderr.decode()
+    assert (tmp_path / "k.cubin").read_bytes()[:4] == b"\x7fELF"
+
+
+def test_math_functions_come_from_libdevice(module):
+    # softmax calls exp: libdevice's code is linked in and inlined, nothing is left external,
+    # and the hundreds of libdevice functions nobody calls are gone.
+    ptx = module.inspect_source()
+    assert ".extern" not in ptx
+    assert "__nv_" not in ptx
+    assert len(ptx) < 200_000
+
+
+def test_cuda_module_round_trips_and_refuses_write_to_file():
+    module = kp.build([K.saxpy], target="cuda")
+    assert module.kind == "cuda"
+    assert module.property_mask == kp.ModulePropertyMask.BINARY_SERIALIZABLE | kp.ModulePropertyMask.RUNNABLE
+    again = kp.load_from_bytes("cuda", module.save_to_bytes())
+    assert again.inspect_source() == module.inspect_source()
+    assert again.functions["saxpy"].grid == ("out.shape[0]",)
+    with pytest.raises(kp.UnsupportedOperationError, match=r"Module\[cuda\] does not support write_to_file"):
+        module.write_to_file("x.o")
+
+
+def test_without_a_gpu_a_call_says_what_is_missing(module):
+    if module.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(kp.DeviceUnavailableError, match="cannot run saxpy on cuda"):
+        module["saxpy"](np.float32(1), np.ones(3, np.float32), np.ones(3, np.float32), np.zeros(3, np.float32))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_kernel_on_cuda_matches_the_cpu(module, name):
+    reason = module.unavailable_reason()
+    if reason is not None:
+        if REQUIRE_GPU:
+            pytest.fail(f"CUDA is required here but unavailable: {reason}")
+        pytest.skip(reason)
+    kernel, make = CASES[name]
+    on_cpu, on_device = make(), make()
+    kernel(*on_cpu)
+    module[name](*on_device)
+    assert_same(on_cpu, on_device)
