@@ -1,0 +1,175 @@
+"""Device targets: code generation time, OpenCL launch cost, and loading a many-kernel .so.
+
+Run: ``scripts/test`` once (it installs the OpenCL CPU runtime and ptxas and sets
+OCL_ICD_VENDORS), then ``OCL_ICD_VENDORS=.venv/etc/OpenCL/vendors-abs .venv/bin/python
+benchmarks/bench_devices.py``. Writes ``results/devices.{json,md,png}``.
+
+* **codegen**: one kernel, kernel IR to machine code, per target: ``cpu`` (LLVM O3 + JIT
+  object, no cache), ``opencl`` (SPIR-V) and ``cuda`` (PTX), both generated in a child
+  process (the price of surviving LLVM's assertion aborts) — beside numba's first call.
+* **opencl saxpy n=10^6** on Intel's CPU runtime: the first launch of a fresh module (program
+  creation included) and steady-state launches (copies in and out included), beside numpy.
+* **load_module** of a .so carrying 256 kernels for cpu, opencl and cuda, beside ctypes.CDLL,
+  each in a fresh process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+from tests.lang import kernels_src as K  # noqa: E402
+
+import kernpack as kp  # noqa: E402
+from benchmarks._common import fmt_time, median_seconds, plot, save  # noqa: E402
+from kernpack.driver.codegen.nvptx import compile_cuda  # noqa: E402
+from kernpack.driver.codegen.spirv import compile_opencl  # noqa: E402
+
+LOAD_CHILD = """
+import sys, time, json, ctypes
+from kernpack.runtime import load_module
+a, b, first = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+def cdll():
+    t = time.perf_counter(); ctypes.CDLL(a); return time.perf_counter() - t
+def mine():
+    t = time.perf_counter(); m = load_module(b); t = time.perf_counter() - t
+    assert len(m.imports) == 2
+    return t
+k, c = (mine(), cdll()) if first else (cdll(), mine())[::-1]
+print(json.dumps({"cdll": c, "kernpack": k}))
+"""
+
+
+def row(what: str, mine: float, base: float, base_name: str) -> dict:
+    return {"what": what, "kernpack_s": mine, "baseline_s": base, "baseline_name": base_name}
+
+
+def codegen_rows() -> list[dict]:
+    kernel = K.softmax
+    cpu = median_seconds(lambda: kp.build([kernel], cache=False).jit_object(), 3)
+    opencl = median_seconds(lambda: compile_opencl([kernel.kir], "softmax"), 3)
+    cuda = median_seconds(lambda: compile_cuda([kernel.kir], "softmax"), 3)
+    numba_first = _numba_first_call()
+    name = "numba first call" if numba_first else "cpu codegen (numba not installed)"
+    base = numba_first or cpu
+    return [
+        row("codegen softmax: cpu (O3 + object)", cpu, base, name),
+        row("codegen softmax: opencl (SPIR-V, child process)", opencl, base, name),
+        row("codegen softmax: cuda (PTX + libdevice, child)", cuda, base, name),
+    ]
+
+
+def _numba_first_call() -> float | None:
+    if importlib.util.find_spec("numba") is None:
+        return None
+    code = (
+        "import time, numpy as np, numba\n"
+        "@numba.njit\n"
+        "def softmax(x, out):\n"
+        "    for i in range(x.shape[0]):\n"
+        "        m = x[i].max(); e = np.exp(x[i] - m); out[i] = e / e.sum()\n"
+        "x = np.ones((4, 8), np.float32); o = np.empty_like(x)\n"
+        "t = time.perf_counter(); softmax(x, o); print(time.perf_counter() - t)\n"
+    )
+    runs = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+            for _ in range(3)]  # fmt: skip
+    return statistics.median(runs)
+
+
+def opencl_rows() -> list[dict]:
+    module = kp.build([K.saxpy], target="opencl")
+    reason = module.unavailable_reason()
+    if reason:
+        print(f"(OpenCL not measured: {reason})")
+        return []
+    n = 10**6
+    x, y = np.random.default_rng(0).random(n, np.float32), np.random.default_rng(1).random(n, np.float32)
+    out = np.empty_like(x)
+    start = time.perf_counter()
+    module["saxpy"](np.float32(2.0), x, y, out)
+    first = time.perf_counter() - start
+    steady = median_seconds(lambda: module["saxpy"](np.float32(2.0), x, y, out), 20)
+    tmp = np.empty_like(x)
+
+    def numpy_saxpy() -> None:
+        np.multiply(x, np.float32(2.0), out=tmp)
+        np.add(tmp, y, out=tmp)
+
+    base = median_seconds(numpy_saxpy, 20)
+    return [
+        row("opencl saxpy 1e6: first launch", first, base, "numpy saxpy"),
+        row("opencl saxpy 1e6: steady state", steady, base, "numpy saxpy"),
+    ]
+
+
+def load_rows(procs: int = 5) -> list[dict]:
+    with tempfile.TemporaryDirectory(prefix="kernpack-devbench-") as tmp:
+        source = Path(tmp) / "many.py"
+        lines = ["import kernpack as kp", ""]
+        for i in range(256):
+            lines += [
+                "@kp.kernel",
+                f"def k{i}(a: kp.f32, x: kp.f32[:], out: kp.f32[:]):",
+                "    for i in kp.grid(out.shape[0]):",
+                f"        out[i] = a * x[i] + {i}.0",
+                "",
+            ]
+        source.write_text("\n".join(lines))
+        spec = importlib.util.spec_from_file_location("many", source)
+        many = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(many)
+        kernels = [getattr(many, f"k{i}") for i in range(256)]
+        start = time.perf_counter()
+        host = kp.build(kernels, cpu="generic", devices=("opencl", "cuda"), name="many")
+        lib = Path(tmp) / "many.so"
+        host.export_library(lib)
+        build_s = time.perf_counter() - start
+        copy = Path(tmp) / "copy.so"
+        copy.write_bytes(lib.read_bytes())
+        samples = [
+            subprocess.run(
+                [sys.executable, "-c", LOAD_CHILD, str(copy), str(lib), str(i % 2)],
+                capture_output=True, text=True, check=True, cwd=ROOT,
+            ).stdout
+            for i in range(2 * procs + 1)
+        ][1:]  # fmt: skip
+        import json
+
+        parsed = [json.loads(s.strip().splitlines()[-1]) for s in samples]
+        size = lib.stat().st_size
+    return [
+        row(
+            f"load_module, 256 kernels x 3 targets ({size // 1024} KiB; built+exported in {build_s:.1f} s)",
+            statistics.median(p["kernpack"] for p in parsed),
+            statistics.median(p["cdll"] for p in parsed),
+            "ctypes.CDLL",
+        )
+    ]
+
+
+def main() -> None:
+    rows = codegen_rows() + opencl_rows() + load_rows()
+    for r in rows:
+        r["kernpack"] = fmt_time(r["kernpack_s"])
+        r["baseline"] = fmt_time(r["baseline_s"])
+        r["ratio"] = r["kernpack_s"] / r["baseline_s"]
+    path = save("devices", rows, {})
+    png = plot("devices", rows)
+    print(f"{'benchmark':72s} {'kernpack':>10s} {'baseline':>10s}  ratio  baseline")
+    for r in rows:
+        ratio = f"{r['ratio']:.2f}x"
+        print(f"{r['what']:72s} {r['kernpack']:>10s} {r['baseline']:>10s}  {ratio:>6s}  {r['baseline_name']}")
+    print(f"results: {path}" + (f", plot: {png}" if png else ""))
+
+
+if __name__ == "__main__":
+    main()
