@@ -120,7 +120,7 @@ class CUDAModule(DeviceModule):
             axes = tuple(reversed(grid)) + (1,) * (3 - len(grid))  # x is the last grid dimension
             blocks = [-(-n // b) for n, b in zip(axes, block, strict=True)]
             _check(
-                driver.cuLaunchKernel(function, *blocks, *block, 0, 0, (tuple(values), tuple(types)), 0),
+                driver.cuLaunchKernel(function, *blocks, *block, 0, 0, (tuple(values), tuple(types)), None),
                 "cuLaunchKernel",
             )
             _check(driver.cuCtxSynchronize(), "cuCtxSynchronize")

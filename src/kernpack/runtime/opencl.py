@@ -87,8 +87,11 @@ class OpenCLModule(DeviceModule):
         cl, context, queue = _runtime()  # type: ignore[misc]
         kernel = self._kernel(entry.name)
         flags = cl.mem_flags
+        # A CPU device works on the host's memory in place (USE_HOST_PTR, then a map to
+        # synchronize); elsewhere arrays are copied in, and outputs copied back.
+        in_place = bool(queue.device.type & cl.device_type.CPU)
         values: list[Any] = []
-        written: list[tuple[np.ndarray, Any]] = []
+        written: list[tuple[np.ndarray, Any, bool]] = []
         for param, value in zip(entry.signature.params, args, strict=True):
             if not param.pointer:
                 values.append(value)
@@ -96,17 +99,24 @@ class OpenCLModule(DeviceModule):
             if value.nbytes == 0:
                 buffer = cl.Buffer(context, flags.READ_WRITE, size=1)
             else:
-                # Outputs are copied in too: a kernel may read what it updates (out[i] += ...).
                 access = flags.READ_WRITE if param.is_output else flags.READ_ONLY
-                buffer = cl.Buffer(context, access | flags.COPY_HOST_PTR, hostbuf=value)
+                share = in_place and value.flags.writeable
+                # Outputs are copied in too: a kernel may read what it updates (out[i] += ...).
+                buffer = cl.Buffer(
+                    context, access | (flags.USE_HOST_PTR if share else flags.COPY_HOST_PTR), hostbuf=value
+                )
                 if param.is_output:
-                    written.append((value, buffer))
+                    written.append((value, buffer, share))
             values.append(buffer)
             values.extend(np.int64(extent) for extent in value.shape)
         kernel.set_args(*values)
         cl.enqueue_nd_range_kernel(queue, kernel, grid, None)
-        for host, buffer in written:
-            cl.enqueue_copy(queue, host, buffer)
+        for host, buffer, shared in written:
+            if shared:
+                mapped, _ = cl.enqueue_map_buffer(queue, buffer, cl.map_flags.READ, 0, host.shape, host.dtype)
+                mapped.base.release(queue)
+            else:
+                cl.enqueue_copy(queue, host, buffer)
         queue.finish()
 
 
