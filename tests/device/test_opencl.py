@@ -68,26 +68,28 @@ def test_opencl_module_round_trips_and_is_serializable_runnable():
         module.write_to_file("x.o")
 
 
-def test_host_module_carries_opencl_through_export_and_fresh_load(tmp_path, device):
-    host = kp.build([K.saxpy, K.softmax], cpu="generic", devices=("opencl",))
-    assert [m.kind for m in host.imports] == ["opencl"]
-    host.export_library(tmp_path / "both.so")
+def test_one_library_carries_cpu_opencl_and_cuda_and_runs_every_kernel_in_a_fresh_process(tmp_path, device):
+    host = kp.build([kernel for kernel, _ in CASES.values()], cpu="generic", devices=("opencl", "cuda"), name="all")
+    assert [m.kind for m in host.imports] == ["opencl", "cuda"]
+    host.export_library(tmp_path / "all.so")
     got = run_fresh(
         f"""
-        import json, numpy as np
+        import json, sys
         from kernpack.runtime import load_module
-        lib = load_module({str(tmp_path / "both.so")!r})
-        dev = lib.imports[0]
-        assert dev.is_available()  # forwarded by the lazy proxy to the decoded module
-        x = np.arange(64, dtype=np.float32); y = np.ones(64, np.float32)
-        a, b = np.empty_like(x), np.empty_like(x)
-        lib["saxpy"](2.0, x, y, a)
-        dev["saxpy"](2.0, x, y, b)
-        same, ok = bool((a == b).all()), bool((a == 2 * x + y).all())
-        print(json.dumps({{"kinds": [lib.kind, dev.kind], "same": same, "ok": ok}}))
+        from tests.device.cases import CASES, assert_same
+        lib = load_module({str(tmp_path / "all.so")!r})
+        opencl, cuda = lib.imports
+        assert opencl.is_available()  # the lazy proxy forwards to the decoded module
+        for name, (kernel, make) in CASES.items():
+            on_cpu, on_device = make(), make()
+            lib[name](*on_cpu)
+            opencl[name](*on_device)
+            assert_same(on_cpu, on_device)
+        print(json.dumps({{"kinds": [lib.kind, opencl.kind, cuda.kind], "ran": len(CASES),
+                          "llvmlite": "llvmlite" in sys.modules}}))
         """
     )
-    assert got == {"kinds": ["library", "opencl"], "same": True, "ok": True}
+    assert got == {"kinds": ["library", "opencl", "cuda"], "ran": len(CASES), "llvmlite": False}
 
 
 def test_missing_runtime_is_a_device_unavailable_error(tmp_path):

@@ -59,6 +59,7 @@ class OpenCLModule(DeviceModule):
     def __init__(self, binary: bytes | memoryview, functions: Iterable[KernelEntry]) -> None:
         super().__init__(binary, functions)
         self._program: Any = None
+        self._kernels: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     def unavailable_reason(self) -> str | None:
@@ -81,7 +82,10 @@ class OpenCLModule(DeviceModule):
                         self._program = cl.Program(context, bytes(self.binary)).build()
                 except cl.Error as exc:
                     raise DeviceUnavailableError(f"the OpenCL driver refused this module's SPIR-V: {exc}") from None
-            return cl.Kernel(self._program, name)
+            kernel = self._kernels.get(name)
+            if kernel is None:
+                kernel = self._kernels[name] = cl.Kernel(self._program, name)
+            return kernel
 
     def _launch(self, entry: KernelEntry, args: list[Any], grid: tuple[int, ...]) -> None:
         cl, context, queue = _runtime()  # type: ignore[misc]
@@ -109,8 +113,9 @@ class OpenCLModule(DeviceModule):
                     written.append((value, buffer, share))
             values.append(buffer)
             values.extend(np.int64(extent) for extent in value.shape)
-        kernel.set_args(*values)
-        cl.enqueue_nd_range_kernel(queue, kernel, grid, None)
+        with self._lock:  # one kernel object per name: its arguments are set and enqueued together
+            kernel.set_args(*values)
+            cl.enqueue_nd_range_kernel(queue, kernel, grid, None)
         for host, buffer, shared in written:
             if shared:
                 mapped, _ = cl.enqueue_map_buffer(queue, buffer, cl.map_flags.READ, 0, host.shape, host.dtype)
