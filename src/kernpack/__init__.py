@@ -39,6 +39,7 @@ from .runtime import (
     PipelineModule,
     PythonModule,
     Signature,
+    VulkanModule,
     cuda_module,
     load_from_bytes,
     load_module,
@@ -48,6 +49,7 @@ from .runtime import (
     register_file_loader,
     register_loader,
     register_provider,
+    vulkan_module,
 )
 
 if TYPE_CHECKING:
@@ -159,6 +161,8 @@ __all__ = [
     "CUDAModule",
     "cuda_module",
     "OpenCLModule",
+    "VulkanModule",
+    "vulkan_module",
     "DeviceModule",
     "KernelEntry",
     "opencl_module",

