@@ -5,12 +5,14 @@ OCL_ICD_VENDORS), then ``OCL_ICD_VENDORS=.venv/etc/OpenCL/vendors-abs .venv/bin/
 benchmarks/bench_devices.py``. Writes ``results/devices.{json,md,png}``.
 
 * **codegen**: one kernel, kernel IR to machine code, per target: ``cpu`` (LLVM O3 + JIT
-  object, no cache), ``opencl`` (SPIR-V) and ``cuda`` (PTX), both generated in a child
-  process (the price of surviving LLVM's assertion aborts) — beside numba's first call.
-* **opencl saxpy n=10^6** on Intel's CPU runtime: the first launch of a fresh module (program
-  creation included) and steady-state launches (copies in and out included), beside numpy.
-* **load_module** of a .so carrying 256 kernels for cpu, opencl and cuda, beside ctypes.CDLL,
-  each in a fresh process.
+  object, no cache), ``opencl`` (SPIR-V), ``cuda`` (PTX) and ``vulkan`` (shader), the device
+  ones generated in a child process (the price of surviving LLVM's assertion aborts), beside
+  numba's first call.
+* **saxpy n=10^6 on OpenCL and Vulkan** (Intel's CPU runtime, Mesa's lavapipe): the first
+  launch of a fresh module (program or pipeline creation included) and steady-state launches
+  (copies in and out included), beside numpy.
+* **load_module** of a .so carrying 256 kernels for cpu, opencl, cuda and vulkan, beside
+  ctypes.CDLL, each in a fresh process.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import kernpack as kp  # noqa: E402
 from benchmarks._common import fmt_time, median_seconds, plot, save  # noqa: E402
 from kernpack.driver.codegen.nvptx import compile_cuda  # noqa: E402
 from kernpack.driver.codegen.spirv import compile_opencl  # noqa: E402
+from kernpack.driver.codegen.vulkan import compile_vulkan  # noqa: E402
 
 LOAD_CHILD = """
 import sys, time, json, ctypes
@@ -42,7 +45,7 @@ def cdll():
     t = time.perf_counter(); ctypes.CDLL(a); return time.perf_counter() - t
 def mine():
     t = time.perf_counter(); m = load_module(b); t = time.perf_counter() - t
-    assert len(m.imports) == 2
+    assert len(m.imports) == 3
     return t
 k, c = (mine(), cdll()) if first else (cdll(), mine())[::-1]
 print(json.dumps({"cdll": c, "kernpack": k}))
@@ -58,6 +61,7 @@ def codegen_rows() -> list[dict]:
     cpu = median_seconds(lambda: kp.build([kernel], cache=False).jit_object(), 3)
     opencl = median_seconds(lambda: compile_opencl([kernel.kir], "softmax"), 3)
     cuda = median_seconds(lambda: compile_cuda([kernel.kir], "softmax"), 3)
+    vulkan = median_seconds(lambda: compile_vulkan(kernel.kir), 3)
     numba_first = _numba_first_call()
     name = "numba first call" if numba_first else "cpu codegen (numba not installed)"
     base = numba_first or cpu
@@ -65,6 +69,7 @@ def codegen_rows() -> list[dict]:
         row("codegen softmax: cpu (O3 + object)", cpu, base, name),
         row("codegen softmax: opencl (SPIR-V, child process)", opencl, base, name),
         row("codegen softmax: cuda (PTX + libdevice, child)", cuda, base, name),
+        row("codegen softmax: vulkan (compute shader, child)", vulkan, base, name),
     ]
 
 
@@ -85,30 +90,32 @@ def _numba_first_call() -> float | None:
     return statistics.median(runs)
 
 
-def opencl_rows() -> list[dict]:
-    module = kp.build([K.saxpy], target="opencl")
-    reason = module.unavailable_reason()
-    if reason:
-        print(f"(OpenCL not measured: {reason})")
-        return []
+def launch_rows() -> list[dict]:
+    rows = []
     n = 10**6
     x, y = np.random.default_rng(0).random(n, np.float32), np.random.default_rng(1).random(n, np.float32)
-    out = np.empty_like(x)
-    start = time.perf_counter()
-    module["saxpy"](np.float32(2.0), x, y, out)
-    first = time.perf_counter() - start
-    steady = median_seconds(lambda: module["saxpy"](np.float32(2.0), x, y, out), 20)
-    tmp = np.empty_like(x)
+    out, tmp = np.empty_like(x), np.empty_like(x)
 
     def numpy_saxpy() -> None:
         np.multiply(x, np.float32(2.0), out=tmp)
         np.add(tmp, y, out=tmp)
 
     base = median_seconds(numpy_saxpy, 20)
-    return [
-        row("opencl saxpy 1e6: first launch", first, base, "numpy saxpy"),
-        row("opencl saxpy 1e6: steady state", steady, base, "numpy saxpy"),
-    ]
+    for target in ("opencl", "vulkan"):
+        module = kp.build([K.saxpy], target=target)
+        reason = module.unavailable_reason()
+        if reason:
+            print(f"({target} not measured: {reason})")
+            continue
+        start = time.perf_counter()
+        module["saxpy"](np.float32(2.0), x, y, out)
+        first = time.perf_counter() - start
+        steady = median_seconds(lambda module=module: module["saxpy"](np.float32(2.0), x, y, out), 20)
+        rows += [
+            row(f"{target} saxpy 1e6: first launch", first, base, "numpy saxpy"),
+            row(f"{target} saxpy 1e6: steady state", steady, base, "numpy saxpy"),
+        ]
+    return rows
 
 
 def load_rows(procs: int = 5) -> list[dict]:
@@ -129,7 +136,7 @@ def load_rows(procs: int = 5) -> list[dict]:
         spec.loader.exec_module(many)
         kernels = [getattr(many, f"k{i}") for i in range(256)]
         start = time.perf_counter()
-        host = kp.build(kernels, cpu="generic", devices=("opencl", "cuda"), name="many")
+        host = kp.build(kernels, cpu="generic", devices=("opencl", "cuda", "vulkan"), name="many")
         lib = Path(tmp) / "many.so"
         host.export_library(lib)
         build_s = time.perf_counter() - start
@@ -148,7 +155,7 @@ def load_rows(procs: int = 5) -> list[dict]:
         size = lib.stat().st_size
     return [
         row(
-            f"load_module, 256 kernels x 3 targets ({size // 1024} KiB; built+exported in {build_s:.1f} s)",
+            f"load_module, 256 kernels x cpu+3 devices ({size // 1024} KiB; built in {build_s:.0f} s)",
             statistics.median(p["kernpack"] for p in parsed),
             statistics.median(p["cdll"] for p in parsed),
             "ctypes.CDLL",
@@ -157,7 +164,7 @@ def load_rows(procs: int = 5) -> list[dict]:
 
 
 def main() -> None:
-    rows = codegen_rows() + opencl_rows() + load_rows()
+    rows = codegen_rows() + launch_rows() + load_rows()
     for r in rows:
         r["kernpack"] = fmt_time(r["kernpack_s"])
         r["baseline"] = fmt_time(r["baseline_s"])

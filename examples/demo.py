@@ -144,8 +144,9 @@ def main() -> int:
     lowered.import_module(
         kp.c_source_module(SCALE_C, ["scale"], signatures=["void scale(float *x, float factor, int64_t n)"])
     )
-    # The kernel for the CPU (merged into the host library) and for OpenCL (packed as SPIR-V).
-    lowered.import_module(kp.build([saxpy], cpu="generic", devices=("opencl",)))
+    # The kernel for the CPU (merged into the host library) and for OpenCL, CUDA and Vulkan
+    # (packed as SPIR-V, PTX and a compute shader).
+    lowered.import_module(kp.build([saxpy], cpu="generic", devices=("opencl", "cuda", "vulkan")))
     pipe.import_module(lowered)
     with tempfile.TemporaryDirectory() as tmp:
         lib = Path(tmp) / "demo.so"
@@ -184,7 +185,7 @@ def main() -> int:
                     dev_out = np.zeros_like(out)
                     m["saxpy"](3.0, a, b, dev_out)
                     assert np.allclose(dev_out, out)
-                    print(f"   saxpy on {{m.kind}} (SPIR-V from the same .so):", dev_out, "matches the CPU")
+                    print(f"   saxpy on {{m.kind}} (from the same .so):", dev_out, "matches the CPU")
             print("   llvmlite imported:", "llvmlite" in sys.modules)
             """
         )

@@ -15,9 +15,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from ...errors import CompileError
 
@@ -25,7 +27,7 @@ __all__ = ["emit"]
 
 
 def emit(
-    ir_text: str,
+    ir_text: str | list[str],
     triple: str,
     *,
     opt_level: int = 2,
@@ -38,12 +40,15 @@ def emit(
 ) -> bytes:
     """Optimize ``ir_text`` and emit it for ``triple`` in a child process; return the output.
 
-    ``options`` are LLVM command-line options for the child (e.g. SPIR-V extensions); ``link``
-    names bitcode libraries (libdevice) linked in before optimization.
+    ``ir_text`` may be a list of modules, compiled in one child (one interpreter start for a
+    whole build); the result is then a list of outputs. ``options`` are LLVM command-line
+    options for the child (e.g. SPIR-V extensions); ``link`` names bitcode libraries
+    (libdevice) linked in before optimization.
     """
+    many = isinstance(ir_text, list)
     request = json.dumps(
         {
-            "ir": ir_text,
+            "ir": ir_text if many else [ir_text],
             "triple": triple,
             "opt_level": opt_level,
             "kind": kind,
@@ -60,7 +65,12 @@ def emit(
         [sys.executable, "-m", "kernpack.driver.codegen.isolate"], input=request, capture_output=True, env=env
     )
     if result.returncode == 0:
-        return result.stdout
+        outputs, data = [], result.stdout
+        while data:
+            (size,) = struct.unpack_from("<Q", data)
+            outputs.append(data[8 : 8 + size])
+            data = data[8 + size :]
+        return outputs if many else outputs[0]
     stderr = result.stderr.decode(errors="replace").strip()
     if result.returncode < 0:
         name = signal.Signals(-result.returncode).name
@@ -77,33 +87,40 @@ def _main() -> int:
         llvm.set_option("kernpack", option)
     llvm.initialize_all_targets()
     llvm.initialize_all_asmprinters()
+    outputs = []
     try:
-        module = llvm.parse_assembly(request["ir"])
-        module.verify()
-        for path in request.get("link", ()):
-            with open(path, "rb") as f:
-                library = llvm.parse_bitcode(f.read())
-            library.triple = module.triple
-            for fn in library.functions:
-                if not fn.is_declaration:
-                    fn.linkage = "linkonce_odr"  # kept only where called
-            module.link_in(library)
-        target = llvm.Target.from_triple(request["triple"])
-        # A fresh target machine for every use: reusing one across emissions has crashed the
-        # SPIR-V backend (spirv-kernels.md).
-        cpu, features = request.get("cpu", ""), request.get("features", "")
-        machine = target.create_target_machine(cpu=cpu, features=features, opt=request["opt_level"])
-        module.data_layout = str(machine.target_data)
-        builder = llvm.create_pass_builder(machine, llvm.create_pipeline_tuning_options(request["opt_level"]))
-        builder.getModulePassManager().run(module, builder)
-        machine = target.create_target_machine(cpu=cpu, features=features, opt=request["opt_level"])
-        assembly = request["kind"] == "assembly"
-        out = machine.emit_assembly(module).encode() if assembly else machine.emit_object(module)
+        for text in request["ir"]:
+            outputs.append(_compile(llvm, text, request))
     except RuntimeError as exc:
         sys.stderr.write(str(exc))
         return 1
-    sys.stdout.buffer.write(out)
+    sys.stdout.buffer.write(b"".join(struct.pack("<Q", len(out)) + out for out in outputs))
     return 0
+
+
+def _compile(llvm: Any, text: str, request: dict[str, Any]) -> bytes:
+    module = llvm.parse_assembly(text)
+    module.verify()
+    for path in request.get("link", ()):
+        with open(path, "rb") as f:
+            library = llvm.parse_bitcode(f.read())
+        library.triple = module.triple
+        for fn in library.functions:
+            if not fn.is_declaration:
+                fn.linkage = "linkonce_odr"  # kept only where called
+        module.link_in(library)
+    target = llvm.Target.from_triple(request["triple"])
+    # A fresh target machine for every use: reusing one across emissions has crashed the
+    # SPIR-V backend (spirv-kernels.md).
+    cpu, features = request.get("cpu", ""), request.get("features", "")
+    machine = target.create_target_machine(cpu=cpu, features=features, opt=request["opt_level"])
+    module.data_layout = str(machine.target_data)
+    builder = llvm.create_pass_builder(machine, llvm.create_pipeline_tuning_options(request["opt_level"]))
+    builder.getModulePassManager().run(module, builder)
+    machine = target.create_target_machine(cpu=cpu, features=features, opt=request["opt_level"])
+    if request["kind"] == "assembly":
+        return machine.emit_assembly(module).encode()
+    return machine.emit_object(module)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from ..lang.types import ArrayType, ScalarType
 from .cpu import KernelBody, declare, llvm_type, memory_type
 from .isolate import emit
 
-__all__ = ["VULKAN_TRIPLE", "WORKGROUP", "compile_vulkan", "lower_vulkan"]
+__all__ = ["VULKAN_TRIPLE", "WORKGROUP", "compile_vulkan", "compile_vulkan_all", "lower_vulkan"]
 
 VULKAN_TRIPLE = "spirv1.6-unknown-vulkan1.3-compute"
 WORKGROUP = {1: (64, 1, 1), 2: (8, 8, 1), 3: (4, 4, 4)}
@@ -147,6 +147,19 @@ def _float64_atomics(stmts: list[kir.Stmt]) -> bool:
 
 def compile_vulkan(kernel: kir.Kernel) -> bytes:
     """The SPIR-V shader of one kernel (generated in a child process)."""
+    return compile_vulkan_all([kernel])[0]
+
+
+def compile_vulkan_all(kernels: list[kir.Kernel]) -> list[bytes]:
+    """The SPIR-V shader of each kernel, all generated in one child process."""
+    for kernel in kernels:
+        _check_supported(kernel)
+    options = ("--spirv-ext=+SPV_EXT_shader_atomic_float_add",)
+    label = "+".join(k.name for k in kernels)
+    return emit([lower_vulkan(k) for k in kernels], VULKAN_TRIPLE, opt_level=2, label=label, options=options)
+
+
+def _check_supported(kernel: kir.Kernel) -> None:
     if _float64_atomics(kernel.grid.body):
         # Mesa's lavapipe aborts the whole process compiling a float64 atomic add (LLVM
         # "Cannot select"), so such a shader is refused here rather than handed to a driver.
@@ -154,5 +167,3 @@ def compile_vulkan(kernel: kir.Kernel) -> bytes:
             f"kernel {kernel.name!r}: kp.atomic_add on a float64 array is not supported on vulkan; "
             "use a float32 array, or run it on cpu, opencl or cuda"
         )
-    options = ("--spirv-ext=+SPV_EXT_shader_atomic_float_add",)
-    return emit(lower_vulkan(kernel), VULKAN_TRIPLE, opt_level=2, label=kernel.name, options=options)

@@ -224,9 +224,9 @@ def _build_device(target: str, kernels: list[Kernel], label: str) -> Any:
         return CUDAModule(compile_cuda(irs, label).encode(), entries)
     if target == "vulkan":
         from ...runtime.vulkan import vulkan_module
-        from ..codegen.vulkan import WORKGROUP, compile_vulkan
+        from ..codegen.vulkan import WORKGROUP, compile_vulkan_all
 
-        shaders = {k.name: compile_vulkan(k.kir) for k in kernels}
+        shaders = dict(zip([k.name for k in kernels], compile_vulkan_all(irs), strict=True))
         tables = [
             KernelEntry(e.name, e.signature, e.grid, {"workgroup": list(WORKGROUP[len(e.grid)])}) for e in entries
         ]
