@@ -134,9 +134,7 @@ class CUDAModule(DeviceModule):
 
 def cuda_module(ptx: str | bytes, functions: Iterable[dict[str, Any] | KernelEntry]) -> CUDAModule:
     """Wrap PTX that you bring (kernels with kernpack's convention; see :func:`opencl_module`)."""
-    entries = [
-        f if isinstance(f, KernelEntry) else KernelEntry(f["name"], f["signature"], f["grid"]) for f in functions
-    ]
+    entries = [KernelEntry.of(f) for f in functions]
     return CUDAModule(ptx.encode() if isinstance(ptx, str) else bytes(ptx), entries)
 
 

@@ -55,6 +55,13 @@ class KernelEntry:
             raise ValueError(f"kernel {name!r}: a grid has 1 to 3 extents, not {len(self.grid)}")
         self._extents = [_compile_extent(e, self.signature) for e in self.grid]
 
+    @classmethod
+    def of(cls, spec: KernelEntry | Mapping[str, Any]) -> KernelEntry:
+        """An entry from a ``{"name", "signature", "grid"[, "attrs"]}`` mapping (or itself)."""
+        if isinstance(spec, KernelEntry):
+            return spec
+        return cls(spec["name"], spec["signature"], spec["grid"], spec.get("attrs"))
+
     def extents(self, arrays: Mapping[str, np.ndarray], scalars: Mapping[str, Any]) -> tuple[int, ...]:
         """The grid extents for these arguments."""
         return tuple(int(f(arrays, scalars)) for f in self._extents)
@@ -87,7 +94,7 @@ def decode_payload(data: bytes | memoryview) -> tuple[str, list[KernelEntry], me
         raise FormatError(f"device module header claims {length} bytes, only {len(view) - start} remain")
     try:
         header = json.loads(bytes(view[start : start + length]))
-        functions = [KernelEntry(f["name"], f["signature"], f["grid"], f.get("attrs")) for f in header["functions"]]
+        functions = [KernelEntry.of(f) for f in header["functions"]]
         fmt = str(header["format"])
     except (ValueError, KeyError, TypeError, ArgumentError) as exc:
         raise FormatError(f"corrupt device module header: {exc}") from None

@@ -137,9 +137,7 @@ def opencl_module(spirv: bytes, functions: Iterable[dict[str, Any] | KernelEntry
         For each kernel: ``{"name": ..., "signature": "void k(float x[:], int64_t n)", "grid":
         ["x.shape[0]"]}``.
     """
-    entries = [
-        f if isinstance(f, KernelEntry) else KernelEntry(f["name"], f["signature"], f["grid"]) for f in functions
-    ]
+    entries = [KernelEntry.of(f) for f in functions]
     return OpenCLModule(bytes(spirv), entries)
 
 

@@ -312,7 +312,7 @@ def vulkan_module(shaders: dict[str, bytes], functions: Iterable[dict[str, Any] 
     """
     blob, entries = bytearray(), []
     for f in functions:
-        entry = f if isinstance(f, KernelEntry) else KernelEntry(f["name"], f["signature"], f["grid"])
+        entry = KernelEntry.of(f)
         code = shaders[entry.name]
         workgroup = entry.attrs.get("workgroup") or (f.get("workgroup") if isinstance(f, dict) else None)
         attrs = {"offset": len(blob), "size": len(code), "workgroup": list(workgroup or (64, 1, 1))}

@@ -24,7 +24,7 @@ import llvmlite.ir as ir
 from ..lang import kir
 from ..lang.types import ArrayType, ScalarType, bool_
 
-__all__ = ["MIN_PARALLEL_WORK", "KernelBody", "declare", "llvm_type", "lower_kernels"]
+__all__ = ["MIN_PARALLEL_WORK", "KernelBody", "abi_types", "declare", "llvm_type", "lower_kernels"]
 
 #: Grids of straight-line points with fewer points than this run on the calling thread:
 #: starting threads costs more. A grid whose points loop is split whenever it has two rows.
@@ -60,10 +60,18 @@ def lower_kernels(kernels: list[kir.Kernel], module_name: str, threads: int) -> 
     return module
 
 
-def _abi_types(kernel: kir.Kernel) -> list[ir.Type]:
+def abi_types(kernel: kir.Kernel, pointer: ir.Type = _PTR, boolean: ir.Type = _I1) -> list[ir.Type]:
+    """The LLVM parameter types of kernpack's calling convention.
+
+    Each array is a ``pointer`` followed by its ``i64`` extents; each scalar is its type, bool
+    as ``boolean`` (devices take a byte).
+    """
     types: list[ir.Type] = []
     for _, t in kernel.params:
-        types.extend([_PTR] + [_I64] * t.ndim if isinstance(t, ArrayType) else [llvm_type(t)])
+        if isinstance(t, ArrayType):
+            types.extend([pointer] + [_I64] * t.ndim)
+        else:
+            types.append(boolean if t is bool_ else llvm_type(t))
     return types
 
 
@@ -72,7 +80,7 @@ class _KernelCodegen:
         self.module = module
         self.kernel = kernel
         self.threads = max(1, threads)
-        self.abi = _abi_types(kernel)
+        self.abi = abi_types(kernel)
 
     def emit(self) -> None:
         name = self.kernel.name

@@ -17,8 +17,7 @@ import llvmlite.ir as ir
 
 from ...errors import CompileError
 from ..lang import kir
-from ..lang.types import ArrayType, bool_
-from .cpu import KernelBody, declare, llvm_type
+from .cpu import KernelBody, abi_types, declare, llvm_type
 from .isolate import emit
 
 __all__ = ["CUDA_TRIPLE", "DEFAULT_ARCH", "compile_cuda", "find_libdevice", "find_ptxas", "lower_cuda"]
@@ -70,12 +69,7 @@ def lower_cuda(kernels: list[kir.Kernel], module_name: str) -> ir.Module:
     module = ir.Module(name=module_name)
     module.triple = CUDA_TRIPLE
     for kernel in kernels:
-        abi: list[ir.Type] = []
-        for _, t in kernel.params:
-            if isinstance(t, ArrayType):
-                abi.extend([_GLOBAL] + [_I64] * t.ndim)
-            else:
-                abi.append(ir.IntType(8) if t is bool_ else llvm_type(t))
+        abi = abi_types(kernel, _GLOBAL, ir.IntType(8))  # OpenCL and CUDA take no bool arguments
         fn = ir.Function(module, ir.FunctionType(ir.VoidType(), abi), name=kernel.name)
         fn.calling_convention = "ptx_kernel"
         ndim = len(kernel.grid.vars)

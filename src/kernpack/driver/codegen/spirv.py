@@ -11,8 +11,7 @@ from __future__ import annotations
 import llvmlite.ir as ir
 
 from ..lang import kir
-from ..lang.types import ArrayType, bool_
-from .cpu import KernelBody, declare, llvm_type
+from .cpu import KernelBody, abi_types, declare
 from .isolate import emit
 
 __all__ = ["OPENCL_TRIPLE", "compile_opencl", "lower_opencl"]
@@ -36,13 +35,7 @@ def lower_opencl(kernels: list[kir.Kernel], module_name: str) -> ir.Module:
         return call
 
     for kernel in kernels:
-        abi: list[ir.Type] = []
-        for _, t in kernel.params:
-            if isinstance(t, ArrayType):
-                abi.extend([_GLOBAL] + [_I64] * t.ndim)
-            else:
-                # OpenCL forbids bool kernel arguments; the body turns the byte back into a bool.
-                abi.append(ir.IntType(8) if t is bool_ else llvm_type(t))
+        abi = abi_types(kernel, _GLOBAL, ir.IntType(8))  # OpenCL and CUDA take no bool arguments
         fn = ir.Function(module, ir.FunctionType(ir.VoidType(), abi), name=kernel.name)
         fn.calling_convention = "spir_kernel"
         KernelBody(module, fn, kernel).emit_device(global_id)
