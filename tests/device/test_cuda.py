@@ -82,3 +82,15 @@ def test_kernel_on_cuda_matches_the_cpu(module, name):
     kernel(*on_cpu)
     module[name](*on_device)
     assert_same(on_cpu, on_device)
+
+
+def test_cubin_is_assembled_beside_the_ptx_and_the_architecture_is_configurable():
+    if find_ptxas() is None:
+        pytest.skip("ptxas not installed")
+    module = kp.build([K.saxpy], target="cuda", cpu="sm_90")
+    assert ".target sm_90" in module.inspect_source()
+    assert bytes(module.sections["cubin"][:4]) == b"\x7fELF"
+    again = kp.load_from_bytes("cuda", module.save_to_bytes())
+    assert bytes(again.sections["cubin"]) == bytes(module.sections["cubin"])
+    with pytest.raises(kp.CompileError, match="not a name like 'sm_80'"):
+        kp.build([K.saxpy], target="cuda", cpu="ampere")

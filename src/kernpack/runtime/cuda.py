@@ -12,7 +12,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -70,8 +70,13 @@ class CUDAModule(DeviceModule):
     kind = "cuda"
     binary_format = "ptx"
 
-    def __init__(self, binary: bytes | memoryview, functions: Iterable[KernelEntry]) -> None:
-        super().__init__(binary, functions)
+    def __init__(
+        self,
+        binary: bytes | memoryview,
+        functions: Iterable[KernelEntry],
+        sections: Mapping[str, bytes | memoryview] | None = None,
+    ) -> None:
+        super().__init__(binary, functions, sections)
         self._module: Any = None
         self._lock = threading.Lock()
 
@@ -88,7 +93,13 @@ class CUDAModule(DeviceModule):
         _check(driver.cuCtxSetCurrent(_context()), "cuCtxSetCurrent")
         with self._lock:
             if self._module is None:
-                self._module = _check(driver.cuModuleLoadData(bytes(self.binary) + b"\0"), "cuModuleLoadData")
+                # The cubin when it was built for this GPU's architecture, else the driver JITs
+                # the PTX.
+                cubin = self.sections.get("cubin")
+                loaded = driver.cuModuleLoadData(bytes(cubin)) if cubin is not None else None
+                if loaded is None or loaded[0] != driver.CUresult.CUDA_SUCCESS:
+                    loaded = driver.cuModuleLoadData(bytes(self.binary) + b"\0")
+                self._module = _check(loaded, "cuModuleLoadData")
         return _check(driver.cuModuleGetFunction(self._module, name.encode()), "cuModuleGetFunction")
 
     def _launch(self, entry: KernelEntry, args: list[Any], grid: tuple[int, ...]) -> None:
@@ -132,10 +143,16 @@ class CUDAModule(DeviceModule):
                 driver.cuMemFree(pointer)
 
 
-def cuda_module(ptx: str | bytes, functions: Iterable[dict[str, Any] | KernelEntry]) -> CUDAModule:
-    """Wrap PTX that you bring (kernels with kernpack's convention; see :func:`opencl_module`)."""
+def cuda_module(
+    ptx: str | bytes, functions: Iterable[dict[str, Any] | KernelEntry], cubin: bytes | None = None
+) -> CUDAModule:
+    """Wrap PTX that you bring (kernels with kernpack's convention; see :func:`opencl_module`).
+
+    A ``cubin`` assembled from the same PTX is loaded instead where its architecture matches.
+    """
     entries = [KernelEntry.of(f) for f in functions]
-    return CUDAModule(ptx.encode() if isinstance(ptx, str) else bytes(ptx), entries)
+    sections = {"cubin": cubin} if cubin else {}
+    return CUDAModule(ptx.encode() if isinstance(ptx, str) else bytes(ptx), entries, sections)
 
 
 @register_loader("cuda")

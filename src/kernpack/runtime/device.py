@@ -11,7 +11,9 @@ Payload layout (``save_to_bytes``)::
     u32              header length
     header           UTF-8 JSON: {"format": ..., "functions": [{"name", "signature", "grid"}]}
     padding          zeros up to a multiple of 16
-    binary           the PTX or SPIR-V, to the end (a zero-copy view after load_module)
+    binary           the PTX or SPIR-V (``size`` bytes), then optional further sections (a
+                     cubin), each 16-byte aligned; the header's ``sections`` maps each name to
+                     [offset, size] from the binary's start. All zero-copy views after load.
 """
 
 from __future__ import annotations
@@ -74,17 +76,29 @@ class KernelEntry:
         return entry
 
 
-def encode_payload(fmt: str, functions: Iterable[KernelEntry], binary: bytes | memoryview) -> bytes:
+def encode_payload(
+    fmt: str,
+    functions: Iterable[KernelEntry],
+    binary: bytes | memoryview,
+    sections: Mapping[str, bytes | memoryview] | None = None,
+) -> bytes:
     """Serialize a device module (see the module docstring)."""
-    header = json.dumps(
-        {"format": fmt, "functions": [f.to_json() for f in functions]}, sort_keys=True, separators=(",", ":")
-    ).encode()
+    body = bytearray(binary)
+    table = {}
+    for name, data in sorted((sections or {}).items()):
+        body += bytes(-len(body) % 16)
+        table[name] = [len(body), len(data)]
+        body += bytes(data)
+    doc = {"format": fmt, "functions": [f.to_json() for f in functions], "size": len(binary)}
+    if table:
+        doc["sections"] = table
+    header = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     start = len(_MAGIC) + 4 + len(header)
-    return _MAGIC + struct.pack("<I", len(header)) + header + bytes(-start % 16) + bytes(binary)
+    return _MAGIC + struct.pack("<I", len(header)) + header + bytes(-start % 16) + bytes(body)
 
 
-def decode_payload(data: bytes | memoryview) -> tuple[str, list[KernelEntry], memoryview]:
-    """Parse a device module payload; the binary is a zero-copy view of ``data``."""
+def decode_payload(data: bytes | memoryview) -> tuple[str, list[KernelEntry], memoryview, dict[str, memoryview]]:
+    """Parse a device module payload; the binary and sections are zero-copy views of ``data``."""
     view = memoryview(data).cast("B")
     if bytes(view[: len(_MAGIC)]) != _MAGIC or len(view) < len(_MAGIC) + 4:
         raise FormatError("not a kernpack device module (bad magic or version)")
@@ -96,10 +110,19 @@ def decode_payload(data: bytes | memoryview) -> tuple[str, list[KernelEntry], me
         header = json.loads(bytes(view[start : start + length]))
         functions = [KernelEntry.of(f) for f in header["functions"]]
         fmt = str(header["format"])
+        body = start + length
+        body = view[body + (-body % 16) :]
+        size = int(header.get("size", len(body)))
+        sections = {}
+        for name, (offset, count) in header.get("sections", {}).items():
+            if not 0 <= offset <= offset + count <= len(body):
+                raise ValueError(f"section {name!r} lies outside the payload")
+            sections[str(name)] = body[offset : offset + count]
+        if not 0 <= size <= len(body):
+            raise ValueError("binary size lies outside the payload")
     except (ValueError, KeyError, TypeError, ArgumentError) as exc:
         raise FormatError(f"corrupt device module header: {exc}") from None
-    body = start + length
-    return fmt, functions, view[body + (-body % 16) :]
+    return fmt, functions, body[:size], sections
 
 
 class DeviceModule(Module):
@@ -112,19 +135,25 @@ class DeviceModule(Module):
     property_mask = ModulePropertyMask.BINARY_SERIALIZABLE | ModulePropertyMask.RUNNABLE
     binary_format: ClassVar[str] = ""
 
-    def __init__(self, binary: bytes | memoryview, functions: Iterable[KernelEntry]) -> None:
+    def __init__(
+        self,
+        binary: bytes | memoryview,
+        functions: Iterable[KernelEntry],
+        sections: Mapping[str, bytes | memoryview] | None = None,
+    ) -> None:
         super().__init__()
         self.binary = binary
+        self.sections = dict(sections or {})  # further binaries, e.g. a cubin beside the PTX
         self.functions = {f.name: f for f in functions}
         self._callables: dict[str, DeviceFunction] = {}
 
     @classmethod
     def from_bytes(cls, data: bytes | memoryview) -> DeviceModule:
         """Rebuild a module from :meth:`save_to_bytes` output (the kind's registered loader)."""
-        fmt, functions, binary = decode_payload(data)
+        fmt, functions, binary, sections = decode_payload(data)
         if fmt != cls.binary_format:
             raise FormatError(f"a {cls.kind} module holds {cls.binary_format}, not {fmt}")
-        return cls(binary, functions)
+        return cls(binary, functions, sections)
 
     @property
     def signatures(self) -> dict[str, Signature]:
@@ -144,7 +173,7 @@ class DeviceModule(Module):
         return fn
 
     def _save_to_bytes(self) -> bytes:
-        return encode_payload(self.binary_format, self.functions.values(), self.binary)
+        return encode_payload(self.binary_format, self.functions.values(), self.binary, self.sections)
 
     def is_available(self) -> bool:
         """True if this machine can run the module (without raising)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -56,8 +56,13 @@ class OpenCLModule(DeviceModule):
     kind = "opencl"
     binary_format = "spirv"
 
-    def __init__(self, binary: bytes | memoryview, functions: Iterable[KernelEntry]) -> None:
-        super().__init__(binary, functions)
+    def __init__(
+        self,
+        binary: bytes | memoryview,
+        functions: Iterable[KernelEntry],
+        sections: Mapping[str, bytes | memoryview] | None = None,
+    ) -> None:
+        super().__init__(binary, functions, sections)
         self._program: Any = None
         self._kernels: dict[str, Any] = {}
         self._lock = threading.Lock()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -154,8 +154,13 @@ class VulkanModule(DeviceModule):
     kind = "vulkan"
     binary_format = "spirv-shaders"
 
-    def __init__(self, binary: bytes | memoryview, functions: Iterable[KernelEntry]) -> None:
-        super().__init__(binary, functions)
+    def __init__(
+        self,
+        binary: bytes | memoryview,
+        functions: Iterable[KernelEntry],
+        sections: Mapping[str, bytes | memoryview] | None = None,
+    ) -> None:
+        super().__init__(binary, functions, sections)
         self._pipelines: dict[str, tuple[Any, Any, Any, Any]] = {}
         self._lock = threading.Lock()
 

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import glob
 import os
+import re
+import shlex
+import subprocess
 import sys
+import tempfile
 
 import llvmlite.ir as ir
 
@@ -20,7 +24,15 @@ from ..lang import kir
 from .cpu import KernelBody, abi_types, declare, llvm_type
 from .isolate import emit
 
-__all__ = ["CUDA_TRIPLE", "DEFAULT_ARCH", "compile_cuda", "find_libdevice", "find_ptxas", "lower_cuda"]
+__all__ = [
+    "CUDA_TRIPLE",
+    "DEFAULT_ARCH",
+    "assemble_cubin",
+    "compile_cuda",
+    "find_libdevice",
+    "find_ptxas",
+    "lower_cuda",
+]
 
 CUDA_TRIPLE = "nvptx64-nvidia-cuda"
 DEFAULT_ARCH = "sm_80"
@@ -89,6 +101,8 @@ def lower_cuda(kernels: list[kir.Kernel], module_name: str) -> ir.Module:
 
 def compile_cuda(kernels: list[kir.Kernel], module_name: str, arch: str = DEFAULT_ARCH, opt_level: int = 3) -> str:
     """Return the PTX of the kernels for ``arch`` (generated in a child process)."""
+    if not re.fullmatch(r"sm_\d+[af]?", arch):
+        raise CompileError(f"CUDA architecture {arch!r} is not a name like 'sm_80' or 'sm_90a'")
     module = lower_cuda(kernels, module_name)
     uses_libdevice = any(f.name.startswith("__nv_") for f in module.functions)
     link: tuple[str, ...] = ()
@@ -102,3 +116,30 @@ def compile_cuda(kernels: list[kir.Kernel], module_name: str, arch: str = DEFAUL
         link = (libdevice,)
     ptx = emit(str(module), CUDA_TRIPLE, opt_level=opt_level, kind="assembly", label=module_name, cpu=arch, link=link)
     return ptx.decode()
+
+
+def assemble_cubin(ptx: str, arch: str, label: str) -> bytes | None:
+    """The cubin of ``ptx`` for ``arch`` from ptxas, or None when ptxas is not installed.
+
+    Raises
+    ------
+    CompileError
+        If ptxas rejects the PTX; the message gives ptxas's exit code, its output and a
+        command that reproduces it.
+    """
+    ptxas = find_ptxas()
+    if ptxas is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="kernpack-ptxas-") as tmp:
+        source, target = os.path.join(tmp, f"{label}.ptx"), os.path.join(tmp, f"{label}.cubin")
+        with open(source, "w") as f:
+            f.write(ptx)
+        command = [ptxas, f"-arch={arch}", "-O3", source, "-o", target]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise CompileError(
+                f"ptxas rejected the PTX of {label} (exit {result.returncode}):\n{result.stderr.strip()}\n"
+                f"repro: {shlex.join(command)} (the PTX is the module's inspect_source())"
+            )
+        with open(target, "rb") as f:
+            return f.read()

@@ -134,7 +134,8 @@ def build(
         (PTX for sm_80), ``"opencl"`` an ``opencl`` module (SPIR-V 1.2), ``"vulkan"`` a
         ``vulkan`` module (a compute shader per kernel).
     cpu : str, optional
-        Target CPU: this machine's (default) or ``"generic"`` for a portable export.
+        Target CPU: this machine's (default) or ``"generic"`` for a portable export; for
+        ``target="cuda"`` the GPU architecture (``"sm_80"`` by default, e.g. ``"sm_90"``).
     threads : int, optional
         Threads the grid is split across; the cores available by default. Grids smaller than
         a few tens of thousands of points always run on the calling thread.
@@ -165,7 +166,7 @@ def build(
     if len(set(names)) != len(names):
         raise ValueError(f"kernel names must differ in one module: {names}")
     if target in _DEVICE_TARGETS:
-        return _build_device(target, kernels, name or "+".join(names))
+        return _build_device(target, kernels, name or "+".join(names), cpu)
     if target != "cpu":
         raise ValueError(f"unknown target {target!r}; this version builds for cpu, {', '.join(_DEVICE_TARGETS)}")
     devices = list(devices)
@@ -210,7 +211,7 @@ def build(
 _DEVICE_TARGETS = ("cuda", "opencl", "vulkan")
 
 
-def _build_device(target: str, kernels: list[Kernel], label: str) -> Any:
+def _build_device(target: str, kernels: list[Kernel], label: str, cpu: str | None = None) -> Any:
     from ...runtime.cuda import CUDAModule
     from ...runtime.device import KernelEntry
     from ...runtime.opencl import OpenCLModule
@@ -219,9 +220,12 @@ def _build_device(target: str, kernels: list[Kernel], label: str) -> Any:
     entries = [KernelEntry(k.name, k.signature, grid_expressions(k.kir)) for k in kernels]
     irs = [k.kir for k in kernels]
     if target == "cuda":
-        from ..codegen.nvptx import compile_cuda
+        from ..codegen.nvptx import DEFAULT_ARCH, assemble_cubin, compile_cuda
 
-        return CUDAModule(compile_cuda(irs, label).encode(), entries)
+        arch = cpu or DEFAULT_ARCH
+        ptx = compile_cuda(irs, label, arch=arch)
+        cubin = assemble_cubin(ptx, arch, label)
+        return CUDAModule(ptx.encode(), entries, {"cubin": cubin} if cubin else None)
     if target == "vulkan":
         from ...runtime.vulkan import vulkan_module
         from ..codegen.vulkan import WORKGROUP, compile_vulkan_all
