@@ -1,0 +1,188 @@
+"""The ``kernpack`` command: build, inspect and run libraries.
+
+Exit codes: 0 success; 1 a kernpack error (bad input, failed compile or link, a missing
+device), reported as one line (``--debug`` shows the traceback); 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import KernpackError
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``kernpack`` command; return its exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except BrokenPipeError:  # the reader went away (kernpack inspect x.so | head): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KernpackError as exc:
+        if args.debug:
+            raise
+        message = str(exc).splitlines()[0] if not args.json else str(exc)
+        if args.json:
+            print(json.dumps({"error": type(exc).__name__, "message": message}))
+        else:
+            print(f"kernpack: error: {type(exc).__name__}: {message}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kernpack", description="Build, inspect and run kernpack libraries.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    build = sub.add_parser("build", parents=[common], help="compile kernels and sources into one .so")
+    build.add_argument("files", nargs="+", help=".py (every @kp.kernel), .ll, .bc, .c")
+    build.add_argument("-o", "--output", required=True, help="the library to write")
+    build.add_argument("--target", default="cpu", choices=["cpu"], help="host target")
+    build.add_argument("--devices", default="", help="comma-separated device targets: cuda,opencl,vulkan")
+    build.add_argument("-O", dest="opt_level", type=int, default=3, choices=[0, 1, 2, 3], help="optimization level")
+    build.add_argument("--cpu", default=None, help="target CPU (default: this machine's; 'generic' to ship)")
+    build.add_argument("--dump", default=None, help="write every stage's output (.kir, .ll, .ptx, .spv) here")
+    build.set_defaults(handler=_build)
+
+    inspect = sub.add_parser("inspect", parents=[common], help="show a library's module tree without loading it")
+    inspect.add_argument("library")
+    inspect.set_defaults(handler=_inspect)
+
+    run = sub.add_parser("run", parents=[common], help="run one kernel of a library on generated or .npy arrays")
+    run.add_argument("library")
+    run.add_argument("kernel")
+    run.add_argument("--device", default="cpu", choices=["cpu", "cuda", "opencl", "vulkan"])
+    run.add_argument(
+        "--args", nargs="*", default=[], help="one per parameter: a number, a .npy file, or a shape like 1000 or 64x64"
+    )
+    run.set_defaults(handler=_run)
+    return parser
+
+
+def _build(args: argparse.Namespace) -> int:
+    import kernpack as kp
+
+    kernels: list[Any] = []
+    others: list[Any] = []
+    for path in args.files:
+        if path.endswith(".py"):
+            kernels.extend(_kernels_in(path))
+        else:
+            others.append(kp.load_module(path))
+    devices = tuple(d for d in args.devices.split(",") if d)
+    if not kernels and not others:
+        raise KernpackError("nothing to build: no @kp.kernel functions and no other inputs")
+    root = kp.build(kernels, cpu=args.cpu, opt_level=args.opt_level, devices=devices) if kernels else others.pop(0)
+    for module in others:
+        root.import_module(module)
+    if args.dump:
+        _dump(args.dump, kernels, root)
+    path = root.export_library(args.output)
+    summary = {"output": path, "kernels": [k.name for k in kernels], "modules": [m.kind for _, m in root.walk()]}
+    print(json.dumps(summary) if args.json else f"wrote {path} ({len(kernels)} kernels; modules: {summary['modules']})")
+    return 0
+
+
+def _kernels_in(path: str) -> list[Any]:
+    import kernpack as kp
+
+    name = "kernpack_build_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise KernpackError(f"cannot import {path!r}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return [v for v in vars(module).values() if isinstance(v, kp.Kernel)]
+
+
+def _dump(directory: str, kernels: list[Any], root: Any) -> None:
+    os.makedirs(directory, exist_ok=True)
+    for kernel in kernels:
+        with open(os.path.join(directory, f"{kernel.name}.kir"), "w") as f:
+            f.write(str(kernel.kir) + "\n")
+    for _, module in root.walk():
+        if module.kind == "llvm":
+            module.write_to_file(os.path.join(directory, f"{module.name}.ll"), "ll")
+        elif module.kind == "cuda":
+            with open(os.path.join(directory, "device.ptx"), "wb") as f:
+                f.write(bytes(module.binary))
+        elif module.kind == "opencl":
+            with open(os.path.join(directory, "opencl.spv"), "wb") as f:
+                f.write(bytes(module.binary))
+        elif module.kind == "vulkan":
+            for name in module.functions:
+                with open(os.path.join(directory, f"{name}.vulkan.spv"), "wb") as f:
+                    f.write(module.shader(name))
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from .inspection import describe_library
+
+    info = describe_library(args.library)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{info['path']}: kernpack blob v{info['blob_version']}, {info['blob_bytes']} bytes")
+    for m in info["modules"]:
+        imports = f" imports {m['imports']}" if m["imports"] else ""
+        crc = "ok" if m["crc_ok"] else "MISMATCH"
+        size = f"payload {m['payload_bytes']} B crc {m['crc32']} {crc}"
+        print(f"  [{m['index']}] {m['kind']} ({m['mask_names']}) {size}{imports}")
+        for fn in m["functions"]:
+            print(f"      {fn.get('signature') or fn.get('name')}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .runtime import load_module
+
+    lib = load_module(args.library)
+    if args.device == "cpu":
+        fn = lib.get_function(args.kernel)
+    else:
+        modules = [m for _, m in lib.walk() if m.kind == args.device]
+        if not modules:
+            raise KernpackError(f"{args.library} carries no {args.device} module")
+        fn = modules[0].get_function(args.kernel)
+    params = fn.signature.params
+    if len(args.args) != len(params):
+        raise KernpackError(
+            f"{args.kernel} takes {len(params)} arguments ({fn.signature}); --args gave {len(args.args)}"
+        )
+    values = []
+    for param, text in zip(params, args.args, strict=True):
+        if param.pointer:
+            if text.endswith(".npy"):
+                values.append(np.load(text))
+            else:
+                shape = tuple(int(n) for n in text.split("x"))
+                values.append(np.random.default_rng(0).random(shape).astype(param.dtype))
+        else:
+            values.append(float(text) if param.dtype.kind == "f" else int(text))
+    fn(*values)
+    outputs = {p.name: v for p, v in zip(params, values, strict=True) if p.is_output}
+    if args.json:
+        print(json.dumps({name: v.ravel()[:8].tolist() for name, v in outputs.items()}))
+    else:
+        for name, value in outputs.items():
+            print(f"{name}: shape {value.shape} {value.dtype}, first values {value.ravel()[:8]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Read a kernpack library without loading it: the module tree straight from the ELF file.
+
+``dlopen`` runs a library's constructors; inspecting a file someone sent you must not. This
+reads the ``.kernpack`` section with pyelftools (a maintained ELF reader) and parses the blob
+and the payload headers that describe functions. Nothing from the file is executed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from typing import Any
+
+from .errors import FormatError, LoadError
+from .runtime.blob import HOST_KIND, SECTION, BlobIndex
+from .runtime.module import ModulePropertyMask, mask_name
+
+__all__ = ["describe_library"]
+
+
+def _section_bytes(path: str) -> bytes:
+    try:
+        from elftools.common.exceptions import ELFError
+        from elftools.elf.elffile import ELFFile
+    except ImportError:  # pragma: no cover - a declared dependency of the cli extra
+        raise LoadError("kernpack inspect needs pyelftools: pip install pyelftools") from None
+    try:
+        with open(path, "rb") as f:
+            elf = ELFFile(f)
+            for name in (SECTION, ".lrodata" + SECTION):
+                section = elf.get_section_by_name(name)
+                if section is not None:
+                    return section.data()
+    except ELFError as exc:
+        raise LoadError(f"cannot inspect {path!r}: not an ELF file ({exc})") from None
+    except OSError as exc:
+        raise LoadError(f"cannot inspect {path!r}: {exc.strerror}") from None
+    raise LoadError(f"{path!r} holds no kernpack blob (no {SECTION} section)")
+
+
+def describe_library(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Describe a kernpack library: format version, and each module of the tree.
+
+    Returns
+    -------
+    dict
+        ``{"path", "blob_version", "blob_bytes", "modules": [...]}`` where each module has its
+        index, kind, mask (number and names), payload size and CRC-32, the indices it imports,
+        and its functions (name and signature) where the payload says.
+    """
+    path = os.fspath(path)
+    data = _section_bytes(path)
+    index = BlobIndex(data, source=path)
+    modules = []
+    for i, entry in enumerate(index.entries):
+        payload = index.payload(i, verify=False)
+        modules.append(
+            {
+                "index": i,
+                "kind": "library" if entry.kind == HOST_KIND else entry.kind,
+                "mask": entry.mask,
+                "mask_names": mask_name(ModulePropertyMask(entry.mask)),
+                "payload_bytes": entry.size,
+                "crc32": f"{entry.crc:08x}",
+                "crc_ok": zlib.crc32(payload) == entry.crc,
+                "imports": list(index.imports_of(i)),
+                "functions": _functions(entry.kind, payload),
+            }
+        )
+    return {"path": os.path.abspath(path), "blob_version": index.version, "blob_bytes": index.size, "modules": modules}
+
+
+def _functions(kind: str, payload: memoryview) -> list[dict[str, Any]]:
+    try:
+        if kind == HOST_KIND:
+            lines = bytes(payload).decode().splitlines()
+            return [{"name": line.split("(")[0].split()[-1], "signature": line} for line in lines if line.strip()]
+        if kind in ("cuda", "opencl", "vulkan"):
+            from .runtime.device import decode_payload
+
+            _, functions, _, _ = decode_payload(payload)
+            return [{"name": f.name, "signature": str(f.signature), "grid": list(f.grid)} for f in functions]
+        if kind == "pipeline":
+            doc = json.loads(bytes(payload[8:]))
+            return [{"name": doc["name"], "steps": [s["function"] for s in doc["steps"]]}]
+    except (ValueError, KeyError, IndexError, FormatError):
+        return [{"error": "function table unreadable"}]
+    return []

@@ -1,0 +1,72 @@
+"""The kernpack command: build, inspect (without executing the file), run, errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import kernpack as kp
+
+ROOT = Path(__file__).resolve().parents[1]
+KERNELS = ROOT / "tests" / "lang" / "kernels_src.py"
+
+
+def kernpack(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "kernpack.cli", *args], capture_output=True, text=True, cwd=cwd, env=dict(os.environ)
+    )
+
+
+def test_build_inspect_run(tmp_path):
+    shutil.copy(KERNELS, tmp_path / "ks.py")
+    built = kernpack("build", "ks.py", "-o", "ks.so", "--cpu", "generic", "--devices", "opencl", "--dump", "dump",
+                     "--json", cwd=tmp_path)  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    assert json.loads(built.stdout)["modules"] == ["llvm", "opencl"]
+    assert (tmp_path / "dump" / "saxpy.kir").read_text().startswith("kernel saxpy(")
+    assert (tmp_path / "dump" / "opencl.spv").read_bytes()[:4] == b"\x03\x02\x23\x07"
+
+    shown = kernpack("inspect", "ks.so", "--json", cwd=tmp_path)
+    info = json.loads(shown.stdout)
+    library, opencl = info["modules"]
+    assert (library["kind"], library["mask_names"], library["imports"]) == ("library", "RUNNABLE", [1])
+    assert opencl["kind"] == "opencl" and opencl["crc_ok"]
+    assert {"name": "saxpy", "signature": "void saxpy(float a, const float x[:], const float y[:], float out[:])",
+            "grid": ["out.shape[0]"]} in opencl["functions"]  # fmt: skip
+    assert "void saxpy(float a, const float x[:]" in kernpack("inspect", "ks.so", cwd=tmp_path).stdout
+
+    ran = kernpack("run", "ks.so", "vadd_f32", "--args", "4", "4", "4", "--json", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert len(json.loads(ran.stdout)["out"]) == 4
+
+
+def test_errors_are_one_line_with_exit_code_1(tmp_path):
+    (tmp_path / "text.so").write_text("not a library")
+    result = kernpack("inspect", "text.so", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "not an ELF file" in result.stderr
+    assert kernpack("run", "missing.so", "k", cwd=tmp_path).returncode == 1
+    assert kernpack("frobnicate", cwd=tmp_path).returncode == 2
+
+
+def test_inspect_never_executes_the_library(tmp_path):
+    marker = tmp_path / "constructor-ran"
+    code = f"""
+    #include <stdio.h>
+    __attribute__((constructor)) static void touch(void) {{ fclose(fopen("{marker}", "w")); }}
+    int answer(void) {{ return 42; }}
+    """
+    root = kp.c_source_module(code, ["answer"], signatures=["int32_t answer(void)"])
+    pipe = kp.pipeline_module([("answer", [])])
+    pipe.import_module(root)
+    pipe.export_library(tmp_path / "hostile.so")
+    assert not marker.exists()
+    result = kernpack("inspect", "hostile.so", cwd=tmp_path)
+    assert result.returncode == 0 and "pipeline" in result.stdout
+    assert not marker.exists()  # read as an ELF file, never loaded
+    kp.load_module(tmp_path / "hostile.so")
+    assert marker.exists()  # while dlopen does run it: the test can tell
