@@ -70,3 +70,20 @@ def test_inspect_never_executes_the_library(tmp_path):
     assert not marker.exists()  # read as an ELF file, never loaded
     kp.load_module(tmp_path / "hostile.so")
     assert marker.exists()  # while dlopen does run it: the test can tell
+
+
+def test_build_from_ptx_and_spirv_with_json_side_files(tmp_path):
+    saxpy = {"name": "saxpy", "signature": "void saxpy(float a, const float x[:], const float y[:], float out[:])",
+             "grid": ["out.shape[0]"]}  # fmt: skip
+    from tests.lang import kernels_src as K
+
+    (tmp_path / "k.ptx").write_bytes(bytes(kp.build([K.saxpy], target="cuda").binary))
+    (tmp_path / "k.json").write_text(json.dumps({"functions": [saxpy]}))
+    (tmp_path / "o.spv").write_bytes(bytes(kp.build([K.saxpy], target="opencl").binary))
+    (tmp_path / "o.json").write_text(json.dumps({"target": "opencl", "functions": [saxpy]}))
+    built = kernpack("build", "k.ptx", "o.spv", "-o", "dev.so", "--json", cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    assert json.loads(built.stdout)["modules"] == ["cuda", "opencl"]
+    (tmp_path / "lonely.ptx").write_text("// no side file")
+    missing = kernpack("build", "lonely.ptx", "-o", "x.so", cwd=tmp_path)
+    assert missing.returncode == 1 and "lonely.json" in missing.stderr

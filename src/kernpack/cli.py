@@ -68,7 +68,36 @@ def _parser() -> argparse.ArgumentParser:
         "--args", nargs="*", default=[], help="one per parameter: a number, a .npy file, or a shape like 1000 or 64x64"
     )
     run.set_defaults(handler=_run)
+
+    bench = sub.add_parser("bench", parents=[common], help="run the benchmark suite (from a source checkout)")
+    bench.add_argument("--quick", action="store_true", help="smaller sizes where a benchmark offers them")
+    bench.add_argument("--only", action="append", default=[], help="run only benchmarks/bench_NAME.py (repeatable)")
+    bench.set_defaults(handler=_bench)
     return parser
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import subprocess
+    from pathlib import Path
+
+    directory = Path(__file__).resolve().parents[2] / "benchmarks"
+    scripts = sorted(directory.glob("bench_*.py"))
+    if not scripts:
+        raise KernpackError(f"no benchmarks at {directory}: kernpack bench runs from a source checkout")
+    if args.only:
+        scripts = [s for s in scripts if s.stem.removeprefix("bench_") in args.only]
+    failed = []
+    for script in scripts:
+        print(f"== {script.name}", flush=True)
+        command = [sys.executable, str(script)]
+        if args.quick and "--quick" in script.read_text():
+            command.append("--quick")
+        if subprocess.run(command, cwd=directory.parent).returncode != 0:
+            failed.append(script.name)
+    print(f"results and plots: {directory / 'results'}")
+    if failed:
+        raise KernpackError(f"benchmarks failed: {', '.join(failed)}")
+    return 0
 
 
 def _build(args: argparse.Namespace) -> int:

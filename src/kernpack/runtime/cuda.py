@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import DeviceUnavailableError
-from .device import DeviceModule, KernelEntry
-from .registry import register_loader
+from .device import DeviceModule, KernelEntry, read_side_file
+from .registry import register_file_loader, register_loader
 
 __all__ = ["CUDAModule", "cuda_module"]
 
@@ -153,6 +153,13 @@ def cuda_module(
     entries = [KernelEntry.of(f) for f in functions]
     sections = {"cubin": cubin} if cubin else {}
     return CUDAModule(ptx.encode() if isinstance(ptx, str) else bytes(ptx), entries, sections)
+
+
+@register_file_loader(".ptx")
+def _load_ptx(path: str) -> CUDAModule:
+    doc = read_side_file(path)
+    with open(path, "rb") as f:
+        return cuda_module(f.read(), doc["functions"])
 
 
 @register_loader("cuda")

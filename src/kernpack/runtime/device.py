@@ -21,18 +21,19 @@ from __future__ import annotations
 import ast
 import functools
 import json
+import os
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import ArgumentError, DeviceUnavailableError, FormatError
+from ..errors import ArgumentError, DeviceUnavailableError, FormatError, LoadError
 from .calling import as_array, convert_scalar
 from .module import Module, ModulePropertyMask
 from .signature import Signature
 
-__all__ = ["DeviceFunction", "DeviceModule", "KernelEntry", "decode_payload", "encode_payload"]
+__all__ = ["DeviceFunction", "DeviceModule", "KernelEntry", "decode_payload", "encode_payload", "read_side_file"]
 
 _MAGIC = b"KPDEVM\x00\x01"
 
@@ -289,3 +290,21 @@ def _compile_extent(text: str, signature: Signature) -> Callable[[Mapping[str, A
         raise FormatError(f"grid extent {text!r} of {signature.name} uses {ast.unparse(node)!r}, which is not allowed")
 
     return build(_parse_extent(text))
+
+
+def read_side_file(path: str) -> dict[str, Any]:
+    """The JSON file that describes a device binary's functions: ``k.ptx`` -> ``k.json``."""
+    side = os.path.splitext(path)[0] + ".json"
+    try:
+        with open(side, encoding="utf-8") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        raise LoadError(
+            f"cannot load {path!r}: its functions are described in a JSON side file, and {side!r} is missing; "
+            'write {"functions": [{"name": ..., "signature": ..., "grid": [...]}]} there'
+        ) from None
+    except ValueError as exc:
+        raise LoadError(f"cannot load {path!r}: {side!r} is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("functions"), list):
+        raise LoadError(f'cannot load {path!r}: {side!r} needs a "functions" list')
+    return doc

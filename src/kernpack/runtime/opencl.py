@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DeviceUnavailableError
-from .device import DeviceModule, KernelEntry
-from .registry import register_loader
+from ..errors import DeviceUnavailableError, LoadError
+from .device import DeviceModule, KernelEntry, read_side_file
+from .registry import register_file_loader, register_loader
 
 __all__ = ["OpenCLModule", "opencl_module"]
 
@@ -144,6 +144,21 @@ def opencl_module(spirv: bytes, functions: Iterable[dict[str, Any] | KernelEntry
     """
     entries = [KernelEntry.of(f) for f in functions]
     return OpenCLModule(bytes(spirv), entries)
+
+
+@register_file_loader(".spv")
+def _load_spv(path: str) -> DeviceModule:
+    """A SPIR-V file for OpenCL, or for Vulkan when its side file says ``"target": "vulkan"``."""
+    doc = read_side_file(path)
+    with open(path, "rb") as f:
+        binary = f.read()
+    if doc.get("target", "opencl") == "vulkan":
+        from .vulkan import vulkan_module
+
+        if len(doc["functions"]) != 1:
+            raise LoadError(f"cannot load {path!r}: a Vulkan shader holds one kernel; describe exactly one")
+        return vulkan_module({doc["functions"][0]["name"]: binary}, doc["functions"])
+    return opencl_module(binary, doc["functions"])
 
 
 @register_loader("opencl")
