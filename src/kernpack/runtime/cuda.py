@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -69,20 +68,7 @@ class CUDAModule(DeviceModule):
 
     kind = "cuda"
     binary_format = "ptx"
-
-    def __init__(
-        self,
-        binary: bytes | memoryview,
-        functions: Iterable[KernelEntry],
-        sections: Mapping[str, bytes | memoryview] | None = None,
-    ) -> None:
-        super().__init__(binary, functions, sections)
-        self._module: Any = None
-        self._lock = threading.Lock()
-
-    def unavailable_reason(self) -> str | None:
-        context = _context()
-        return context if isinstance(context, str) else None
+    _runtime = staticmethod(_context)
 
     def _inspect_source(self, fmt: str | None) -> str:
         return bytes(self.binary).decode()
@@ -92,15 +78,15 @@ class CUDAModule(DeviceModule):
 
         _check(driver.cuCtxSetCurrent(_context()), "cuCtxSetCurrent")
         with self._lock:
-            if self._module is None:
+            if "module" not in self._loaded:
                 # The cubin when it was built for this GPU's architecture, else the driver JITs
                 # the PTX.
                 cubin = self.sections.get("cubin")
                 loaded = driver.cuModuleLoadData(bytes(cubin)) if cubin is not None else None
                 if loaded is None or loaded[0] != driver.CUresult.CUDA_SUCCESS:
                     loaded = driver.cuModuleLoadData(bytes(self.binary) + b"\0")
-                self._module = _check(loaded, "cuModuleLoadData")
-        return _check(driver.cuModuleGetFunction(self._module, name.encode()), "cuModuleGetFunction")
+                self._loaded["module"] = _check(loaded, "cuModuleLoadData")
+        return _check(driver.cuModuleGetFunction(self._loaded["module"], name.encode()), "cuModuleGetFunction")
 
     def _launch(self, entry: KernelEntry, args: list[Any], grid: tuple[int, ...]) -> None:
         from cuda.bindings import driver

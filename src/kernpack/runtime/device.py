@@ -23,6 +23,7 @@ import functools
 import json
 import os
 import struct
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
@@ -147,6 +148,9 @@ class DeviceModule(Module):
         self.sections = dict(sections or {})  # further binaries, e.g. a cubin beside the PTX
         self.functions = {f.name: f for f in functions}
         self._callables: dict[str, DeviceFunction] = {}
+        # What the driver made of this module (program, module, pipelines), built on first use.
+        self._loaded: dict[str, Any] = {}
+        self._lock = threading.Lock()
 
     @classmethod
     def from_bytes(cls, data: bytes | memoryview) -> DeviceModule:
@@ -176,13 +180,19 @@ class DeviceModule(Module):
     def _save_to_bytes(self) -> bytes:
         return encode_payload(self.binary_format, self.functions.values(), self.binary, self.sections)
 
+    @staticmethod
+    def _runtime() -> Any:
+        """The process-wide device runtime (cached by the subclass), or why there is none (str)."""
+        raise NotImplementedError
+
     def is_available(self) -> bool:
         """True if this machine can run the module (without raising)."""
         return self.unavailable_reason() is None
 
     def unavailable_reason(self) -> str | None:
         """Why the device cannot run here (what is missing and how to get it), or None."""
-        raise NotImplementedError
+        runtime = self._runtime()
+        return runtime if isinstance(runtime, str) else None
 
     def _launch(self, entry: KernelEntry, args: list[Any], grid: tuple[int, ...]) -> None:
         raise NotImplementedError

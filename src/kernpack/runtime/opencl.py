@@ -10,9 +10,8 @@ one work-item per grid point, and copies back the arrays the kernel writes.
 from __future__ import annotations
 
 import functools
-import threading
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -55,21 +54,7 @@ class OpenCLModule(DeviceModule):
 
     kind = "opencl"
     binary_format = "spirv"
-
-    def __init__(
-        self,
-        binary: bytes | memoryview,
-        functions: Iterable[KernelEntry],
-        sections: Mapping[str, bytes | memoryview] | None = None,
-    ) -> None:
-        super().__init__(binary, functions, sections)
-        self._program: Any = None
-        self._kernels: dict[str, Any] = {}
-        self._lock = threading.Lock()
-
-    def unavailable_reason(self) -> str | None:
-        runtime = _runtime()
-        return runtime if isinstance(runtime, str) else None
+    _runtime = staticmethod(_runtime)
 
     def _inspect_source(self, fmt: str | None) -> str:
         from .tools import disassemble_spirv
@@ -79,17 +64,17 @@ class OpenCLModule(DeviceModule):
     def _kernel(self, name: str) -> Any:
         cl, context, _ = _runtime()  # type: ignore[misc]
         with self._lock:
-            if self._program is None:
+            if "program" not in self._loaded:
                 try:
                     with warnings.catch_warnings():
                         # The driver's build log ("Kernel was 16-way vectorized") is not a problem.
                         warnings.simplefilter("ignore", cl.CompilerWarning)
-                        self._program = cl.Program(context, bytes(self.binary)).build()
+                        self._loaded["program"] = cl.Program(context, bytes(self.binary)).build()
                 except cl.Error as exc:
                     raise DeviceUnavailableError(f"the OpenCL driver refused this module's SPIR-V: {exc}") from None
-            kernel = self._kernels.get(name)
+            kernel = self._loaded.get(name)
             if kernel is None:
-                kernel = self._kernels[name] = cl.Kernel(self._program, name)
+                kernel = self._loaded[name] = cl.Kernel(self._loaded["program"], name)
             return kernel
 
     def _launch(self, entry: KernelEntry, args: list[Any], grid: tuple[int, ...]) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -153,20 +153,7 @@ class VulkanModule(DeviceModule):
 
     kind = "vulkan"
     binary_format = "spirv-shaders"
-
-    def __init__(
-        self,
-        binary: bytes | memoryview,
-        functions: Iterable[KernelEntry],
-        sections: Mapping[str, bytes | memoryview] | None = None,
-    ) -> None:
-        super().__init__(binary, functions, sections)
-        self._pipelines: dict[str, tuple[Any, Any, Any, Any]] = {}
-        self._lock = threading.Lock()
-
-    def unavailable_reason(self) -> str | None:
-        runtime = _runtime()
-        return runtime if isinstance(runtime, str) else None
+    _runtime = staticmethod(_runtime)
 
     def shader(self, name: str) -> bytes:
         """The SPIR-V shader of kernel ``name``."""
@@ -180,7 +167,7 @@ class VulkanModule(DeviceModule):
 
     def _pipeline(self, dev: _Device, entry: KernelEntry) -> tuple[Any, Any, Any, Any]:
         with self._lock:
-            cached = self._pipelines.get(entry.name)
+            cached = self._loaded.get(entry.name)
             if cached is not None:
                 return cached
             vk = dev.vk
@@ -222,7 +209,7 @@ class VulkanModule(DeviceModule):
             except vk.VkError as exc:
                 raise DeviceUnavailableError(f"the Vulkan driver refused the shader of {entry.name}: {exc}") from None
             cached = (set_layout, pipeline_layout, shader, pipeline)
-            self._pipelines[entry.name] = cached
+            self._loaded[entry.name] = cached
             return cached
 
     def _launch(self, entry: KernelEntry, args: list[Any], grid: tuple[int, ...]) -> None:
