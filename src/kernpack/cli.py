@@ -94,6 +94,7 @@ def _bench(args: argparse.Namespace) -> int:
             command.append("--quick")
         if subprocess.run(command, cwd=directory.parent).returncode != 0:
             failed.append(script.name)
+    subprocess.run([sys.executable, str(directory / "report.py")], cwd=directory.parent)
     print(f"results and plots: {directory / 'results'}")
     if failed:
         raise KernpackError(f"benchmarks failed: {', '.join(failed)}")
@@ -113,11 +114,15 @@ def _build(args: argparse.Namespace) -> int:
     devices = tuple(d for d in args.devices.split(",") if d)
     if not kernels and not others:
         raise KernpackError("nothing to build: no @kp.kernel functions and no other inputs")
+    progress = (lambda message: None) if args.json else (lambda message: print(message, file=sys.stderr, flush=True))
+    if kernels:
+        progress(f"compiling {len(kernels)} kernels for {', '.join(('cpu', *devices))} ...")
     root = kp.build(kernels, cpu=args.cpu, opt_level=args.opt_level, devices=devices) if kernels else others.pop(0)
     for module in others:
         root.import_module(module)
     if args.dump:
         _dump(args.dump, kernels, root)
+    progress(f"linking {args.output} ...")
     path = root.export_library(args.output)
     summary = {"output": path, "kernels": [k.name for k in kernels], "modules": [m.kind for _, m in root.walk()]}
     print(json.dumps(summary) if args.json else f"wrote {path} ({len(kernels)} kernels; modules: {summary['modules']})")
