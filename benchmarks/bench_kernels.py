@@ -235,6 +235,46 @@ def bench_vectors(funcs: dict, n: int, repeat: int, extra: dict) -> list[dict]:
     return rows
 
 
+def bench_numba(funcs: dict, n: int, repeat: int, extra: dict) -> list[dict]:
+    """vadd and saxpy (1 thread) beside numba's @njit loops, when numba is installed."""
+    try:
+        import numba
+    except ImportError:
+        extra["numba"] = None
+        return []
+
+    @numba.njit(cache=False)
+    def nb_vadd(a, b, out):
+        for i in range(out.shape[0]):
+            out[i] = a[i] + b[i]
+
+    @numba.njit(cache=False)
+    def nb_saxpy(alpha, x, y, out):
+        for i in range(out.shape[0]):
+            out[i] = alpha * x[i] + y[i]
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random(n, dtype=np.float32), rng.random(n, dtype=np.float32)
+    out = np.zeros(n, np.float32)
+    alpha = np.float32(2.5)
+    start = time.perf_counter()
+    nb_vadd(a, b, out)
+    nb_saxpy(alpha, a, b, out)
+    extra["numba"] = {"version": numba.__version__, "first_calls_s": time.perf_counter() - start}
+    fns = {
+        "numba vadd": lambda: nb_vadd(a, b, out),
+        "kernpack vadd": lambda: funcs["vadd", 1](a, b, out),
+        "numba saxpy": lambda: nb_saxpy(alpha, a, b, out),
+        "kernpack saxpy": lambda: funcs["saxpy", 1](alpha, a, b, out),
+    }
+    t = medians(fns, repeat)
+    size = f"10^{len(str(n)) - 1}"
+    return [
+        row(f"vadd f32 n={size}, 1 thread vs numba", t["kernpack vadd"], t["numba vadd"], "numba @njit loop"),
+        row(f"saxpy f32 n={size}, 1 thread vs numba", t["kernpack saxpy"], t["numba saxpy"], "numba @njit loop"),
+    ]
+
+
 def numpy_matmul_child(n: int, repeat: int) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_VARS}
     argv = [sys.executable, "-c", MATMUL_CHILD, str(n), str(repeat), *OPENBLAS_VARS]
@@ -308,7 +348,11 @@ def main() -> None:
         "compile_s": compiles,
         "build_and_first_call_s": builds,
     }
-    rows = bench_vectors(funcs, n, repeat, extra) + bench_matmul(funcs, matmul_repeat, extra)
+    rows = (
+        bench_vectors(funcs, n, repeat, extra)
+        + bench_numba(funcs, n, repeat, extra)
+        + bench_matmul(funcs, matmul_repeat, extra)
+    )
     extra["loadavg_1_5_15"] = {"before": load_before, "after": os.getloadavg()}
     for r in rows:
         r["kernpack"] = fmt_time(r["kernpack_s"])
