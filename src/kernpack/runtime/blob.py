@@ -42,6 +42,7 @@ bytes: nothing depends on time, paths or hash order.
 from __future__ import annotations
 
 import struct
+import sys
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -142,6 +143,16 @@ def encode(entries: Sequence[BlobEntry], row_ptr: Sequence[int], children: Seque
     return b"".join(chunks)
 
 
+_LITTLE = sys.byteorder == "little"
+
+
+def _u32s(view: memoryview, offset: int, count: int) -> tuple[int, ...]:
+    """``count`` little-endian u32 values at ``offset`` (a zero-copy cast on little-endian hosts)."""
+    if _LITTLE:
+        return tuple(view[offset : offset + 4 * count].cast("I"))
+    return struct.unpack_from(f"<{count}I", view, offset)
+
+
 class _Entry(NamedTuple):
     kind: str
     offset: int
@@ -194,9 +205,9 @@ class BlobIndex:
             raise self._error("index checksum mismatch (the blob is corrupt)")
         self.view = view[:blob_size]
         pos = _HEADER.size
-        row_ptr = struct.unpack_from(f"<{n + 1}I", view, pos)
+        row_ptr = _u32s(view, pos, n + 1)
         pos += 4 * (n + 1)
-        children = struct.unpack_from(f"<{e}I", view, pos)
+        children = _u32s(view, pos, e)
         pos += 4 * e
         if row_ptr[0] != 0 or row_ptr[-1] != e:
             raise self._error("import tree row pointers do not run from 0 to the edge count")
@@ -209,8 +220,9 @@ class BlobIndex:
                     raise self._error(f"module {parent} imports module {child}: not a module after it in the tree")
         strings_start = tables_end
         entries = []
-        for i in range(n):
-            kind_off, kind_size, offset, size, pcrc, mask = _ENTRY.unpack_from(view, pos + i * _ENTRY.size)
+        for i, (kind_off, kind_size, offset, size, pcrc, mask) in enumerate(
+            _ENTRY.iter_unpack(view[pos : pos + _ENTRY.size * n])
+        ):
             if strings_start + kind_off + kind_size > index_end or kind_size == 0:
                 raise self._error(f"module {i}: kind name out of range")
             try:

@@ -311,5 +311,5 @@ def _function_table(index: BlobIndex, i: int) -> list[Signature]:
 
 @register_file_loader(".so")
 def _load_so(path: str) -> Module:
-    # load_module() has checked that the file exists.
+    # load_module() explains a missing or unreadable file if dlopen fails.
     return _open(os.path.abspath(path))

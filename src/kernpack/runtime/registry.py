@@ -186,8 +186,12 @@ def load_module(path: str | os.PathLike[str]) -> Module:
             f"{', '.join(file_loader_suffixes()) or 'none'}. Register one with "
             f"@kernpack.register_file_loader({suffix!r})"
         )
-    require_file(path)
-    return loader(path)
+    try:
+        return loader(path)
+    except (OSError, LoadError):
+        # The happy path costs no extra system call; a failure gets the clearest reason.
+        require_file(path)
+        raise
 
 
 def require_file(path: str) -> None:
