@@ -87,3 +87,21 @@ def fmt_time(seconds: float) -> str:
     if seconds < 1e-3:
         return f"{seconds * 1e6:.2f} µs"
     return f"{seconds * 1e3:.2f} ms"
+
+
+def report(name: str, rows: list[dict[str, object]], extra: dict[str, object]) -> None:
+    """Finish a benchmark: format each row, save JSON/Markdown/PNG, print the table."""
+    for row in rows:
+        row["kernpack"] = fmt_time(row["kernpack_s"])
+        row["baseline"] = fmt_time(row["baseline_s"])
+        row["ratio"] = row["kernpack_s"] / row["baseline_s"]
+    path = save(name, rows, extra)
+    png = plot(name, rows)
+    width = max(len(str(row["what"])) for row in rows)
+    print(f"{'benchmark':{width}s} {'kernpack':>10s} {'baseline':>10s}   ratio  baseline")
+    for row in rows:
+        ratio = f"{row['ratio']:.2f}x"
+        print(
+            f"{row['what']:{width}s} {row['kernpack']:>10s} {row['baseline']:>10s}  {ratio:>6s}  {row['baseline_name']}"
+        )
+    print(f"results: {path}" + (f", plot: {png}" if png else " (install matplotlib for the plot)"))

@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 from tests.lang import kernels_src as K  # noqa: E402
 
 import kernpack as kp  # noqa: E402
-from benchmarks._common import fmt_time, median_seconds, plot, save  # noqa: E402
+from benchmarks._common import median_seconds, report  # noqa: E402
 from kernpack.driver.codegen.nvptx import compile_cuda  # noqa: E402
 from kernpack.driver.codegen.spirv import compile_opencl  # noqa: E402
 from kernpack.driver.codegen.vulkan import compile_vulkan  # noqa: E402
@@ -165,17 +165,7 @@ def load_rows(procs: int = 5) -> list[dict]:
 
 def main() -> None:
     rows = codegen_rows() + launch_rows() + load_rows()
-    for r in rows:
-        r["kernpack"] = fmt_time(r["kernpack_s"])
-        r["baseline"] = fmt_time(r["baseline_s"])
-        r["ratio"] = r["kernpack_s"] / r["baseline_s"]
-    path = save("devices", rows, {})
-    png = plot("devices", rows)
-    print(f"{'benchmark':72s} {'kernpack':>10s} {'baseline':>10s}  ratio  baseline")
-    for r in rows:
-        ratio = f"{r['ratio']:.2f}x"
-        print(f"{r['what']:72s} {r['kernpack']:>10s} {r['baseline']:>10s}  {ratio:>6s}  {r['baseline_name']}")
-    print(f"results: {path}" + (f", plot: {png}" if png else ""))
+    report("devices", rows, {})
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 from tests.conftest import VADD_IR  # noqa: E402
 
 import kernpack as kp  # noqa: E402
-from benchmarks._common import fmt_time, plot, save  # noqa: E402
+from benchmarks._common import report  # noqa: E402
 from kernpack import ModulePropertyMask as M  # noqa: E402
 
 KIB, MIB = 1 << 10, 1 << 20
@@ -217,17 +217,7 @@ def main() -> None:
             + bench_cold(work, tvm, procs)
             + bench_export(work, tvm, 3 if args.quick else 5)
         )
-    for row in rows:
-        row["kernpack"] = fmt_time(row["kernpack_s"])
-        row["baseline"] = fmt_time(row["baseline_s"])
-        row["ratio"] = row["kernpack_s"] / row["baseline_s"]
-    path = save("export_load", rows, {"tvm": bool(tvm), "quick": args.quick})
-    png = plot("export_load", rows)
-    print(f"{'benchmark':36s} {'kernpack':>10s} {'baseline':>10s}  ratio  baseline")
-    for row in rows:
-        ratio = f"{row['ratio']:.2f}x"
-        print(f"{row['what']:36s} {row['kernpack']:>10s} {row['baseline']:>10s}  {ratio:>6s}  {row['baseline_name']}")
-    print(f"results: {path}" + (f", plot: {png}" if png else ""))
+    report("export_load", rows, {"tvm": bool(tvm), "quick": args.quick})
 
 
 if __name__ == "__main__":

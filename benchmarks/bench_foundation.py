@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.conftest import VADD_IR
 
 import kernpack as kp
-from benchmarks._common import fmt_time, median_per_call, median_seconds, plot, save
+from benchmarks._common import fmt_time, median_per_call, median_seconds, report
 from kernpack.runtime.calling import ffi
 
 
@@ -78,23 +78,13 @@ def main() -> None:
             "baseline_name": "bare cffi",
         },
     ]
-    for row in rows:
-        row["kernpack"] = fmt_time(row["kernpack_s"])
-        row["baseline"] = fmt_time(row["baseline_s"])
-        row["ratio"] = row["kernpack_s"] / row["baseline_s"]
     extra = {
         "np_add_out_s": call_numpy,
         "empty_lambda_s": call_empty,
         "llvm": ".".join(map(str, llvm.llvm_version_info)),
     }
-    path = save("foundation", rows, extra)
-    png = plot("foundation", rows)
-    print(f"{'benchmark':28s} {'kernpack':>12s} {'baseline':>12s}  ratio  baseline")
-    for row in rows:
-        ratio = f"{row['ratio']:.2f}x"
-        print(f"{row['what']:28s} {row['kernpack']:>12s} {row['baseline']:>12s}  {ratio}  {row['baseline_name']}")
+    report("foundation", rows, extra)
     print(f"for scale: np.add(a, b, out=c) {fmt_time(call_numpy)}, an empty lambda call {fmt_time(call_empty)}")
-    print(f"results: {path}" + (f", plot: {png}" if png else " (install matplotlib for the plot)"))
 
 
 if __name__ == "__main__":

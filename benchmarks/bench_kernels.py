@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 import kernpack as kp  # noqa: E402
-from benchmarks._common import fmt_time, median_seconds, plot, save  # noqa: E402
+from benchmarks._common import fmt_time, median_seconds, report  # noqa: E402
 
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 MATMUL_N = 512
@@ -354,17 +354,7 @@ def main() -> None:
         + bench_matmul(funcs, matmul_repeat, extra)
     )
     extra["loadavg_1_5_15"] = {"before": load_before, "after": os.getloadavg()}
-    for r in rows:
-        r["kernpack"] = fmt_time(r["kernpack_s"])
-        r["baseline"] = fmt_time(r["baseline_s"])
-        r["ratio"] = r["kernpack_s"] / r["baseline_s"]
-    path = save("kernels", rows, extra)
-    png = plot("kernels", rows)
-    width = max(len(r["what"]) for r in rows)
-    print(f"{'benchmark':{width}s} {'kernpack':>10s} {'baseline':>10s}  ratio  baseline")
-    for r in rows:
-        ratio = f"{r['ratio']:.2f}x"
-        print(f"{r['what']:{width}s} {r['kernpack']:>10s} {r['baseline']:>10s}  {ratio:>6s}  {r['baseline_name']}")
+    report("kernels", rows, extra)
     print(
         "compile, first call (uncached build + call): "
         + ", ".join(
@@ -379,7 +369,6 @@ def main() -> None:
     )
     print("matmul variants: " + ", ".join(f"{k} {fmt_time(v)}" for k, v in extra["matmul_kernpack_s"].items()))
     print(f"load average before/after: {load_before[0]:.2f} / {extra['loadavg_1_5_15']['after'][0]:.2f}")
-    print(f"results: {path}" + (f", plot: {png}" if png else ""))
 
 
 if __name__ == "__main__":

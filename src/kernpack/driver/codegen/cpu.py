@@ -30,6 +30,8 @@ __all__ = ["MIN_PARALLEL_WORK", "KernelBody", "abi_types", "declare", "llvm_type
 #: starting threads costs more. A grid whose points loop is split whenever it has two rows.
 MIN_PARALLEL_WORK = 1 << 15
 
+# The IRBuilder method for each arithmetic op: (float, integer).
+_ARITH = {"add": ("fadd", "add"), "sub": ("fsub", "sub"), "mul": ("fmul", "mul")}
 _I1 = ir.IntType(1)
 _I8 = ir.IntType(8)
 _I32 = ir.IntType(32)
@@ -481,13 +483,9 @@ class KernelBody:
                 cmp = b.icmp_signed if t.is_signed else b.icmp_unsigned
                 less = cmp("<", y, x) if e.op == "min" else cmp(">", y, x)
             return b.select(less, y, x)
+        if e.op in _ARITH:
+            return getattr(b, _ARITH[e.op][0 if t.is_float else 1])(x, y)
         if t.is_float:
-            if e.op == "add":
-                return b.fadd(x, y)
-            if e.op == "sub":
-                return b.fsub(x, y)
-            if e.op == "mul":
-                return b.fmul(x, y)
             if e.op == "div":
                 return b.fdiv(x, y)
             if e.op == "floordiv":
@@ -500,12 +498,6 @@ class KernelBody:
                 b.fcmp_ordered("!=", r, zero), b.xor(b.fcmp_ordered("<", r, zero), b.fcmp_ordered("<", y, zero))
             )
             return b.select(fix, b.fadd(r, y), r)
-        if e.op == "add":
-            return b.add(x, y)
-        if e.op == "sub":
-            return b.sub(x, y)
-        if e.op == "mul":
-            return b.mul(x, y)
         return self.int_division(e.op, t, x, y)
 
     def int_division(self, op: str, t: ScalarType, x: ir.Value, y: ir.Value) -> ir.Value:
