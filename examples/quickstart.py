@@ -29,7 +29,8 @@ saxpy(2.0, x, y, out)
 assert np.array_equal(out, 2 * x + y)
 print("saxpy on the CPU:", out)
 
-# 3. Ship it: one .so with code for the CPU and blobs for the devices.
+# 3. Ship it: one .so with code for the CPU and blobs for the devices. cpu="generic": portable
+# code for any CPU of this architecture; the default tunes for this one.
 module = kp.build([saxpy], cpu="generic", devices=("opencl", "vulkan"))
 print("module:", module, "imports:", module.imports)
 workdir = tempfile.TemporaryDirectory()

@@ -81,3 +81,13 @@ define internal i64 @helper(i64 %x) {
 @pytest.fixture
 def vadd_ir() -> str:
     return VADD_IR
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``large`` (gigabytes of disk and memory) run only when asked for."""
+    if os.environ.get("KERNPACK_LARGE_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="needs gigabytes of disk and memory: set KERNPACK_LARGE_TESTS=1 to run it")
+    for item in items:
+        if "large" in item.keywords:
+            item.add_marker(skip)

@@ -40,3 +40,28 @@ class Orphan(BlobKind):
     """Serializable, but no loader is registered for its kind."""
 
     kind = "test_orphan"
+
+
+class BigKind(kp.Module):
+    """A payload of ``count`` consecutive uint64 values (0, 1, 2, ...): for blobs over 2 GiB."""
+
+    kind = "test_big"
+    property_mask = M.BINARY_SERIALIZABLE | M.RUNNABLE
+
+    def __init__(self, data) -> None:
+        super().__init__()
+        self.data = data
+
+    def _get_own_function(self, name):
+        return (lambda: self.data) if name == "data" else None
+
+    def _own_function_names(self):
+        return ("data",)
+
+    def _save_to_bytes(self):
+        return self.data
+
+
+@kp.register_loader("test_big")
+def _load_big(data):
+    return BigKind(data)

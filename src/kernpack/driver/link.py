@@ -31,7 +31,7 @@ from ..runtime.module import Module, ModulePropertyMask, mask_name
 from ..runtime.registry import lookup_loader, register_exporter
 from ..runtime.signature import Signature
 from .elfobj import MACHINES, write_blob_object
-from .util import UMASK, atomic_write
+from .util import UMASK, write_temp
 
 __all__ = ["ExportPlan", "export_library", "plan_export"]
 
@@ -166,18 +166,19 @@ def _host_signatures(plan: ExportPlan) -> list[Signature]:
 
 @functools.lru_cache(maxsize=8)
 def _target_arch(cc: tuple[str, ...]) -> str:
+    shown = shlex.join(cc)
     try:
         triple = subprocess.run([*cc, "-dumpmachine"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError) as exc:
         raise LinkError(
-            f"the C compiler {cc!r} cannot be run ({exc}); install one (e.g. apt-get install gcc) or pass cc=",
+            f"the C compiler {shown!r} cannot be run ({exc}); install one (e.g. apt-get install gcc) or pass cc=",
             command=(*cc, "-dumpmachine"),
             returncode=getattr(exc, "returncode", None),
             stderr=getattr(exc, "stderr", "") or "",
         ) from None
     arch = triple.split("-")[0]
     if arch not in MACHINES:
-        raise ExportError(f"the C compiler {cc!r} targets {triple!r}; kernpack exports for {', '.join(MACHINES)}")
+        raise ExportError(f"the C compiler {shown!r} targets {triple!r}; kernpack exports for {', '.join(MACHINES)}")
     return arch
 
 
@@ -243,7 +244,7 @@ def export_library(
     own_workspace = workspace is None
     work = tempfile.mkdtemp(prefix="kernpack-export-") if own_workspace else os.fspath(workspace)
     os.makedirs(work, exist_ok=True)
-    tmp_out = None
+    temps: list[str] = []  # finished files not yet in place, removed if anything fails
     try:
         inputs = []
         for k, mod in enumerate(plan.dso_modules):
@@ -259,6 +260,7 @@ def export_library(
 
         fd, tmp_out = tempfile.mkstemp(prefix=".kernpack-", suffix=".so", dir=out_dir)
         os.close(fd)
+        temps.append(tmp_out)
         # No build-id: GNU ld would hash the whole output (a SHA-1 over every blob byte) for
         # it; the blob carries its own checksums.
         command = [
@@ -276,16 +278,19 @@ def export_library(
         ]
         _run(command)
         os.chmod(tmp_out, 0o777 & ~UMASK)
-        atomic_write(os.path.splitext(out)[0] + ".h", _header_text(os.path.basename(out), signatures, _unsigned(plan)))
-        os.replace(tmp_out, out)
-        tmp_out = None
+        temps.append(write_temp(out_dir, _header_text(os.path.basename(out), signatures, _unsigned(plan)), ".h"))
+        # Both files are complete: two renames in one directory put them in place, the
+        # library first (the header is only a convenience for C callers).
+        for tmp, final in zip(temps, (out, os.path.splitext(out)[0] + ".h"), strict=True):
+            os.replace(tmp, final)
+        temps.clear()
     except OSError as exc:
         # A full disk or a read-only directory: say which file, leave nothing behind.
         raise ExportError(f"cannot export to {out!r}: {exc}") from None
     finally:
-        if tmp_out is not None:
+        for tmp in temps:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp_out)
+                os.unlink(tmp)
         if own_workspace:
             shutil.rmtree(work, ignore_errors=True)
     return out

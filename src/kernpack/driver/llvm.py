@@ -230,18 +230,12 @@ class LLVMModule(Module):
             raise CompileError(f"LLVM could not generate code for {self!r}: {exc}") from None
 
     # ------------------------------------------------------------------ lifetime
-    def close(self) -> None:
-        """Free the JIT engine. Functions already obtained stay valid until they are dropped."""
+    def _close(self) -> None:
+        # Functions already obtained hold the engine, so they stay valid until dropped.
         with self._lock:
             self._closed = True
             self._engine = None
             self._functions.clear()
-
-    def __enter__(self) -> LLVMModule:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"Module[llvm]({self.name!r}, functions={list(self._own_function_names())})"

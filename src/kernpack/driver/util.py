@@ -6,11 +6,28 @@ import contextlib
 import os
 import tempfile
 
-__all__ = ["UMASK", "atomic_write"]
+__all__ = ["UMASK", "atomic_write", "write_temp"]
 
 # mkstemp creates files readable by the owner only; finished outputs get the usual mode.
 UMASK = os.umask(0)
 os.umask(UMASK)
+
+
+def write_temp(directory: str, data: bytes | str, suffix: str = "") -> str:
+    """Write ``data`` to a new hidden temporary file in ``directory``; return its path.
+
+    The file gets the usual mode (not mkstemp's owner-only one). On failure nothing is left.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=".kernpack-", suffix=suffix, dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(tmp, 0o666 & ~UMASK)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return tmp
 
 
 def atomic_write(path: str, data: bytes | str) -> None:
@@ -19,12 +36,8 @@ def atomic_write(path: str, data: bytes | str) -> None:
     The bytes go to a temporary file in the same directory, which replaces ``path`` only once
     it is complete; on any failure the temporary file is removed and ``path`` is untouched.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".kernpack-", dir=directory)
+    tmp = write_temp(os.path.dirname(os.path.abspath(path)), data)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -73,6 +73,15 @@ class CUDAModule(DeviceModule):
     def _inspect_source(self, fmt: str | None) -> str:
         return bytes(self.binary).decode()
 
+    @staticmethod
+    def _release(loaded: dict[str, Any]) -> None:
+        module = loaded.pop("module", None)
+        if module is not None:
+            from cuda.bindings import driver
+
+            driver.cuCtxSetCurrent(_context())
+            driver.cuModuleUnload(module)
+
     def _function(self, name: str) -> Any:
         from cuda.bindings import driver
 

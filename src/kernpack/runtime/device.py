@@ -24,12 +24,13 @@ import json
 import os
 import struct
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import ArgumentError, DeviceUnavailableError, FormatError, LoadError
+from ..errors import ArgumentError, DeviceUnavailableError, FormatError, LoadError, UnsupportedOperationError
 from .calling import as_array, convert_scalar
 from .module import Module, ModulePropertyMask
 from .signature import Signature
@@ -147,10 +148,14 @@ class DeviceModule(Module):
         self.binary = binary
         self.sections = dict(sections or {})  # further binaries, e.g. a cubin beside the PTX
         self.functions = {f.name: f for f in functions}
-        self._callables: dict[str, DeviceFunction] = {}
-        # What the driver made of this module (program, module, pipelines), built on first use.
+        # What the driver made of this module (program, module, pipelines), built on first use
+        # and released by the finalizer, which holds the dict but not the module: on close(),
+        # or when the module is collected. At exit the process's teardown frees it all.
         self._loaded: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._closed = False
+        self._finalizer = weakref.finalize(self, type(self)._release, self._loaded)
+        self._finalizer.atexit = False
 
     @classmethod
     def from_bytes(cls, data: bytes | memoryview) -> DeviceModule:
@@ -168,16 +173,34 @@ class DeviceModule(Module):
     def _own_function_names(self) -> tuple[str, ...]:
         return tuple(self.functions)
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UnsupportedOperationError(f"{self!r} is closed; load or build it again")
+
+    @staticmethod
+    def _release(loaded: dict[str, Any]) -> None:
+        """Destroy the driver objects in ``loaded`` (kinds whose objects Python does not free)."""
+        loaded.clear()
+
+    def _close(self) -> None:
+        with self._lock:
+            self._closed = True
+            # The binary may be a view into a loaded library: drop it so the library can unmap.
+            self.binary = b""
+            self.sections = {}
+        self._finalizer()
+
     def _get_own_function(self, name: str) -> DeviceFunction | None:
+        self._check_open()
         entry = self.functions.get(name)
         if entry is None:
             return None
-        fn = self._callables.get(name)
-        if fn is None:
-            fn = self._callables[name] = DeviceFunction(self, entry)
-        return fn
+        # Not cached on the module: the function holds its module, and a cache would close the
+        # cycle that keeps a dropped module (and its driver objects) alive until the next GC.
+        return DeviceFunction(self, entry)
 
     def _save_to_bytes(self) -> bytes:
+        self._check_open()
         return encode_payload(self.binary_format, self.functions.values(), self.binary, self.sections)
 
     @staticmethod
@@ -198,7 +221,8 @@ class DeviceModule(Module):
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        return f"Module[{self.kind}](functions={list(self.functions)})"
+        state = ", closed" if self._closed else ""
+        return f"Module[{self.kind}](functions={list(self.functions)}{state})"
 
 
 class DeviceFunction:
@@ -221,6 +245,7 @@ class DeviceFunction:
                 f"{self.name}() takes {len(params)} arguments ({', '.join(p.name for p in params)}) "
                 f"but {len(args)} were given"
             )
+        self.module._check_open()
         reason = self.module.unavailable_reason()
         if reason is not None:
             raise DeviceUnavailableError(f"cannot run {self.name} on {self.module.kind}: {reason}")

@@ -24,8 +24,9 @@ from typing import Any
 from ..errors import FormatError, FunctionNotFoundError, LoadError, UnsupportedOperationError
 from .blob import BLOB_END_SYMBOL, BLOB_SYMBOL, HOST_KIND, BlobIndex
 from .calling import NativeFunction, ffi
+from .elfcheck import check_shared_object
 from .module import Module, ModulePropertyMask
-from .registry import load_from_bytes, register_file_loader, require_file
+from .registry import load_from_bytes, register_file_loader
 from .signature import Signature
 
 __all__ = ["LazyModule", "LibraryModule", "load_library"]
@@ -104,10 +105,20 @@ class LibraryModule(Module):
         return tuple(self._signatures)
 
     def _get_own_function(self, name: str) -> NativeFunction | None:
+        self._handle()  # a closed library says so, rather than "no such function"
         fn = self._functions.get(name)
         if fn is None and name in self._signatures:
             fn = self.bind(self._signatures[name])
         return fn
+
+    def _missing_hint(self, name: str) -> str:
+        if self._dso is None or self._dso.symbol(name) is None:
+            return ""
+        return (
+            f"{os.path.basename(self.path)} exports a symbol {name!r} that its function table does not list: "
+            f"bind it with .bind('<C prototype of {name}>'), or export it with a signature "
+            "(c_source_module(..., signatures=...))"
+        )
 
     def bind(self, signature: str | Signature) -> NativeFunction:
         """Return the library's function with the given C prototype.
@@ -143,19 +154,18 @@ class LibraryModule(Module):
             raise UnsupportedOperationError(f"{self!r} is closed; load the library again")
         return self._dso
 
-    def close(self) -> None:
-        """Drop this module's hold on the library (it unmaps once nothing else holds it)."""
-        self._dso = None
-        self._functions.clear()
-
-    def __enter__(self) -> LibraryModule:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _close(self) -> None:
+        # Drop every hold this module has on the mapping: the handle, the bound functions and
+        # the function table (a view into the blob); the library unmaps once nothing else
+        # (a function or payload view the caller kept) holds it.
+        with self._lock:
+            self._dso = None
+            self._functions.clear()
+            self._table = tuple
 
     def __repr__(self) -> str:
-        return f"Module[library]({os.path.basename(self.path)!r}, functions={list(self._signatures)})"
+        state = "closed" if self._dso is None else f"functions={list(self._signatures)}"
+        return f"Module[library]({os.path.basename(self.path)!r}, {state})"
 
 
 class LazyModule(Module):
@@ -212,6 +222,16 @@ class LazyModule(Module):
             raise AttributeError(name)
         return getattr(self.decode(), name)
 
+    def _close(self) -> None:
+        with self._lock:
+            module, self._module = self._module, None
+            self._payload = self._closed_payload
+        if module is not None:
+            module._close()
+
+    def _closed_payload(self) -> memoryview:
+        raise UnsupportedOperationError(f"{self._source} is closed; load the library again")
+
     def _get_own_function(self, name: str) -> Callable[..., Any] | None:
         return self.decode()._get_own_function(name)
 
@@ -228,8 +248,7 @@ class LazyModule(Module):
         self.decode().write_to_file(path, fmt)
 
     def __repr__(self) -> str:
-        state = repr(self._module) if self._module is not None else "not decoded"
-        return f"Module[{self.kind}]({state})"
+        return repr(self._module) if self._module is not None else f"Module[{self.kind}](not decoded)"
 
 
 def load_library(path: str | os.PathLike[str]) -> Module:
@@ -254,13 +273,14 @@ def load_library(path: str | os.PathLike[str]) -> Module:
     FormatError
         If its blob is corrupt or of an unknown version.
     """
-    path = os.path.abspath(os.fspath(path))
-    require_file(path)
-    return _open(path)
+    return _open(os.path.abspath(os.fspath(path)))
 
 
 def _open(path: str) -> Module:
-    dso = _DSO(path)  # a file we may not read fails here, with the loader's own reason
+    # dlopen maps a truncated file without complaint and the process dies of SIGBUS later:
+    # check the headers first (a few microseconds).
+    check_shared_object(path)
+    dso = _DSO(path)
     start = dso.symbol(BLOB_SYMBOL)
     if start is None:
         return LibraryModule(dso)
@@ -309,7 +329,4 @@ def _function_table(index: BlobIndex, i: int) -> list[Signature]:
     return signatures
 
 
-@register_file_loader(".so")
-def _load_so(path: str) -> Module:
-    # load_module() explains a missing or unreadable file if dlopen fails.
-    return _open(os.path.abspath(path))
+register_file_loader(".so")(load_library)

@@ -18,13 +18,16 @@ import enum
 import itertools
 import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from ..errors import FunctionNotFoundError, ImportCycleError, UnsupportedOperationError
 from .registry import lookup_exporter
 from .signature import Signature
 
 __all__ = ["Module", "ModulePropertyMask"]
+
+
+_M = TypeVar("_M", bound="Module")
 
 
 class ModulePropertyMask(enum.IntFlag):
@@ -198,8 +201,11 @@ class Module:
                 )
         available = self.tree_function_names() if query_imports else sorted(self.function_names())
         where = "this module or its imports" if query_imports else "this module"
+        hints = [hint for mod in self._search_order(query_imports) if (hint := mod._missing_hint(name))]
         raise FunctionNotFoundError(
-            f"no function {name!r} in {where} ({self!r}); defined: " + (", ".join(available) if available else "none"),
+            f"no function {name!r} in {where} ({self!r}); defined: "
+            + (", ".join(available) if available else "none")
+            + "".join(f"; {hint}" for hint in hints[:1]),
             name=name,
             available=tuple(available),
         )
@@ -327,7 +333,30 @@ class Module:
             raise self.unsupported("export_library", "exporting needs the compile side: import kernpack (llvmlite)")
         return exporter(self, path, cc=cc, options=options, workspace=workspace)
 
+    # ----------------------------------------------------------------- lifetime
+    def close(self) -> None:
+        """Release the native resources of this module and of every module it imports.
+
+        A loaded library is unmapped, a JIT engine freed, device programs and pipelines
+        destroyed, once nothing else holds them: a function or payload view obtained earlier
+        keeps what it needs alive until it is dropped. Using a closed module raises
+        :class:`UnsupportedOperationError`; closing twice does nothing. Modules are also
+        released when they are garbage-collected; ``close()``, or leaving a ``with`` block
+        (``with kernpack.load_module("lib.so") as lib: ...``), makes it prompt.
+        """
+        for _, module in self.walk():
+            module._close()
+
+    def __enter__(self: _M) -> _M:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # ----------------------------------------------------------------- hooks
+    def _close(self) -> None:
+        """Release this module's own native resources (kinds that hold some override this)."""
+
     def _get_own_function(self, name: str) -> Callable[..., Any] | None:
         """Return this module's own function ``name``, or None (RUNNABLE kinds)."""
         raise NotImplementedError
@@ -343,6 +372,10 @@ class Module:
 
     def _write_to_file(self, path: str, fmt: str | None) -> None:
         raise NotImplementedError
+
+    def _missing_hint(self, name: str) -> str:
+        """Advice when ``name`` was not found although this module may know of it, or ""."""
+        return ""
 
     def _not_runnable_hint(self) -> str:
         return "build a runnable module from it first"

@@ -25,7 +25,7 @@ __all__ = ["OpenCLModule", "opencl_module"]
 _HOW = (
     "install pyopencl and an OpenCL runtime that takes SPIR-V, e.g. Intel's CPU runtime: "
     "pip install 'kernpack[opencl]', then write an .icd file naming libintelocl.so into a directory "
-    "and point OCL_ICD_VENDORS at it (scripts/test shows how)"
+    "and point OCL_ICD_VENDORS at it (kernpack's scripts/_venv.sh shows how; docs/quickstart.md)"
 )
 
 

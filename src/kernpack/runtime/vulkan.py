@@ -165,6 +165,20 @@ class VulkanModule(DeviceModule):
 
         return "\n".join(f"; ---- {name}\n{disassemble_spirv(self.shader(name))}" for name in self.functions)
 
+    @staticmethod
+    def _release(loaded: dict[str, Any]) -> None:
+        # Vulkan objects are not garbage-collected: destroy each kernel's pipeline and layouts.
+        if loaded:
+            dev = _runtime()
+            assert isinstance(dev, _Device)
+            vk = dev.vk
+            for set_layout, pipeline_layout, shader, pipeline in loaded.values():
+                vk.vkDestroyPipeline(dev.device, pipeline, None)
+                vk.vkDestroyShaderModule(dev.device, shader, None)
+                vk.vkDestroyPipelineLayout(dev.device, pipeline_layout, None)
+                vk.vkDestroyDescriptorSetLayout(dev.device, set_layout, None)
+            loaded.clear()
+
     def _pipeline(self, dev: _Device, entry: KernelEntry) -> tuple[Any, Any, Any, Any]:
         with self._lock:
             cached = self._loaded.get(entry.name)

@@ -129,7 +129,7 @@ def build(
     ----------
     kernels : iterable of Kernel
         The kernels, each decorated with ``@kp.kernel``; names must differ.
-    target : {"cpu", "cuda", "opencl"}
+    target : {"cpu", "cuda", "opencl", "vulkan"}
         The code generator: ``"cpu"`` gives an ``llvm`` module, ``"cuda"`` a ``cuda`` module
         (PTX for sm_80), ``"opencl"`` an ``opencl`` module (SPIR-V 1.2), ``"vulkan"`` a
         ``vulkan`` module (a compute shader per kernel).
