@@ -54,6 +54,7 @@ from .runtime import (
 
 if TYPE_CHECKING:
     from .driver.csource import CSourceModule, c_source_module
+    from .driver.deviceir import device_module_from_ir
     from .driver.lang import (
         ArrayType,
         Kernel,
@@ -85,6 +86,7 @@ _LAZY = {
     "llvm_module": "kernpack.driver.llvm",
     "CSourceModule": "kernpack.driver.csource",
     "c_source_module": "kernpack.driver.csource",
+    "device_module_from_ir": "kernpack.driver.deviceir",
     **dict.fromkeys(
         [
             *("Kernel", "kernel", "build", "grid", "atomic_add", "math", "ArrayType", "ScalarType"),
@@ -173,6 +175,7 @@ __all__ = [
     "UnsupportedOperationError",
     "__version__",
     "c_source_module",
+    "device_module_from_ir",
     "llvm_module",
     "load_from_bytes",
     "load_module",

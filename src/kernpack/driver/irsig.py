@@ -8,16 +8,20 @@ seen means an array of that dtype; none, or several, means ``void *`` (any dtype
 
 Whether the function writes through a pointer comes from LLVM's own analysis (the
 ``readonly`` parameter attribute that FunctionAttrs infers), not from this scan.
+
+Host code takes pointers in address space 0; device kernels read here take them in the
+address spaces their target passes buffers in (``pointer_spaces``).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import Any
 
 from ..runtime.signature import Param, Signature
 
-__all__ = ["UnsupportedSignature", "exported_functions", "infer_signature", "readonly_params"]
+__all__ = ["UnsupportedSignature", "exported_functions", "infer_signature", "pointer_space", "readonly_params"]
 
 # LLVM scalar type -> kernpack C type. LLVM integers carry no sign; they read as signed.
 _LLVM_SCALARS = {
@@ -31,6 +35,7 @@ _LLVM_SCALARS = {
 }
 _VECTOR = re.compile(r"^<\s*(?:vscale\s+x\s+)?\d+\s+x\s+(\w+)\s*>$")
 _PASS_THROUGH = {"bitcast", "addrspacecast", "select", "phi", "freeze"}
+_POINTER = re.compile(r"^ptr(?:\s+addrspace\((\d+)\))?$")
 
 
 class UnsupportedSignature(Exception):
@@ -49,8 +54,17 @@ def exported_functions(module: Any) -> list[Any]:
     return out
 
 
-def infer_signature(fn: Any) -> Signature:
+def pointer_space(llty: str) -> int | None:
+    """The address space of an LLVM pointer type (``ptr``, ``ptr addrspace(1)``), or None."""
+    m = _POINTER.match(llty.strip())
+    return None if m is None else int(m.group(1) or 0)
+
+
+def infer_signature(fn: Any, pointer_spaces: Collection[int] = (0,)) -> Signature:
     """Build the :class:`Signature` of an llvmlite ``ValueRef`` function (unoptimized IR).
+
+    Pointer parameters in ``pointer_spaces`` are arrays; a pointer in another address space
+    is unsupported (on the host, anything but 0 is not memory Python can hand over).
 
     Raises
     ------
@@ -69,8 +83,11 @@ def infer_signature(fn: Any) -> Signature:
     for index, arg in enumerate(args):
         name = arg.name or f"arg{index}"
         llty = str(arg.type)
-        if llty == "ptr":
+        space = pointer_space(llty)
+        if space is not None and space in pointer_spaces:
             params.append(Param(name, elements.get(index, "void"), pointer=True, const=_is_readonly(arg)))
+        elif space is not None:
+            raise UnsupportedSignature(f"parameter {index} ({name!r}) is a pointer in address space {space}")
         elif llty in _LLVM_SCALARS:
             params.append(Param(name, _LLVM_SCALARS[llty]))
         else:
@@ -100,7 +117,7 @@ def _pointer_element_types(fn: Any, args: list[Any]) -> dict[int, str]:
     Works on the function's printed IR: one call into LLVM instead of several per
     instruction, which made this scan cost more than the optimizer on small kernels.
     """
-    origin = {_reference(arg): i for i, arg in enumerate(args) if str(arg.type) == "ptr"}
+    origin = {_reference(arg): i for i, arg in enumerate(args) if pointer_space(str(arg.type)) is not None}
     if not origin:
         return {}
     seen: dict[int, set[str]] = {i: set() for i in origin.values()}
@@ -141,17 +158,18 @@ def _reference(arg: Any) -> str:
 
 
 _VALUE = r"%[-\w.$]+"
+_PTR = r"ptr(?:\s+addrspace\(\d+\))?"
 _REF = re.compile(_VALUE)
 _ASSIGN = re.compile(rf"^\s*(?P<res>{_VALUE})\s*=\s*(?P<op>\w+)")
 _GEP = re.compile(
     rf"^\s*(?P<res>{_VALUE})\s*=\s*getelementptr(?:\s+(?:inbounds|nuw|nusw|inrange\([^)]*\)))*"
-    rf"\s+(?P<type>[^,]+),\s*ptr\s+(?P<base>{_VALUE})"
+    rf"\s+(?P<type>[^,]+),\s*{_PTR}\s+(?P<base>{_VALUE})"
 )
 _LOAD = re.compile(
-    rf"^\s*{_VALUE}\s*=\s*load(?:\s+atomic)?(?:\s+volatile)?\s+(?P<type>[^,]+),\s*ptr\s+(?P<ptr>{_VALUE})"
+    rf"^\s*{_VALUE}\s*=\s*load(?:\s+atomic)?(?:\s+volatile)?\s+(?P<type>[^,]+),\s*{_PTR}\s+(?P<ptr>{_VALUE})"
 )
-_STORE = re.compile(rf"^\s*store(?:\s+atomic)?(?:\s+volatile)?\s+(?P<type>.+?)\s+\S+,\s*ptr\s+(?P<ptr>{_VALUE})")
+_STORE = re.compile(rf"^\s*store(?:\s+atomic)?(?:\s+volatile)?\s+(?P<type>.+?)\s+\S+,\s*{_PTR}\s+(?P<ptr>{_VALUE})")
 _ATOMIC = re.compile(
     rf"^\s*{_VALUE}\s*=\s*(?:atomicrmw(?:\s+volatile)?\s+\w+|cmpxchg(?:\s+weak)?(?:\s+volatile)?)"
-    rf"\s+ptr\s+(?P<ptr>{_VALUE}),\s*(?P<type>[^\s,]+)"
+    rf"\s+{_PTR}\s+(?P<ptr>{_VALUE}),\s*(?P<type>[^\s,]+)"
 )

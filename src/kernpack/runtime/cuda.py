@@ -119,7 +119,7 @@ class CUDAModule(DeviceModule):
                     written.append((value, pointer))
                 values.append(pointer)
                 types.append(None)  # a driver object: cuda-bindings passes it as a device pointer
-                for extent in value.shape:
+                for extent in value.shape[: param.ndim]:  # none for a plain T *
                     values.append(extent)
                     types.append(ctypes.c_int64)
             block = _BLOCK[len(grid)]

@@ -102,7 +102,7 @@ class OpenCLModule(DeviceModule):
                 if param.is_output:
                     written.append((value, buffer, share))
             values.append(buffer)
-            values.extend(np.int64(extent) for extent in value.shape)
+            values.extend(np.int64(extent) for extent in value.shape[: param.ndim])  # none for a plain T *
         with self._lock:  # one kernel object per name: its arguments are set and enqueued together
             kernel.set_args(*values)
             cl.enqueue_nd_range_kernel(queue, kernel, grid, None)

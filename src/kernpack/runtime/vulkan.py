@@ -235,7 +235,7 @@ class VulkanModule(DeviceModule):
         host: list[np.ndarray] = []
         for param, value in zip(entry.signature.params, args, strict=True):
             if param.pointer:
-                extents.extend(value.shape)
+                extents.extend(value.shape[: param.ndim])
                 host.append(value)
             else:
                 host.append(np.asarray(value, dtype=np.uint8 if param.ctype == "bool" else param.dtype).reshape(1))

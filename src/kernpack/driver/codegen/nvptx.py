@@ -16,6 +16,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+from typing import Any
 
 import llvmlite.ir as ir
 
@@ -32,6 +33,7 @@ __all__ = [
     "find_libdevice",
     "find_ptxas",
     "lower_cuda",
+    "ptx_options",
 ]
 
 CUDA_TRIPLE = "nvptx64-nvidia-cuda"
@@ -101,21 +103,33 @@ def lower_cuda(kernels: list[kir.Kernel], module_name: str) -> ir.Module:
 
 def compile_cuda(kernels: list[kir.Kernel], module_name: str, arch: str = DEFAULT_ARCH, opt_level: int = 3) -> str:
     """Return the PTX of the kernels for ``arch`` (generated in a child process)."""
-    if not re.fullmatch(r"sm_\d+[af]?", arch):
-        raise CompileError(f"CUDA architecture {arch!r} is not a name like 'sm_80' or 'sm_90a'")
     module = lower_cuda(kernels, module_name)
     uses_libdevice = any(f.name.startswith("__nv_") for f in module.functions)
+    options = ptx_options(module_name, arch, uses_libdevice)
+    ptx = emit(str(module), CUDA_TRIPLE, opt_level=opt_level, label=module_name, **options)
+    return ptx.decode()
+
+
+def ptx_options(label: str, arch: str, uses_libdevice: bool) -> dict[str, Any]:
+    """The :func:`~.isolate.emit` keywords that make PTX for ``arch``, libdevice linked if used.
+
+    Raises
+    ------
+    CompileError
+        If ``arch`` is not an architecture name, or libdevice is needed and not installed.
+    """
+    if not re.fullmatch(r"sm_\d+[af]?", arch):
+        raise CompileError(f"CUDA architecture {arch!r} is not a name like 'sm_80' or 'sm_90a'")
     link: tuple[str, ...] = ()
     if uses_libdevice:
         libdevice = find_libdevice()
         if libdevice is None:
             raise CompileError(
-                f"{module_name}: exp/log/sin/cos/tanh on CUDA need NVIDIA's libdevice; "
+                f"{label}: exp/log/sin/cos/tanh (__nv_* functions) on CUDA need NVIDIA's libdevice; "
                 "pip install nvidia-cuda-nvcc (or install a CUDA toolkit)"
             )
         link = (libdevice,)
-    ptx = emit(str(module), CUDA_TRIPLE, opt_level=opt_level, kind="assembly", label=module_name, cpu=arch, link=link)
-    return ptx.decode()
+    return {"kind": "assembly", "cpu": arch, "link": link}
 
 
 def assemble_cubin(ptx: str, arch: str, label: str) -> bytes | None:

@@ -14,9 +14,11 @@ from ..lang import kir
 from .cpu import KernelBody, abi_types, declare
 from .isolate import emit
 
-__all__ = ["OPENCL_TRIPLE", "compile_opencl", "lower_opencl"]
+__all__ = ["OPENCL_OPTIONS", "OPENCL_TRIPLE", "compile_opencl", "lower_opencl"]
 
 OPENCL_TRIPLE = "spirv64v1.2-unknown-unknown"
+# Float atomic_add is OpAtomicFAddEXT, which needs its extension declared.
+OPENCL_OPTIONS = ("--spirv-ext=+SPV_EXT_shader_atomic_float_add",)
 _GLOBAL = ir.PointerType(addrspace=1)
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
@@ -45,6 +47,4 @@ def lower_opencl(kernels: list[kir.Kernel], module_name: str) -> ir.Module:
 def compile_opencl(kernels: list[kir.Kernel], module_name: str, opt_level: int = 2) -> bytes:
     """Return the SPIR-V binary of the kernels (generated in a child process)."""
     module = lower_opencl(kernels, module_name)
-    # Float atomic_add is OpAtomicFAddEXT, which needs its extension declared.
-    options = ("--spirv-ext=+SPV_EXT_shader_atomic_float_add",)
-    return emit(str(module), OPENCL_TRIPLE, opt_level=opt_level, label=module_name, options=options)
+    return emit(str(module), OPENCL_TRIPLE, opt_level=opt_level, label=module_name, options=OPENCL_OPTIONS)

@@ -25,9 +25,11 @@ from ..lang.types import ArrayType, ScalarType
 from .cpu import KernelBody, declare, llvm_type, memory_type
 from .isolate import emit
 
-__all__ = ["VULKAN_TRIPLE", "WORKGROUP", "compile_vulkan", "compile_vulkan_all", "lower_vulkan"]
+__all__ = ["VULKAN_OPTIONS", "VULKAN_TRIPLE", "WORKGROUP", "compile_vulkan", "compile_vulkan_all", "lower_vulkan"]
 
 VULKAN_TRIPLE = "spirv1.6-unknown-vulkan1.3-compute"
+# Float atomic adds are OpAtomicFAddEXT, which needs its extension declared.
+VULKAN_OPTIONS = ("--spirv-ext=+SPV_EXT_shader_atomic_float_add",)
 WORKGROUP = {1: (64, 1, 1), 2: (8, 8, 1), 3: (4, 4, 4)}
 _I8, _I32, _I64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
 _STORAGE = ir.PointerType(addrspace=11)
@@ -154,9 +156,8 @@ def compile_vulkan_all(kernels: list[kir.Kernel]) -> list[bytes]:
     """The SPIR-V shader of each kernel, all generated in one child process."""
     for kernel in kernels:
         _check_supported(kernel)
-    options = ("--spirv-ext=+SPV_EXT_shader_atomic_float_add",)
     label = "+".join(k.name for k in kernels)
-    return emit([lower_vulkan(k) for k in kernels], VULKAN_TRIPLE, opt_level=2, label=label, options=options)
+    return emit([lower_vulkan(k) for k in kernels], VULKAN_TRIPLE, opt_level=2, label=label, options=VULKAN_OPTIONS)
 
 
 def _check_supported(kernel: kir.Kernel) -> None:
