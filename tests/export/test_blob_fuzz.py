@@ -1,11 +1,14 @@
-"""The blob parser on hostile input: only FormatError, bounded time, never a crash.
+"""The blob parser and the payload decoders on hostile input: only FormatError, never a crash.
 
-A bounded hypothesis run inside the normal suite; the full fuzzing campaign (atheris, files
-that are not ELF, truncated libraries) belongs to the hardening work.
+A bounded hypothesis run inside the normal suite. For a long campaign, raise the number of
+examples per test: ``KERNPACK_FUZZ_EXAMPLES=100000 python -m pytest tests/export/test_blob_fuzz.py``.
+Damaged library files (not ELF, truncated, another machine) are in test_hostile_files.py.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import struct
 import zlib
 
@@ -15,6 +18,14 @@ from hypothesis import strategies as st
 
 import kernpack as kp
 from kernpack.runtime.blob import MAGIC, BlobEntry, BlobIndex, encode
+from kernpack.runtime.device import KernelEntry, encode_payload
+from kernpack.runtime.library import _function_table
+
+
+def examples(default: int) -> int:
+    """How many inputs a fuzz test tries: ``default``, or KERNPACK_FUZZ_EXAMPLES for long runs."""
+    return int(os.environ.get("KERNPACK_FUZZ_EXAMPLES") or default)
+
 
 VALID = encode(
     [
@@ -44,7 +55,7 @@ def test_valid_blob_parses():
     assert index.imports_of(0) == (1, 2) and index.imports_of(1) == (2,)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_bit_flips_and_truncation_give_only_format_errors(data):
     blob = bytearray(VALID)
@@ -56,7 +67,7 @@ def test_bit_flips_and_truncation_give_only_format_errors(data):
     parse_everything(bytes(blob))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     fields=st.tuples(
         st.integers(0, 2**64 - 1),  # blob size
@@ -117,3 +128,35 @@ def test_wrong_payload_checksum_and_unknown_version():
     with pytest.raises(kp.FormatError, match="version 2 is not supported"):
         BlobIndex(bytes(blob))
     assert bytes(VALID[:8]) == MAGIC
+
+
+# ------------------------------------------------------------- behind the payload checksum
+# A payload that passes its CRC reaches its kind's decoder: those must refuse garbage too.
+DEVICE_PAYLOAD = encode_payload(
+    "spirv",
+    [KernelEntry("k", "void k(const float x[:], float out[:, :], int64_t n)", ["out.shape[0]", "(n + 1) // 2"])],
+    bytes(range(256)) * 4,
+    {"extra": b"\x01" * 40},
+)
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(data=st.data())
+def test_device_payload_decoder_gives_only_format_errors(data):
+    payload = bytearray(DEVICE_PAYLOAD)
+    for _ in range(data.draw(st.integers(1, 6))):
+        position = data.draw(st.integers(0, len(payload) - 1))
+        payload[position] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(payload)))
+    for candidate in (bytes(payload), bytes(payload[:cut])):
+        with contextlib.suppress(kp.FormatError):
+            kp.load_from_bytes("opencl", candidate)
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(text=st.text(max_size=200) | st.binary(max_size=200))
+def test_host_function_table_gives_only_format_errors(text):
+    raw = text.encode(errors="surrogatepass") if isinstance(text, str) else text
+    table = encode([BlobEntry("_lib", raw, 2)], [0, 0], [])
+    with contextlib.suppress(kp.FormatError):
+        _function_table(BlobIndex(table), 0)
