@@ -39,56 +39,16 @@ def emit(
     cpu: str = "",
     features: str = "",
     link: tuple[str, ...] = (),
+    readonly: list[str] | None = None,
 ) -> bytes:
     """Optimize ``ir_text`` and emit it for ``triple`` in a child process; return the output.
 
     ``ir_text`` may be a list of modules, compiled in one child (one interpreter start for a
     whole build); the result is then a list of outputs. ``options`` are LLVM command-line
     options for the child (e.g. SPIR-V extensions); ``link`` names bitcode libraries
-    (libdevice) linked in before optimization.
+    (libdevice) linked in before optimization. ``readonly``: see :func:`emit_with_readonly`.
     """
-    request = _request(ir_text, triple, opt_level, kind, options, cpu, features, link)
-    outputs = _run(request, triple, label)
-    return outputs if isinstance(ir_text, list) else outputs[0]
-
-
-def emit_with_readonly(
-    ir_text: str,
-    triple: str,
-    functions: list[str],
-    *,
-    opt_level: int = 2,
-    kind: str = "object",
-    label: str = "kernel",
-    options: tuple[str, ...] = (),
-    cpu: str = "",
-    features: str = "",
-    link: tuple[str, ...] = (),
-) -> tuple[bytes, dict[str, list[bool]]]:
-    """As :func:`emit` for one module; also say which parameters of ``functions`` are read-only.
-
-    Whether a kernel writes through a pointer is LLVM's analysis (FunctionAttrs), which runs
-    on the IR: for user-supplied IR it runs here, in the child, with everything else that
-    could abort. The flags are ``{name: [readonly of each parameter]}``, read after the
-    optimization pipeline.
-    """
-    request = _request(ir_text, triple, opt_level, kind, options, cpu, features, link)
-    request["readonly"] = list(functions)
-    output, report = _run(request, triple, label)
-    return output, json.loads(report)
-
-
-def _request(
-    ir_text: str | list[str],
-    triple: str,
-    opt_level: int,
-    kind: str,
-    options: tuple[str, ...],
-    cpu: str,
-    features: str,
-    link: tuple[str, ...],
-) -> dict[str, Any]:
-    return {
+    request: dict[str, Any] = {
         "ir": ir_text if isinstance(ir_text, list) else [ir_text],
         "triple": triple,
         "opt_level": opt_level,
@@ -98,6 +58,25 @@ def _request(
         "features": features,
         "link": list(link),
     }
+    if readonly is not None:
+        request["readonly"] = list(readonly)
+    outputs = _run(request, triple, label)
+    return outputs if isinstance(ir_text, list) else outputs[0]
+
+
+def emit_with_readonly(
+    ir_text: str, triple: str, functions: list[str], **keywords: Any
+) -> tuple[bytes, dict[str, list[bool]]]:
+    """As :func:`emit` for one module; also say which parameters of ``functions`` are read-only.
+
+    Whether a kernel writes through a pointer is LLVM's analysis (FunctionAttrs), which runs
+    on the IR: for user-supplied IR it runs here, in the child, with everything else that
+    could abort. The flags are ``{name: [readonly of each parameter]}``, read after the
+    optimization pipeline. ``keywords`` are :func:`emit`'s.
+    """
+    # The report rides as one more output after the module's, under the same protocol.
+    output, report = emit([ir_text], triple, readonly=functions, **keywords)
+    return output, json.loads(report)
 
 
 def _run(request: dict[str, Any], triple: str, label: str) -> list[bytes]:
