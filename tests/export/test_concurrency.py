@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 
 import kernpack as kp
 from tests.conftest import VADD_IR
@@ -44,3 +46,25 @@ def test_threads_compile_and_call_the_same_kernel():
     with ThreadPoolExecutor(8) as pool:
         assert all(pool.map(work, range(100)))
     assert len(twice._modules) == 1  # built once, shared by every thread
+
+
+@pytest.mark.parametrize("target", ["opencl", "vulkan"])
+def test_threads_launch_device_kernels_at_once(target):
+    from tests.lang import kernels_src as K
+
+    module = kp.build([K.saxpy], target=target, name="threads")
+    reason = module.unavailable_reason()
+    if reason is not None:
+        if target in os.environ.get("KERNPACK_REQUIRE_DEVICES", ""):
+            pytest.fail(f"{target} is required here but unavailable: {reason}")
+        pytest.skip(reason)
+
+    def work(i: int) -> bool:
+        x = np.arange(257, dtype=np.float32) + i
+        y = np.full_like(x, i)
+        out = np.empty_like(x)
+        module["saxpy"](np.float32(2.0), x, y, out)
+        return bool(np.allclose(out, 2 * x + y))
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(work, range(200)))
