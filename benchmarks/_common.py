@@ -6,11 +6,18 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("results")
+# Apache TVM 0.27 runs in its own venv (its LLVM and ours must not meet in one process):
+# peers/setup_tvm.sh makes it and peers/tvm_peer.py measures inside it.
+TVM_SETUP = ROOT / "benchmarks" / "peers" / "setup_tvm.sh"
+TVM_PEER = ROOT / "benchmarks" / "peers" / "tvm_peer.py"
+TVM_PYTHON = ROOT / "benchmarks" / ".venv-tvm" / "bin" / "python"
 
 
 def median_seconds(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
@@ -33,6 +40,39 @@ def median_per_call(fn: Callable[[], object], calls: int, repeat: int) -> float:
             fn()
 
     return median_seconds(batch, repeat) / calls
+
+
+def run_json(argv: list[str]) -> dict:
+    """Run a command from the repository root; return the JSON object on its last stdout line."""
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def tvm_python(setup: bool) -> str | None:
+    """The TVM peer venv's python, or None after printing why there is none.
+
+    With ``setup``, ``peers/setup_tvm.sh`` creates the venv when it is missing (pip, a few
+    minutes); without, a missing venv only prints how to create it.
+    """
+    if not setup:
+        if TVM_PYTHON.exists():
+            return str(TVM_PYTHON)
+        print(
+            f"(TVM 0.27 peer rows skipped: {TVM_PYTHON.parents[1].relative_to(ROOT)} is missing; "
+            f"create it with `bash {TVM_SETUP.relative_to(ROOT)}`)"
+        )
+        return None
+    try:
+        out = subprocess.run(["bash", str(TVM_SETUP)], capture_output=True, text=True, check=True)
+    except subprocess.CalledProcessError as exc:
+        print(f"(TVM peer not available: {exc.stderr.strip()[-300:]})")
+        return None
+    return out.stdout.strip().splitlines()[-1]
+
+
+def tvm_peer(python: str, *args: str) -> dict:
+    """Run one ``peers/tvm_peer.py`` subcommand with the TVM venv's python; return its JSON."""
+    return run_json([python, str(TVM_PEER), *args])
 
 
 def machine() -> dict[str, object]:

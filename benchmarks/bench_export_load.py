@@ -8,6 +8,11 @@ Writes ``results/export_load.{json,md,png}``.
 * **load**: ``load_module`` of a library whose blob carries 1 KiB .. 512 MiB, beside a bare
   ``ctypes.CDLL`` of a byte-identical copy, each timed inside a fresh process (the library is
   new to the process, the file is in the page cache), median over processes.
+* **load by module count**: the same for a host library importing 1 .. 256 small device
+  modules (opencl, vulkan, cuda in turn; 1 KiB of bytes each, which no device ever decodes
+  here, plus a one-kernel function table). ``load_module`` only indexes them; a second row
+  adds touching every module, ``tree_function_names()`` on the loaded root, which decodes each
+  lazy module and reads every function table, timed in the same process right after the load.
 * **cold process**: the wall time of a whole ``python`` process that imports the runtime, loads
   a small exported library and calls ``vadd`` once, beside the same with ``tvm_ffi``.
 * **export**: ``export_library`` of a tree carrying 64 MiB, beside (a) copying a 64 MiB file
@@ -18,7 +23,6 @@ Writes ``results/export_load.{json,md,png}``.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import subprocess
@@ -34,10 +38,11 @@ import numpy as np  # noqa: E402
 from tests.conftest import VADD_IR  # noqa: E402
 
 import kernpack as kp  # noqa: E402
-from benchmarks._common import report  # noqa: E402
+from benchmarks._common import TVM_PEER, report, run_json, tvm_peer, tvm_python  # noqa: E402
 from kernpack import ModulePropertyMask as M  # noqa: E402
 
 KIB, MIB = 1 << 10, 1 << 20
+DEVICE_KINDS = ("opencl", "vulkan", "cuda")
 
 
 class Payload(kp.Module):
@@ -65,22 +70,47 @@ def tree(nbytes: int) -> kp.Module:
     return root
 
 
+def device_module(kind: str, i: int, code: bytes) -> kp.Module:
+    """A device module of ``kind`` with one kernel ``k<i>`` whose code is ``code``.
+
+    Export and load never decode the code (only a launch would), so any bytes stand in for
+    SPIR-V or PTX and no device or compiler is needed.
+    """
+    name = f"k{i}"
+    entry = {"name": name, "signature": f"void {name}(float x[:])", "grid": ["x.shape[0]"]}
+    if kind == "opencl":
+        return kp.opencl_module(code, [entry])
+    if kind == "vulkan":
+        return kp.vulkan_module({name: code}, [entry])
+    return kp.cuda_module(code, [entry])
+
+
+def device_tree(count: int) -> kp.Module:
+    """The vadd host module importing ``count`` one-kernel device modules, kinds in turn."""
+    root = kp.llvm_module(VADD_IR)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        root.import_module(device_module(DEVICE_KINDS[i % len(DEVICE_KINDS)], i, rng.bytes(KIB)))
+    return root
+
+
 LOAD_CHILD = """
 import sys, time, json, ctypes
 from kernpack.runtime import load_module
-a, b, kernpack_first = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+a, b, kernpack_first, touch = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4] == "1"
 def cdll():
     t = time.perf_counter(); ctypes.CDLL(a); return time.perf_counter() - t
 def kernpack():
-    t = time.perf_counter(); m = load_module(b); t = time.perf_counter() - t
-    assert m.imports[0].kind == "bench_payload"
-    return t
+    t = time.perf_counter(); m = load_module(b); return time.perf_counter() - t, m
 # Alternate which goes first, so neither gains from the other warming the dynamic loader.
 if kernpack_first:
-    k = kernpack(); c = cdll()
+    (k, m), c = kernpack(), cdll()
 else:
-    c = cdll(); k = kernpack()
-print(json.dumps({"cdll": c, "kernpack": k}))
+    c = cdll(); k, m = kernpack()
+out = {"cdll": c, "kernpack": k, "imports": [x.kind for x in m.imports]}
+if touch:  # decode every lazy module and read every function table
+    t = time.perf_counter(); out["functions"] = len(m.tree_function_names()); out["touch"] = time.perf_counter() - t
+print(json.dumps(out))
 """
 
 COLD_KERNPACK = """
@@ -93,15 +123,24 @@ assert c[0] == 2
 """
 
 
-def run_json(argv: list[str]) -> dict:
-    out = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=ROOT).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
 def wall(argv: list[str]) -> float:
     start = time.perf_counter()
     subprocess.run(argv, capture_output=True, check=True, cwd=ROOT)
     return time.perf_counter() - start
+
+
+def load_samples(lib: Path, procs: int, touch: bool = False) -> list[dict]:
+    """``LOAD_CHILD``'s figures for ``lib``, one dict per fresh process (the first, a warm-up, dropped).
+
+    ``ctypes.CDLL`` opens a byte-identical copy: dlopen of a path the process already has open
+    returns the open handle, which would make whichever comes second free.
+    """
+    copy = lib.with_name(f"{lib.stem}_copy.so")
+    shutil.copyfile(lib, copy)
+    argv = [sys.executable, "-c", LOAD_CHILD, str(copy), str(lib)]
+    samples = [run_json([*argv, str(i % 2), str(int(touch))]) for i in range(2 * procs + 1)][1:]
+    copy.unlink()
+    return samples
 
 
 def bench_load(work: Path, sizes: list[int], procs: int) -> list[dict]:
@@ -109,10 +148,8 @@ def bench_load(work: Path, sizes: list[int], procs: int) -> list[dict]:
     for size in sizes:
         lib = work / f"load_{size}.so"
         tree(size).export_library(lib)
-        copy = work / f"load_{size}_copy.so"
-        shutil.copyfile(lib, copy)
-        argv = [sys.executable, "-c", LOAD_CHILD, str(copy), str(lib)]
-        samples = [run_json([*argv, str(i % 2)]) for i in range(2 * procs + 1)][1:]
+        samples = load_samples(lib, procs)
+        assert all(s["imports"] == ["bench_payload"] for s in samples)
         label = f"{size // MIB} MiB" if size >= MIB else f"{size // KIB} KiB"
         rows.append(
             {
@@ -122,22 +159,49 @@ def bench_load(work: Path, sizes: list[int], procs: int) -> list[dict]:
                 "baseline_name": "ctypes.CDLL",
             }
         )
-        copy.unlink()
         lib.unlink()
     return rows
 
 
-def tvm_python(enabled: bool) -> str | None:
-    if not enabled:
-        return None
-    try:
-        out = subprocess.run(
-            ["bash", str(ROOT / "benchmarks/peers/setup_tvm.sh")], capture_output=True, text=True, check=True
+def bench_load_count(work: Path, counts: list[int], procs: int, extra: dict) -> list[dict]:
+    """Load time against the number of device modules in the tree, and the cost of touching them all."""
+    loads, touches, record = [], [], {}
+    for count in counts:
+        lib = work / f"count_{count}.so"
+        device_tree(count).export_library(lib)
+        samples = load_samples(lib, procs, touch=True)
+        kinds = [DEVICE_KINDS[i % len(DEVICE_KINDS)] for i in range(count)]
+        assert all(s["imports"] == kinds and s["functions"] == count + 1 for s in samples)
+        cdll = statistics.median(s["cdll"] for s in samples)
+        load = statistics.median(s["kernpack"] for s in samples)
+        # Load and touch come from the same process, so their sum is what a caller who uses
+        # every module pays; the median of the sums, not the sum of the medians.
+        both = statistics.median(s["kernpack"] + s["touch"] for s in samples)
+        plural = "s" * (count > 1)
+        loads.append(
+            {
+                "what": f"load_module, {count} device module{plural}",
+                "kernpack_s": load,
+                "baseline_s": cdll,
+                "baseline_name": "ctypes.CDLL",
+            }
         )
-    except subprocess.CalledProcessError as exc:
-        print(f"(TVM peer not available: {exc.stderr.strip()[-300:]})")
-        return None
-    return out.stdout.strip().splitlines()[-1]
+        touches.append(
+            {
+                "what": f"load_module + decode all, {count} device module{plural}",
+                "kernpack_s": both,
+                "baseline_s": cdll,
+                "baseline_name": "ctypes.CDLL",
+            }
+        )
+        record[str(count)] = {
+            "so_bytes": lib.stat().st_size,
+            "touch_s_median": statistics.median(s["touch"] for s in samples),
+            "samples": [{k: s[k] for k in ("cdll", "kernpack", "touch")} for s in samples],
+        }
+        lib.unlink()
+    extra["load_by_module_count"] = record
+    return loads + touches
 
 
 def bench_cold(work: Path, tvm: str | None, procs: int) -> list[dict]:
@@ -153,9 +217,8 @@ def bench_cold(work: Path, tvm: str | None, procs: int) -> list[dict]:
     }
     if tvm:
         tvm_lib = work / "tvm_vadd.so"
-        peer = ROOT / "benchmarks/peers/tvm_peer.py"
-        fn = run_json([tvm, str(peer), "export-vadd", str(tvm_lib)])["function"]
-        theirs = [wall([tvm, str(peer), "cold-call", str(tvm_lib), fn, n]) for _ in range(procs + 1)][1:]
+        fn = tvm_peer(tvm, "export-vadd", str(tvm_lib))["function"]
+        theirs = [wall([tvm, str(TVM_PEER), "cold-call", str(tvm_lib), fn, n]) for _ in range(procs + 1)][1:]
         row.update(baseline_s=statistics.median(theirs), baseline_name="TVM 0.27 tvm_ffi")
     else:
         row.update(baseline_s=row["python_import_numpy_s"], baseline_name="python -c 'import numpy'")
@@ -189,8 +252,7 @@ def bench_export(work: Path, tvm: str | None, reps: int) -> list[dict]:
         }
     ]
     if tvm:
-        peer = ROOT / "benchmarks/peers/tvm_peer.py"
-        theirs = run_json([tvm, str(peer), "export-const", str(work / "tvm_const.so"), "64"])
+        theirs = tvm_peer(tvm, "export-const", str(work / "tvm_const.so"), "64")
         rows.append(
             {
                 "what": "export_library, 64 MiB vs TVM",
@@ -208,16 +270,19 @@ def main() -> None:
     parser.add_argument("--no-tvm", action="store_true", help="do not set up or measure Apache TVM")
     args = parser.parse_args()
     sizes = [KIB, MIB, 64 * MIB] + ([] if args.quick else [512 * MIB])
+    counts = [1, 4, 16, 64, 256]
     procs = 3 if args.quick else 7
-    tvm = tvm_python(not args.no_tvm)
+    tvm = None if args.no_tvm else tvm_python(setup=True)
+    extra = {"tvm": bool(tvm), "quick": args.quick}
     with tempfile.TemporaryDirectory(prefix="kernpack-bench-") as tmp:
         work = Path(tmp)
         rows = (
             bench_load(work, sizes, procs)
+            + bench_load_count(work, counts, procs, extra)
             + bench_cold(work, tvm, procs)
             + bench_export(work, tvm, 3 if args.quick else 5)
         )
-    report("export_load", rows, {"tvm": bool(tvm), "quick": args.quick})
+    report("export_load", rows, extra)
 
 
 if __name__ == "__main__":

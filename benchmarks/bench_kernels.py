@@ -1,7 +1,8 @@
 """Kernels written in the kernpack kernel language, beside numpy doing the same work, in one run.
 
-Run: ``.venv/bin/python benchmarks/bench_kernels.py [--quick]`` (``--quick``: vectors of 10**6
-instead of 10**7 and fewer samples, for a smoke test). Writes ``results/kernels.{json,md,png}``.
+Run: ``.venv/bin/python benchmarks/bench_kernels.py [--quick] [--no-tvm]`` (``--quick``: vectors of
+10**6 instead of 10**7 and fewer samples, for a smoke test; ``--no-tvm``: leave out the Apache TVM
+rows). Writes ``results/kernels.{json,md,png}``.
 Every figure is a median over repeated runs in this one process, after warm-up runs; the runs
 of kernpack and of its baseline alternate in rounds (see ``medians``), so that other work on
 the machine slows both alike.
@@ -26,6 +27,19 @@ the machine slows both alike.
   without ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` (set on some machines because old
   OpenBLAS builds crash on their CPU; they slow a current OpenBLAS). The faster of the two is
   the baseline; both are in the JSON.
+* **compile**: vadd and saxpy from source to their first call with nothing cached, beside
+  Apache TVM 0.27 compiling the same kernel for "llvm": the median of 9 runs (``--quick``: 3),
+  each a new kernel, taken in 3 rounds that alternate kernpack and TVM, after a warm-up run
+  (one per TVM process). kernpack: ``kp.kernel`` on the same Python function again
+  (front end), ``kp.build([k], cpu="generic", cache=False)``, the function lookup (the JIT)
+  and one call on 16 floats. TVM (``peers/tvm_peer.py compile``, in ``benchmarks/.venv-tvm``,
+  made by ``peers/setup_tvm.sh``): a TE compute over a symbolic length, ``create_prim_func``,
+  ``tvm.compile(..., target="llvm")`` (generic CPU, as kernpack's ``cpu="generic"``), the
+  lookup (its JIT) and one call. kernpack with ``threads=1`` faces TVM's plain serial loop;
+  with ``threads=2`` (grid code that splits across threads) a TVM schedule with the loop marked
+  parallel. Both processes are warm (imports, LLVM initialised); each side's first run is in
+  the JSON, as is the split of each median into its steps. Without the TVM venv those rows are
+  left out (with a line saying how to make it).
 
 The JSON also holds the compile time of each kernel: its first call (which JITs it for the host
 CPU; the first kernel's also pays for initialising LLVM, and kernpack's on-disk compile cache
@@ -53,7 +67,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 import kernpack as kp  # noqa: E402
-from benchmarks._common import fmt_time, median_seconds, report  # noqa: E402
+from benchmarks._common import fmt_time, median_seconds, report, tvm_peer, tvm_python  # noqa: E402
 
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 MATMUL_N = 512
@@ -318,6 +332,64 @@ def bench_matmul(funcs: dict, repeat: int, extra: dict) -> list[dict]:
     return [row(f"matmul {n}² f32, {best}", variants[best], baseline, name)]
 
 
+def cold_compile(kernel, args: list, threads: int) -> dict[str, float]:
+    """One run of ``kernel`` from source to its first call, nothing cached; seconds per step."""
+    t0 = time.perf_counter()
+    fresh = kp.kernel(kernel.py_func)  # a new Kernel: the front end runs again, no module kept in memory
+    t1 = time.perf_counter()
+    module = kp.build([fresh], cpu="generic", threads=threads, cache=False)
+    t2 = time.perf_counter()
+    fn = module[fresh.name]  # the JIT happens here, as TVM's does on lookup
+    t3 = time.perf_counter()
+    fn(*args)
+    t4 = time.perf_counter()
+    return {"define_s": t1 - t0, "compile_s": t2 - t1, "lookup_s": t3 - t2, "call_s": t4 - t3}
+
+
+def summarize(first: dict[str, float], runs: list[dict[str, float]]) -> dict[str, float]:
+    """Median total and median of each step over ``runs``; the warm-up run's total beside them."""
+    return {
+        "total_s_median": statistics.median(sum(r.values()) for r in runs),
+        "first_s": sum(first.values()),
+        "runs": len(runs),
+        **{f"{k}_median": statistics.median(r[k] for r in runs) for k in first},
+    }
+
+
+def bench_compile(tvm: str | None, rounds: int, per_round: int, extra: dict) -> list[dict]:
+    """vadd and saxpy compiled from scratch by kernpack and by TVM 0.27, serial and threaded.
+
+    The runs go in rounds that alternate between kernpack (in this process) and TVM (one peer
+    process per round, with its own warm-up run), so other work on the machine slows both alike.
+    """
+    rows, record = [], {}
+    for kernel in (vadd, saxpy):
+        tiny = [np.full(16, 1.5, np.float32) for _ in range(3)]
+        args = [2.0, *tiny] if kernel is saxpy else tiny
+        for threads in (1, 2):
+            flags = ["--parallel"] if threads > 1 else []
+            first = cold_compile(kernel, args, threads)
+            mine: list[dict[str, float]] = []
+            peers: list[dict] = []
+            for _ in range(rounds):
+                mine += [cold_compile(kernel, args, threads) for _ in range(per_round)]
+                if tvm:
+                    try:
+                        peers.append(tvm_peer(tvm, "compile", kernel.name, str(per_round), *flags))
+                    except subprocess.CalledProcessError as exc:
+                        print(f"(TVM compile of {kernel.name} failed, TVM rows left out: {exc.stderr.strip()[-300:]})")
+                        tvm, peers = None, []
+            assert tiny[2][0] == (4.5 if kernel is saxpy else 3.0)
+            entry = record[f"{kernel.name}, threads={threads}"] = {"kernpack": summarize(first, mine), "tvm": None}
+            if peers:
+                entry["tvm"] = summarize(peers[0]["first"], [run for peer in peers for run in peer["runs"]])
+                peer_name = "TVM 0.27, parallel loop" if threads > 1 else "TVM 0.27 tvm.compile"
+                what = f"compile {kernel.name}, source to first call, no cache, {threads_label(threads)}"
+                rows.append(row(what, entry["kernpack"]["total_s_median"], entry["tvm"]["total_s_median"], peer_name))
+    extra["cold_compile"] = {"rounds": rounds, "per_round": per_round, "runs": record}
+    return rows
+
+
 def blas_info() -> object:
     try:
         from threadpoolctl import threadpool_info
@@ -329,10 +401,13 @@ def blas_info() -> object:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="vectors of 10**6, fewer samples")
+    parser.add_argument("--no-tvm", action="store_true", help="leave out the Apache TVM compile-time rows")
     args = parser.parse_args()
     n = 10**6 if args.quick else 10**7
     repeat = 5 if args.quick else 25
     matmul_repeat = 3 if args.quick else 20
+    compile_rounds, compile_per_round = (1, 3) if args.quick else (3, 3)
+    tvm = None if args.no_tvm else tvm_python(setup=False)
 
     load_before = os.getloadavg()
     compiles, builds, funcs = compile_times([1, 2])
@@ -352,6 +427,7 @@ def main() -> None:
         bench_vectors(funcs, n, repeat, extra)
         + bench_numba(funcs, n, repeat, extra)
         + bench_matmul(funcs, matmul_repeat, extra)
+        + bench_compile(tvm, compile_rounds, compile_per_round, extra)
     )
     extra["loadavg_1_5_15"] = {"before": load_before, "after": os.getloadavg()}
     report("kernels", rows, extra)

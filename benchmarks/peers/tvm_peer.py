@@ -6,6 +6,7 @@ Run with the peer venv's python (``PY=$(benchmarks/peers/setup_tvm.sh | tail -n1
     $PY benchmarks/peers/tvm_peer.py cold-call LIB.so FUNC N
     $PY benchmarks/peers/tvm_peer.py export-const OUT.so MIB
     $PY benchmarks/peers/tvm_peer.py load-const LIB.so
+    $PY benchmarks/peers/tvm_peer.py compile vadd|saxpy REPEAT [--parallel]
 
 Every subcommand prints one JSON object on its last stdout line; a failed check exits non-zero.
 
@@ -19,6 +20,13 @@ Every subcommand prints one JSON object on its last stdout line; a failed check 
 - ``load-const``: ``tvm_ffi.load_module`` of such a library, each of 5 runs in a fresh subprocess. A Relax VM
   library needs the loader registered by libtvm_runtime.so, so the child first dlopens that (untimed) without
   importing the ``tvm`` Python package; after timing it runs ``main`` once to check the constant.
+- ``compile``: from nothing to a first call, ``REPEAT`` times plus one untimed warm-up, each time a new kernel (so
+  nothing is cached): define the TE compute over a symbolic length (``define_s``), ``create_prim_func`` (with
+  ``--parallel``, a schedule that marks the loop parallel), ``tvm.compile`` for "llvm" (``compile_s``), look the
+  function up, which JITs the machine code (``lookup_s``), and call it once on 16 floats (``call_s``).
+  ``runs`` holds each run's steps, ``first`` the warm-up's, ``total_s_median`` the median of the runs' sums.
+  Kernels: ``vadd`` is ``c[i] = a[i] + b[i]``, ``saxpy`` is ``out[i] = alpha * x[i] + y[i]``, float32, ``alpha``
+  a scalar parameter.
 """
 
 from __future__ import annotations
@@ -124,6 +132,69 @@ def export_const(out: str, mib: int) -> dict[str, Any]:
     }
 
 
+def _te_kernel(kernel: str) -> list[Any]:
+    """The TE arguments (scalars, inputs, output last) of ``kernel``, with a fresh symbolic length."""
+    from tvm import te
+
+    n = te.var("n", "int64")
+    a = te.placeholder((n,), "float32", name="a")
+    b = te.placeholder((n,), "float32", name="b")
+    if kernel == "vadd":
+        return [a, b, te.compute((n,), lambda i: a[i] + b[i], name="out")]
+    alpha = te.var("alpha", "float32")
+    return [alpha, a, b, te.compute((n,), lambda i: alpha * a[i] + b[i], name="out")]
+
+
+def compile_kernel(kernel: str, repeat: int, parallel: bool) -> dict[str, Any]:
+    import numpy as np
+    import tvm
+    from tvm import te
+
+    def once() -> tuple[dict[str, float], bool]:
+        t0 = time.perf_counter()
+        args = _te_kernel(kernel)
+        func = te.create_prim_func(args).with_attr("global_symbol", kernel)
+        if parallel:  # what kernpack's kp.grid does with threads > 1
+            from tvm import s_tir
+
+            sch = s_tir.Schedule(func)
+            sch.parallel(sch.get_loops(sch.get_sblock("out"))[0])
+            mod = sch.mod
+        else:
+            mod = tvm.IRModule({kernel: func})
+        t1 = time.perf_counter()
+        exe = tvm.compile(mod, target="llvm")
+        t2 = time.perf_counter()
+        fn = exe[kernel]
+        t3 = time.perf_counter()
+        # tvm.runtime.tensor copies: from_dlpack wants 64-byte aligned data, numpy gives 16.
+        arrays = [tvm.runtime.tensor(np.full(16, 1.5, np.float32)) for _ in range(3)]
+        scalars = [2.0] if kernel == "saxpy" else []
+        t4 = time.perf_counter()
+        fn(*scalars, *arrays)
+        t5 = time.perf_counter()
+        want = 4.5 if kernel == "saxpy" else 3.0
+        ok = bool(np.all(arrays[2].numpy() == want))
+        parts = {"define_s": t1 - t0, "compile_s": t2 - t1, "lookup_s": t3 - t2, "call_s": t5 - t4}
+        return parts, ok
+
+    first, ok = once()
+    runs = []
+    for _ in range(repeat):
+        parts, good = once()
+        runs.append(parts)
+        ok = ok and good
+    return {
+        "ok": ok,
+        "kernel": kernel,
+        "parallel": parallel,
+        "tvm": tvm.__version__,
+        "total_s_median": statistics.median(sum(r.values()) for r in runs),
+        "first": first,
+        "runs": runs,
+    }
+
+
 def load_one(lib: str) -> dict[str, Any]:
     import ctypes
     import importlib.util
@@ -169,6 +240,10 @@ def main() -> None:
     p.add_argument("mib", type=int)
     sub.add_parser("load-const").add_argument("lib")
     sub.add_parser("_load-one").add_argument("lib")
+    p = sub.add_parser("compile")
+    p.add_argument("kernel", choices=["vadd", "saxpy"])
+    p.add_argument("repeat", type=int)
+    p.add_argument("--parallel", action="store_true")
     args = parser.parse_args()
     if args.cmd == "export-vadd":
         result = export_vadd(args.out)
@@ -178,6 +253,8 @@ def main() -> None:
         result = export_const(args.out, args.mib)
     elif args.cmd == "load-const":
         result = load_const(args.lib)
+    elif args.cmd == "compile":
+        result = compile_kernel(args.kernel, args.repeat, args.parallel)
     else:
         result = load_one(args.lib)
     _emit(result)

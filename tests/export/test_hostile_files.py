@@ -6,9 +6,11 @@ failed test here, not a dead test run.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -59,6 +61,14 @@ def good(tmp_path_factory) -> bytes:
     return path.read_bytes()
 
 
+def cut_in_dynamic(data: bytes) -> bytes:
+    """The library cut off inside its dynamic section: dlopen itself dies of SIGBUS on it."""
+    from elftools.elf.elffile import ELFFile
+
+    dynamic = next(s for s in ELFFile(io.BytesIO(data)).iter_segments() if s["p_type"] == "PT_DYNAMIC")
+    return data[: dynamic["p_offset"] + 8]
+
+
 def patched(data: bytes, offset: int, value: bytes) -> bytes:
     return data[:offset] + value + data[offset + len(value) :]
 
@@ -69,6 +79,7 @@ CASES = {
     "empty": (lambda d: b"", "the file is empty"),
     "header_only": (lambda d: d[:40], "shorter than an ELF header"),
     "truncated_half": (lambda d: d[: len(d) // 2], "truncated: a loadable segment"),
+    "truncated_in_dynamic": (cut_in_dynamic, "truncated: a loadable segment"),
     "truncated_tail": (lambda d: d[:-100], "truncated: its section table"),
     "other_machine": (lambda d: patched(d, 18, (183).to_bytes(2, "little")), "built for aarch64"),
     "32_bit": (lambda d: patched(d, 4, b"\x01"), "32-bit ELF"),
@@ -88,19 +99,21 @@ def test_damaged_or_foreign_file_is_a_load_error(tmp_path, good, name):
     assert str(path) in got["message"] and phrase in got["message"], got["message"]
 
 
-def test_truncated_library_would_kill_dlopen_users(tmp_path, good):
-    # Why the header check exists: dlopen maps the truncated file and reading the blob there
-    # raises SIGBUS. The same file through load_module is a LoadError (above).
-    path = tmp_path / "half.so"
-    path.write_bytes(good[: len(good) // 2])
-    code = (
+def test_truncated_libraries_kill_plain_dlopen_users(tmp_path, good):
+    # Why the header check exists: dlopen maps a truncated file as its headers describe it.
+    # Cut inside the blob, dlopen succeeds and reading the blob raises SIGBUS; cut inside the
+    # dynamic section, dlopen itself dies. Through load_module both are LoadErrors (above).
+    read_blob = (
         "import ctypes, sys; lib = ctypes.CDLL(sys.argv[1]);"
         "start = ctypes.addressof(ctypes.c_char.in_dll(lib, '__kernpack_blob'));"
         "end = ctypes.addressof(ctypes.c_char.in_dll(lib, '__kernpack_blob_end'));"
         "print(sum(ctypes.string_at(start, end - start)))"
     )
-    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, timeout=60)
-    assert result.returncode != 0  # killed by SIGBUS
+    for name, data in (("half.so", good[: len(good) // 2]), ("dynamic.so", cut_in_dynamic(good))):
+        path = tmp_path / name
+        path.write_bytes(data)
+        result = subprocess.run([sys.executable, "-c", read_blob, str(path)], capture_output=True, timeout=60)
+        assert result.returncode == -signal.SIGBUS, (name, result.returncode)
 
 
 def test_symbol_with_a_short_section_is_a_format_error(tmp_path):

@@ -33,25 +33,21 @@ _ET_DYN, _PT_LOAD = 3, 1
 _READ = 4096  # the ELF header and the program headers sit in the first page of any linked file
 
 
-_UNAME_MACHINES = {"x86_64": 62, "amd64": 62, "aarch64": 183, "arm64": 183, "ppc64le": 21, "s390x": 22}
-_UNAME_MACHINES |= {"riscv64": 243, "loongarch64": 258}
+# os.uname().machine -> e_machine. Asking the kernel costs nothing; reading our own executable's
+# header (/proc/self/exe) cost ~100 us on the first load of every process.
+_UNAME_MACHINES = {"x86_64": 62, "amd64": 62, "aarch64": 183, "arm64": 183, "ppc64le": 21, "ppc64": 21}
+_UNAME_MACHINES |= {"s390x": 22, "riscv64": 243, "loongarch64": 258}
 
 
 @functools.cache
-def _host() -> tuple[int, int, int]:
-    """(class, byte order, machine) of this interpreter, read from its own ELF header."""
-    try:
-        with open("/proc/self/exe", "rb") as f:
-            ident = f.read(20)
-        order = "<" if ident[5] == 1 else ">"
-        return ident[4], ident[5], struct.unpack_from(order + "H", ident, 18)[0]
-    except (OSError, IndexError, struct.error):
-        # No /proc, or a process whose effective user may not read its own executable.
-        bits = 2 if sys.maxsize > 2**32 else 1
-        return bits, 1 if sys.byteorder == "little" else 2, _UNAME_MACHINES.get(os.uname().machine, 0)
+def _host() -> tuple[int, int, int | None]:
+    """(class, byte order, machine) of this interpreter; machine None where it is not known."""
+    bits = 2 if sys.maxsize > 2**32 else 1
+    machine = _UNAME_MACHINES.get(os.uname().machine) if bits == 2 else None
+    return bits, 1 if sys.byteorder == "little" else 2, machine
 
 
-def _machine(code: int) -> str:
+def _machine(code: int | None) -> str:
     return f"{_MACHINES.get(code, 'an unknown machine')} (e_machine {code})"
 
 
@@ -116,7 +112,7 @@ def _problem(fd: int, head: bytes, size: int) -> str:
     if len(head) < header.size:
         return f"truncated: {size} bytes is shorter than an ELF header"
     _, e_type, machine, _, _, phoff, shoff, _, _, phentsize, phnum, shentsize, shnum, _ = header.unpack_from(head)
-    if machine != host_machine:
+    if host_machine is not None and machine != host_machine:
         return f"built for {_machine(machine)}; this machine is {_machine(host_machine)}"
     if e_type != _ET_DYN:
         return f"{_ET_NAMES.get(e_type, f'an ELF file of type {e_type}')}, not a shared library"
