@@ -220,15 +220,19 @@ class BlobIndex:
                     raise self._error(f"module {parent} imports module {child}: not a module after it in the tree")
         strings_start = tables_end
         entries = []
+        kinds: dict[tuple[int, int], str] = {}  # a tree of many modules has few kinds: decode each once
         for i, (kind_off, kind_size, offset, size, pcrc, mask) in enumerate(
             _ENTRY.iter_unpack(view[pos : pos + _ENTRY.size * n])
         ):
-            if strings_start + kind_off + kind_size > index_end or kind_size == 0:
-                raise self._error(f"module {i}: kind name out of range")
-            try:
-                kind = bytes(view[strings_start + kind_off : strings_start + kind_off + kind_size]).decode()
-            except UnicodeDecodeError:
-                raise self._error(f"module {i}: kind name is not UTF-8") from None
+            kind = kinds.get((kind_off, kind_size))
+            if kind is None:
+                if strings_start + kind_off + kind_size > index_end or kind_size == 0:
+                    raise self._error(f"module {i}: kind name out of range")
+                try:
+                    kind = bytes(view[strings_start + kind_off : strings_start + kind_off + kind_size]).decode()
+                except UnicodeDecodeError:
+                    raise self._error(f"module {i}: kind name is not UTF-8") from None
+                kinds[kind_off, kind_size] = kind
             if offset % ALIGN or offset < index_end or offset + size > blob_size:
                 raise self._error(f"module {i} ({kind}): payload [{offset}, +{size}) is misaligned or out of range")
             if mask > 0b111:

@@ -37,6 +37,8 @@ except ImportError:  # pragma: no cover - cffi always ships its backend
     _dlopen = None
 
 _RTLD_NOW, _RTLD_LOCAL = 2, 0
+# Every mask value a blob may hold (BlobIndex refuses others); the enum's constructor is slow.
+_MASKS = tuple(ModulePropertyMask(m) for m in range(8))
 _CHAR_P = ffi.typeof("char *")
 
 
@@ -184,7 +186,7 @@ class LazyModule(Module):
     def __init__(self, kind: str, mask: int, payload: Callable[[], memoryview], source: str) -> None:
         super().__init__()
         self.kind = kind  # type: ignore[misc]
-        self.property_mask = ModulePropertyMask(mask)  # type: ignore[misc]
+        self.property_mask = _MASKS[mask]  # type: ignore[misc]
         self._payload = payload
         self._source = source
         self._module: Module | None = None
