@@ -17,7 +17,6 @@ constructors, as ``dlopen`` always does. ``kernpack inspect`` reads a library wi
 
 from __future__ import annotations
 
-import functools
 import os
 import struct
 import sys
@@ -39,7 +38,6 @@ _UNAME_MACHINES = {"x86_64": 62, "amd64": 62, "aarch64": 183, "arm64": 183, "ppc
 _UNAME_MACHINES |= {"s390x": 22, "riscv64": 243, "loongarch64": 258}
 
 
-@functools.cache
 def _host() -> tuple[int, int, int | None]:
     """(class, byte order, machine) of this interpreter; machine None where it is not known."""
     bits = 2 if sys.maxsize > 2**32 else 1
@@ -84,16 +82,20 @@ def check_shared_object(path: str) -> None:
         raise LoadError(f"cannot load {path!r}: {reason}")
 
 
-@functools.cache
 def _layout() -> tuple[struct.Struct, struct.Struct, tuple[int, int, int]]:
     """The ELF header and program header layouts of this machine's class and byte order.
 
     The third item says where (type, offset, filesz) sit in a program header.
     """
-    wide, order = _host()[0] == 2, "<" if _host()[1] == 1 else ">"
+    wide, order = _HOST[0] == 2, "<" if _HOST[1] == 1 else ">"
     if wide:
         return struct.Struct(order + "16sHHIQQQIHHHHHH"), struct.Struct(order + "IIQQQQQQ"), (0, 2, 5)
     return struct.Struct(order + "16sHHIIIIIHHHHHH"), struct.Struct(order + "IIIIIIII"), (0, 1, 4)
+
+
+# Computed once at import (a few microseconds), not on a process's first load.
+_HOST = _host()
+_HEADER, _PHDR, _PHDR_FIELDS = _layout()
 
 
 def _problem(fd: int, head: bytes, size: int) -> str:
@@ -102,13 +104,13 @@ def _problem(fd: int, head: bytes, size: int) -> str:
         return "the file is empty"
     if len(head) < 16 or head[:4] != b"\x7fELF":
         return f"not an ELF shared library (it starts with {head[:8]!r}, {size} bytes)"
-    host_class, host_order, host_machine = _host()
+    host_class, host_order, host_machine = _HOST
     if head[4] != host_class:
         bits = {1: "32", 2: "64"}.get(head[4], "unknown")
         return f"a {bits}-bit ELF file; this Python is {64 if sys.maxsize > 2**32 else 32}-bit"
     if head[5] != host_order:
         return "an ELF file of the other byte order than this machine"
-    header, phdr, (at_type, at_offset, at_filesz) = _layout()
+    header, phdr, (at_type, at_offset, at_filesz) = _HEADER, _PHDR, _PHDR_FIELDS
     if len(head) < header.size:
         return f"truncated: {size} bytes is shorter than an ELF header"
     _, e_type, machine, _, _, phoff, shoff, _, _, phentsize, phnum, shentsize, shnum, _ = header.unpack_from(head)
