@@ -87,6 +87,11 @@ class _KernelCodegen:
     def emit(self) -> None:
         name = self.kernel.name
         range_fn = self._function(f"{name}.range", _VOID, [*self.abi, _I64, _I64], internal=True)
+        if self.threads > 1:
+            # The launcher calls it from several places (serial path, each chunk, the worker);
+            # inlined into each, its vectorized loop was optimized and JIT-compiled 3-4 times
+            # over (3x the compile time) to save one call per chunk.
+            range_fn.attributes.add("noinline")
         KernelBody(self.module, range_fn, self.kernel).emit_range()
         extent_fn = self._function(f"{name}.extent", _I64, [*self.abi, _PTR], internal=True)
         KernelBody(self.module, extent_fn, self.kernel).emit_extent()
