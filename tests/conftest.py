@@ -83,6 +83,20 @@ def vadd_ir() -> str:
     return VADD_IR
 
 
+#: Devices whose tests must run here (CI sets it): a missing runtime fails them instead of skipping.
+REQUIRED_DEVICES = set(filter(None, os.environ.get("KERNPACK_REQUIRE_DEVICES", "").split(",")))
+
+
+def require_device(module):
+    """Return ``module`` if its device can run here; else skip, or fail where it is required."""
+    reason = module.unavailable_reason()
+    if reason is not None:
+        if module.kind in REQUIRED_DEVICES:
+            pytest.fail(f"{module.kind} is required here (KERNPACK_REQUIRE_DEVICES) but unavailable: {reason}")
+        pytest.skip(reason)
+    return module
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``large`` (gigabytes of disk and memory) run only when asked for."""
     if os.environ.get("KERNPACK_LARGE_TESTS") == "1":

@@ -16,6 +16,7 @@ import pytest
 
 import kernpack as kp
 from kernpack.runtime.tools import find_tool
+from tests.conftest import require_device
 from tests.device.cases import CASES, assert_same
 from tests.export.conftest import ROOT, run_fresh
 from tests.lang import kernels_src as K
@@ -26,12 +27,7 @@ REQUIRED = "opencl" in os.environ.get("KERNPACK_REQUIRE_DEVICES", "")
 @pytest.fixture(scope="module")
 def device():
     module = kp.build([kernel for kernel, _ in CASES.values()], target="opencl", name="lang_set")
-    reason = module.unavailable_reason()
-    if reason is not None:
-        if REQUIRED:
-            pytest.fail(f"OpenCL is required here (KERNPACK_REQUIRE_DEVICES) but unavailable: {reason}")
-        pytest.skip(reason)
-    return module
+    return require_device(module)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -20,6 +20,7 @@ import pytest
 
 import kernpack as kp
 from kernpack.driver.codegen.nvptx import find_ptxas
+from tests.conftest import require_device
 
 REQUIRED = os.environ.get("KERNPACK_REQUIRE_DEVICES", "")
 
@@ -216,15 +217,6 @@ ABORTS = {
 }
 
 
-def _available(module: kp.DeviceModule) -> kp.DeviceModule:
-    reason = module.unavailable_reason()
-    if reason is not None:
-        if module.kind in REQUIRED:
-            pytest.fail(f"{module.kind} is required here (KERNPACK_REQUIRE_DEVICES) but unavailable: {reason}")
-        pytest.skip(reason)
-    return module
-
-
 # ---------------------------------------------------------------------------- OpenCL
 @pytest.fixture(scope="module")
 def opencl():
@@ -247,7 +239,7 @@ def test_opencl_signatures_are_read_from_the_ir(opencl):
 
 
 def test_opencl_kernels_from_ir_match_numpy(opencl):
-    device = _available(opencl)
+    device = require_device(opencl)
     rng = np.random.default_rng(7)
     x, y = rng.random(1000, dtype=np.float32), rng.random(1000, dtype=np.float32)
     x.flags.writeable = False  # const in the inferred signature: read-only arrays are accepted
@@ -269,7 +261,7 @@ def test_opencl_kernels_from_ir_match_numpy(opencl):
 def test_a_plain_pointer_takes_no_extents():
     # 'T *out' then the count as its own argument, C style: the launcher passes no extents.
     flat = {"name": "fill", "grid": ["n"], "signature": "void fill(uint32_t value, uint32_t *out, int64_t n)"}
-    device = _available(kp.device_module_from_ir(OPENCL_IR, "opencl", [flat]))
+    device = require_device(kp.device_module_from_ir(OPENCL_IR, "opencl", [flat]))
     out = np.zeros(50, np.uint32)
     device["fill"](9, out, 40)
     assert (out[:40] == 9).all() and (out[40:] == 0).all()
@@ -319,7 +311,7 @@ def test_vulkan_shader_from_ir_matches_numpy():
     assert module.kind == "vulkan"
     assert module.functions["scale"].attrs["workgroup"] == [64, 1, 1]  # from hlsl.numthreads
     assert module.shader("scale")[:4] == b"\x03\x02\x23\x07"  # the SPIR-V magic
-    device = _available(module)
+    device = require_device(module)
     x = np.arange(1000, dtype=np.float32)
     out = np.zeros_like(x)
     device["scale"](np.float32(0.5), x, out)

@@ -15,6 +15,7 @@ import pytest
 import kernpack as kp
 from kernpack.driver.codegen.vulkan import compile_vulkan
 from kernpack.runtime.tools import find_tool
+from tests.conftest import require_device
 from tests.device.cases import CASES, assert_same
 from tests.export.conftest import run_fresh
 from tests.lang import kernels_src as K
@@ -27,12 +28,7 @@ ON_VULKAN = [name for name in CASES if name != "weighted_bincount"]
 @pytest.fixture(scope="module")
 def device():
     module = kp.build([CASES[name][0] for name in ON_VULKAN], target="vulkan", name="lang_set")
-    reason = module.unavailable_reason()
-    if reason is not None:
-        if REQUIRED:
-            pytest.fail(f"Vulkan is required here (KERNPACK_REQUIRE_DEVICES) but unavailable: {reason}")
-        pytest.skip(reason)
-    return module
+    return require_device(module)
 
 
 @pytest.mark.parametrize("name", ON_VULKAN)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 
 import kernpack as kp
-from tests.conftest import VADD_IR
+from tests.conftest import VADD_IR, require_device
 from tests.export.kinds import BlobKind
 
 
@@ -52,12 +51,7 @@ def test_threads_compile_and_call_the_same_kernel():
 def test_threads_launch_device_kernels_at_once(target):
     from tests.lang import kernels_src as K
 
-    module = kp.build([K.saxpy], target=target, name="threads")
-    reason = module.unavailable_reason()
-    if reason is not None:
-        if target in os.environ.get("KERNPACK_REQUIRE_DEVICES", ""):
-            pytest.fail(f"{target} is required here but unavailable: {reason}")
-        pytest.skip(reason)
+    module = require_device(kp.build([K.saxpy], target=target, name="threads"))
 
     def work(i: int) -> bool:
         x = np.arange(257, dtype=np.float32) + i

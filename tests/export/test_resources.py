@@ -7,14 +7,13 @@ memory), runs the loop, collects garbage and measures again.
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import numpy as np
 import pytest
 
 import kernpack as kp
-from tests.conftest import VADD_IR
+from tests.conftest import VADD_IR, require_device
 from tests.export.conftest import run_fresh
 from tests.export.kinds import BlobKind
 
@@ -117,19 +116,11 @@ def test_llvm_module_close_frees_the_engine():
         m["vadd"]
 
 
-REQUIRED = set(os.environ.get("KERNPACK_REQUIRE_DEVICES", "").split(","))
-
-
 @pytest.mark.parametrize("target", ["opencl", "vulkan"])
 def test_device_modules_release_their_driver_objects(target):
     from tests.lang import kernels_src as K
 
-    module = kp.build([K.vadd_f32], target=target, name="res")
-    reason = module.unavailable_reason()
-    if reason is not None:
-        if target in REQUIRED:
-            pytest.fail(f"{target} is required here but unavailable: {reason}")
-        pytest.skip(reason)
+    module = require_device(kp.build([K.vadd_f32], target=target, name="res"))
     data = module.save_to_bytes()
     body = f"""
 m = kp.load_from_bytes({target!r}, data)
