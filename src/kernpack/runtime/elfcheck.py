@@ -4,7 +4,7 @@
 even past the end of a truncated file, and the first touch of such a page kills the process
 with SIGBUS (while relocating, or when the blob is read). It also answers a file built for
 another machine with a terse message. So ``load_module`` reads the ELF header and the program
-headers first (one ``open`` and one ``read`` of the file's first page, a few microseconds) and
+headers first (one ``open`` and one ``read`` of the file's first page, tens of microseconds) and
 refuses, with the path and the reason, anything that is:
 
 * not an ELF file, or an ELF file of another class, byte order or machine than this Python;
