@@ -73,8 +73,8 @@ def tree(nbytes: int) -> kp.Module:
 def device_module(kind: str, i: int, code: bytes) -> kp.Module:
     """A device module of ``kind`` with one kernel ``k<i>`` whose code is ``code``.
 
-    Export and load never decode the code (only a launch would), so any bytes stand in for
-    SPIR-V or PTX and no device or compiler is needed.
+    Nothing short of a launch reads the code beyond the SPIR-V header that the loaders check, so
+    :func:`dummy_code` stands in for SPIR-V or PTX and no device or compiler is needed.
     """
     name = f"k{i}"
     entry = {"name": name, "signature": f"void {name}(float x[:])", "grid": ["x.shape[0]"]}
@@ -85,12 +85,20 @@ def device_module(kind: str, i: int, code: bytes) -> kp.Module:
     return kp.cuda_module(code, [entry])
 
 
+def dummy_code(kind: str, rng: np.random.Generator) -> bytes:
+    """1 KiB of stand-in kernel code: noise, behind a SPIR-V header for the SPIR-V kinds."""
+    if kind == "cuda":
+        return rng.bytes(KIB)
+    return (0x07230203).to_bytes(4, "little") + bytes(16) + rng.bytes(KIB - 20)
+
+
 def device_tree(count: int) -> kp.Module:
     """The vadd host module importing ``count`` one-kernel device modules, kinds in turn."""
     root = kp.llvm_module(VADD_IR)
     rng = np.random.default_rng(0)
     for i in range(count):
-        root.import_module(device_module(DEVICE_KINDS[i % len(DEVICE_KINDS)], i, rng.bytes(KIB)))
+        kind = DEVICE_KINDS[i % len(DEVICE_KINDS)]
+        root.import_module(device_module(kind, i, dummy_code(kind, rng)))
     return root
 
 

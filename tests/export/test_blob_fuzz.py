@@ -132,25 +132,33 @@ def test_wrong_payload_checksum_and_unknown_version():
 
 # ------------------------------------------------------------- behind the payload checksum
 # A payload that passes its CRC reaches its kind's decoder: those must refuse garbage too.
-DEVICE_PAYLOAD = encode_payload(
-    "spirv",
-    [KernelEntry("k", "void k(const float x[:], float out[:, :], int64_t n)", ["out.shape[0]", "(n + 1) // 2"])],
-    bytes(range(256)) * 4,
-    {"extra": b"\x01" * 40},
-)
+SPIRV = (0x07230203).to_bytes(4, "little") + bytes(range(236))
+KERNEL = KernelEntry("k", "void k(const float x[:], float out[:, :], int64_t n)", ["out.shape[0]", "(n + 1) // 2"])
+PAYLOADS = {
+    "opencl": encode_payload("spirv", [KERNEL], SPIRV * 4, {"extra": b"\x01" * 40}),
+    "vulkan": kp.vulkan_module({"k": SPIRV}, [{**KERNEL.to_json(), "workgroup": [8, 8, 1]}]).save_to_bytes(),
+    "cuda": encode_payload("ptx", [KERNEL], b".version 8.0\n.target sm_80\n", {"cubin": b"\x7fELF" + bytes(60)}),
+    "pipeline": kp.pipeline_module([("k", ["x", "out", 3]), ("k", ["out", "x", 4])]).save_to_bytes(),
+}
 
 
-@settings(max_examples=examples(300), deadline=None)
+def test_the_unmutated_payloads_decode():
+    for kind, payload in PAYLOADS.items():
+        assert kp.load_from_bytes(kind, payload).function_names()
+
+
+@pytest.mark.parametrize("kind", sorted(PAYLOADS))
+@settings(max_examples=examples(150), deadline=None)
 @given(data=st.data())
-def test_device_payload_decoder_gives_only_format_errors(data):
-    payload = bytearray(DEVICE_PAYLOAD)
+def test_payload_decoders_give_only_format_errors(kind, data):
+    payload = bytearray(PAYLOADS[kind])
     for _ in range(data.draw(st.integers(1, 6))):
         position = data.draw(st.integers(0, len(payload) - 1))
         payload[position] = data.draw(st.integers(0, 255))
     cut = data.draw(st.integers(0, len(payload)))
     for candidate in (bytes(payload), bytes(payload[:cut])):
         with contextlib.suppress(kp.FormatError):
-            kp.load_from_bytes("opencl", candidate)
+            kp.load_from_bytes(kind, candidate)
 
 
 @settings(max_examples=examples(300), deadline=None)

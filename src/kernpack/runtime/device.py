@@ -35,9 +35,23 @@ from .calling import as_array, convert_scalar
 from .module import Module, ModulePropertyMask
 from .signature import Signature
 
-__all__ = ["DeviceFunction", "DeviceModule", "KernelEntry", "decode_payload", "encode_payload", "read_side_file"]
+__all__ = [
+    "DeviceFunction",
+    "DeviceModule",
+    "KernelEntry",
+    "decode_payload",
+    "encode_payload",
+    "is_spirv",
+    "read_side_file",
+]
 
 _MAGIC = b"KPDEVM\x00\x01"
+_SPIRV_MAGIC = (0x07230203).to_bytes(4, "little")
+
+
+def is_spirv(code: bytes | memoryview) -> bool:
+    """True if ``code`` starts like a little-endian SPIR-V module (magic + 4 header words)."""
+    return len(code) >= 20 and len(code) % 4 == 0 and bytes(code[:4]) == _SPIRV_MAGIC
 
 
 class KernelEntry:

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DeviceUnavailableError, LoadError
-from .device import DeviceModule, KernelEntry, read_side_file
+from ..errors import DeviceUnavailableError, FormatError, LoadError
+from .device import DeviceModule, KernelEntry, is_spirv, read_side_file
 from .registry import register_file_loader, register_loader
 
 __all__ = ["OpenCLModule", "opencl_module"]
@@ -150,4 +150,6 @@ def _load_spv(path: str) -> DeviceModule:
 def _load(data: bytes | memoryview) -> OpenCLModule:
     module = OpenCLModule.from_bytes(data)
     assert isinstance(module, OpenCLModule)
+    if not is_spirv(module.binary):
+        raise FormatError("opencl module: its binary is not SPIR-V")
     return module

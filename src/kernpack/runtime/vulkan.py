@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DeviceUnavailableError
-from .device import DeviceModule, KernelEntry
+from ..errors import DeviceUnavailableError, FormatError
+from .device import DeviceModule, KernelEntry, is_spirv
 from .registry import register_loader
 
 __all__ = ["VulkanModule", "vulkan_module"]
@@ -331,4 +331,21 @@ def vulkan_module(shaders: dict[str, bytes], functions: Iterable[dict[str, Any] 
 def _load(data: bytes | memoryview) -> VulkanModule:
     module = VulkanModule.from_bytes(data)
     assert isinstance(module, VulkanModule)
+    # Where each shader lies and its workgroup come from the payload: check them here, so that
+    # a damaged table is a FormatError now, not a bad slice handed to the driver at launch.
+    for entry in module.functions.values():
+        attrs = entry.attrs
+        offset, size, workgroup = attrs.get("offset"), attrs.get("size"), attrs.get("workgroup")
+        if not (
+            isinstance(offset, int) and isinstance(size, int) and 0 <= offset <= offset + size <= len(module.binary)
+        ):
+            raise FormatError(f"vulkan module: kernel {entry.name!r}'s shader lies outside the payload")
+        if not is_spirv(module.binary[offset : offset + size]):
+            raise FormatError(f"vulkan module: kernel {entry.name!r}'s shader is not SPIR-V")
+        if not (
+            isinstance(workgroup, list)
+            and len(workgroup) == 3
+            and all(isinstance(w, int) and 1 <= w <= 1024 for w in workgroup)
+        ):
+            raise FormatError(f"vulkan module: kernel {entry.name!r} has a bad workgroup {workgroup!r}")
     return module
