@@ -87,3 +87,7 @@ def test_build_from_ptx_and_spirv_with_json_side_files(tmp_path):
     (tmp_path / "lonely.ptx").write_text("// no side file")
     missing = kernpack("build", "lonely.ptx", "-o", "x.so", cwd=tmp_path)
     assert missing.returncode == 1 and "lonely.json" in missing.stderr
+    (tmp_path / "text.spv").write_text("OpCapability Shader")  # assembly text, not a SPIR-V binary
+    (tmp_path / "text.json").write_text(json.dumps({"functions": [saxpy]}))
+    text = kernpack("build", "text.spv", "-o", "x.so", cwd=tmp_path)
+    assert text.returncode == 1 and "text.spv" in text.stderr and "not a SPIR-V module" in text.stderr

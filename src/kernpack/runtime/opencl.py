@@ -137,6 +137,8 @@ def _load_spv(path: str) -> DeviceModule:
     doc = read_side_file(path)
     with open(path, "rb") as f:
         binary = f.read()
+    if not is_spirv(binary):
+        raise LoadError(f"cannot load {path!r}: not a SPIR-V module (no SPIR-V magic number and header)")
     if doc.get("target", "opencl") == "vulkan":
         from .vulkan import vulkan_module
 
