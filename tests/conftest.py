@@ -97,6 +97,15 @@ def require_device(module):
     return module
 
 
+def require_tool(path: str | None, name: str, install: str) -> str:
+    """Return the tool's ``path``; if it is missing, skip, or fail where devices are required."""
+    if path is None:
+        if REQUIRED_DEVICES:
+            pytest.fail(f"{name} is required here (KERNPACK_REQUIRE_DEVICES) but missing: {install}")
+        pytest.skip(f"{name} not installed")
+    return path
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``large`` (gigabytes of disk and memory) run only when asked for."""
     if os.environ.get("KERNPACK_LARGE_TESTS") == "1":

@@ -6,7 +6,6 @@ machine; where ``KERNPACK_REQUIRE_DEVICES`` names cuda, launch tests must run.
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import numpy as np
@@ -14,11 +13,9 @@ import pytest
 
 import kernpack as kp
 from kernpack.driver.codegen.nvptx import find_ptxas
+from tests.conftest import require_device, require_tool
 from tests.device.cases import CASES, assert_same
 from tests.lang import kernels_src as K
-
-REQUIRE_GPU = "cuda" in os.environ.get("KERNPACK_REQUIRE_DEVICES", "")
-REQUIRE_TOOLS = bool(os.environ.get("KERNPACK_REQUIRE_DEVICES"))
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +24,7 @@ def module():
 
 
 def test_every_kernel_compiles_to_ptx_that_ptxas_accepts(module, tmp_path):
-    ptxas = find_ptxas()
-    if ptxas is None:
-        if REQUIRE_TOOLS:
-            pytest.fail("ptxas is required here but missing: pip install nvidia-cuda-nvcc")
-        pytest.skip("ptxas not installed")
+    ptxas = require_tool(find_ptxas(), "ptxas", "pip install nvidia-cuda-nvcc")
     ptx = module.inspect_source()
     assert ".target sm_80" in ptx
     for name in CASES:
@@ -72,11 +65,7 @@ def test_without_a_gpu_a_call_says_what_is_missing(module):
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_kernel_on_cuda_matches_the_cpu(module, name):
-    reason = module.unavailable_reason()
-    if reason is not None:
-        if REQUIRE_GPU:
-            pytest.fail(f"CUDA is required here but unavailable: {reason}")
-        pytest.skip(reason)
+    require_device(module)
     kernel, make = CASES[name]
     on_cpu, on_device = make(), make()
     kernel(*on_cpu)
@@ -85,8 +74,7 @@ def test_kernel_on_cuda_matches_the_cpu(module, name):
 
 
 def test_cubin_is_assembled_beside_the_ptx_and_the_architecture_is_configurable():
-    if find_ptxas() is None:
-        pytest.skip("ptxas not installed")
+    require_tool(find_ptxas(), "ptxas", "pip install nvidia-cuda-nvcc")
     module = kp.build([K.saxpy], target="cuda", cpu="sm_90")
     assert ".target sm_90" in module.inspect_source()
     assert bytes(module.sections["cubin"][:4]) == b"\x7fELF"

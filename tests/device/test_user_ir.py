@@ -9,7 +9,6 @@ names a device (CI), a missing runtime or tool is a failure, not a skip.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -20,9 +19,7 @@ import pytest
 
 import kernpack as kp
 from kernpack.driver.codegen.nvptx import find_ptxas
-from tests.conftest import require_device
-
-REQUIRED = os.environ.get("KERNPACK_REQUIRE_DEVICES", "")
+from tests.conftest import REQUIRED_DEVICES, require_device, require_tool
 
 # ---------------------------------------------------------------------------- OpenCL IR
 # Arrays are a pointer followed by their extents, named <array>_shape<d> for rank > 1: the
@@ -273,11 +270,7 @@ def cuda():
 
 
 def test_cuda_ptx_from_ir_links_libdevice_and_passes_ptxas(cuda, tmp_path):
-    ptxas = find_ptxas()
-    if ptxas is None:
-        if REQUIRED:
-            pytest.fail("ptxas is required here but missing: pip install nvidia-cuda-nvcc")
-        pytest.skip("ptxas not installed")
+    ptxas = require_tool(find_ptxas(), "ptxas", "pip install nvidia-cuda-nvcc")
     assert str(cuda.signatures["expm"]) == "void expm(const float x[:], float out[:])"
     ptx = cuda.inspect_source()
     assert ".target sm_80" in ptx and ".entry expm(" in ptx
@@ -294,7 +287,7 @@ def test_cuda_ptx_from_ir_links_libdevice_and_passes_ptxas(cuda, tmp_path):
 def test_cuda_kernel_from_ir_matches_numpy(cuda):
     reason = cuda.unavailable_reason()
     if reason is not None:
-        if "cuda" in REQUIRED:
+        if "cuda" in REQUIRED_DEVICES:
             pytest.fail(f"CUDA is required here but unavailable: {reason}")
         with pytest.raises(kp.DeviceUnavailableError, match="cannot run expm on cuda"):
             cuda["expm"](np.zeros(3, np.float32), np.zeros(3, np.float32))

