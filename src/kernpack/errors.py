@@ -19,6 +19,7 @@ __all__ = [
     "FormatError",
     "FunctionNotFoundError",
     "ImportCycleError",
+    "KernelIndexError",
     "KernelSyntaxError",
     "KernelTypeError",
     "KernpackError",
@@ -92,6 +93,10 @@ class KernelSyntaxError(CompileError):
 
 class KernelTypeError(KernelSyntaxError):
     """A kernel's expression or assignment does not type-check (same attributes)."""
+
+
+class KernelIndexError(KernpackError, IndexError):
+    """An index left its array while a kernel ran under the interpreter (``k.interpret``)."""
 
 
 class LinkError(KernpackError):

@@ -3,7 +3,10 @@ r"""What every device module (``cuda``, ``opencl``, ``vulkan``) shares: payload 
 A device module is BINARY_SERIALIZABLE | RUNNABLE: it holds a binary the device's driver
 loads (PTX or SPIR-V) and a function table that says, for each kernel, its signature and its
 grid extents as expressions of its arguments (``"out.shape[0]"``, ``"(n + 1) // 2"``), so the
-host can launch it without running any host code from the build.
+host can launch it without running any host code from the build. The expressions use integer
+literals, scalar parameters, ``a.shape[d]``, ``+ - * // %`` (``//`` and ``%`` by zero are 0),
+``min``/``max`` and the casts ``i8(e)`` .. ``u64(e)``, which wrap ``e`` to that type as the
+kernel's own arithmetic would.
 
 Payload layout (``save_to_bytes``)::
 
@@ -295,6 +298,13 @@ _BINOPS: dict[type, Callable[[int, int], int]] = {
 }
 
 
+# Casts an extent may use, written like the kernel language's types: ``u8(n - 1)`` is n - 1
+# wrapped to 8 bits unsigned, as the kernel computes it (modulus, lowest value).
+_WRAP: dict[str, tuple[int, int]] = {
+    f"{kind}{bits}": (1 << bits, -(1 << (bits - 1)) if kind == "i" else 0) for kind in "iu" for bits in (8, 16, 32, 64)
+}
+
+
 @functools.lru_cache(maxsize=1024)
 def _parse_extent(text: str) -> ast.expr:
     try:
@@ -330,6 +340,23 @@ def _compile_extent(text: str, signature: Signature) -> Callable[[Mapping[str, A
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
             op, left, right = _BINOPS[type(node.op)], build(node.left), build(node.right)
             return lambda arrays, scalars: op(left(arrays, scalars), right(arrays, scalars))
+        if (
+            isinstance(node, ast.UnaryOp)
+            and isinstance(node.op, ast.USub)
+            and isinstance(node.operand, ast.Constant)
+            and type(node.operand.value) is int
+        ):
+            negative = -node.operand.value
+            return lambda arrays, scalars: negative
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in _WRAP
+            and len(node.args) == 1
+            and not node.keywords
+        ):
+            inner, (modulus, low) = build(node.args[0]), _WRAP[node.func.id]
+            return lambda arrays, scalars: (inner(arrays, scalars) - low) % modulus + low
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("min", "max"):
             pick = min if node.func.id == "min" else max
             parts = [build(a) for a in node.args]

@@ -24,7 +24,7 @@ import llvmlite.ir as ir
 from ..lang import kir
 from ..lang.types import ArrayType, ScalarType, bool_
 
-__all__ = ["MIN_PARALLEL_WORK", "KernelBody", "abi_types", "declare", "llvm_type", "lower_kernels"]
+__all__ = ["MIN_PARALLEL_WORK", "KernelBody", "abi_types", "assigned_names", "declare", "llvm_type", "lower_kernels"]
 
 #: Grids of straight-line points with fewer points than this run on the calling thread:
 #: starting threads costs more. A grid whose points loop is split whenever it has two rows.
@@ -186,6 +186,19 @@ def _has_loop(stmts: list[kir.Stmt]) -> bool:
     return False
 
 
+def assigned_names(stmts: list[kir.Stmt]) -> list[str]:
+    """The locals (and serial loop variables) the statements assign, nested ones included."""
+    names: list[str] = []
+    for s in stmts:
+        if isinstance(s, kir.Assign):
+            names.append(s.name)
+        elif isinstance(s, kir.ForRange):
+            names.append(s.var)
+        for attr in ("body", "orelse"):
+            names.extend(assigned_names(getattr(s, attr, [])))
+    return names
+
+
 def _gep(b: ir.IRBuilder, base: ir.Value, indices: list[ir.Value], etype: ir.Type) -> ir.Value:
     # llvmlite gives a GEP through a multi-level index a typed-pointer result and then checks
     # stores against its pointee (wrongly: the struct, not the field). In LLVM's IR every
@@ -249,6 +262,7 @@ class KernelBody:
                 self.vars[name] = slot
                 self.var_types[name] = llvm_type(t)
         self.rest = list(args)
+        self.point_start: list[tuple[ir.Value, ir.Value]] = []  # (slot, value) set at each grid point
         for name, t in kernel.locals.items():
             if name not in self.vars:
                 slot = self.b.alloca(llvm_type(t), name=f"{name}.addr")
@@ -266,6 +280,10 @@ class KernelBody:
         self.block(self.kernel.prologue)
         grid = self.kernel.grid
         extents = [self.expr(e) for e in grid.extents]
+        # Every grid point starts from the locals as the prologue left them (points are
+        # independent): what one point assigns must not leak into the next on this thread.
+        changed = sorted(set(assigned_names(grid.body)) - set(grid.vars))
+        self.point_start = [(self.vars[n], self.b.load(self.vars[n], typ=self.var_types[n])) for n in changed]
         start = self._max(lo, _I64(0))
         stop = self._min(hi, extents[0])
         self.grid_loops(grid, [start, *[_I64(0)] * (len(extents) - 1)], [stop, *extents[1:]], 0)
@@ -312,6 +330,8 @@ class KernelBody:
             else:
                 # continue in the grid body moves to the next grid point; break is refused
                 # by the front end.
+                for slot, value in self.point_start:
+                    self.b.store(value, slot)
                 self.loops.append((latch, exit_block))
                 self.block(grid.body)
                 self.loops.pop()
@@ -330,9 +350,14 @@ class KernelBody:
         """Emit ``for var in range(start, stop, step)``; ``positive`` is the step's sign if known.
 
         The loop runs on its own counter (a phi), so an assignment to the variable in the body
-        does not change the iteration, as in Python.
+        does not change the iteration, as in Python. A step of 1 (the grid, most loops)
+        compares the index with ``stop``; any other step counts Python's number of iterations
+        first, so an index near the ends of i64 cannot wrap around into more iterations, and
+        a step that is zero at run time runs none.
         """
         b = self.b
+        unit = isinstance(step, ir.Constant) and step.constant in (1, -1)
+        trips = None if unit else self._trip_count(start, stop, step, positive)
         cond_block = self.fn.append_basic_block(f"{var}.cond")
         body_block = self.fn.append_basic_block(f"{var}.body")
         latch = self.fn.append_basic_block(f"{var}.next")
@@ -340,25 +365,42 @@ class KernelBody:
         pred = b.block
         b.branch(cond_block)
         b.position_at_end(cond_block)
-        index = b.phi(_I64, name=var)
-        index.add_incoming(start, pred)
-        if positive is True:
-            keep = b.icmp_signed("<", index, stop)
-        elif positive is False:
-            keep = b.icmp_signed(">", index, stop)
+        counter = b.phi(_I64, name=var)
+        if trips is None:
+            counter.add_incoming(start, pred)
+            index = counter
+            keep = b.icmp_signed("<" if step.constant == 1 else ">", index, stop)
         else:
-            up, down = b.icmp_signed("<", index, stop), b.icmp_signed(">", index, stop)
-            keep = b.select(b.icmp_signed(">", step, _I64(0)), up, down)
+            counter.add_incoming(_I64(0), pred)
+            keep = b.icmp_unsigned("<", counter, trips)
         b.cbranch(keep, body_block, exit_block)
         b.position_at_end(body_block)
+        if trips is not None:
+            index = b.add(start, b.mul(counter, step))
         b.store(index, self.vars[var])
         body(latch, exit_block)
         if not b.block.is_terminated:
             b.branch(latch)
         b.position_at_end(latch)
-        index.add_incoming(b.add(index, step), latch)
+        counter.add_incoming(b.add(counter, step if trips is None else _I64(1)), latch)
         b.branch(cond_block)
         b.position_at_end(exit_block)
+
+    def _trip_count(self, start: ir.Value, stop: ir.Value, step: ir.Value, positive: bool | None) -> ir.Value:
+        """``len(range(start, stop, step))`` as an unsigned i64 (0 for a zero step)."""
+        b = self.b
+        up = b.and_(b.icmp_signed(">", step, _I64(0)), b.icmp_signed("<", start, stop))
+        down = b.and_(b.icmp_signed("<", step, _I64(0)), b.icmp_signed(">", start, stop))
+        if positive is True:
+            down = ir.Constant(_I1, 0)
+        elif positive is False:
+            up = ir.Constant(_I1, 0)
+        # Distances and magnitudes fit u64 exactly even where they overflow i64.
+        distance = b.select(up, b.sub(stop, start), b.sub(start, stop))
+        magnitude = b.select(b.icmp_signed(">", step, _I64(0)), step, b.sub(_I64(0), step))
+        magnitude = b.select(b.icmp_signed("==", step, _I64(0)), _I64(1), magnitude)
+        count = b.add(b.udiv(b.sub(distance, _I64(1)), magnitude), _I64(1))
+        return b.select(b.or_(up, down), count, _I64(0))
 
     # ------------------------------------------------------------------ statements
     def block(self, stmts: list[kir.Stmt]) -> None:
@@ -377,7 +419,7 @@ class KernelBody:
             b.store(b.zext(value, _I8) if dtype is bool_ else value, ptr)
         elif isinstance(s, kir.AtomicAdd):
             ptr, dtype = self.address(s.array, s.indices)
-            b.atomic_rmw("fadd" if dtype.is_float else "add", ptr, self.expr(s.value), "monotonic")
+            self.atomic_add(ptr, self.expr(s.value), dtype)
         elif isinstance(s, kir.If):
             cond = self.expr(s.cond)
             then = self.fn.append_basic_block("if.then")
@@ -420,6 +462,10 @@ class KernelBody:
             b.branch(self.loops[-1][0])
         else:  # pragma: no cover - the front end produces nothing else
             raise AssertionError(f"unexpected statement {s!r}")
+
+    def atomic_add(self, ptr: ir.Value, value: ir.Value, dtype: ScalarType) -> None:
+        """``*ptr += value`` atomically; a target without atomics of some width overrides it."""
+        self.b.atomic_rmw("fadd" if dtype.is_float else "add", ptr, value, "monotonic")
 
     # ------------------------------------------------------------------ expressions
     def address(self, array: str, indices: list[kir.Expr]) -> tuple[ir.Value, ScalarType]:
@@ -493,17 +539,46 @@ class KernelBody:
         if t.is_float:
             if e.op == "div":
                 return b.fdiv(x, y)
-            if e.op == "floordiv":
-                floor = declare(self.module, f"llvm.floor.{llvm_type(t)}", llvm_type(t), [llvm_type(t)])
-                return b.call(floor, [b.fdiv(x, y)])
-            # mod with the sign of the divisor, as in Python
-            r = b.frem(x, y)
-            zero = ir.Constant(llvm_type(t), 0.0)
-            fix = b.and_(
-                b.fcmp_ordered("!=", r, zero), b.xor(b.fcmp_ordered("<", r, zero), b.fcmp_ordered("<", y, zero))
-            )
-            return b.select(fix, b.fadd(r, y), r)
+            return self.float_division(e.op, t, x, y)
         return self.int_division(e.op, t, x, y)
+
+    def fmod(self, x: ir.Value, y: ir.Value, t: ScalarType) -> ir.Value:
+        """C's ``fmod(x, y)`` (exact); a target whose ``frem`` is not exact overrides it."""
+        return self.b.frem(x, y)
+
+    def signbit(self, v: ir.Value, t: ScalarType) -> ir.Value:
+        """The sign bit of a float, read from its bits (so -0.0 and -NaN count as negative)."""
+        return self.b.icmp_signed("<", self.b.bitcast(v, ir.IntType(t.bits)), ir.Constant(ir.IntType(t.bits), 0))
+
+    def float_division(self, op: str, t: ScalarType, x: ir.Value, y: ir.Value) -> ir.Value:
+        """Python's float ``//`` and ``%`` (its ``float_divmod``); by zero ``x / 0.0`` and NaN.
+
+        The remainder is exact and takes the divisor's sign; the quotient is the floor of the
+        exact quotient, which ``floor(x / y)`` is not (``1.0 // 0.1`` is 9.0, not 10.0).
+        """
+        b = self.b
+        ty = llvm_type(t)
+        zero, one, half = (ir.Constant(ty, v) for v in (0.0, 1.0, 0.5))
+        minus_zero = ir.Constant(ty, -0.0)
+        mod = self.fmod(x, y, t)
+        quotient = b.fdiv(x, y)
+        by_zero = b.fcmp_ordered("==", y, zero)
+        if op == "mod":
+            nonzero = b.fcmp_unordered("!=", mod, zero)
+            fix = b.and_(nonzero, b.xor(b.fcmp_ordered("<", y, zero), b.fcmp_ordered("<", mod, zero)))
+            signed_zero = b.select(b.fcmp_ordered("<", y, zero), minus_zero, zero)
+            result = b.select(fix, b.fadd(mod, y), b.select(nonzero, mod, signed_zero))
+            return b.select(by_zero, mod, result)
+        div = b.fdiv(b.fsub(x, mod), y)
+        fix = b.and_(
+            b.fcmp_unordered("!=", mod, zero), b.xor(b.fcmp_ordered("<", y, zero), b.fcmp_ordered("<", mod, zero))
+        )
+        div = b.select(fix, b.fsub(div, one), div)
+        floor = b.call(declare(self.module, f"llvm.floor.{ty}", ty, [ty]), [div])
+        floor = b.select(b.fcmp_ordered(">", b.fsub(div, floor), half), b.fadd(floor, one), floor)
+        signed_zero = b.select(self.signbit(quotient, t), minus_zero, zero)
+        result = b.select(b.fcmp_unordered("!=", div, zero), floor, signed_zero)
+        return b.select(by_zero, quotient, result)
 
     def int_division(self, op: str, t: ScalarType, x: ir.Value, y: ir.Value) -> ir.Value:
         """Python's // and % on integers, with x // 0 == x % 0 == 0 and no overflow trap."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ...errors import CompileError
 from ..lang import kir
+from ..lang.types import ScalarType
 
 __all__ = ["grid_expressions"]
 
@@ -49,8 +50,14 @@ def grid_expressions(kernel: kir.Kernel) -> list[str]:
 
 
 def _expr(e: kir.Expr, params: dict, known: dict[str, str]) -> str:
+    """``e`` as a host expression that computes the kernel's value, wrapping included.
+
+    Host integers do not overflow, so every operation that can leave its type is written
+    inside a cast to that type (``i64(a * b)``, ``u8(n - 1)``), which the runtime evaluates as
+    the kernel does: two's complement wrapping at the type's width.
+    """
     if isinstance(e, kir.Const) and e.type.is_int:
-        return str(int(e.value))
+        return str(int(e.value)) if e.value >= 0 else f"({int(e.value)})"
     if isinstance(e, kir.Shape):
         return f"{e.array}.shape[{e.dim}]"
     if isinstance(e, kir.Var):
@@ -60,14 +67,24 @@ def _expr(e: kir.Expr, params: dict, known: dict[str, str]) -> str:
             return e.name
         raise _NotExpressible
     if isinstance(e, kir.Cast) and e.type.is_int and e.operand.type.is_int:
-        return _expr(e.operand, params, known)
+        inner = _expr(e.operand, params, known)
+        return inner if _fits(e.operand.type, e.type) else f"{e.type}({inner})"
     if isinstance(e, kir.BinOp) and e.type.is_int:
         a, b = _expr(e.lhs, params, known), _expr(e.rhs, params, known)
+        if e.op == "mod":
+            return f"({a} % {b})"  # |a % b| <= |b|: stays in the type
         if e.op in _OPS:
-            return f"({a} {_OPS[e.op]} {b})"
+            return f"{e.type}({a} {_OPS[e.op]} {b})"
         if e.op in ("min", "max"):
             return f"{e.op}({a}, {b})"
     raise _NotExpressible
+
+
+def _fits(src: ScalarType, dst: ScalarType) -> bool:
+    """True if every value of ``src`` is a value of ``dst`` (the cast changes nothing)."""
+    if src.is_signed == dst.is_signed:
+        return dst.bits >= src.bits
+    return not src.is_signed and dst.bits > src.bits
 
 
 def _assigned(stmt: kir.Stmt) -> list[str]:

@@ -24,6 +24,7 @@ from ...errors import CompileError
 from ..lang import kir
 from .cpu import KernelBody, abi_types, declare, llvm_type
 from .isolate import emit
+from .spirv import check_narrow_atomics
 
 __all__ = [
     "CUDA_TRIPLE",
@@ -97,6 +98,7 @@ def lower_cuda(kernels: list[kir.Kernel], module_name: str) -> ir.Module:
             block, size, thread = (b.zext(v, _I64) for v in read)
             return b.add(b.mul(block, size), thread)
 
+        check_narrow_atomics(kernel, "cuda")
         _CudaBody(module, fn, kernel).emit_device(global_id)
     return module
 

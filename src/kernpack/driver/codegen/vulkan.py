@@ -15,6 +15,8 @@ axis d. Buffers are indexed with 32-bit indices, so an array holds fewer than 2*
 from __future__ import annotations
 
 import re
+import struct
+from collections.abc import Callable
 
 import llvmlite.ir as ir
 import numpy as np
@@ -30,9 +32,27 @@ __all__ = ["VULKAN_OPTIONS", "VULKAN_TRIPLE", "WORKGROUP", "compile_vulkan", "co
 VULKAN_TRIPLE = "spirv1.6-unknown-vulkan1.3-compute"
 # Float atomic adds are OpAtomicFAddEXT, which needs its extension declared.
 VULKAN_OPTIONS = ("--spirv-ext=+SPV_EXT_shader_atomic_float_add",)
+# The IR passes run before code generation, instead of -O2: SROA promotes the kernel's locals
+# and flags to registers, SCCP folds constants (the backend at -O0 emits zext of a constant
+# with the wrong type). Nothing that rewrites the control flow: SimplifyCFG, jump threading and
+# loop rotation re-create the unstructured branches, pointer selects/phis and
+# usub.sat/copysign idioms the SPIR-V backend cannot handle (vulkan_*_invalid_spirv,
+# vulkan_ptrcast_unreachable, vulkan_clamped_index_usubsat, vulkan_zero_times_x_copysign).
+# The driver optimizes the shader again anyway.
+VULKAN_PASSES = ("sroa", "sccp")
+# Code generation at -O0: at -O2 the backend's own passes merge the empty blocks that keep
+# each construct's merge block apart (OpSelectionMerge must immediately precede ...).
+VULKAN_CODEGEN_OPT = 0
 WORKGROUP = {1: (64, 1, 1), 2: (8, 8, 1), 3: (4, 4, 4)}
-_I8, _I32, _I64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+_I1, _I8, _I32, _I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 _STORAGE = ir.PointerType(addrspace=11)
+_INF_BITS = {32: 0x7F800000, 64: 0x7FF0000000000000}
+_NAN_BITS = {32: 0x7FC00000, 64: 0x7FF8000000000000}
+# Float64 math that GLSL.std.450 has only in 16/32 bits: LLVM emits the 32-bit instruction on
+# float64 operands anyway, and the result is garbage (vulkan_f64_transcendentals_wrong).
+_NO_FLOAT64 = ("exp", "log", "sin", "cos", "tanh")
+_OP_CAPABILITY = 17
+_SIGNED_ZERO_INF_NAN_PRESERVE = 4466
 
 
 class _TargetType(ir.Type):
@@ -55,14 +75,420 @@ def _mangle(t: ir.Type) -> str:
     return {"float": "f32", "double": "f64"}.get(str(t), str(t))
 
 
+class _Builder(ir.IRBuilder):
+    """An IRBuilder whose float division gives IEEE results for a zero divisor.
+
+    SPIR-V leaves OpFDiv by zero undefined, and lavapipe drops the store of ``x / 0.0`` when the
+    zero is a compile-time constant (vulkan_float_div_by_zero_store_dropped). The quotient is
+    therefore replaced, where the divisor is +-0, by what IEEE 754 gives (+-inf, or NaN for
+    0 / 0 and NaN / 0), computed on the bits: a divisor folded to a constant then folds to that.
+    """
+
+    def fdiv(self, lhs: ir.Value, rhs: ir.Value, name: str = "", flags: tuple[str, ...] = ()) -> ir.Value:
+        quotient = super().fdiv(lhs, rhs, name, flags)
+        width = 32 if str(lhs.type) == "float" else 64
+        ity = ir.IntType(width)
+        sign, inf = ir.Constant(ity, 1 << (width - 1)), ir.Constant(ity, _INF_BITS[width])
+        x, y = self.bitcast(lhs, ity), self.bitcast(rhs, ity)
+        x_mag = self.and_(x, ir.Constant(ity, (1 << (width - 1)) - 1))
+        y_zero = self.icmp_unsigned("==", self.and_(y, ir.Constant(ity, (1 << (width - 1)) - 1)), ir.Constant(ity, 0))
+        no_inf = self.or_(self.icmp_unsigned("==", x_mag, ir.Constant(ity, 0)), self.icmp_unsigned(">", x_mag, inf))
+        signed_inf = self.or_(self.and_(self.xor(x, y), sign), inf)
+        special = self.select(no_inf, ir.Constant(ity, _NAN_BITS[width]), signed_inf)
+        quotient = self.select(y_zero, self.bitcast(special, lhs.type), quotient)
+        if _may_fold(lhs):
+            # lavapipe also folds 0.0 / y to +0.0: a zero dividend gives a zero with the XOR of
+            # the signs, or NaN for y = 0 or NaN.
+            y_mag = self.and_(y, ir.Constant(ity, (1 << (width - 1)) - 1))
+            no_zero = self.or_(y_zero, self.icmp_unsigned(">", y_mag, inf))
+            zero = self.select(no_zero, ir.Constant(ity, _NAN_BITS[width]), self.and_(self.xor(x, y), sign))
+            x_zero = self.icmp_unsigned("==", x_mag, ir.Constant(ity, 0))
+            quotient = self.select(x_zero, self.bitcast(zero, lhs.type), quotient)
+        return quotient
+
+    def fmul(self, lhs: ir.Value, rhs: ir.Value, name: str = "", flags: tuple[str, ...] = ()) -> ir.Value:
+        # lavapipe folds x * 0.0 to +0.0 (even under SignedZeroInfNanPreserve, which it claims):
+        # wrong for x = NaN, inf (NaN) and for negative x (-0.0). Where a factor may become a
+        # constant for the driver (a literal, or an integer converted: kp.f64(q - q) folds to
+        # 0.0), a zero factor's product is computed on the bits: a zero with the XOR of the
+        # signs, or NaN for an infinite or NaN x (vulkan_zero_times_x_copysign).
+        product = super().fmul(lhs, rhs, name, flags)
+        for zero, x in ((lhs, rhs), (rhs, lhs)):
+            if _may_fold(zero):
+                width = 32 if str(x.type) == "float" else 64
+                ity = ir.IntType(width)
+                sign_bit, magnitude_mask = ir.Constant(ity, 1 << (width - 1)), ir.Constant(ity, (1 << (width - 1)) - 1)
+                z, bits = self.bitcast(zero, ity), self.bitcast(x, ity)
+                sign = self.and_(self.xor(bits, z), sign_bit)
+                finite = self.icmp_unsigned("<", self.and_(bits, magnitude_mask), ir.Constant(ity, _INF_BITS[width]))
+                special = self.bitcast(self.select(finite, sign, ir.Constant(ity, _NAN_BITS[width])), x.type)
+                is_zero = self.icmp_unsigned("==", self.and_(z, magnitude_mask), ir.Constant(ity, 0))
+                product = self.select(is_zero, special, product)
+        return product
+
+    def fadd(self, lhs: ir.Value, rhs: ir.Value, name: str = "", flags: tuple[str, ...] = ()) -> ir.Value:
+        # lavapipe folds x + 0.0 to x, which is wrong for x = -0.0 (the sum is +0.0): where a
+        # term may become a constant for the driver, a +0.0 term gives x, or +0.0 for x = -0.0.
+        total = super().fadd(lhs, rhs, name, flags)
+        for zero, x in ((lhs, rhs), (rhs, lhs)):
+            if _may_fold(zero):
+                ity = ir.IntType(32 if str(x.type) == "float" else 64)
+                z, bits = self.bitcast(zero, ity), self.bitcast(x, ity)
+                negative_zero = self.icmp_unsigned("==", bits, ir.Constant(ity, 1 << (ity.width - 1)))
+                plus_zero = self.icmp_unsigned("==", z, ir.Constant(ity, 0))
+                fixed = self.select(negative_zero, ir.Constant(x.type, 0.0), x)
+                total = self.select(plus_zero, fixed, total)
+        return total
+
+
+def _may_fold(v: ir.Value) -> bool:
+    """True if the driver may see ``v`` as a constant: a literal, or an integer converted."""
+    if isinstance(v, ir.Constant):
+        return isinstance(v.constant, float)
+    return isinstance(v, ir.CastInstr) and v.opname in ("sitofp", "uitofp")
+
+
+class _Loop:
+    """Flags of one serial loop (or of the grid body) in the structured lowering.
+
+    ``skip`` is set by ``break`` and ``continue``: the rest of the iteration is skipped;
+    ``broke`` is set by ``break`` alone: the loop test fails. Each is an i1 slot, or None
+    where the body has no statement that sets it.
+    """
+
+    def __init__(self, skip: ir.Value | None, broke: ir.Value | None) -> None:
+        self.skip = skip
+        self.broke = broke
+
+
+def _exits(stmts: list[kir.Stmt], kinds: tuple[type, ...]) -> bool:
+    """True if a statement of ``kinds`` leaves the loop these statements are the body of."""
+    for s in stmts:
+        if isinstance(s, kinds):
+            return True
+        if isinstance(s, kir.If) and (_exits(s.body, kinds) or _exits(s.orelse, kinds)):
+            return True
+    return False  # a break or continue inside an inner loop leaves that loop only
+
+
+def _has_load(e: kir.Expr) -> bool:
+    """True if evaluating ``e`` reads an array: it may then only run where its guard holds."""
+    if isinstance(e, kir.Load):
+        return True
+    return any(_has_load(c) for c in _children(e))
+
+
+def _children(e: kir.Expr) -> list[kir.Expr]:
+    if isinstance(e, (kir.BinOp, kir.Compare)):
+        return [e.lhs, e.rhs]
+    if isinstance(e, (kir.Cast, kir.Not)):
+        return [e.operand]
+    if isinstance(e, kir.BoolOp):
+        return list(e.values)
+    if isinstance(e, kir.Select):
+        return [e.cond, e.a, e.b]
+    if isinstance(e, kir.Call):
+        return list(e.args)
+    return []
+
+
 class _VulkanBody(KernelBody):
+    """The kernel as a compute shader, with control flow that Vulkan's structured rules allow.
+
+    LLVM's SPIR-V structurizer produces invalid SPIR-V, or aborts, for branches that leave an
+    ``if`` or a loop other than through its end ("not via a structured exit", "Is the graph
+    reducible?"), and for selections sharing a merge block. So every construct here has one
+    entry and one exit: each ``if`` (and each short-circuit step and conditional expression)
+    is its own diamond with its own merge block, each loop has a single exit from its test,
+    and ``break``/``continue`` set flags that guard the rest of the body instead of branching
+    (kernel-bugs.md: vulkan_if_else_loop_invalid_spirv, vulkan_structured_exit_invalid_spirv,
+    vulkan_irreducible_graph_abort).
+    """
+
+    def __init__(self, module: ir.Module, fn: ir.Function, kernel: kir.Kernel) -> None:
+        self.flow: list[_Loop] = []
+        self.words: dict[str, ir.Value] = {}  # 64-bit integer arrays seen as 32-bit words, for atomics
+        super().__init__(module, fn, kernel)
+        builder = _Builder(self.b.block)
+        builder.position_at_end(self.b.block)
+        self.b = builder
+
+    # ------------------------------------------------------------------ structured control flow
+    def _slot(self, ty: ir.Type, name: str) -> ir.Value:
+        """An alloca in the entry block (where SROA and the backend promote it to a register)."""
+        entry = self.fn.entry_basic_block
+        if self.b.block is entry:
+            return self.b.alloca(ty, name=name)  # another builder would leave self.b's position stale
+        b = ir.IRBuilder(entry)
+        b.position_before(entry.instructions[0])
+        return b.alloca(ty, name=name)
+
+    def _if(self, cond: ir.Value, then: Callable[[], None], orelse: Callable[[], None] | None = None) -> None:
+        """One diamond: ``cond`` branches to two arms that both end in the merge block."""
+        b = self.b
+        then_block = self.fn.append_basic_block("vk.then")
+        else_block = self.fn.append_basic_block("vk.else")
+        end = self.fn.append_basic_block("vk.end")
+        b.cbranch(cond, then_block, else_block)
+        for block, arm in ((then_block, then), (else_block, orelse)):
+            b.position_at_end(block)
+            if arm is not None:
+                arm()
+            b.branch(end)
+        b.position_at_end(end)
+
+    def _loop(
+        self, flags: _Loop, test: Callable[[], ir.Value], body: Callable[[], None], step: Callable[[], None]
+    ) -> None:
+        """A loop with one exit: header -> test -> body -> latch -> header, or test -> end."""
+        b = self.b
+        header = self.fn.append_basic_block("vk.loop")
+        test_block = self.fn.append_basic_block("vk.test")
+        body_block = self.fn.append_basic_block("vk.body")
+        latch = self.fn.append_basic_block("vk.latch")
+        end = self.fn.append_basic_block("vk.loop_end")
+        if flags.broke is not None:
+            b.store(_I1(0), flags.broke)
+        b.branch(header)
+        b.position_at_end(header)
+        b.branch(test_block)  # the header holds only the loop merge: the test may be a diamond
+        b.position_at_end(test_block)
+        keep = test()
+        b.cbranch(keep, body_block, end)
+        b.position_at_end(body_block)
+        if flags.skip is not None:
+            b.store(_I1(0), flags.skip)
+        self.flow.append(flags)
+        body()
+        self.flow.pop()
+        b.branch(latch)
+        b.position_at_end(latch)
+        step()
+        b.branch(header)
+        b.position_at_end(end)
+
+    def _flags(self, body: list[kir.Stmt]) -> _Loop:
+        skip = self._slot(_I1, "vk.skip") if _exits(body, (kir.Break, kir.Continue)) else None
+        broke = self._slot(_I1, "vk.broke") if _exits(body, (kir.Break,)) else None
+        return _Loop(skip, broke)
+
+    def _guarded_test(self, flags: _Loop, cond: Callable[[], ir.Value], safe: bool) -> ir.Value:
+        """``not broke and cond``, evaluating ``cond`` only when needed unless it is ``safe``."""
+        b = self.b
+        if flags.broke is None:
+            return cond()
+        if safe:
+            return b.and_(b.not_(b.load(flags.broke, typ=_I1)), cond())
+        result = self._slot(_I1, "vk.test")
+        b.store(_I1(0), result)
+        self._if(b.not_(b.load(flags.broke, typ=_I1)), lambda: b.store(cond(), result))
+        return b.load(result, typ=_I1)
+
+    def block(self, stmts: list[kir.Stmt]) -> None:
+        for index, stmt in enumerate(stmts):
+            if isinstance(stmt, (kir.Break, kir.Continue)):
+                flags = self.flow[-1]
+                assert flags.skip is not None
+                self.b.store(_I1(1), flags.skip)
+                if isinstance(stmt, kir.Break):
+                    assert flags.broke is not None
+                    self.b.store(_I1(1), flags.broke)
+                return  # the rest of this block never runs
+            self.stmt(stmt)
+            rest = stmts[index + 1 :]
+            if rest and self.flow and self.flow[-1].skip is not None and _exits([stmt], (kir.Break, kir.Continue)):
+                # The statement may have left the iteration: the rest runs only if it did not.
+                skip = self.flow[-1].skip
+                self._if(self.b.not_(self.b.load(skip, typ=_I1)), lambda rest=rest: self.block(rest))
+                return
+
+    def stmt(self, s: kir.Stmt) -> None:
+        b = self.b
+        if isinstance(s, kir.If):
+            cond = self.expr(s.cond)
+            self._if(cond, lambda: self.block(s.body), lambda: self.block(s.orelse))
+        elif isinstance(s, kir.While):
+            flags = self._flags(s.body)
+            self._loop(
+                flags,
+                lambda: self._guarded_test(flags, lambda: self.expr(s.cond), not _has_load(s.cond)),
+                lambda: self.block(s.body),
+                lambda: None,
+            )
+        elif isinstance(s, kir.ForRange):
+            start, stop, step = self.expr(s.start), self.expr(s.stop), self.expr(s.step)
+            positive = s.step.value > 0 if isinstance(s.step, kir.Const) else None
+            # The loop runs on its own counter, so assigning the variable in the body does not
+            # change the iteration, as in Python; as on the CPU, a step other than +-1 counts
+            # Python's iterations first (no wrap-around near the ends of i64, none for step 0).
+            unit = isinstance(s.step, kir.Const) and s.step.value in (1, -1)
+            trips = None if unit else self._trip_count(start, stop, step, positive)
+            counter = self._slot(_I64, f"{s.var}.vk.counter")
+            b.store(start if trips is None else _I64(0), counter)
+            flags = self._flags(s.body)
+
+            def test() -> ir.Value:
+                index = b.load(counter, typ=_I64)
+                if trips is not None:
+                    keep = b.icmp_unsigned("<", index, trips)
+                else:
+                    keep = b.icmp_signed("<" if positive else ">", index, stop)
+                return self._guarded_test(flags, lambda: keep, True)
+
+            def body() -> None:
+                index = b.load(counter, typ=_I64)
+                b.store(index if trips is None else b.add(start, b.mul(index, step)), self.vars[s.var])
+                self.block(s.body)
+
+            increment = step if trips is None else _I64(1)
+            self._loop(flags, test, body, lambda: b.store(b.add(b.load(counter, typ=_I64), increment), counter))
+        elif isinstance(s, kir.AtomicAdd) and s.array in self.words:
+            self._atomic_add64(s)
+        elif isinstance(s, (kir.Break, kir.Continue)):  # pragma: no cover - block() handles them
+            raise AssertionError("break/continue outside a block")
+        else:
+            super().stmt(s)
+
+    def emit_device(self, global_id: Callable[[ir.IRBuilder, int], ir.Value]) -> None:
+        b = self.b
+        self.block(self.kernel.prologue)
+        grid = self.kernel.grid
+        inside = None
+        for d, (var, extent) in enumerate(zip(grid.vars, grid.extents, strict=True)):
+            index = global_id(b, d)
+            b.store(index, self.vars[var])
+            ok = b.icmp_signed("<", index, self.expr(extent))
+            inside = ok if inside is None else b.and_(inside, ok)
+        # continue in the grid body ends this work-item: a skip flag, as in a loop body.
+        flags = _Loop(self._slot(_I1, "vk.skip") if _exits(grid.body, (kir.Continue,)) else None, None)
+
+        def body() -> None:
+            if flags.skip is not None:
+                b.store(_I1(0), flags.skip)
+            self.flow.append(flags)
+            self.block(grid.body)
+            self.flow.pop()
+
+        self._if(inside, body)
+        b.ret_void()
+
+    def short_circuit(self, e: kir.BoolOp) -> ir.Value:
+        b = self.b
+        if not any(_has_load(v) for v in e.values[1:]):
+            # Nothing to guard: evaluate every operand, no branches.
+            result = self.expr(e.values[0])
+            for v in e.values[1:]:
+                result = (b.and_ if e.op == "and" else b.or_)(result, self.expr(v))
+            return result
+        # One diamond per operand, one after the other (not nested: nested selections sharing
+        # a merge block are what the structurizer gets wrong).
+        slot = self._slot(_I1, f"vk.{e.op}")
+        b.store(self.expr(e.values[0]), slot)
+        for v in e.values[1:]:
+            current = b.load(slot, typ=_I1)
+            self._if(current if e.op == "and" else b.not_(current), lambda v=v: b.store(self.expr(v), slot))
+        return b.load(slot, typ=_I1)
+
+    def select(self, e: kir.Select) -> ir.Value:
+        b = self.b
+        cond = self.expr(e.cond)
+        if not (_has_load(e.a) or _has_load(e.b)):
+            return b.select(cond, self.expr(e.a), self.expr(e.b))
+        slot = self._slot(llvm_type(e.type), "vk.sel")
+        self._if(cond, lambda: b.store(self.expr(e.a), slot), lambda: b.store(self.expr(e.b), slot))
+        return b.load(slot, typ=llvm_type(e.type))
+
+    # ------------------------------------------------------------------ exact fmod
+    def fmod(self, x: ir.Value, y: ir.Value, t: ScalarType) -> ir.Value:
+        """C's ``fmod(x, y)``, exact, computed on the bits (lavapipe's OpFRem is not exact).
+
+        As musl's fmod, with the long division done in 64-bit integer remainders: both
+        mantissas are integers (subnormals normalized), and ``mx * 2**(ex - ey) mod my`` is
+        reduced a few bits at a time, as many as fit beside ``my`` in 64 bits (11 for float64,
+        40 for float32), so at most ~190 steps for float64 and 7 for float32.
+        """
+        b = self.b
+        width = t.bits
+        p = 23 if width == 32 else 52  # mantissa bits
+        ity = ir.IntType(width)
+        sign = ir.Constant(ity, 1 << (width - 1))
+        xb, yb = b.bitcast(x, ity), b.bitcast(y, ity)
+        ax, ay = b.and_(xb, b.not_(sign)), b.and_(yb, b.not_(sign))
+        inf = ir.Constant(ity, _INF_BITS[width])
+        # y == 0, y NaN, x inf or NaN: NaN. |x| < |y|: x. |x| == |y|: zero with x's sign.
+        is_nan = b.or_(
+            b.or_(b.icmp_unsigned("==", ay, ir.Constant(ity, 0)), b.icmp_unsigned(">", ay, inf)),
+            b.icmp_unsigned(">=", ax, inf),
+        )
+        smaller = b.icmp_unsigned("<", ax, ay)
+        general = b.not_(b.or_(is_nan, b.icmp_unsigned("<=", ax, ay)))
+        mx, ex = self._mantissa(b.zext(ax, _I64), p)
+        my, ey = self._mantissa(b.zext(ay, _I64), p)
+        my = b.select(b.icmp_unsigned("==", my, _I64(0)), _I64(1), my)  # never 0 where it is used
+        step = 63 - (p + 1)  # bits of the remainder (< my < 2**(p+1)) that fit into 64 bits
+        rest = self._slot(_I64, "vk.fmod.r")
+        todo = self._slot(_I64, "vk.fmod.d")
+        b.store(b.urem(mx, my), rest)
+        b.store(b.select(general, b.sub(ex, ey), _I64(0)), todo)
+
+        def body() -> None:
+            d = b.load(todo, typ=_I64)
+            shift = b.select(b.icmp_signed("<", d, _I64(step)), d, _I64(step))
+            b.store(b.urem(b.shl(b.load(rest, typ=_I64), shift), my), rest)
+            b.store(b.sub(d, shift), todo)
+
+        self._loop(_Loop(None, None), lambda: b.icmp_signed(">", b.load(todo, typ=_I64), _I64(0)), body, lambda: None)
+        r = b.load(rest, typ=_I64)
+        # The result is r * 2**(ey - p) in units of the smallest exponent: normalize it.
+        shift = b.sub(self._clz64(r), _I64(63 - p))  # r < 2**(p+1), so shift >= 0
+        mantissa = b.shl(r, shift)
+        e = b.sub(ey, shift)
+        normal = b.or_(b.and_(mantissa, _I64((1 << p) - 1)), b.shl(e, _I64(p)))
+        down = b.sub(_I64(1), e)  # subnormal: the result is exact, the shifted-out bits are 0
+        subnormal = b.lshr(mantissa, b.select(b.icmp_signed(">", down, _I64(63)), _I64(63), down))
+        magnitude = b.select(b.icmp_signed(">=", e, _I64(1)), normal, subnormal)
+        magnitude = b.select(b.icmp_unsigned("==", r, _I64(0)), _I64(0), magnitude)
+        result = b.or_(b.trunc(magnitude, ity) if width == 32 else magnitude, b.and_(xb, sign))
+        result = b.select(smaller, xb, b.select(general, result, b.and_(xb, sign)))
+        result = b.select(is_nan, ir.Constant(ity, _NAN_BITS[width]), result)
+        return b.bitcast(result, x.type)
+
+    def _mantissa(self, magnitude: ir.Value, p: int) -> tuple[ir.Value, ir.Value]:
+        """The integer mantissa (top bit at ``p``) and biased exponent of a float's magnitude bits."""
+        b = self.b
+        exponent = b.lshr(magnitude, _I64(p))
+        fraction = b.and_(magnitude, _I64((1 << p) - 1))
+        normal = b.or_(fraction, _I64(1 << p))
+        shift = b.sub(self._clz64(fraction), _I64(63 - p))  # subnormal: shift the top bit up to p
+        shift = b.select(b.icmp_signed(">", shift, _I64(63)), _I64(63), shift)
+        is_normal = b.icmp_unsigned("!=", exponent, _I64(0))
+        return (
+            b.select(is_normal, normal, b.shl(fraction, shift)),
+            b.select(is_normal, exponent, b.sub(_I64(1), shift)),
+        )
+
+    def _clz64(self, v: ir.Value) -> ir.Value:
+        """Leading zeros of a 64-bit integer (64 for 0), branch-free (no llvm.ctlz in SPIR-V)."""
+        b = self.b
+        count = _I64(0)
+        for width in (32, 16, 8, 4, 2, 1):
+            empty = b.icmp_unsigned("==", b.lshr(v, _I64(64 - width)), _I64(0))
+            count = b.select(empty, b.add(count, _I64(width)), count)
+            v = b.select(empty, b.shl(v, _I64(width)), v)
+        return b.select(b.icmp_unsigned("==", v, _I64(0)), _I64(64), count)
+
+    # ------------------------------------------------------------------ resources
     def abi_values(self) -> list[ir.Value]:
         extents = self._buffer(0, _I64, "extents")
         values: list[ir.Value] = []
         slot = 0
+        atomic64 = _int64_atomics(self.kernel.grid.body)
         for binding, (name, t) in enumerate(self.kernel.params, start=1):
             element = memory_type(t.dtype if isinstance(t, ArrayType) else t)
             handle = self._buffer(binding, element, name)
+            if name in atomic64:
+                # A second view of the same binding, as 32-bit words: see _atomic_add64.
+                self.words[name] = self._buffer(binding, _I32, name, ".words")
             if isinstance(t, ArrayType):
                 values.append(handle)
                 for _ in range(t.ndim):
@@ -72,7 +498,7 @@ class _VulkanBody(KernelBody):
                 values.append(self.b.load(self._pointer(handle, element, _I32(0)), typ=element))
         return values
 
-    def _buffer(self, binding: int, element: ir.Type, name: str) -> ir.Value:
+    def _buffer(self, binding: int, element: ir.Type, name: str, view: str = "") -> ir.Value:
         kind = f'target("spirv.VulkanBuffer", [0 x {element}], 12, 1)'
         handle_type = _TargetType(kind)
         mangled = f"tspirv.VulkanBuffer_a0{_mangle(element)}_12_1t"
@@ -83,7 +509,7 @@ class _VulkanBody(KernelBody):
             [_I32, _I32, _I32, _I32, ir.PointerType()],
         )
         label = ir.GlobalVariable(
-            self.module, ir.ArrayType(_I8, len(name) + 1), name=f".name.{self.kernel.name}.{binding}"
+            self.module, ir.ArrayType(_I8, len(name) + 1), name=f".name.{self.kernel.name}.{binding}{view}"
         )
         label.initializer = ir.Constant(ir.ArrayType(_I8, len(name) + 1), bytearray(name.encode() + b"\0"))
         label.global_constant = True
@@ -96,11 +522,24 @@ class _VulkanBody(KernelBody):
         return self.b.call(get, [handle, index])
 
     def cast(self, v: ir.Value, src: ScalarType, dst: ScalarType) -> ir.Value:
+        if src.is_int and dst.is_int and dst.bits < min(32, src.bits):
+            # LLVM's SPIR-V backend folds zext(trunc x), x wider than the result, into an `and`
+            # of the result's width on the wide x, which spirv-val rejects (kp.u32(kp.u8(n))
+            # with n an i64). An xor with 0 keeps the trunc out of the zext's sight.
+            narrow = self.b.trunc(v, llvm_type(dst))
+            return self.b.xor(narrow, ir.Constant(narrow.type, 0))
+        if src.is_signed and dst.is_int and dst.bits > src.bits:
+            # Sign extension as (zext(v) ^ s) - s, s the sign bit: lavapipe miscompiles
+            # OpSConvert i32 -> i64 compared with a constant (kp.i64(x) > 2 always true).
+            b = self.b
+            to = llvm_type(dst)
+            sign = ir.Constant(to, 1 << (src.bits - 1))
+            return b.sub(b.xor(b.zext(v, to), sign), sign)
         if not (src.is_float and (dst.is_int or dst.kind == "b")) or dst.kind == "b":
             return super().cast(v, src, dst)
-        # Saturating float -> int without llvm.fpto*i.sat: Vulkan has no SaturatedConversion,
-        # and no NaN test the optimizer would not turn into Kernel-only OpUnordered. Out-of-range
-        # values clamp; NaN converts to an unspecified integer (documented).
+        # Saturating float -> int without llvm.fpto*i.sat: Vulkan has no SaturatedConversion.
+        # Out-of-range values clamp; NaN gives 0 as on the other targets, tested on the bits
+        # (an fcmp NaN test can become OpUnordered, which Vulkan does not allow).
         b = self.b
         info = np.iinfo(dst.dtype)
         ty = v.type
@@ -108,15 +547,43 @@ class _VulkanBody(KernelBody):
         to = llvm_type(dst)
         convert = b.fptosi if dst.is_signed else b.fptoui
         clamped = b.select(b.fcmp_ordered(">=", v, high), ir.Constant(to, int(info.max)), convert(v, to))
-        return b.select(b.fcmp_ordered("<=", v, low), ir.Constant(to, int(info.min)), clamped)
+        clamped = b.select(b.fcmp_ordered("<=", v, low), ir.Constant(to, int(info.min)), clamped)
+        ity = ir.IntType(src.bits)
+        magnitude = b.and_(b.bitcast(v, ity), ir.Constant(ity, (1 << (src.bits - 1)) - 1))
+        is_nan = b.icmp_unsigned(">", magnitude, ir.Constant(ity, _INF_BITS[src.bits]))
+        return b.select(is_nan, ir.Constant(to, 0), clamped)
 
-    def address(self, array: str, indices: list[kir.Expr]) -> tuple[ir.Value, ScalarType]:
-        handle, extents, dtype = self.arrays[array]
+    def _offset(self, array: str, indices: list[kir.Expr]) -> ir.Value:
+        _, extents, _ = self.arrays[array]
         b = self.b
         offset = self.expr(indices[0])
         for extent, index in zip(extents[1:], indices[1:], strict=True):
             offset = b.add(b.mul(offset, extent), self.expr(index))
-        return self._pointer(handle, memory_type(dtype), b.trunc(offset, _I32)), dtype
+        return offset
+
+    def address(self, array: str, indices: list[kir.Expr]) -> tuple[ir.Value, ScalarType]:
+        handle, _, dtype = self.arrays[array]
+        offset = self._offset(array, indices)
+        return self._pointer(handle, memory_type(dtype), self.b.trunc(offset, _I32)), dtype
+
+    def _atomic_add64(self, s: kir.AtomicAdd) -> None:
+        """A 64-bit integer atomic add as two 32-bit ones: low word, then high word plus carry.
+
+        LLVM's SPIR-V backend cannot declare Int64Atomics for Vulkan (it aborts "Unable to meet
+        SPIR-V requirements"), though lavapipe has shaderBufferInt64Atomics. Each invocation's
+        carry is exact (it comes from the old value its own low add returned), so once every add
+        is done the 64-bit sum is exact; only a concurrent plain read could see the halves out
+        of step. The word index is 2 * offset in 32 bits: such an array holds < 2**30 elements.
+        """
+        b = self.b
+        words = self.words[s.array]
+        low_index = b.trunc(b.shl(self._offset(s.array, s.indices), _I64(1)), _I32)
+        value = self.expr(s.value)
+        low, high = b.trunc(value, _I32), b.trunc(b.lshr(value, _I64(32)), _I32)
+        old = b.atomic_rmw("add", self._pointer(words, _I32, low_index), low, "monotonic")
+        carry = b.zext(b.icmp_unsigned("<", b.add(old, low), old), _I32)
+        high_word = self._pointer(words, _I32, b.add(low_index, _I32(1)))
+        b.atomic_rmw("add", high_word, b.add(high, carry), "monotonic")
 
 
 def lower_vulkan(kernel: kir.Kernel) -> str:
@@ -135,7 +602,25 @@ def lower_vulkan(kernel: kir.Kernel) -> str:
     # attribute group, and atomics get device scope (Vulkan forbids the default, cross-device).
     text = str(module).replace('define void @"main"()', 'define void @"main"() #0', 1)
     text = re.sub(r"(atomicrmw (?:add|fadd) .*?) (monotonic|seq_cst)", r'\1 syncscope("device") \2', text)
-    return text + f'\nattributes #0 = {{ "hlsl.numthreads"="{x},{y},{z}" "hlsl.shader"="compute" }}\n'
+    # SignedZeroInfNanPreserve (4461) for both float widths: without it the driver's optimizer
+    # may treat -0.0 as 0.0 and assume no inf or NaN (1 / -0.0 came out +inf on lavapipe).
+    modes = "\n".join(f"!{k} = !{{ptr @main, i32 4461, i32 {w}}}" for k, w in ((90000, 32), (90001, 64)))
+    return (
+        text
+        + f'\nattributes #0 = {{ "hlsl.numthreads"="{x},{y},{z}" "hlsl.shader"="compute" }}\n'
+        + f"!spirv.ExecutionMode = !{{!90000, !90001}}\n{modes}\n"
+    )
+
+
+def _int64_atomics(stmts: list[kir.Stmt]) -> set[str]:
+    """The arrays that get a 64-bit integer kp.atomic_add."""
+    found: set[str] = set()
+    for s in stmts:
+        if isinstance(s, kir.AtomicAdd) and s.value.type.is_int and s.value.type.bits == 64:
+            found.add(s.array)
+        for attr in ("body", "orelse"):
+            found |= _int64_atomics(getattr(s, attr, []))
+    return found
 
 
 def _float64_atomics(stmts: list[kir.Stmt]) -> bool:
@@ -157,10 +642,73 @@ def compile_vulkan_all(kernels: list[kir.Kernel]) -> list[bytes]:
     for kernel in kernels:
         _check_supported(kernel)
     label = "+".join(k.name for k in kernels)
-    return emit([lower_vulkan(k) for k in kernels], VULKAN_TRIPLE, opt_level=2, label=label, options=VULKAN_OPTIONS)
+    shaders = emit(
+        [lower_vulkan(k) for k in kernels],
+        VULKAN_TRIPLE,
+        opt_level=VULKAN_CODEGEN_OPT,
+        label=label,
+        options=VULKAN_OPTIONS,
+        passes=VULKAN_PASSES,
+    )
+    return [_with_capability(shader, _SIGNED_ZERO_INF_NAN_PRESERVE) for shader in shaders]
+
+
+def _with_capability(shader: bytes, capability: int) -> bytes:
+    """The shader with ``OpCapability capability`` added after the header.
+
+    LLVM emits the SignedZeroInfNanPreserve execution mode that lower_vulkan asks for, but not
+    the capability it needs for a Vulkan target (spirv-val: "Operand 2 of ExecutionMode requires
+    one of these capabilities"); capabilities come first, so it goes right after the header.
+    """
+    words = struct.unpack(f"<{len(shader) // 4}I", shader)
+    position = 5
+    while position < len(words):
+        count, opcode = words[position] >> 16, words[position] & 0xFFFF
+        if opcode != _OP_CAPABILITY:
+            break
+        if words[position + 1] == capability:
+            return shader
+        position += count
+    return shader[:20] + struct.pack("<2I", (2 << 16) | _OP_CAPABILITY, capability) + shader[20:]
+
+
+def _statement_exprs(s: kir.Stmt) -> list[kir.Expr]:
+    """The expressions a statement evaluates itself (not those of the statements it holds)."""
+    found: list[kir.Expr] = []
+    for attr in ("value", "cond", "start", "stop", "step"):
+        e = getattr(s, attr, None)
+        if isinstance(e, kir.Expr):
+            found.append(e)
+    found.extend(getattr(s, "indices", []))
+    found.extend(getattr(s, "extents", []))
+    return found
+
+
+def _float64_math(stmts: list[kir.Stmt]) -> tuple[kir.Stmt, str] | None:
+    """The first statement computing a float64 exp/log/sin/cos/tanh, and the function."""
+    for s in stmts:
+        pending = _statement_exprs(s)
+        while pending:
+            e = pending.pop()
+            if isinstance(e, kir.Call) and e.func in _NO_FLOAT64 and e.type.is_float and e.type.bits == 64:
+                return s, e.func
+            pending.extend(_children(e))
+        for attr in ("body", "orelse"):
+            hit = _float64_math(getattr(s, attr, []))
+            if hit is not None:
+                return hit
+    return None
 
 
 def _check_supported(kernel: kir.Kernel) -> None:
+    hit = _float64_math([*kernel.prologue, kernel.grid])
+    if hit is not None:
+        stmt, func = hit
+        raise CompileError(
+            f"kernel {kernel.name!r}, line {stmt.line}: float64 kp.math.{func} is not supported on vulkan "
+            f"(GLSL.std.450 has only 16- and 32-bit {func}); compute it in f32: kp.math.{func}(kp.f32(x)), "
+            "or run the kernel on cpu, opencl or cuda"
+        )
     if _float64_atomics(kernel.grid.body):
         # Mesa's lavapipe aborts the whole process compiling a float64 atomic add (LLVM
         # "Cannot select"), so such a shader is refused here rather than handed to a driver.

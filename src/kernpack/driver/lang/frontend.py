@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 from ...errors import KernelSyntaxError, KernelTypeError
 from . import kir
 from .intrinsics import CALLABLES
-from .types import ArrayType, ScalarType, bool_, f64, i32, i64, promote
+from .types import ArrayType, ScalarType, bool_, f64, i64, promote, u64, wrap
 
 __all__ = ["parse_kernel"]
 
@@ -173,7 +173,10 @@ class _Checker:
             self.error(call, "kp.grid takes 1 to 3 extents")
         names = [node.target] if isinstance(node.target, ast.Name) else getattr(node.target, "elts", [node.target])
         if not all(isinstance(n, ast.Name) for n in names) or len(names) != len(call.args):
-            self.error(node.target, f"unpack kp.grid of {len(call.args)} extents into {len(call.args)} names")
+            self.error(
+                node.target,
+                f"kp.grid has {len(call.args)} extent(s): unpack it into {len(call.args)} name(s), not {len(names)}",
+            )
         extents = [self.index(arg, "a grid extent") for arg in call.args]
         if node.orelse:
             self.error(node.orelse[0], "for/else is not supported")
@@ -378,7 +381,10 @@ class _Checker:
             return self.compare(node)
         if isinstance(node, ast.IfExp):
             cond = self.condition(node.test)
-            a, b, type_ = self.unify(self.expr(node.body), self.expr(node.orelse), node)
+            a, b = self.expr(node.body), self.expr(node.orelse)
+            if a.type is bool_ and b.type is bool_:
+                return kir.Select(bool_, cond, a, b)
+            a, b, type_ = self.unify(a, b, node)
             if isinstance(a, kir.Const) and isinstance(b, kir.Const) and a.weak and b.weak:
                 a, b = kir.Const(type_, a.value), kir.Const(type_, b.value)
             return kir.Select(type_, cond, a, b)
@@ -549,7 +555,9 @@ class _Checker:
             return kir.Const(f64 if isinstance(value, float) else i64, value, weak=True)
         if base.type.is_float:
             base = self.strong(base)
-            return kir.BinOp(base.type, "pow", base, self.convert(exponent, i32))
+            # The exponent keeps its value: i64, or u64 for a u64 exponent (beyond i64's range).
+            wide = u64 if exponent.type is u64 else i64
+            return kir.BinOp(base.type, "pow", base, self.convert(self.strong(exponent), wide))
         base, exponent, type_ = self.unify(base, exponent, node)
         return kir.BinOp(type_, "pow", self.convert(base, type_), self.convert(exponent, type_))
 
@@ -584,8 +592,7 @@ class _Checker:
 
     def convert(self, value: kir.Expr, type_: ScalarType) -> kir.Expr:
         if isinstance(value, kir.Const) and (value.weak or value.type is type_):
-            folded = type_.dtype.type(value.value) if type_ is not bool_ else bool(value.value)
-            return kir.Const(type_, folded.item() if hasattr(folded, "item") else folded, weak=value.weak)
+            return kir.Const(type_, _fold_cast(value.value, type_), weak=value.weak)
         if value.type is type_:
             return value
         return kir.Cast(type_, value)
@@ -602,6 +609,19 @@ class _Checker:
                 f"cannot store {value.type} into {target} implicitly; convert explicitly, e.g. kp.{target}(value)",
             )
         return self.strong(self.convert(value, target))
+
+
+def _fold_cast(value: int | float | bool, type_: ScalarType) -> int | float | bool:
+    """A literal converted to ``type_`` at compile time, as the cast would at run time.
+
+    An int literal meeting a narrower or unsigned integer wraps to it (rule 5 gives it the
+    integer's type, and integer arithmetic wraps): ``x_u32 + (-1)`` adds 0xFFFFFFFF.
+    """
+    if type_ is bool_:
+        return bool(value)
+    if type_.is_int:
+        return wrap(int(value), type_)
+    return type_.dtype.type(value).item()
 
 
 def _as_load(target: ast.expr) -> ast.expr:

@@ -8,9 +8,12 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ...errors import CompileError
+from ...runtime.pymodule import python_module
 from ...runtime.signature import Param, Signature
 from . import kir
 from .frontend import parse_kernel
+from .interpret import interpret
 from .types import ArrayType
 
 __all__ = ["Kernel", "build", "default_threads", "kernel"]
@@ -75,6 +78,16 @@ class Kernel:
             call = self._call = self.compile()[self.name]
         return call(*args)
 
+    def interpret(self, *args: Any, perturb: int = 0) -> None:
+        """Run the kernel by the language's definition, in Python: slow, every index checked.
+
+        Unlike :attr:`py_func` (Python's own arithmetic), this is the semantics every target
+        implements: fixed-width integers that wrap, float32 rounding, saturating casts, ...
+        ``perturb`` moves every ``exp log sin cos tanh`` result by that many ulps (to see how
+        much the outputs depend on a target's rounding of them).
+        """
+        interpret(self.kir, self.signature, args, perturb=perturb)
+
     def __repr__(self) -> str:
         return f"<kernpack kernel {self.signature}>"
 
@@ -129,10 +142,11 @@ def build(
     ----------
     kernels : iterable of Kernel
         The kernels, each decorated with ``@kp.kernel``; names must differ.
-    target : {"cpu", "cuda", "opencl", "vulkan"}
+    target : {"cpu", "cuda", "opencl", "vulkan", "interpret"}
         The code generator: ``"cpu"`` gives an ``llvm`` module, ``"cuda"`` a ``cuda`` module
         (PTX for sm_80), ``"opencl"`` an ``opencl`` module (SPIR-V 1.2), ``"vulkan"`` a
-        ``vulkan`` module (a compute shader per kernel).
+        ``vulkan`` module (a compute shader per kernel). ``"interpret"`` compiles nothing: a
+        ``python`` module whose functions run the reference interpreter (slow; for debugging).
     cpu : str, optional
         Target CPU: this machine's (default) or ``"generic"`` for a portable export; for
         ``target="cuda"`` the GPU architecture (``"sm_80"`` by default, e.g. ``"sm_90"``).
@@ -167,8 +181,12 @@ def build(
         raise ValueError(f"kernel names must differ in one module: {names}")
     if target in _DEVICE_TARGETS:
         return _build_device(target, kernels, name or "+".join(names), cpu)
+    if target == "interpret":
+        return python_module({k.name: k.interpret for k in kernels})
     if target != "cpu":
-        raise ValueError(f"unknown target {target!r}; this version builds for cpu, {', '.join(_DEVICE_TARGETS)}")
+        raise ValueError(
+            f"unknown target {target!r}; this version builds for cpu, {', '.join(_DEVICE_TARGETS)} and interpret"
+        )
     devices = list(devices)
     for device in devices:
         if device not in _DEVICE_TARGETS:
@@ -212,6 +230,32 @@ _DEVICE_TARGETS = ("cuda", "opencl", "vulkan")
 
 
 def _build_device(target: str, kernels: list[Kernel], label: str, cpu: str | None = None) -> Any:
+    try:
+        return _compile_device(target, kernels, label, cpu)
+    except CompileError as exc:
+        if len(kernels) == 1:
+            raise _blame(kernels[0], target, exc) from None
+        # One child process compiles the whole build, so a crash does not say whose kernel
+        # it was: compile each alone to name the one at fault.
+        for k in kernels:
+            try:
+                _compile_device(target, [k], k.name, cpu)
+            except CompileError as alone:
+                raise _blame(k, target, alone) from None
+        raise
+
+
+def _blame(k: Kernel, target: str, exc: CompileError) -> CompileError:
+    """``exc`` said of kernel ``k``: its name and where it is defined lead the message."""
+    message = str(exc)
+    if message.startswith(f"kernel {k.name!r}"):
+        return exc  # a refusal that already names it (and its line)
+    code = getattr(k.py_func, "__code__", None)
+    where = f" ({code.co_filename}:{code.co_firstlineno})" if code is not None else ""
+    return CompileError(f"kernel {k.name!r}{where} could not be compiled for {target}: {message}")
+
+
+def _compile_device(target: str, kernels: list[Kernel], label: str, cpu: str | None = None) -> Any:
     from ...runtime.cuda import CUDAModule
     from ...runtime.device import KernelEntry
     from ...runtime.opencl import OpenCLModule

