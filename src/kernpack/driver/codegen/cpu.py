@@ -289,8 +289,8 @@ class KernelBody:
         self.grid_loops(grid, [start, *[_I64(0)] * (len(extents) - 1)], [stop, *extents[1:]], 0)
         self.b.ret_void()
 
-    def emit_device(self, global_id: Callable[[ir.IRBuilder, int], ir.Value]) -> None:
-        """One work-item per grid point: ``global_id(builder, d)`` is its index in dimension d."""
+    def device_point(self, global_id: Callable[[ir.IRBuilder, int], ir.Value]) -> ir.Value:
+        """Run the prologue, set the grid variables to this work-item's point; True if inside."""
         b = self.b
         self.block(self.kernel.prologue)
         grid = self.kernel.grid
@@ -300,6 +300,13 @@ class KernelBody:
             b.store(index, self.vars[var])
             ok = b.icmp_signed("<", index, self.expr(extent))
             inside = ok if inside is None else b.and_(inside, ok)
+        return inside
+
+    def emit_device(self, global_id: Callable[[ir.IRBuilder, int], ir.Value]) -> None:
+        """One work-item per grid point: ``global_id(builder, d)`` is its index in dimension d."""
+        b = self.b
+        grid = self.kernel.grid
+        inside = self.device_point(global_id)
         body = self.fn.append_basic_block("grid.body")
         end = self.fn.append_basic_block("grid.end")
         b.cbranch(inside, body, end)

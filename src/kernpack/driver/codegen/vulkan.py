@@ -140,12 +140,38 @@ class _Builder(ir.IRBuilder):
                 total = self.select(plus_zero, fixed, total)
         return total
 
+    def fsub(self, lhs: ir.Value, rhs: ir.Value, name: str = "", flags: tuple[str, ...] = ()) -> ir.Value:
+        # The same folding seen through x - y = x + (-y): 0.0 - x becomes -x (wrong for x = +0.0)
+        # and x - (-0.0) becomes x (wrong for x = -0.0); both exact sums are +0.0.
+        difference = super().fsub(lhs, rhs, name, flags)
+        ity = ir.IntType(32 if str(lhs.type) == "float" else 64)
+        plus_zero, minus_zero = ir.Constant(ity, 0), ir.Constant(ity, 1 << (ity.width - 1))
+        # (the operand that may fold, the bits that go wrong, the other operand, its bad bits)
+        for zero, zero_bits, x, x_bits in ((lhs, plus_zero, rhs, plus_zero), (rhs, minus_zero, lhs, minus_zero)):
+            if _may_fold(zero):
+                both = self.and_(
+                    self.icmp_unsigned("==", self.bitcast(zero, ity), zero_bits),
+                    self.icmp_unsigned("==", self.bitcast(x, ity), x_bits),
+                )
+                difference = self.select(both, ir.Constant(x.type, 0.0), difference)
+        return difference
+
 
 def _may_fold(v: ir.Value) -> bool:
-    """True if the driver may see ``v`` as a constant: a literal, or an integer converted."""
+    """True if the driver may see ``v`` as a constant.
+
+    A literal; an integer converted (the integer may fold: ``kp.f64(q - q)``); a local (its
+    slot may hold a constant after SROA: ``v = 0.0``); a choice between such values. Array
+    elements and float arithmetic are computed at run time (a product of a literal zero is
+    made on the bits above).
+    """
     if isinstance(v, ir.Constant):
         return isinstance(v.constant, float)
-    return isinstance(v, ir.CastInstr) and v.opname in ("sitofp", "uitofp")
+    if isinstance(v, ir.CastInstr):
+        return v.opname in ("sitofp", "uitofp") or (v.opname in ("fpext", "fptrunc") and _may_fold(v.operands[0]))
+    if isinstance(v, ir.LoadInstr):
+        return isinstance(v.operands[0], ir.AllocaInstr)
+    return isinstance(v, (ir.SelectInstr, ir.PhiInstr))
 
 
 class _Loop:
@@ -351,14 +377,8 @@ class _VulkanBody(KernelBody):
 
     def emit_device(self, global_id: Callable[[ir.IRBuilder, int], ir.Value]) -> None:
         b = self.b
-        self.block(self.kernel.prologue)
         grid = self.kernel.grid
-        inside = None
-        for d, (var, extent) in enumerate(zip(grid.vars, grid.extents, strict=True)):
-            index = global_id(b, d)
-            b.store(index, self.vars[var])
-            ok = b.icmp_signed("<", index, self.expr(extent))
-            inside = ok if inside is None else b.and_(inside, ok)
+        inside = self.device_point(global_id)
         # continue in the grid body ends this work-item: a skip flag, as in a loop body.
         flags = _Loop(self._slot(_I1, "vk.skip") if _exits(grid.body, (kir.Continue,)) else None, None)
 
