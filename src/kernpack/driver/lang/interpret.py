@@ -79,7 +79,7 @@ def interpret(kernel: kir.Kernel, signature: Signature, args: Sequence[Any], *, 
         except ArgumentError as exc:
             raise ArgumentError(f"{kernel.name}(): argument {name!r}: {exc}") from None
     for name, type_ in kernel.locals.items():
-        env.setdefault(name, _zero(type_))
+        env.setdefault(name, _from_numpy(0, type_))  # a local not assigned yet reads as 0
     program = _Compiler(kernel, arrays, perturb)
     prologue = program.block(kernel.prologue)
     grid = kernel.grid
@@ -98,14 +98,6 @@ def interpret(kernel: kir.Kernel, signature: Signature, args: Sequence[Any], *, 
 
 
 # ------------------------------------------------------------------------ scalar semantics
-def _zero(type_: ScalarType) -> Any:
-    if type_.kind == "b":
-        return False
-    if type_.is_float:
-        return type_.dtype.type(0)
-    return 0
-
-
 def _from_numpy(value: Any, type_: ScalarType) -> Any:
     """A value read from numpy as this interpreter holds it (ints and bools as Python's)."""
     if type_.kind == "b":
