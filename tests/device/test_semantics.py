@@ -10,7 +10,7 @@ import pytest
 
 import kernpack as kp
 from kernpack.driver.codegen.nvptx import assemble_cubin, find_ptxas
-from tests.conftest import require_device, require_tool
+from tests.conftest import require_device, require_tool, spirv_val
 from tests.lang import semantics_src as S
 
 DEVICES = ("opencl", "vulkan")
@@ -50,6 +50,8 @@ CASES = {
         S.grid_wrapping,
         lambda: [2**32, 14801965848254440725, np.zeros(4, np.int32), np.zeros((11, 3), np.int32)],
     ),
+    "grid_param_reassigned": (S.grid_param_reassigned, lambda: [3, np.zeros(4, np.int32)]),
+    "narrowed_arithmetic": (S.narrowed_arithmetic, lambda: [np.zeros(23, np.uint16)]),
     "nan_to_u32": (S.nan_to_u32, lambda: [np.array([np.nan, -1.0, 1e20, 3.5], np.float32), np.zeros(4, np.uint32)]),
     "narrow_atomics": (
         S.narrow_atomics,
@@ -74,6 +76,14 @@ def test_device_matches_the_interpreter(device, name):
     for want, have in zip(expected, got, strict=True):
         if isinstance(want, np.ndarray):
             np.testing.assert_array_equal(have, want)
+
+
+def test_spirv_of_every_case_validates(tmp_path):
+    opencl = kp.build(KERNELS, target="opencl", name="semantics")
+    assert spirv_val(bytes(opencl.binary), "opencl2.2", tmp_path) == ""
+    vulkan = kp.build(KERNELS, target="vulkan", name="semantics")
+    for kernel in KERNELS:
+        assert spirv_val(vulkan.shader(kernel.name), "vulkan1.3", tmp_path) == "", kernel.name
 
 
 def test_ptx_of_every_case_passes_ptxas():
@@ -104,3 +114,10 @@ def test_a_failing_kernel_of_a_build_is_named(monkeypatch):
     assert message.startswith("kernel 'grid_cast' (")
     assert "semantics_src.py:" in message and "could not be compiled for opencl" in message
     assert "nan_to_u32" not in message
+
+
+@pytest.mark.parametrize("target", ["opencl", "vulkan", "cuda"])
+def test_a_grid_that_depends_on_a_branch_is_refused(target):
+    # It once launched the argument's grid: p reassigned under an if was read as the argument.
+    with pytest.raises(kp.CompileError, match=r"grid_param_reassigned_in_if', line \d+: on device targets"):
+        kp.build([S.grid_param_reassigned_in_if], target=target)

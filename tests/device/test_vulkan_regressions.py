@@ -7,7 +7,6 @@ The kernels are written here, in a real file: the front end reads their source.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 
@@ -258,9 +257,38 @@ def folded_zeros(o: kp.f64[:, :], x: kp.f64[:], q: kp.i64[:]):
 
 
 @kp.kernel
-def float64_exp(x: kp.f64[:], o: kp.f64[:]):
+def float32_log_tanh(x: kp.f32[:], o: kp.f32[:, :]):
+    # lavapipe's 32-bit Log is wrong for subnormals (log(1e-40) gave -88.02, not -92.10), and
+    # its Tanh is off by an absolute 3e-08 near 0 (tanh(1e-30) gave 2.98e-08): both via float64
     for i in kp.grid(x.shape[0]):
-        o[i] = kp.math.exp(x[i])
+        o[i, 0] = math.log(x[i])
+        o[i, 1] = math.tanh(x[i])
+
+
+@kp.kernel
+def float32_math(x: kp.f32[:], o: kp.f32[:, :]):
+    for i in kp.grid(x.shape[0]):
+        o[i, 0] = kp.math.exp(x[i])
+        o[i, 1] = kp.math.log(x[i])
+        o[i, 2] = kp.math.sin(x[i])
+        o[i, 3] = kp.math.cos(x[i])
+        o[i, 4] = kp.math.tanh(x[i])
+
+
+@kp.kernel
+def fused(a: kp.f32[:], o: kp.f32[:]):
+    for i in kp.grid(o.shape[0]):
+        o[i] = kp.math.fma(a[i], a[i], a[i])
+
+
+@kp.kernel
+def float64_math(x: kp.f64[:], o: kp.f64[:, :]):
+    for i in kp.grid(x.shape[0]):
+        o[i, 0] = kp.math.exp(x[i])
+        o[i, 1] = kp.math.log(x[i])
+        o[i, 2] = kp.math.sin(x[i])
+        o[i, 3] = kp.math.cos(x[i])
+        o[i, 4] = kp.math.tanh(x[i])
 
 
 def _random_floats(seed: int, n: int, dtype: type, bits: type) -> np.ndarray:
@@ -335,6 +363,9 @@ CASES: dict[str, tuple[kp.Kernel, Callable[[], list]]] = {
     "multiply_add": (multiply_add, lambda: [rng(1).random(1000, np.float32), rng(2).random(1000, np.float32),
                                             -rng(3).random(1000, np.float32), rng(4).random(1000), rng(5).random(1000),
                                             rng(6).random(1000), np.zeros(1000, np.float32), np.zeros(1000)]),
+    "float32_log_tanh": (float32_log_tanh, lambda: [np.array([1e-40, -1e-40, 6e-39, 1e-45, 1e-30, -3.121e-30, 1e-5,
+                                                              0.0, -0.0, 1.0, 2.0, -5.0, math.inf, -math.inf,
+                                                              math.nan], np.float32), np.zeros((15, 2), np.float32)]),
 }  # fmt: skip
 
 
@@ -366,12 +397,97 @@ def test_shader_validates_for_vulkan_1_3(name, tmp_path):
     assert spirv_val(compile_vulkan(CASES[name][0].kir), "vulkan1.3", tmp_path) == ""
 
 
-def test_float64_transcendentals_are_refused_with_what_to_write_instead():
-    # vulkan_f64_transcendentals_wrong: GLSL.std.450 has no float64 exp; it gave garbage
-    with pytest.raises(kp.CompileError) as info:
-        kp.build([float64_exp], target="vulkan")
-    message = str(info.value)
-    lines, first = inspect.getsourcelines(float64_exp.py_func)
-    line = first + next(k for k, text in enumerate(lines) if "kp.math.exp" in text)
-    assert f"kernel 'float64_exp', line {line}: float64 kp.math.exp is not supported on vulkan" in message
-    assert "kp.math.exp(kp.f32(x))" in message
+_MATH = (np.exp, np.log, np.sin, np.cos, np.tanh)
+_MATH_X = [
+    0.0,
+    -0.0,
+    math.inf,
+    -math.inf,
+    math.nan,
+    1.0,
+    -1.0,
+    710.0,
+    709.78,
+    -708.5,
+    -740.0,
+    -745.1,
+    -746.0,
+    1e-310,
+    5e-324,
+    -5e-324,
+    1e-20,
+    -1e-20,
+    22.0,
+    -22.0,
+    math.pi,
+    1e22,
+    1e300,
+    -1e300,
+    1.7976931348623157e308,
+]
+# (x, column, value): exact results, and cos at the double nearest a multiple of pi/2 (its reduced
+# argument, 4.7e-19, needs about 120 bits of pi; the value checked against an exact rational reduction).
+_MATH_EXACT = [(-math.inf, 0, 0.0), (math.inf, 0, math.inf), (710.0, 0, math.inf), (-746.0, 0, 0.0),
+               (0.0, 1, -math.inf), (-0.0, 1, -math.inf), (-1.0, 1, math.nan), (math.inf, 1, math.inf),
+               (math.inf, 2, math.nan),
+               (-math.inf, 3, math.nan), (math.inf, 4, 1.0), (-math.inf, 4, -1.0), (-0.0, 4, -0.0), (-0.0, 2, -0.0),
+               (0.0, 2, 0.0), (-0.0, 3, 1.0), (1e-300, 4, 1e-300), (-5e-324, 2, -5e-324),
+               (6381956970095103.0 * 2.0**797, 3, -4.687165924254628e-19)]  # fmt: skip
+
+
+def _ulps(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distance in units in the last place (ordered bit patterns; NaN to NaN is 0)."""
+    signed = np.int64 if a.dtype == np.float64 else np.int32
+    ia, ib = (
+        np.where(v.view(signed) < 0, -(v.view(signed) & signed(np.iinfo(signed).max)), v.view(signed)).astype(np.int64)
+        for v in (a, b)
+    )
+    same_side = ((ia >= 0) == (ib >= 0)) | (ia == 0) | (ib == 0)  # else the difference is huge (and would overflow)
+    d = np.where(same_side, np.abs(np.where(same_side, ia - ib, 0)).astype(np.float64), np.inf)
+    return np.where(np.isnan(a) & np.isnan(b), 0.0, np.where(np.isnan(a) | np.isnan(b), np.inf, d))
+
+
+def test_float64_math_is_within_4_ulps(device):
+    # vulkan_f64_transcendentals_wrong: GLSL.std.450 has no float64 exp; f64math computes it
+    r = rng(7)
+    x = np.r_[_MATH_X, [v for v, _, _ in _MATH_EXACT], _random_floats(8, 3000, np.float64, np.uint64),
+              r.uniform(-750.0, 750.0, 1000), r.uniform(-4.0, 4.0, 1000), np.exp(r.uniform(-745.0, 709.0, 1000)),
+              r.integers(-2**40, 2**40, 500) * (math.pi / 2)]  # fmt: skip
+    o = np.zeros((len(x), 5))
+    kp.build([float64_math], target="vulkan")["float64_math"](x, o)
+    with np.errstate(all="ignore"):
+        for column, f in enumerate(_MATH):
+            checked = x != _MATH_EXACT[-1][0]  # numpy itself is 8 ulps off there
+            worst = _ulps(o[checked, column], f(x[checked])).max()
+            assert worst <= 4, (f.__name__, worst)
+    for value, column, expected in _MATH_EXACT:
+        got = o[np.nonzero(x.view(np.int64) == np.float64(value).view(np.int64))[0][0], column]
+        assert got == expected or (math.isnan(got) and math.isnan(expected)), (value, column, got)
+        assert math.copysign(1.0, got) == math.copysign(1.0, expected) or math.isnan(expected), (value, column, got)
+
+
+def test_float64_math_shader_validates_for_vulkan_1_3(tmp_path):
+    assert spirv_val(compile_vulkan(float64_math.kir), "vulkan1.3", tmp_path) == ""
+
+
+def test_float32_math_is_within_2_ulps(device):
+    # lavapipe's 32-bit GLSL.std.450 functions are far off for large sin/cos arguments (Vulkan
+    # asks for 2**-11 on [-pi, pi] only), subnormal log, tiny tanh: all go through float64.
+    r = rng(9)
+    x = np.r_[np.array(_MATH_X, np.float32), _random_floats(10, 3000, np.float32, np.uint32),
+              r.uniform(-100.0, 100.0, 1000), r.uniform(-4.0, 4.0, 1000), np.exp(r.uniform(-103.0, 88.0, 1000)),
+              r.integers(-2**20, 2**20, 500) * (math.pi / 2), [1e30, -1e38, 3e38]].astype(np.float32)  # fmt: skip
+    o = np.zeros((len(x), 5), np.float32)
+    kp.build([float32_math], target="vulkan")["float32_math"](x, o)
+    with np.errstate(all="ignore"):
+        for column, f in enumerate(_MATH):
+            expected = f(x.astype(np.float64)).astype(np.float32)  # correctly rounded, near enough
+            worst = _ulps(o[:, column], expected).max()
+            assert worst <= 2, (f.__name__, worst)
+
+
+def test_fma_is_refused_with_what_to_write_instead():
+    with pytest.raises(
+        kp.CompileError, match=r"fused', line \d+: kp.math.fma is not supported on vulkan .* a \* b \+ c"
+    ):
+        kp.build([fused], target="vulkan")

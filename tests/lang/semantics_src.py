@@ -96,3 +96,29 @@ def narrow_atomic_and_store(x: kp.i8[:], a8: kp.i8[:]):
 def reads_outside(x: kp.f32[:], out: kp.f32[:]):
     for i in kp.grid(out.shape[0]):
         out[i] = x[i + 1]
+
+
+@kp.kernel
+def grid_param_reassigned(p: kp.i64, out: kp.i32[:]):
+    p = p - 1  # straight-line: the device grid uses p - 1
+    for i in kp.grid(min(p, out.shape[0])):
+        out[i] = 7
+
+
+@kp.kernel
+def grid_param_reassigned_in_if(p: kp.i64, out: kp.i32[:]):
+    if p > 0:
+        p = p - 1  # the grid depends on a branch: not known before launch
+    for i in kp.grid(min(p, out.shape[0])):
+        out[i] = 7
+
+
+@kp.kernel
+def narrowed_arithmetic(o4: kp.u16[:]):
+    # The SPIR-V backend's -O2 narrowed (i0 & 1) + 1 to 8 bits and left the i64 operand
+    # untruncated: an invalid OpBitwiseAnd that OpenCL's runtime refuses.
+    for i0 in kp.grid(o4.shape[0]):
+        for k7 in range(-2, 5, i0 % 2 + 1):
+            for _k9 in range(min(max(kp.u32(i0), 0), 4)):
+                o4[i0] = kp.u8(k7 + i0) % 5
+                break

@@ -153,3 +153,32 @@ def test_perturb_moves_transcendentals_only():
     mixed.interpret(x, moved, perturb=2)
     assert (moved[:, 0] == np.nextafter(np.nextafter(exact[:, 0], math.inf), math.inf)).all()
     assert (moved[:, 1] == exact[:, 1]).all()
+
+
+def test_literals_fold_as_they_would_run(run):
+    @kp.kernel
+    def folded(o: kp.f64[:], p: kp.i64[:]):
+        for _i in kp.grid(1):
+            o[0] = 0.0**-2  # 1 / 0.0: inf, where Python raises
+            o[1] = 1 / 0
+            o[2] = 1.0 // 0.0
+            o[3] = -1.0 % 0.0
+            o[4] = 10.0**400  # inf, where Python raises OverflowError
+            o[5] = 1.0 // 0.1
+            p[0] = 1**-3
+            p[1] = 5 // 0
+            p[2] = 2**62
+
+    o, p = np.zeros(6), np.zeros(3, np.int64)
+    run(folded, o, p)
+    assert o[[0, 1, 2, 4]].tolist() == [math.inf] * 4 and math.isnan(o[3]) and o[5] == 9.0
+    assert p.tolist() == [1, 0, 2**62]
+
+
+def test_a_literal_power_beyond_64_bits_is_a_type_error():
+    with pytest.raises(kp.KernelTypeError, match="far beyond 64 bits"):
+
+        @kp.kernel
+        def huge(p: kp.i64[:]):
+            for i in kp.grid(p.shape[0]):
+                p[i] = 10 ** (10**18)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from ...errors import CompileError
 from ..lang import kir
 from ..lang.types import ScalarType
+from .cpu import assigned_names
 
 __all__ = ["grid_expressions"]
 
@@ -29,27 +30,30 @@ def grid_expressions(kernel: kir.Kernel) -> list[str]:
         If an extent depends on something other than the arguments and integer arithmetic.
     """
     params = dict(kernel.params)
-    known: dict[str, str] = {}
+    # What each name assigned in the prologue holds at the grid: an expression, or None when it
+    # cannot be said before launch. A parameter assigned there no longer holds its argument.
+    known: dict[str, str | None] = {}
     for stmt in kernel.prologue:
         if isinstance(stmt, kir.Assign):
             try:
                 known[stmt.name] = _expr(stmt.value, params, known)
             except _NotExpressible:
-                known.pop(stmt.name, None)
+                known[stmt.name] = None
         else:  # assignments under control flow are not straight-line
-            for name in _assigned(stmt):
-                known.pop(name, None)
+            for name in assigned_names([stmt]):
+                known[name] = None
     try:
         return [_expr(e, params, known) for e in kernel.grid.extents]
     except _NotExpressible:
         raise CompileError(
-            f"kernel {kernel.name!r}: for device targets the grid extents must be computable from the "
-            "arguments (array shapes, integer parameters and integer arithmetic, possibly through "
-            f"straight-line locals); got {', '.join(map(str, kernel.grid.extents))}"
+            f"kernel {kernel.name!r}, line {kernel.grid.line}: on device targets (opencl, vulkan, cuda) the grid "
+            "extents must be computable from the arguments before launch; got "
+            f"{', '.join(map(str, kernel.grid.extents))}. Write them with array shapes, integer parameters, "
+            "integer arithmetic and casts (through straight-line locals if you like), or build for cpu"
         ) from None
 
 
-def _expr(e: kir.Expr, params: dict, known: dict[str, str]) -> str:
+def _expr(e: kir.Expr, params: dict, known: dict[str, str | None]) -> str:
     """``e`` as a host expression that computes the kernel's value, wrapping included.
 
     Host integers do not overflow, so every operation that can leave its type is written
@@ -62,6 +66,8 @@ def _expr(e: kir.Expr, params: dict, known: dict[str, str]) -> str:
         return f"{e.array}.shape[{e.dim}]"
     if isinstance(e, kir.Var):
         if e.name in known:
+            if known[e.name] is None:
+                raise _NotExpressible
             return f"({known[e.name]})"
         if e.name in params and e.type.is_int:
             return e.name
@@ -85,15 +91,3 @@ def _fits(src: ScalarType, dst: ScalarType) -> bool:
     if src.is_signed == dst.is_signed:
         return dst.bits >= src.bits
     return not src.is_signed and dst.bits > src.bits
-
-
-def _assigned(stmt: kir.Stmt) -> list[str]:
-    names = []
-    if isinstance(stmt, kir.Assign):
-        names.append(stmt.name)
-    for attr in ("body", "orelse"):
-        for child in getattr(stmt, attr, []):
-            names.extend(_assigned(child))
-    if isinstance(stmt, kir.ForRange):
-        names.append(stmt.var)
-    return names

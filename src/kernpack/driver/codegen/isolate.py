@@ -42,6 +42,7 @@ def emit(
     link: tuple[str, ...] = (),
     readonly: list[str] | None = None,
     passes: tuple[str, ...] | None = None,
+    codegen_opt: int | None = None,
 ) -> bytes:
     """Optimize ``ir_text`` and emit it for ``triple`` in a child process; return the output.
 
@@ -51,7 +52,7 @@ def emit(
     (libdevice) linked in before optimization. ``readonly``: see :func:`emit_with_readonly`.
     ``passes``: run these module passes, in order, instead of the ``opt_level`` pipeline (names
     of llvmlite's ``add_<name>_pass`` methods, e.g. ``("sroa", "dead_code_elimination")``);
-    ``opt_level`` still sets the code generator's level.
+    ``opt_level`` still sets the code generator's level, unless ``codegen_opt`` gives it.
     """
     request: dict[str, Any] = {
         "ir": ir_text if isinstance(ir_text, list) else [ir_text],
@@ -67,6 +68,8 @@ def emit(
         request["readonly"] = list(readonly)
     if passes is not None:
         request["passes"] = list(passes)
+    if codegen_opt is not None:
+        request["codegen_opt"] = codegen_opt
     outputs = _run(request, triple, label)
     return outputs if isinstance(ir_text, list) else outputs[0]
 
@@ -161,7 +164,9 @@ def _compile(llvm: Any, text: str, request: dict[str, Any], readonly: dict[str, 
         builder.getModulePassManager().run(module, builder)
     if request.get("readonly"):
         _read_readonly(llvm, module, builder, request, readonly)
-    machine = target.create_target_machine(cpu=cpu, features=features, opt=request["opt_level"])
+    machine = target.create_target_machine(
+        cpu=cpu, features=features, opt=request.get("codegen_opt", request["opt_level"])
+    )
     if request["kind"] == "assembly":
         return machine.emit_assembly(module).encode()
     return machine.emit_object(module)

@@ -120,4 +120,9 @@ def lower_opencl(kernels: list[kir.Kernel], module_name: str) -> ir.Module:
 def compile_opencl(kernels: list[kir.Kernel], module_name: str, opt_level: int = 2) -> bytes:
     """Return the SPIR-V binary of the kernels (generated in a child process)."""
     module = lower_opencl(kernels, module_name)
-    return emit(str(module), OPENCL_TRIPLE, opt_level=opt_level, label=module_name, options=OPENCL_OPTIONS)
+    # Code generation at -O0 after the -O2 IR pipeline: the backend's own -O2 combines narrow
+    # arithmetic to 8 bits and forget to truncate an operand (an i64 in an i8 OpBitwiseAnd,
+    # which spirv-val and Intel's runtime refuse). The driver optimizes the SPIR-V anyway.
+    return emit(
+        str(module), OPENCL_TRIPLE, opt_level=opt_level, codegen_opt=0, label=module_name, options=OPENCL_OPTIONS
+    )

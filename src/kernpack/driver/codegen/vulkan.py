@@ -10,6 +10,8 @@ Resources, in descriptor set 0:
 
 Workgroups are 64 x 1 x 1, 8 x 8 x 1 or 4 x 4 x 4 by grid rank; grid dimension d is invocation
 axis d. Buffers are indexed with 32-bit indices, so an array holds fewer than 2**31 elements.
+Float64 exp, log, sin, cos and tanh, which GLSL.std.450 lacks, are computed in software by
+:mod:`.f64math` (one internal function per shader).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 from ...errors import CompileError
 from ..lang import kir
 from ..lang.types import ArrayType, ScalarType
+from . import f64math
 from .cpu import KernelBody, declare, llvm_type, memory_type
 from .isolate import emit
 
@@ -45,12 +48,10 @@ VULKAN_PASSES = ("sroa", "sccp")
 VULKAN_CODEGEN_OPT = 0
 WORKGROUP = {1: (64, 1, 1), 2: (8, 8, 1), 3: (4, 4, 4)}
 _I1, _I8, _I32, _I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+_F64 = ir.DoubleType()
 _STORAGE = ir.PointerType(addrspace=11)
 _INF_BITS = {32: 0x7F800000, 64: 0x7FF0000000000000}
 _NAN_BITS = {32: 0x7FC00000, 64: 0x7FF8000000000000}
-# Float64 math that GLSL.std.450 has only in 16/32 bits: LLVM emits the 32-bit instruction on
-# float64 operands anyway, and the result is garbage (vulkan_f64_transcendentals_wrong).
-_NO_FLOAT64 = ("exp", "log", "sin", "cos", "tanh")
 _OP_CAPABILITY = 17
 _SIGNED_ZERO_INF_NAN_PRESERVE = 4466
 
@@ -409,6 +410,47 @@ class _VulkanBody(KernelBody):
             self._if(current if e.op == "and" else b.not_(current), lambda v=v: b.store(self.expr(v), slot))
         return b.load(slot, typ=_I1)
 
+    def call(self, e: kir.Call) -> ir.Value:
+        # Float64 exp/log/sin/cos/tanh: GLSL.std.450 has them in 32 bits only, so they are
+        # computed in software (f64math, fdlibm's algorithms on the bits), one internal function
+        # per shader. Its plain IRBuilder skips _Builder's zero-constant fixes: f64math has no
+        # constant zero operand, and picks its special results (inf, NaN, -0.0) from the bits.
+        if e.func in f64math.FUNCTIONS and e.type.is_float and e.type.bits == 64:
+            return f64math.call(self.b, self.module, e.func, self.expr(e.args[0]))
+        if e.func in f64math.FUNCTIONS and e.type.is_float and e.type.bits == 32:
+            return self._f32_via_f64(e.func, self.expr(e.args[0]))
+        return super().call(e)
+
+    def _f32_via_f64(self, func: str, x: ir.Value) -> ir.Value:
+        """A float32 exp/log/sin/cos/tanh computed by f64math on the exact float64 value of ``x``.
+
+        Vulkan asks little of the 32-bit GLSL.std.450 functions (sin and cos only within 2**-11
+        of the truth on [-pi, pi]), and lavapipe delivers little: its Log is wrong for subnormal
+        x (log(1e-40) gave -88.02 for -92.10), its Tanh has an absolute, not relative, error near
+        0 (tanh(1e-30) gave 2.98e-08), its Sin is far off for large x. So all five are computed
+        in float64 and rounded once: slower where float64 is slow, but a few ulps everywhere.
+        The widening is done on the bits (OpFConvert may flush a subnormal): a
+        subnormal's mantissa is an integer, scaled by 2**-149 in float64, where it is normal.
+        The float64 result rounds to float32; tanh(x) for |x| < 2**-13 is x itself (rounded).
+        """
+        b = self.b
+        bits = b.bitcast(x, _I32)
+        magnitude = b.and_(bits, _I32(0x7FFFFFFF))
+        sign = b.shl(b.zext(b.lshr(bits, _I32(31)), _I64), _I64(63))
+        wide = b.shl(b.zext(magnitude, _I64), _I64(29))
+        normal = b.add(wide, _I64((1023 - 127) << 52))
+        special = b.or_(wide, _I64(0x7FF << 52))  # inf and NaN (exponent 255)
+        fraction = b.and_(magnitude, _I32(0x7FFFFF))
+        scaled = b.bitcast(b.fmul(b.sitofp(fraction, _F64), ir.Constant(_F64, 2.0**-149)), _I64)
+        exponent = b.lshr(magnitude, _I32(23))
+        value = b.select(b.icmp_unsigned("==", exponent, _I32(255)), special, normal)
+        value = b.select(b.icmp_unsigned("==", exponent, _I32(0)), scaled, value)
+        wide_x = b.bitcast(b.or_(value, sign), _F64)
+        result = b.fptrunc(f64math.call(b, self.module, func, wide_x), x.type)
+        if func == "tanh":
+            result = b.select(b.icmp_unsigned("<", magnitude, _I32(0x39000000)), x, result)
+        return result
+
     def select(self, e: kir.Select) -> ir.Value:
         b = self.b
         cond = self.expr(e.cond)
@@ -643,13 +685,16 @@ def _int64_atomics(stmts: list[kir.Stmt]) -> set[str]:
     return found
 
 
-def _float64_atomics(stmts: list[kir.Stmt]) -> bool:
+def _float64_atomic(stmts: list[kir.Stmt]) -> kir.AtomicAdd | None:
+    """The first ``kp.atomic_add`` on a float64 array among the statements, nested ones included."""
     for s in stmts:
         if isinstance(s, kir.AtomicAdd) and s.value.type.is_float and s.value.type.bits == 64:
-            return True
-        if any(_float64_atomics(getattr(s, attr, [])) for attr in ("body", "orelse")):
-            return True
-    return False
+            return s
+        for attr in ("body", "orelse"):
+            found = _float64_atomic(getattr(s, attr, []))
+            if found is not None:
+                return found
+    return None
 
 
 def compile_vulkan(kernel: kir.Kernel) -> bytes:
@@ -692,47 +737,41 @@ def _with_capability(shader: bytes, capability: int) -> bytes:
     return shader[:20] + struct.pack("<2I", (2 << 16) | _OP_CAPABILITY, capability) + shader[20:]
 
 
-def _statement_exprs(s: kir.Stmt) -> list[kir.Expr]:
-    """The expressions a statement evaluates itself (not those of the statements it holds)."""
-    found: list[kir.Expr] = []
-    for attr in ("value", "cond", "start", "stop", "step"):
-        e = getattr(s, attr, None)
-        if isinstance(e, kir.Expr):
-            found.append(e)
-    found.extend(getattr(s, "indices", []))
-    found.extend(getattr(s, "extents", []))
-    return found
-
-
-def _float64_math(stmts: list[kir.Stmt]) -> tuple[kir.Stmt, str] | None:
-    """The first statement computing a float64 exp/log/sin/cos/tanh, and the function."""
-    for s in stmts:
-        pending = _statement_exprs(s)
-        while pending:
-            e = pending.pop()
-            if isinstance(e, kir.Call) and e.func in _NO_FLOAT64 and e.type.is_float and e.type.bits == 64:
-                return s, e.func
-            pending.extend(_children(e))
-        for attr in ("body", "orelse"):
-            hit = _float64_math(getattr(s, attr, []))
-            if hit is not None:
-                return hit
-    return None
-
-
 def _check_supported(kernel: kir.Kernel) -> None:
-    hit = _float64_math([*kernel.prologue, kernel.grid])
-    if hit is not None:
-        stmt, func = hit
-        raise CompileError(
-            f"kernel {kernel.name!r}, line {stmt.line}: float64 kp.math.{func} is not supported on vulkan "
-            f"(GLSL.std.450 has only 16- and 32-bit {func}); compute it in f32: kp.math.{func}(kp.f32(x)), "
-            "or run the kernel on cpu, opencl or cuda"
-        )
-    if _float64_atomics(kernel.grid.body):
+    atomic = _float64_atomic(kernel.grid.body)
+    if atomic is not None:
         # Mesa's lavapipe aborts the whole process compiling a float64 atomic add (LLVM
         # "Cannot select"), so such a shader is refused here rather than handed to a driver.
         raise CompileError(
-            f"kernel {kernel.name!r}: kp.atomic_add on a float64 array is not supported on vulkan; "
-            "use a float32 array, or run it on cpu, opencl or cuda"
+            f"kernel {kernel.name!r}, line {atomic.line}: kp.atomic_add on a float64 array is not supported on "
+            "vulkan; use a float32 array, or run it on cpu, opencl or cuda"
         )
+    line = _fma_line([*kernel.prologue, kernel.grid])
+    if line is not None:
+        # Vulkan's Fma may round twice (its precision is that of a multiply then an add), and
+        # lavapipe's float64 one does, on a quarter of random operands: not kp.math.fma.
+        raise CompileError(
+            f"kernel {kernel.name!r}, line {line}: kp.math.fma is not supported on vulkan (Vulkan does not "
+            "guarantee a fused multiply-add); write a * b + c (two roundings), or run it on cpu, opencl or cuda"
+        )
+
+
+def _fma_line(stmts: list[kir.Stmt]) -> int | None:
+    """The line of the first statement that calls fma, nested statements included."""
+    for s in stmts:
+        exprs = [
+            getattr(s, a)
+            for a in ("value", "cond", "start", "stop", "step")
+            if isinstance(getattr(s, a, None), kir.Expr)
+        ]
+        exprs += [*getattr(s, "indices", []), *getattr(s, "extents", [])]
+        while exprs:
+            e = exprs.pop()
+            if isinstance(e, kir.Call) and e.func == "fma":
+                return s.line
+            exprs.extend(_children(e))
+        for attr in ("body", "orelse"):
+            line = _fma_line(getattr(s, attr, []))
+            if line is not None:
+                return line
+    return None

@@ -11,14 +11,16 @@ from __future__ import annotations
 import ast
 import builtins
 import inspect
-import math as _pymath
 import operator
 import textwrap
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+import numpy as np
+
 from ...errors import KernelSyntaxError, KernelTypeError
 from . import kir
+from .interpret import float_divmod, float_pow
 from .intrinsics import CALLABLES
 from .types import ArrayType, ScalarType, bool_, f64, i64, promote, u64, wrap
 
@@ -537,11 +539,7 @@ class _Checker:
         if op == "pow":
             return self.power(a, b, node)
         if isinstance(a, kir.Const) and isinstance(b, kir.Const) and a.weak and b.weak and op in _FOLD:
-            try:
-                value = _FOLD[op](a.value, b.value)
-            except ZeroDivisionError:
-                value = 0 if isinstance(a.value, int) and isinstance(b.value, int) and op != "div" else _pymath.nan
-            return kir.Const(f64 if isinstance(value, float) else i64, value, weak=True)
+            return self.fold(op, a.value, b.value, node)
         a, b, type_ = self.unify(a, b, node)
         if op == "div" and not type_.is_float:
             type_ = f64
@@ -551,8 +549,7 @@ class _Checker:
         if not exponent.type.is_int:
             self.type_error(node, f"the exponent of ** must be an integer, not {exponent.type}")
         if isinstance(base, kir.Const) and isinstance(exponent, kir.Const) and base.weak and exponent.weak:
-            value = base.value**exponent.value if exponent.value >= 0 or isinstance(base.value, float) else 0
-            return kir.Const(f64 if isinstance(value, float) else i64, value, weak=True)
+            return self.fold("pow", base.value, exponent.value, node)
         if base.type.is_float:
             base = self.strong(base)
             # The exponent keeps its value: i64, or u64 for a u64 exponent (beyond i64's range).
@@ -560,6 +557,34 @@ class _Checker:
             return kir.BinOp(base.type, "pow", base, self.convert(self.strong(exponent), wide))
         base, exponent, type_ = self.unify(base, exponent, node)
         return kir.BinOp(type_, "pow", self.convert(base, type_), self.convert(exponent, type_))
+
+    def fold(self, op: str, x: int | float, y: int | float, node: ast.AST) -> kir.Const:
+        """Two weak literals combined now: Python's arithmetic on ints, the language's on floats.
+
+        Ints stay exact (they wrap only when they meet a typed value), with the language's
+        rules where Python raises: ``//`` and ``%`` by zero give 0, a negative power 0 (1 for 1).
+        Floats, and int ``/``, compute in float64 as at run time: ``1.0 / 0.0`` is inf.
+        """
+        if isinstance(x, int) and isinstance(y, int) and op != "div":
+            if op in ("floordiv", "mod"):
+                return kir.Const(i64, _FOLD[op](x, y) if y else 0, weak=True)
+            if op == "pow" and y < 0:
+                return kir.Const(i64, 1 if x == 1 else 0, weak=True)
+            if op == "pow" and abs(x) > 1 and y * abs(x).bit_length() > 128:
+                self.type_error(node, f"{x} ** {y} is far beyond 64 bits; kernels compute in at most 64")
+            return kir.Const(i64, _FOLD[op](x, y), weak=True)
+        try:
+            fx, fy = np.float64(x), np.float64(y)
+        except OverflowError:
+            self.type_error(node, "an integer literal expression here is too large for a float")
+        with np.errstate(all="ignore"):
+            if op == "pow":
+                value = float_pow(fx, int(y))
+            elif op in ("floordiv", "mod"):
+                value = float_divmod(fx, fy)[0 if op == "floordiv" else 1]
+            else:
+                value = _FOLD[op](fx, fy)  # + - * / on numpy float64: IEEE, no exceptions
+        return kir.Const(f64, float(value), weak=True)
 
     def unify(self, a: kir.Expr, b: kir.Expr, node: ast.AST) -> tuple[kir.Expr, kir.Expr, ScalarType]:
         """Operands converted to their common type (weak literals take the other's type)."""
