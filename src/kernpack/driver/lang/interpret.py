@@ -28,7 +28,7 @@ import numpy as np
 from ...errors import ArgumentError, KernelIndexError
 from ...runtime.calling import as_array, convert_scalar
 from ...runtime.signature import Signature
-from . import kir
+from . import intrinsics, kir
 from .types import ArrayType, ScalarType, wrap
 
 __all__ = ["TRANSCENDENTALS", "interpret"]
@@ -269,15 +269,10 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "eq": lambda a, b: bool(a == b),
     "ne": lambda a, b: bool(a != b),
 }
+# Functions of one float, as numpy computes them on a float32 or float64 scalar (the same
+# numpy functions kp.math is outside kernels).
 _UNARY: dict[str, Callable[[Any], Any]] = {
-    "sqrt": np.sqrt,
-    "exp": np.exp,
-    "log": np.log,
-    "sin": np.sin,
-    "cos": np.cos,
-    "tanh": np.tanh,
-    "floor": np.floor,
-    "ceil": np.ceil,
+    name: getattr(intrinsics.math, name) for name in ("sqrt", "exp", "log", "sin", "cos", "tanh", "floor", "ceil")
 }
 
 
