@@ -16,6 +16,8 @@ Float64 exp, log, sin, cos and tanh, which GLSL.std.450 lacks, are computed in s
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
 import re
 import struct
 from collections.abc import Callable
@@ -706,15 +708,22 @@ def compile_vulkan_all(kernels: list[kir.Kernel]) -> list[bytes]:
     """The SPIR-V shader of each kernel, all generated in one child process."""
     for kernel in kernels:
         _check_supported(kernel)
-    label = "+".join(k.name for k in kernels)
-    shaders = emit(
-        [lower_vulkan(k) for k in kernels],
-        VULKAN_TRIPLE,
-        opt_level=VULKAN_CODEGEN_OPT,
-        label=label,
-        options=VULKAN_OPTIONS,
-        passes=VULKAN_PASSES,
-    )
+
+    def one(kernel: kir.Kernel) -> bytes:
+        return emit(
+            lower_vulkan(kernel),
+            VULKAN_TRIPLE,
+            opt_level=VULKAN_CODEGEN_OPT,
+            label=kernel.name,
+            options=VULKAN_OPTIONS,
+            passes=VULKAN_PASSES,
+        )
+
+    # One child process per shader, several at once: LLVM 22's SPIR-V backend keeps state from
+    # one module to the next in a process, and a later shader sometimes came out with a result
+    # id defined twice (spirv-val: "Id 4 is defined more than once"), though it alone is valid.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(kernels), os.cpu_count() or 1)) as pool:
+        shaders = list(pool.map(one, kernels))
     return [_with_capability(shader, _SIGNED_ZERO_INF_NAN_PRESERVE) for shader in shaders]
 
 
