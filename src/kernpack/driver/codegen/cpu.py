@@ -178,25 +178,16 @@ class _KernelCodegen:
 
 def _has_loop(stmts: list[kir.Stmt]) -> bool:
     """True if the statements contain a serial loop (so each grid point does real work)."""
-    for s in stmts:
-        if isinstance(s, (kir.ForRange, kir.While)):
-            return True
-        if isinstance(s, kir.If) and (_has_loop(s.body) or _has_loop(s.orelse)):
-            return True
-    return False
+    return any(isinstance(s, (kir.ForRange, kir.While)) for s in kir.walk(stmts))
 
 
 def assigned_names(stmts: list[kir.Stmt]) -> list[str]:
     """The locals (and serial loop variables) the statements assign, nested ones included."""
-    names: list[str] = []
-    for s in stmts:
-        if isinstance(s, kir.Assign):
-            names.append(s.name)
-        elif isinstance(s, kir.ForRange):
-            names.append(s.var)
-        for attr in ("body", "orelse"):
-            names.extend(assigned_names(getattr(s, attr, [])))
-    return names
+    return [
+        s.name if isinstance(s, kir.Assign) else s.var
+        for s in kir.walk(stmts)
+        if isinstance(s, (kir.Assign, kir.ForRange))
+    ]
 
 
 def _gep(b: ir.IRBuilder, base: ir.Value, indices: list[ir.Value], etype: ir.Type) -> ir.Value:
@@ -568,18 +559,16 @@ class KernelBody:
         zero, one, half = (ir.Constant(ty, v) for v in (0.0, 1.0, 0.5))
         minus_zero = ir.Constant(ty, -0.0)
         mod = self.fmod(x, y, t)
-        quotient = b.fdiv(x, y)
         by_zero = b.fcmp_ordered("==", y, zero)
+        nonzero = b.fcmp_unordered("!=", mod, zero)
+        # A remainder whose sign differs from the divisor's moves by one divisor.
+        fix = b.and_(nonzero, b.xor(b.fcmp_ordered("<", y, zero), b.fcmp_ordered("<", mod, zero)))
         if op == "mod":
-            nonzero = b.fcmp_unordered("!=", mod, zero)
-            fix = b.and_(nonzero, b.xor(b.fcmp_ordered("<", y, zero), b.fcmp_ordered("<", mod, zero)))
             signed_zero = b.select(b.fcmp_ordered("<", y, zero), minus_zero, zero)
             result = b.select(fix, b.fadd(mod, y), b.select(nonzero, mod, signed_zero))
             return b.select(by_zero, mod, result)
+        quotient = b.fdiv(x, y)
         div = b.fdiv(b.fsub(x, mod), y)
-        fix = b.and_(
-            b.fcmp_unordered("!=", mod, zero), b.xor(b.fcmp_ordered("<", y, zero), b.fcmp_ordered("<", mod, zero))
-        )
         div = b.select(fix, b.fsub(div, one), div)
         floor = b.call(declare(self.module, f"llvm.floor.{ty}", ty, [ty]), [div])
         floor = b.select(b.fcmp_ordered(">", b.fsub(div, floor), half), b.fadd(floor, one), floor)

@@ -74,7 +74,9 @@ def check_narrow_atomics(kernel: kir.Kernel, target: str) -> None:
     """
     atomic: dict[str, int] = {}
     stores: dict[str, int] = {}
-    _collect_writes(kernel.grid.body, atomic, stores)
+    for s in kir.walk(kernel.grid.body):
+        if isinstance(s, (kir.AtomicAdd, kir.Store)):
+            (atomic if isinstance(s, kir.AtomicAdd) else stores).setdefault(s.array, s.line)
     params = dict(kernel.params)
     for name, line in stores.items():
         if name in atomic and params[name].dtype.bits < 32:
@@ -84,16 +86,6 @@ def check_narrow_atomics(kernel: kir.Kernel, target: str) -> None:
                 "4-byte word around the element, so the plain store could be lost. Write it only with "
                 "kp.atomic_add, or use a 32-bit array"
             )
-
-
-def _collect_writes(stmts: list[kir.Stmt], atomic: dict[str, int], stores: dict[str, int]) -> None:
-    for s in stmts:
-        if isinstance(s, kir.AtomicAdd):
-            atomic.setdefault(s.array, s.line)
-        elif isinstance(s, kir.Store):
-            stores.setdefault(s.array, s.line)
-        for attr in ("body", "orelse"):
-            _collect_writes(getattr(s, attr, []), atomic, stores)
 
 
 def lower_opencl(kernels: list[kir.Kernel], module_name: str) -> ir.Module:

@@ -202,23 +202,7 @@ def _exits(stmts: list[kir.Stmt], kinds: tuple[type, ...]) -> bool:
 
 def _has_load(e: kir.Expr) -> bool:
     """True if evaluating ``e`` reads an array: it may then only run where its guard holds."""
-    if isinstance(e, kir.Load):
-        return True
-    return any(_has_load(c) for c in _children(e))
-
-
-def _children(e: kir.Expr) -> list[kir.Expr]:
-    if isinstance(e, (kir.BinOp, kir.Compare)):
-        return [e.lhs, e.rhs]
-    if isinstance(e, (kir.Cast, kir.Not)):
-        return [e.operand]
-    if isinstance(e, kir.BoolOp):
-        return list(e.values)
-    if isinstance(e, kir.Select):
-        return [e.cond, e.a, e.b]
-    if isinstance(e, kir.Call):
-        return list(e.args)
-    return []
+    return any(isinstance(c, kir.Load) for c in kir.walk_expr(e))
 
 
 class _VulkanBody(KernelBody):
@@ -678,25 +662,11 @@ def lower_vulkan(kernel: kir.Kernel) -> str:
 
 def _int64_atomics(stmts: list[kir.Stmt]) -> set[str]:
     """The arrays that get a 64-bit integer kp.atomic_add."""
-    found: set[str] = set()
-    for s in stmts:
-        if isinstance(s, kir.AtomicAdd) and s.value.type.is_int and s.value.type.bits == 64:
-            found.add(s.array)
-        for attr in ("body", "orelse"):
-            found |= _int64_atomics(getattr(s, attr, []))
-    return found
+    return {s.array for s in _atomics(stmts) if s.value.type.is_int and s.value.type.bits == 64}
 
 
-def _float64_atomic(stmts: list[kir.Stmt]) -> kir.AtomicAdd | None:
-    """The first ``kp.atomic_add`` on a float64 array among the statements, nested ones included."""
-    for s in stmts:
-        if isinstance(s, kir.AtomicAdd) and s.value.type.is_float and s.value.type.bits == 64:
-            return s
-        for attr in ("body", "orelse"):
-            found = _float64_atomic(getattr(s, attr, []))
-            if found is not None:
-                return found
-    return None
+def _atomics(stmts: list[kir.Stmt]) -> list[kir.AtomicAdd]:
+    return [s for s in kir.walk(stmts) if isinstance(s, kir.AtomicAdd)]
 
 
 def compile_vulkan(kernel: kir.Kernel) -> bytes:
@@ -747,7 +717,7 @@ def _with_capability(shader: bytes, capability: int) -> bytes:
 
 
 def _check_supported(kernel: kir.Kernel) -> None:
-    atomic = _float64_atomic(kernel.grid.body)
+    atomic = next((s for s in _atomics(kernel.grid.body) if s.value.type.is_float and s.value.type.bits == 64), None)
     if atomic is not None:
         # Mesa's lavapipe aborts the whole process compiling a float64 atomic add (LLVM
         # "Cannot select"), so such a shader is refused here rather than handed to a driver.
@@ -755,32 +725,18 @@ def _check_supported(kernel: kir.Kernel) -> None:
             f"kernel {kernel.name!r}, line {atomic.line}: kp.atomic_add on a float64 array is not supported on "
             "vulkan; use a float32 array, or run it on cpu, opencl or cuda"
         )
-    line = _fma_line([*kernel.prologue, kernel.grid])
-    if line is not None:
+    fma = next(
+        (
+            s
+            for s in kir.walk([*kernel.prologue, kernel.grid])
+            if any(isinstance(e, kir.Call) and e.func == "fma" for x in kir.exprs_of(s) for e in kir.walk_expr(x))
+        ),
+        None,
+    )
+    if fma is not None:
         # Vulkan's Fma may round twice (its precision is that of a multiply then an add), and
         # lavapipe's float64 one does, on a quarter of random operands: not kp.math.fma.
         raise CompileError(
-            f"kernel {kernel.name!r}, line {line}: kp.math.fma is not supported on vulkan (Vulkan does not "
+            f"kernel {kernel.name!r}, line {fma.line}: kp.math.fma is not supported on vulkan (Vulkan does not "
             "guarantee a fused multiply-add); write a * b + c (two roundings), or run it on cpu, opencl or cuda"
         )
-
-
-def _fma_line(stmts: list[kir.Stmt]) -> int | None:
-    """The line of the first statement that calls fma, nested statements included."""
-    for s in stmts:
-        exprs = [
-            getattr(s, a)
-            for a in ("value", "cond", "start", "stop", "step")
-            if isinstance(getattr(s, a, None), kir.Expr)
-        ]
-        exprs += [*getattr(s, "indices", []), *getattr(s, "extents", [])]
-        while exprs:
-            e = exprs.pop()
-            if isinstance(e, kir.Call) and e.func == "fma":
-                return s.line
-            exprs.extend(_children(e))
-        for attr in ("body", "orelse"):
-            line = _fma_line(getattr(s, attr, []))
-            if line is not None:
-                return line
-    return None

@@ -233,8 +233,9 @@ def _build_device(target: str, kernels: list[Kernel], label: str, cpu: str | Non
     try:
         return _compile_device(target, kernels, label, cpu)
     except CompileError as exc:
-        if len(kernels) == 1:
-            raise _blame(kernels[0], target, exc) from None
+        named = [k for k in kernels if str(exc).startswith(f"kernel {k.name!r}")]
+        if len(kernels) == 1 or named:
+            raise _blame((named or kernels)[0], target, exc) from None
         # One child process compiles the whole build, so a crash does not say whose kernel
         # it was: compile each alone to name the one at fault.
         for k in kernels:

@@ -15,6 +15,7 @@ promotion rules themselves. ``str(kernel)`` prints the IR, e.g.::
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .types import ArrayType, ScalarType
@@ -43,6 +44,10 @@ __all__ = [
     "Store",
     "Var",
     "While",
+    "children",
+    "exprs_of",
+    "walk",
+    "walk_expr",
 ]
 
 
@@ -305,3 +310,40 @@ def _print(stmts: list[Stmt], out: list[str], depth: int) -> None:
             _print(s.body, out, depth + 1)
         else:
             out.append(f"{pad}{type(s).__name__.lower()}")
+
+
+# ------------------------------------------------------------------------ traversal
+def walk(stmts: list[Stmt]) -> Iterator[Stmt]:
+    """Every statement, each before the ones it holds (if arms, loop bodies, the grid)."""
+    for s in stmts:
+        yield s
+        for attr in ("body", "orelse"):
+            yield from walk(getattr(s, attr, []))
+
+
+def children(e: Expr) -> list[Expr]:
+    """The operands of an expression."""
+    if isinstance(e, (BinOp, Compare)):
+        return [e.lhs, e.rhs]
+    if isinstance(e, (Cast, Not)):
+        return [e.operand]
+    if isinstance(e, BoolOp):
+        return list(e.values)
+    if isinstance(e, Select):
+        return [e.cond, e.a, e.b]
+    if isinstance(e, (Call, Load)):
+        return list(e.args if isinstance(e, Call) else e.indices)
+    return []
+
+
+def walk_expr(e: Expr) -> Iterator[Expr]:
+    """An expression and every expression inside it."""
+    yield e
+    for c in children(e):
+        yield from walk_expr(c)
+
+
+def exprs_of(s: Stmt) -> list[Expr]:
+    """The expressions a statement evaluates itself (not those of the statements it holds)."""
+    found = [e for a in ("value", "cond", "start", "stop", "step") if isinstance(e := getattr(s, a, None), Expr)]
+    return [*found, *getattr(s, "indices", []), *getattr(s, "extents", [])]
