@@ -38,7 +38,6 @@ _CRASH = ("LLVM crashed", "LLVM could not generate", "ptxas rejected")
 _REFUSAL = re.compile(
     r"grid extents must be computable from the arguments"  # device grids (any device)
     r"|kp\.atomic_add on a float64 array is not supported on vulkan"
-    r"|kp\.math\.fma is not supported on vulkan"
     r"|is written both with kp\.atomic_add .* and with a plain store"  # 8/16-bit, opencl and cuda
 )
 

@@ -138,6 +138,8 @@ def test_fma_rounds_once():
     assert fma(x, x, np.float32(-1.0)) == np.float32(2**-11 + 2**-24)
     assert math.copysign(1, fma(np.float64(-0.0), np.float64(1.0), np.float64(-0.0))) < 0
     assert fma(np.float32(3e38), np.float32(10.0), np.float32(0.0)) == np.float32(math.inf)
+    # the exact product is finite: inf - it is -inf, though a * b alone overflows to inf (and inf - inf is NaN)
+    assert fma(np.float64(1e300), np.float64(1e300), np.float64(-math.inf)) == -math.inf
 
 
 def test_perturb_moves_transcendentals_only():

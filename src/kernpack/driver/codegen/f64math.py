@@ -1,4 +1,4 @@
-"""Float64 exp, log, sin, cos and tanh in software, for targets without them (Vulkan).
+"""Float math in software for targets without it (Vulkan): float64 exp, log, sin, cos, tanh; fma.
 
 GLSL.std.450 has these functions for 16- and 32-bit floats only, so a Vulkan shader computes
 them from float64 arithmetic and integer operations on the bits. The algorithms are those of
@@ -16,8 +16,11 @@ Written for LLVM's SPIR-V backend and Mesa's lavapipe:
   integer arithmetic (the bits of 2/pi are computed here, exactly, from Machin's formula), so
   the reduction is exact to about 2**-120 for every double up to 1.8e308.
 
-Each function is emitted once per module as an internal function (``kp.f64.exp`` ...) and
-called: see :func:`call`.
+The multiply-add (:func:`fma`) uses no float instruction at all: an exact 106-bit product of
+the mantissas and one rounding, in 64-bit integer pairs.
+
+Each function is emitted once per module as an internal function (``kp.f64.exp`` ...,
+``kp.soft.fma.f32``) and called: see :func:`call` and :func:`fma`.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from collections.abc import Callable
 
 import llvmlite.ir as ir
 
-__all__ = ["FUNCTIONS", "call"]
+__all__ = ["FUNCTIONS", "call", "fma"]
 
 _F64 = ir.DoubleType()
 _I1, _I32, _I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
@@ -470,3 +473,171 @@ def call(b: ir.IRBuilder, module: ir.Module, name: str, x: ir.Value) -> ir.Value
         body = ir.IRBuilder(fn.append_basic_block("entry"))
         body.ret(FUNCTIONS[name](_Emit(body), fn.args[0]))
     return b.call(fn, [x])
+
+
+# ----------------------------------------------------------------------------------- fma
+# A fused multiply-add done wholly on the integer bits: Vulkan's Fma "may round twice" (and
+# lavapipe's float64 one does), and a float-based emulation (Dekker's product, rounding to odd)
+# would need scaling around overflow and underflow and subnormal operands kept by the driver.
+# Here a*b is an exact 106-bit product and the sum is rounded once, ties to even, with no
+# float instruction at all. 128-bit values are (hi, lo) pairs of i64.
+_TOP = 125  # operands are normalized so their leading bit is bit 125: a carry fits, and 2 guard bits
+
+
+def _shl128(e: _Emit, hi: ir.Value, lo: ir.Value, n: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """(hi, lo) << n for 0 <= n <= 127 (every shift amount kept within 0..63: LLVM's are poison past)."""
+    m = e.and_(n, 63)
+    spill = e.shr(e.shr(lo, 1), e.isub(e.i(63), m))  # lo >> (64 - m), 0 for m == 0
+    small = e.icmp("<", n, 64)
+    return (e.sel(small, e.or_(e.shl(hi, m), spill), e.shl(lo, m)), e.sel(small, e.shl(lo, m), e.i(0)))
+
+
+def _shr128(e: _Emit, hi: ir.Value, lo: ir.Value, n: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """(hi, lo) >> n (logical) for 0 <= n <= 127."""
+    m = e.and_(n, 63)
+    spill = e.shl(e.shl(hi, 1), e.isub(e.i(63), m))  # hi << (64 - m), 0 for m == 0
+    small = e.icmp("<", n, 64)
+    return (e.sel(small, e.shr(hi, m), e.i(0)), e.sel(small, e.or_(e.shr(lo, m), spill), e.shr(hi, m)))
+
+
+def _msb128(e: _Emit, hi: ir.Value, lo: ir.Value) -> ir.Value:
+    """The index of the highest set bit of a nonzero (hi, lo), by binary search."""
+    upper = e.icmp("!=", hi, 0)
+    v, k = e.sel(upper, hi, lo), e.sel(upper, e.i(64), e.i(0))
+    for step in (32, 16, 8, 4, 2, 1):
+        above = e.icmp("!=", e.shr(v, step), 0)
+        v, k = e.sel(above, e.shr(v, step), v), e.sel(above, e.iadd(k, step), k)
+    return k
+
+
+def _normalize(e: _Emit, hi: ir.Value, lo: ir.Value, exp: ir.Value) -> tuple[ir.Value, ir.Value, ir.Value]:
+    """(hi, lo) * 2**exp with the leading bit moved to bit _TOP (the value unchanged)."""
+    shift = e.isub(e.i(_TOP), _msb128(e, hi, lo))
+    hi, lo = _shl128(e, hi, lo, shift)
+    return hi, lo, e.isub(exp, shift)
+
+
+def _fma_bits(e: _Emit, bits: list[ir.Value], precision: int, bias: int, width: int) -> ir.Value:
+    """The bits of fma(a, b, c), from theirs (i64, zero-extended), for an IEEE binary format.
+
+    ``precision`` counts the implicit bit (53 or 24); ``width`` is the format's (64 or 32).
+    """
+    frac_bits, top_exp = precision - 1, (1 << (width - precision)) - 1  # exponent field of inf/NaN
+    inf_bits = top_exp << frac_bits
+    fields = []
+    for x in bits:
+        field = e.and_(e.shr(x, frac_bits), top_exp)
+        fraction = e.and_(x, (1 << frac_bits) - 1)
+        normal = e.icmp("!=", field, 0)
+        mantissa = e.sel(normal, e.or_(fraction, 1 << frac_bits), fraction)
+        exp = e.isub(e.sel(normal, field, e.i(1)), bias + frac_bits)  # x = mantissa * 2**exp
+        fields.append((e.shr(x, width - 1), field, fraction, mantissa, exp))
+    (sa, fa, ra, ma, ea), (sb, fb, rb, mb, eb), (sc, fc, rc, mc, ec) = fields
+    sp = e.b.xor(sa, sb)
+
+    # Special operands, on the bits (a driver may flush a subnormal float operand to zero).
+    def is_nan(f: ir.Value, r: ir.Value) -> ir.Value:
+        return e.b.and_(e.icmp("==", f, top_exp), e.icmp("!=", r, 0))
+
+    def is_inf(f: ir.Value, r: ir.Value) -> ir.Value:
+        return e.b.and_(e.icmp("==", f, top_exp), e.icmp("==", r, 0))
+
+    a_zero, b_zero, c_zero = (e.icmp("==", m, 0) for m in (ma, mb, mc))
+    product_inf = e.b.or_(is_inf(fa, ra), is_inf(fb, rb))
+    c_inf = is_inf(fc, rc)
+    nan = e.b.or_(e.b.or_(is_nan(fa, ra), is_nan(fb, rb)), is_nan(fc, rc))
+    nan = e.b.or_(nan, e.b.and_(product_inf, e.b.or_(a_zero, b_zero)))  # inf * 0
+    nan = e.b.or_(nan, e.b.and_(e.b.and_(product_inf, c_inf), e.icmp("!=", sp, sc)))  # inf - inf
+    special = e.sel(product_inf, e.or_(e.shl(sp, width - 1), inf_bits), bits[2])  # an inf product, else c (inf)
+    special = e.sel(nan, e.i(inf_bits | (1 << (frac_bits - 1))), special)
+    is_special = e.b.or_(nan, e.b.or_(product_inf, c_inf))
+    # A zero product: c, or a zero that is -0 only when both the product and c are -0.
+    zero_product = e.sel(c_zero, e.shl(e.b.and_(sp, sc), width - 1), bits[2])
+
+    # The exact product, 106 bits at most, from 32-bit limbs.
+    limbs = _mul_limbs(e, _limbs(e, [ma]), _limbs(e, [mb]))
+    p_hi, p_lo = e.or_(e.shl(limbs[3], 32), limbs[2]), e.or_(e.shl(limbs[1], 32), limbs[0])
+    p_hi, p_lo, p_exp = _normalize(e, p_hi, p_lo, e.iadd(ea, eb))
+    c_hi, c_lo, c_exp = _normalize(e, e.i(0), mc, ec)
+    c_exp = e.sel(c_zero, e.i(-(1 << 40)), c_exp)  # a zero c lines up below everything: adds nothing
+    c_hi, c_lo = e.sel(c_zero, e.i(0), c_hi), e.sel(c_zero, e.i(0), c_lo)
+
+    # Line the smaller-exponent operand up with the other; what it loses is kept as a sticky bit
+    # (bit 0), which is exact enough: bits are lost only when the exponents are 21 or more apart,
+    # and then the sum loses at most one leading bit, its rounding position far above bit 0.
+    swap = e.scmp("<", p_exp, c_exp)
+    pairs = ((p_hi, c_hi), (p_lo, c_lo), (p_exp, c_exp), (sp, sc))
+    big_hi, big_lo, big_exp, big_sign = (e.sel(swap, y, x) for x, y in pairs)
+    sm_hi, sm_lo, sm_sign = (e.sel(swap, x, y) for x, y in (pairs[0], pairs[1], pairs[3]))
+    distance = e.isub(big_exp, e.sel(swap, p_exp, c_exp))
+    distance = e.sel(e.icmp(">", distance, 127), e.i(127), distance)
+    lined_hi, lined_lo = _shr128(e, sm_hi, sm_lo, distance)
+    back_hi, back_lo = _shl128(e, lined_hi, lined_lo, distance)
+    lost = e.b.or_(e.icmp("!=", back_hi, sm_hi), e.icmp("!=", back_lo, sm_lo))
+    sm_hi, sm_lo = lined_hi, e.or_(lined_lo, e.b.zext(lost, _I64))
+
+    # Add, or subtract the smaller magnitude from the larger.
+    carry = e.b.zext(e.icmp("<", e.iadd(big_lo, sm_lo), big_lo), _I64)
+    sum_hi, sum_lo = e.iadd(e.iadd(big_hi, sm_hi), carry), e.iadd(big_lo, sm_lo)
+    less = e.b.or_(e.icmp("<", big_hi, sm_hi), e.b.and_(e.icmp("==", big_hi, sm_hi), e.icmp("<", big_lo, sm_lo)))
+    x_hi, x_lo = e.sel(less, sm_hi, big_hi), e.sel(less, sm_lo, big_lo)
+    y_hi, y_lo = e.sel(less, big_hi, sm_hi), e.sel(less, big_lo, sm_lo)
+    borrow = e.b.zext(e.icmp("<", x_lo, y_lo), _I64)
+    diff_hi, diff_lo = e.isub(e.isub(x_hi, y_hi), borrow), e.isub(x_lo, y_lo)
+    same = e.icmp("==", big_sign, sm_sign)
+    s_hi, s_lo = e.sel(same, sum_hi, diff_hi), e.sel(same, sum_lo, diff_lo)
+    sign = e.sel(same, big_sign, e.sel(less, sm_sign, big_sign))
+    cancelled = e.b.and_(e.icmp("==", s_hi, 0), e.icmp("==", s_lo, 0))  # exactly 0: +0 (ties to even)
+
+    # Round s * 2**big_exp to `precision` bits, or to the subnormal grid, whichever is coarser.
+    msb = _msb128(e, s_hi, s_lo)
+    result_exp = e.iadd(msb, big_exp)  # s * 2**big_exp lies in [2**result_exp, 2**(result_exp+1))
+    drop = e.isub(msb, frac_bits)
+    floor = e.isub(e.i(1 - bias - frac_bits), big_exp)  # the drop that puts the last bit at 2**(1-bias-frac_bits)
+    drop = e.sel(e.scmp("<", drop, floor), floor, drop)
+    exact = e.scmp("<=", drop, 0)  # no bits to drop: s < 2**precision, shifted up (exactly)
+    up_lo = e.shl(s_lo, e.sel(exact, e.isub(e.i(0), drop), e.i(0)))
+    keep = e.isub(drop, 1)  # keep one bit more than the result: the rounding bit
+    keep = e.sel(e.scmp("<", keep, 0), e.i(0), e.sel(e.scmp(">", keep, 127), e.i(127), keep))
+    kept_hi, kept_lo = _shr128(e, s_hi, s_lo, keep)
+    back_hi, back_lo = _shl128(e, kept_hi, kept_lo, keep)
+    sticky = e.b.or_(e.icmp("!=", back_hi, s_hi), e.icmp("!=", back_lo, s_lo))
+    past = e.scmp(">", drop, 128)  # everything is below the rounding bit: it is 0
+    kept_lo = e.sel(past, e.i(0), kept_lo)
+    sticky = e.b.or_(sticky, past)
+    mantissa = e.shr(kept_lo, 1)
+    round_bit = e.icmp("!=", e.and_(kept_lo, 1), 0)
+    odd = e.icmp("!=", e.and_(mantissa, 1), 0)
+    mantissa = e.iadd(mantissa, e.b.zext(e.b.and_(round_bit, e.b.or_(sticky, odd)), _I64))
+    mantissa = e.sel(exact, up_lo, mantissa)
+    # A normal result carries its exponent above the mantissa's leading bit (a rounding carry
+    # into 2**precision moves it up by one, to inf at the top); a subnormal one is the mantissa.
+    normal = e.scmp(">=", result_exp, 1 - bias)
+    biased = e.iadd(result_exp, bias - 1)
+    overflow = e.scmp(">=", biased, top_exp - 1)  # result_exp above the largest exponent
+    magnitude = e.sel(normal, e.iadd(e.shl(e.sel(overflow, e.i(0), biased), frac_bits), mantissa), mantissa)
+    magnitude = e.sel(overflow, e.i(inf_bits), magnitude)
+    result = e.or_(e.shl(sign, width - 1), magnitude)
+    result = e.sel(cancelled, e.i(0), result)
+    result = e.sel(e.b.or_(a_zero, b_zero), zero_product, result)
+    return e.sel(is_special, special, result)
+
+
+def fma(b: ir.IRBuilder, module: ir.Module, x: ir.Value, y: ir.Value, z: ir.Value) -> ir.Value:
+    """``x * y + z`` rounded once, for float32 or float64 operands: a call of ``kp.soft.fma.f<bits>``."""
+    t = x.type
+    width = 64 if isinstance(t, ir.DoubleType) else 32
+    symbol = f"kp.soft.fma.f{width}"
+    fn = module.globals.get(symbol)
+    if fn is None:
+        fn = ir.Function(module, ir.FunctionType(t, [t, t, t]), name=symbol)
+        fn.linkage = "internal"
+        body = ir.IRBuilder(fn.append_basic_block("entry"))
+        e = _Emit(body)
+        int_type = ir.IntType(width)
+        bits = [body.bitcast(a, int_type) for a in fn.args]
+        bits = bits if width == 64 else [body.zext(x, _I64) for x in bits]
+        precision, bias = (53, 1023) if width == 64 else (24, 127)
+        result = _fma_bits(e, bits, precision, bias, width)
+        body.ret(body.bitcast(result if width == 64 else body.trunc(result, int_type), t))
+    return b.call(fn, [x, y, z])

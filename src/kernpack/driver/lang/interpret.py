@@ -193,8 +193,11 @@ def int_pow(x: int, n: int, type_: ScalarType) -> int:
 def fma(a: Any, b: Any, c: Any) -> Any:
     """``a * b + c`` rounded once, in the operands' float type."""
     t = type(a)
-    if not (math.isfinite(a) and math.isfinite(b) and math.isfinite(c)):
-        return t(np.float64(a) * np.float64(b) + np.float64(c))  # inf/nan propagate alike
+    if not (math.isfinite(a) and math.isfinite(b)):
+        with np.errstate(invalid="ignore"):
+            return t(np.float64(a) * np.float64(b) + np.float64(c))  # inf/nan propagate alike
+    if not math.isfinite(c):
+        return c  # the exact product is finite, even where a * b would overflow: inf + that is inf
     exact = Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))
     if exact == 0:
         # IEEE: an exact zero is -0 only when the (zero) product and c are both -0.
@@ -219,7 +222,9 @@ def _round(exact: Fraction, t: type) -> Any:
             return t(biggest if exact > 0 else -biggest)
         return guess
     best, best_err = guess, abs(Fraction(float(guess)) - exact)
-    for candidate in (np.nextafter(guess, t(math.inf)), np.nextafter(guess, t(-math.inf))):
+    with np.errstate(over="ignore"):
+        neighbours = (np.nextafter(guess, t(math.inf)), np.nextafter(guess, t(-math.inf)))
+    for candidate in neighbours:
         if math.isinf(candidate):
             continue
         err = abs(Fraction(float(candidate)) - exact)
