@@ -33,9 +33,6 @@ from tests.lang import kernels_src as K  # noqa: E402
 
 import kernpack as kp  # noqa: E402
 from benchmarks._common import median_seconds, report  # noqa: E402
-from kernpack.driver.codegen.nvptx import compile_cuda  # noqa: E402
-from kernpack.driver.codegen.spirv import compile_opencl  # noqa: E402
-from kernpack.driver.codegen.vulkan import compile_vulkan  # noqa: E402
 
 LOAD_CHILD = """
 import sys, time, json, ctypes
@@ -58,17 +55,18 @@ def row(what: str, mine: float, base: float, base_name: str) -> dict:
 
 def codegen_rows() -> list[dict]:
     kernel = K.softmax
-    cpu = median_seconds(lambda: kp.build([kernel], cache=False).jit_object(), 3)
-    opencl = median_seconds(lambda: compile_opencl([kernel.kir], "softmax"), 3)
-    cuda = median_seconds(lambda: compile_cuda([kernel.kir], "softmax"), 3)
-    vulkan = median_seconds(lambda: compile_vulkan(kernel.kir), 3)
+    # Every target's whole pipeline, the cache off: kernel IR to a module.
+    cpu, opencl, cuda, vulkan = (
+        median_seconds(lambda target=target: kp.build([kernel], target, cache=False), 3)
+        for target in ("cpu", "opencl", "cuda", "vulkan")
+    )
     numba_first = _numba_first_call()
     name = "numba first call" if numba_first else "cpu codegen (numba not installed)"
     base = numba_first or cpu
     return [
         row("codegen softmax: cpu (O3 + object)", cpu, base, name),
         row("codegen softmax: opencl (SPIR-V, child process)", opencl, base, name),
-        row("codegen softmax: cuda (PTX + libdevice, child)", cuda, base, name),
+        row("codegen softmax: cuda (PTX + libdevice, child; cubin by ptxas)", cuda, base, name),
         row("codegen softmax: vulkan (compute shader, child)", vulkan, base, name),
     ]
 

@@ -118,6 +118,13 @@ def spirv_val(binary: bytes, env: str, tmp_path) -> str:
     return "" if result.returncode == 0 else (result.stderr or result.stdout)
 
 
+def shader(kernel) -> bytes:
+    """The SPIR-V compute shader ``kp.build`` makes of one kernel (compiled afresh)."""
+    import kernpack as kp
+
+    return kp.build([kernel], target="vulkan", cache=False).shader(kernel.name)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``large`` (gigabytes of disk and memory) run only when asked for."""
     if os.environ.get("KERNPACK_LARGE_TESTS") == "1":

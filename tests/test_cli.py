@@ -28,7 +28,10 @@ def test_build_inspect_run(tmp_path):
     assert built.returncode == 0, built.stderr
     assert json.loads(built.stdout)["modules"] == ["llvm", "opencl"]
     assert (tmp_path / "dump" / "saxpy.kir").read_text().startswith("kernel saxpy(")
-    assert (tmp_path / "dump" / "opencl.spv").read_bytes()[:4] == b"\x03\x02\x23\x07"
+    assert (tmp_path / "dump" / "ks.opencl.spv").read_bytes()[:4] == b"\x03\x02\x23\x07"  # the module is the .so's
+    assert (tmp_path / "dump" / "ks.opencl.ll").read_text().count("spir_kernel") >= 2
+    assert (tmp_path / "dump" / "ks.cpu.bc").read_bytes()[:4] == b"BC\xc0\xde"
+    assert (tmp_path / "dump" / "ks.cpu.o").read_bytes()[:4] == b"\x7fELF"
 
     shown = kernpack("inspect", "ks.so", "--json", cwd=tmp_path)
     info = json.loads(shown.stdout)

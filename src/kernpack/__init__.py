@@ -54,15 +54,15 @@ from .runtime import (
 )
 
 if TYPE_CHECKING:
+    from .driver.build import build
     from .driver.csource import CSourceModule, c_source_module
     from .driver.deviceir import device_module_from_ir
+    from .driver.kernel import Kernel, kernel
     from .driver.lang import (
         ArrayType,
-        Kernel,
         ScalarType,
         atomic_add,
         bool_,
-        build,
         f32,
         f64,
         grid,
@@ -70,7 +70,6 @@ if TYPE_CHECKING:
         i16,
         i32,
         i64,
-        kernel,
         math,
         u8,
         u16,
@@ -88,9 +87,12 @@ _LAZY = {
     "CSourceModule": "kernpack.driver.csource",
     "c_source_module": "kernpack.driver.csource",
     "device_module_from_ir": "kernpack.driver.deviceir",
+    "build": "kernpack.driver.build",
+    "Kernel": "kernpack.driver.kernel",
+    "kernel": "kernpack.driver.kernel",
     **dict.fromkeys(
         [
-            *("Kernel", "kernel", "build", "grid", "atomic_add", "math", "ArrayType", "ScalarType"),
+            *("grid", "atomic_add", "math", "ArrayType", "ScalarType"),
             *("bool_", "f32", "f64", "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64"),
         ],
         "kernpack.driver.lang",

@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--devices", default="", help="comma-separated device targets: cuda,opencl,vulkan")
     build.add_argument("-O", dest="opt_level", type=int, default=3, choices=[0, 1, 2, 3], help="optimization level")
     build.add_argument("--cpu", default=None, help="target CPU (default: this machine's; 'generic' to ship)")
-    build.add_argument("--dump", default=None, help="write every stage's output (.kir, .ll, .ptx, .spv) here")
+    build.add_argument("--arch", default=None, help="with --devices cuda: the GPU architecture (default sm_80)")
+    build.add_argument("--dump", default=None, help="write every stage's output (.kir, .ll, .ptx, .spv, ...) here")
     build.set_defaults(handler=_build)
 
     inspect = sub.add_parser("inspect", parents=[common], help="show a library's module tree without loading it")
@@ -63,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="run one kernel of a library on generated or .npy arrays")
     run.add_argument("library")
     run.add_argument("kernel")
-    run.add_argument("--device", default="cpu", choices=["cpu", "cuda", "opencl", "vulkan"])
+    run.add_argument("--device", default="cpu", help="cpu, or the kind of a device module the library carries")
     run.add_argument(
         "--args", nargs="*", default=[], help="one per parameter: a number, a .npy file, or a shape like 1000 or 64x64"
     )
@@ -111,17 +112,26 @@ def _build(args: argparse.Namespace) -> int:
             kernels.extend(_kernels_in(path))
         else:
             others.append(kp.load_module(path))
-    devices = tuple(d for d in args.devices.split(",") if d)
+    devices: dict[str, dict[str, Any]] = {d: {} for d in args.devices.split(",") if d}
+    if args.arch is not None:
+        if "cuda" not in devices:
+            raise KernpackError("--arch chooses the CUDA architecture: it goes with --devices cuda")
+        devices["cuda"]["arch"] = args.arch
     if not kernels and not others:
         raise KernpackError("nothing to build: no @kp.kernel functions and no other inputs")
     progress = (lambda message: None) if args.json else (lambda message: print(message, file=sys.stderr, flush=True))
     if kernels:
         progress(f"compiling {len(kernels)} kernels for {', '.join(('cpu', *devices))} ...")
-    root = kp.build(kernels, cpu=args.cpu, opt_level=args.opt_level, devices=devices) if kernels else others.pop(0)
+    if kernels:
+        try:
+            name = os.path.splitext(os.path.basename(args.output))[0]  # the module is named for its library
+            root = kp.build(kernels, cpu=args.cpu, opt_level=args.opt_level, devices=devices, dump=args.dump, name=name)
+        except ValueError as exc:  # an unknown device or option: the user's input
+            raise KernpackError(str(exc)) from None
+    else:
+        root = others.pop(0)
     for module in others:
         root.import_module(module)
-    if args.dump:
-        _dump(args.dump, kernels, root)
     progress(f"linking {args.output} ...")
     path = root.export_library(args.output)
     summary = {"output": path, "kernels": [k.name for k in kernels], "modules": [m.kind for _, m in root.walk()]}
@@ -140,26 +150,6 @@ def _kernels_in(path: str) -> list[Any]:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return [v for v in vars(module).values() if isinstance(v, kp.Kernel)]
-
-
-def _dump(directory: str, kernels: list[Any], root: Any) -> None:
-    os.makedirs(directory, exist_ok=True)
-    for kernel in kernels:
-        with open(os.path.join(directory, f"{kernel.name}.kir"), "w") as f:
-            f.write(str(kernel.kir) + "\n")
-    for _, module in root.walk():
-        if module.kind == "llvm":
-            module.write_to_file(os.path.join(directory, f"{module.name}.ll"), "ll")
-        elif module.kind == "cuda":
-            with open(os.path.join(directory, "device.ptx"), "wb") as f:
-                f.write(bytes(module.binary))
-        elif module.kind == "opencl":
-            with open(os.path.join(directory, "opencl.spv"), "wb") as f:
-                f.write(bytes(module.binary))
-        elif module.kind == "vulkan":
-            for name in module.functions:
-                with open(os.path.join(directory, f"{name}.vulkan.spv"), "wb") as f:
-                    f.write(module.shader(name))
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -191,7 +181,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         modules = [m for _, m in lib.walk() if m.kind == args.device]
         if not modules:
-            raise KernpackError(f"{args.library} carries no {args.device} module")
+            kinds = sorted({m.kind for _, m in lib.walk()})
+            raise KernpackError(f"{args.library} carries no {args.device} module (it has: {', '.join(kinds)})")
         fn = modules[0].get_function(args.kernel)
     params = fn.signature.params
     if len(args.args) != len(params):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import kernpack as kp
-from kernpack.driver.codegen.nvptx import find_ptxas
+from kernpack.driver.targets.cuda import find_ptxas
 from tests.conftest import require_device, require_tool
 from tests.device.cases import CASES, assert_same
 from tests.lang import kernels_src as K
@@ -75,10 +75,12 @@ def test_kernel_on_cuda_matches_the_cpu(module, name):
 
 def test_cubin_is_assembled_beside_the_ptx_and_the_architecture_is_configurable():
     require_tool(find_ptxas(), "ptxas", "pip install nvidia-cuda-nvcc")
-    module = kp.build([K.saxpy], target="cuda", cpu="sm_90")
+    module = kp.build([K.saxpy], target="cuda", arch="sm_90")
     assert ".target sm_90" in module.inspect_source()
     assert bytes(module.sections["cubin"][:4]) == b"\x7fELF"
     again = kp.load_from_bytes("cuda", module.save_to_bytes())
     assert bytes(again.sections["cubin"]) == bytes(module.sections["cubin"])
-    with pytest.raises(kp.CompileError, match="not a name like 'sm_80'"):
-        kp.build([K.saxpy], target="cuda", cpu="ampere")
+    with pytest.raises(ValueError, match="not a name like 'sm_80'"):
+        kp.build([K.saxpy], target="cuda", arch="ampere")
+    with pytest.raises(ValueError, match=r"not cpu \(the GPU architecture is arch="):
+        kp.build([K.saxpy], target="cuda", cpu="sm_90")

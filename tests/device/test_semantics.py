@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 import kernpack as kp
-from kernpack.driver.codegen.nvptx import assemble_cubin, find_ptxas
+from kernpack.driver.targets.cuda import assemble_cubin, find_ptxas
 from tests.conftest import require_device, require_tool, spirv_val
 from tests.lang import semantics_src as S
 
 DEVICES = ("opencl", "vulkan")
-kernel_build = importlib.import_module("kernpack.driver.lang.kernel")  # the module, not kp.kernel
+opencl_target = importlib.import_module("kernpack.driver.targets.opencl")
 
 # (kernel, arguments): each runs on the device and in the interpreter, and all arrays must agree.
 CASES = {
@@ -100,16 +100,16 @@ def test_narrow_atomic_beside_a_plain_store_is_refused(target):
 
 
 def test_a_failing_kernel_of_a_build_is_named(monkeypatch):
-    real = kernel_build._compile_device
+    real = opencl_target.emit
 
-    def crash_on_one(target, kernels, label, cpu=None):
-        if any(k.name == "grid_cast" for k in kernels):
-            raise kp.CompileError(f"LLVM crashed (SIGABRT) generating code for {label}")
-        return real(target, kernels, label, cpu)
+    def crash_on_one(text, triple, unit, **keywords):
+        if '@"grid_cast"' in text:
+            raise kp.CompileError(f"LLVM crashed (SIGABRT) generating code for {unit.label}")
+        return real(text, triple, unit, **keywords)
 
-    monkeypatch.setattr(kernel_build, "_compile_device", crash_on_one)
+    monkeypatch.setattr(opencl_target, "emit", crash_on_one)
     with pytest.raises(kp.CompileError) as info:
-        kp.build([S.nan_to_u32, S.grid_cast, S.ranges], target="opencl")
+        kp.build([S.nan_to_u32, S.grid_cast, S.ranges], target="opencl", cache=False)
     message = str(info.value)
     assert message.startswith("kernel 'grid_cast' (")
     assert "semantics_src.py:" in message and "could not be compiled for opencl" in message

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import kernpack as kp
-from kernpack.driver.codegen.nvptx import find_ptxas
+from kernpack.driver.targets.cuda import find_ptxas
 from tests.conftest import REQUIRED_DEVICES, require_device, require_tool
 
 # ---------------------------------------------------------------------------- OpenCL IR
@@ -280,7 +280,7 @@ def test_cuda_ptx_from_ir_links_libdevice_and_passes_ptxas(cuda, tmp_path):
     path.write_text(ptx)
     result = subprocess.run([ptxas, "-arch=sm_80", str(path), "-o", str(tmp_path / "expm.cubin")], capture_output=True)
     assert result.returncode == 0, result.stderr.decode()
-    sm90 = kp.device_module_from_ir(CUDA_IR, "cuda", [{"name": "expm", "grid": ["out.shape[0]"]}], cpu="sm_90")
+    sm90 = kp.device_module_from_ir(CUDA_IR, "cuda", [{"name": "expm", "grid": ["out.shape[0]"]}], arch="sm_90")
     assert ".target sm_90" in sm90.inspect_source()
 
 
@@ -394,12 +394,14 @@ def test_parameters_must_be_what_the_launcher_passes():
 def test_bad_arguments_are_refused_before_compiling():
     with pytest.raises(ValueError, match="unknown device target 'metal'"):
         kp.device_module_from_ir(OPENCL_IR, "metal", OPENCL_FUNCTIONS)
-    with pytest.raises(ValueError, match="cpu= chooses the GPU architecture for cuda"):
-        kp.device_module_from_ir(OPENCL_IR, "opencl", OPENCL_FUNCTIONS, cpu="sm_80")
+    with pytest.raises(ValueError, match=r"target 'opencl' takes the options opt_level; not arch"):
+        kp.device_module_from_ir(OPENCL_IR, "opencl", OPENCL_FUNCTIONS, arch="sm_80")
+    with pytest.raises(ValueError, match=r"not cpu \(the GPU architecture is arch=, e.g. arch='sm_90'\)"):
+        kp.device_module_from_ir(CUDA_IR, "cuda", [{"name": "expm", "grid": ["out.shape[0]"]}], cpu="sm_90")
     with pytest.raises(ValueError, match="with 'name' and 'grid'"):
         kp.device_module_from_ir(OPENCL_IR, "opencl", [{"name": "saxpy"}])
-    with pytest.raises(kp.CompileError, match="not a name like 'sm_80'"):
-        kp.device_module_from_ir(CUDA_IR, "cuda", [{"name": "expm", "grid": ["out.shape[0]"]}], cpu="ampere")
+    with pytest.raises(ValueError, match="not a name like 'sm_80'"):
+        kp.device_module_from_ir(CUDA_IR, "cuda", [{"name": "expm", "grid": ["out.shape[0]"]}], arch="ampere")
 
 
 # ---------------------------------------------------------------------------- IR that aborts LLVM

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 import kernpack as kp
-from kernpack.driver.codegen.vulkan import compile_vulkan
-from tests.conftest import require_device, spirv_val
+from tests.conftest import require_device, shader, spirv_val
 from tests.device.cases import CASES, assert_same
 from tests.export.conftest import run_fresh
 from tests.lang import kernels_src as K
@@ -37,7 +36,7 @@ def test_kernel_on_vulkan_matches_the_cpu(device, name):
 
 @pytest.mark.parametrize("name", ON_VULKAN)
 def test_shader_validates_for_vulkan_1_3(name, tmp_path):
-    assert spirv_val(compile_vulkan(CASES[name][0].kir), "vulkan1.3", tmp_path) == ""
+    assert spirv_val(shader(CASES[name][0]), "vulkan1.3", tmp_path) == ""
 
 
 def test_float32_atomics_run_and_float64_atomics_are_refused(device):

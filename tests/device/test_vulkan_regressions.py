@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 import kernpack as kp
-from kernpack.driver.codegen.vulkan import compile_vulkan
-from tests.conftest import require_device, spirv_val
+from tests.conftest import require_device, shader, spirv_val
 
 G_I7 = 7
 G_I9 = 5
@@ -400,7 +399,7 @@ def test_vulkan_gives_the_cpu_result(device, name):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_shader_validates_for_vulkan_1_3(name, tmp_path):
-    assert spirv_val(compile_vulkan(CASES[name][0].kir), "vulkan1.3", tmp_path) == ""
+    assert spirv_val(shader(CASES[name][0]), "vulkan1.3", tmp_path) == ""
 
 
 _MATH = (np.exp, np.log, np.sin, np.cos, np.tanh)
@@ -473,7 +472,7 @@ def test_float64_math_is_within_4_ulps(device):
 
 
 def test_float64_math_shader_validates_for_vulkan_1_3(tmp_path):
-    assert spirv_val(compile_vulkan(float64_math.kir), "vulkan1.3", tmp_path) == ""
+    assert spirv_val(shader(float64_math), "vulkan1.3", tmp_path) == ""
 
 
 def test_float32_math_is_within_2_ulps(device):
@@ -524,4 +523,4 @@ def test_fma_rounds_once_like_the_interpreter(device, dtype, bits):
 
 
 def test_fma_shader_validates_for_vulkan_1_3(tmp_path):
-    assert spirv_val(compile_vulkan(fused64.kir), "vulkan1.3", tmp_path) == ""
+    assert spirv_val(shader(fused64), "vulkan1.3", tmp_path) == ""

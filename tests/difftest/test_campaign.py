@@ -15,7 +15,7 @@ import time
 import pytest
 
 import kernpack as kp
-from kernpack.driver.codegen.nvptx import find_ptxas
+from kernpack.driver.targets.cuda import find_ptxas
 from kernpack.runtime.tools import find_tool
 from tests.conftest import require_device, require_tool
 from tests.difftest.campaign import REPLAY, first_line

@@ -155,7 +155,7 @@ class Runner:
                 return self.retry_alone(target, seed)
             return {"class": "crash", "message": complaint, "phase": "validate"}
         if kind == "cuda":
-            from kernpack.driver.codegen.nvptx import find_ptxas
+            from kernpack.driver.targets.cuda import find_ptxas
 
             if find_ptxas() is None:
                 return {"class": "unavailable", "message": "ptxas is not installed"}

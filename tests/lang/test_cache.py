@@ -20,11 +20,11 @@ def scale_add(a: kp.f64, x: kp.f64[:], out: kp.f64[:]):
         out[i] = a * x[i] + 1.0
 
 if sys.argv[1] == "forbid-llvm":
-    import kernpack.driver.codegen.cpu as cpu, kernpack.driver.llvm as l
+    import kernpack.driver.targets.cpu as cpu, kernpack.driver.llvm as l
     def boom(*args, **kwargs):
         raise AssertionError("LLVM code generation ran despite a cache hit")
-    cpu.lower_kernels = boom
-    l.llvm_module = boom
+    cpu.lower_kernels = cpu.optimize = cpu.jit_object = boom
+    l.llvm_module = l.optimize = l.jit_object = boom
 x = np.arange(5.0); out = np.empty_like(x)
 scale_add(3.0, x, out)
 print(json.dumps(out.tolist()))

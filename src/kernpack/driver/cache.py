@@ -1,11 +1,12 @@
 """A content-addressed compile cache on disk, so that a second process skips LLVM entirely.
 
-An entry holds what a build produced: the optimized bitcode (for export and inspection) and
-the machine code for this process's JIT. Its key hashes everything the output depends on:
-the kernels' typed IR (which already folds in their globals and types), the target, the CPU
-and its features, the options, the versions of llvmlite and LLVM, and a hash of kernpack's
-own compile-side sources (so that a changed code generator never reuses old machine code,
-even at the same version number).
+An entry holds what a target's stages produced for one unit, by stage name (for the cpu
+target the optimized bitcode and the machine code for this process's JIT; for a device its
+LLVM IR, PTX or SPIR-V), plus the notes stages left. Its key hashes everything the output
+depends on: the kernels' typed IR (which already folds in their globals and types) or the IR
+given, the target and its options, the CPU and its features, the versions of llvmlite and
+LLVM, and a hash of kernpack's own compile-side sources (so that a changed code generator
+never reuses old output, even at the same version number).
 
 Where: ``$KERNPACK_CACHE_DIR``, else ``$XDG_CACHE_HOME/kernpack``, else ``~/.cache/kernpack``.
 Off: ``KERNPACK_CACHE=0`` (or ``kp.build(..., cache=False)``).
@@ -27,8 +28,9 @@ from pathlib import Path
 
 __all__ = ["cache_dir", "cache_enabled", "load", "make_key", "store"]
 
-_MAGIC = b"KPCACHE1"
-_HEADER = struct.Struct("<8sQQ")
+_MAGIC = b"KPCACHE2"
+_HEADER = struct.Struct("<8sI")  # magic, number of parts
+_PART = struct.Struct("<HQ")  # name length, data length; then the name (UTF-8), then the data
 
 
 def cache_enabled() -> bool:
@@ -61,30 +63,37 @@ def _compiler_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def make_key(*parts: str) -> str:
+def make_key(*parts: str | bytes) -> str:
     """A hex digest of ``parts`` plus the fingerprint of everything that compiles them."""
     digest = hashlib.sha256()
     for part in (_compiler_fingerprint(), *parts):
-        digest.update(part.encode())
-        digest.update(b"\0")
+        encoded = part if isinstance(part, bytes) else part.encode()
+        digest.update(len(encoded).to_bytes(8, "little"))  # lengths, so that parts cannot run together
+        digest.update(encoded)
     return digest.hexdigest()
 
 
-def load(key: str) -> tuple[bytes, bytes] | None:
-    """Return ``(bitcode, object_code)`` stored under ``key``, or None."""
+def load(key: str) -> dict[str, bytes] | None:
+    """Return the parts stored under ``key`` by name, or None (also for a damaged entry)."""
     path = cache_dir() / key[:2] / key
     try:
         data = path.read_bytes()
-        magic, n_bc, n_obj = _HEADER.unpack_from(data)
-    except (OSError, struct.error):
+        magic, count = _HEADER.unpack_from(data)
+        if magic != _MAGIC:
+            return None
+        parts, at = {}, _HEADER.size
+        for _ in range(count):
+            n_name, n_data = _PART.unpack_from(data, at)
+            at += _PART.size
+            name = data[at : at + n_name].decode()
+            parts[name] = data[at + n_name : at + n_name + n_data]
+            at += n_name + n_data
+    except (OSError, struct.error, UnicodeDecodeError):
         return None
-    start = _HEADER.size
-    if magic != _MAGIC or start + n_bc + n_obj != len(data):
-        return None
-    return data[start : start + n_bc], data[start + n_bc :]
+    return parts if at == len(data) else None
 
 
-def store(key: str, bitcode: bytes, object_code: bytes) -> None:
+def store(key: str, parts: dict[str, bytes]) -> None:
     """Store an entry atomically; a cache that cannot be written is silently skipped."""
     directory = cache_dir() / key[:2]
     try:
@@ -94,9 +103,12 @@ def store(key: str, bitcode: bytes, object_code: bytes) -> None:
         return
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(_HEADER.pack(_MAGIC, len(bitcode), len(object_code)))
-            f.write(bitcode)
-            f.write(object_code)
+            f.write(_HEADER.pack(_MAGIC, len(parts)))
+            for name, data in parts.items():
+                encoded = name.encode()
+                f.write(_PART.pack(len(encoded), len(data)))
+                f.write(encoded)
+                f.write(data)
         os.replace(tmp, directory / key)
     except OSError:
         with contextlib.suppress(OSError):

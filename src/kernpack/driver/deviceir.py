@@ -9,11 +9,12 @@ serializable module out. What it does, in order:
    externally visible, with the target's kernel calling convention, and its parameters
    those that kernpack's launcher passes (each array a pointer followed by its ``int64``
    extents);
-2. optimize and generate code in a child process (:mod:`.codegen.isolate`): LLVM is built with
-   assertions and its device backends abort the process on some IR that verifies (a null
-   resource name in a Vulkan shader, ``frem fp128`` for NVPTX, ``i128`` for SPIR-V). There,
-   an abort is a :class:`CompileError` with LLVM's last words, and this interpreter lives;
-3. for CUDA, assemble a cubin with ptxas where it is installed, as ``kp.build`` does.
+2. run the target's stages from ``llir`` on, as ``kp.build`` does after lowering (the same
+   options, compile cache and packaging): code generation runs in a child process
+   (:mod:`.isolate`), since LLVM is built with assertions and its device backends abort the
+   process on some IR that verifies (a null resource name in a Vulkan shader, ``frem fp128``
+   for NVPTX, ``i128`` for SPIR-V); there, an abort is a :class:`CompileError` with LLVM's
+   last words, and this interpreter lives. For CUDA, ptxas assembles a cubin where installed.
 
 Signatures not given are read from the IR (:mod:`.irsig`); whether an array is written comes
 from LLVM's own analysis, which runs in the child with the rest. Vulkan shaders say nothing
@@ -28,39 +29,17 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import CompileError
-from ..runtime.cuda import cuda_module
 from ..runtime.device import DeviceModule, KernelEntry
-from ..runtime.opencl import opencl_module
 from ..runtime.signature import Param, Signature
-from ..runtime.vulkan import vulkan_module
-from .codegen.isolate import emit, emit_with_readonly
-from .codegen.nvptx import CUDA_TRIPLE, DEFAULT_ARCH, assemble_cubin, ptx_options
-from .codegen.spirv import OPENCL_OPTIONS, OPENCL_TRIPLE
-from .codegen.vulkan import VULKAN_OPTIONS, VULKAN_TRIPLE
+from .build import run_units
 from .irsig import UnsupportedSignature, infer_signature, pointer_space
 from .llvm import _ensure_initialized, _parse
+from .targets import Function, IRContract, Target, Unit, get_target
+from .targets.vulkan import float64_atomic_refusal
 
 __all__ = ["device_module_from_ir"]
 
 
-@dataclass(frozen=True)
-class _Target:
-    default_triple: str
-    triples: str  # regex a fitting triple matches
-    triple_text: str  # the same, for messages
-    calling_convention: str  # of a kernel ("" for Vulkan: a shader is a plain @main)
-    pointer_spaces: tuple[int, ...]  # address spaces a buffer parameter may be in
-
-
-_TARGETS = {
-    # Generic (0) and global (1) pointers both reach device memory on CUDA.
-    "cuda": _Target(CUDA_TRIPLE, r"nvptx64(-.*)?", "nvptx64-nvidia-cuda", "ptx_kernel", (0, 1)),
-    # OpenCL buffers are global (1) or constant (2); 0 would be private memory.
-    "opencl": _Target(
-        OPENCL_TRIPLE, r"spirv64(v1\.\d)?(-(?!.*vulkan).*)?", "spirv64[v1.N]-unknown-unknown", "spir_kernel", (1, 2)
-    ),
-    "vulkan": _Target(VULKAN_TRIPLE, r"spirv(1\.\d)?-[^-]*-vulkan.*", "spirv[1.N]-unknown-vulkan1.N-compute", "", ()),
-}
 # What the launchers pass for each scalar C type (bool as a byte, as kernel-language kernels take it).
 _SCALAR_IR = {
     "bool": "i8",
@@ -87,8 +66,8 @@ def device_module_from_ir(
     functions: Iterable[Mapping[str, Any] | KernelEntry],
     *,
     name: str | None = None,
-    opt_level: int = 2,
-    cpu: str | None = None,
+    cache: bool = True,
+    **options: Any,
 ) -> DeviceModule:
     r"""Compile LLVM IR that you bring for a device; return the device module.
 
@@ -117,10 +96,11 @@ def device_module_from_ir(
         arguments (``"out.shape[0]"``), as for :func:`~kernpack.runtime.opencl_module`.
     name : str, optional
         The module's name in messages; the kernels' names joined by ``+`` by default.
-    opt_level : int, default 2
-        LLVM optimization level, 0 to 3.
-    cpu : str, optional
-        For CUDA, the GPU architecture (``"sm_80"`` by default); not used by other targets.
+    cache : bool, default True
+        Use the compile cache, as ``kp.build`` does.
+    **options
+        The target's options, as for ``kp.build``: ``opt_level`` (0-3; cuda 3 and opencl 2 by
+        default; vulkan has one pipeline), ``arch`` for cuda (``"sm_80"`` by default).
 
     Returns
     -------
@@ -136,7 +116,7 @@ def device_module_from_ir(
         match the signature), a signature cannot be read from it, or LLVM fails or crashes
         generating code; the message names the module or kernel and carries LLVM's words.
     ValueError
-        If ``target``, ``opt_level``, ``cpu`` or ``functions`` is malformed.
+        If ``target``, an option or ``functions`` is malformed.
 
     Notes
     -----
@@ -161,13 +141,8 @@ def device_module_from_ir(
     >>> print(m.signatures["twice"])
     void twice(float x[:])
     """
-    spec = _TARGETS.get(target)
-    if spec is None:
-        raise ValueError(f"unknown device target {target!r}; choose one of {', '.join(_TARGETS)}")
-    if opt_level not in (0, 1, 2, 3):
-        raise ValueError(f"opt_level must be 0, 1, 2 or 3, not {opt_level!r}")
-    if cpu is not None and target != "cuda":
-        raise ValueError(f"cpu= chooses the GPU architecture for cuda; {target} takes none")
+    spec, contract = _ir_target(target)
+    options_ = spec.make_options(options)
     entries = [_Entry.of(f) for f in functions]
     names = [e.name for e in entries]
     if not names:
@@ -176,42 +151,52 @@ def device_module_from_ir(
         raise ValueError(f"functions= names a kernel twice: {names}")
     label = name or "+".join(names)
     _ensure_initialized()
-    if target == "vulkan":
-        return _vulkan(ir, entries, label, opt_level)
+    if spec.per_kernel:
+        return _per_kernel(spec, contract, ir, entries, label, options_, cache)
     if isinstance(ir, Mapping):
         raise TypeError(f"for {target}, one IR module defines every kernel; pass it, not a mapping")
     module = _parse_verified(ir, label)
-    _fit_triple(module, spec, target, label)
-    kernels = {e.name: _kernel_function(module, e.name, spec, target, label) for e in entries}
+    _fit_triple(module, contract, target, label)
+    kernels = {e.name: _kernel_function(module, e.name, contract, target, label) for e in entries}
     signatures: dict[str, Signature] = {}
     pointers: dict[str, list[int]] = {}  # IR positions of the pointers of inferred signatures
     for e in entries:
-        _check_pointer_spaces(kernels[e.name], spec, target, label)
+        _check_pointer_spaces(kernels[e.name], contract, target, label)
         if e.signature is None:
-            signatures[e.name], pointers[e.name] = _infer(kernels[e.name], spec, label)
+            signatures[e.name], pointers[e.name] = _infer(kernels[e.name], contract, label)
         else:
             signatures[e.name] = e.signature
-        _check_parameters(signatures[e.name], kernels[e.name], spec, target, label)
+        _check_parameters(signatures[e.name], kernels[e.name], contract, target, label)
         KernelEntry(e.name, signatures[e.name], e.grid)  # a bad grid is refused before compiling
-    what = f"{label!r} (kernels {', '.join(names)})" if label != "+".join(names) else repr(label)
-    if target == "cuda":
-        arch = cpu or DEFAULT_ARCH
-        uses_libdevice = any(f.is_declaration and f.name.startswith("__nv_") for f in module.functions)
-        options = ptx_options(label, arch, uses_libdevice)
-        ptx, readonly = emit_with_readonly(
-            str(module), module.triple, list(pointers), opt_level=opt_level, label=what, **options
-        )
-    else:
-        ptx, readonly = emit_with_readonly(
-            str(module), module.triple, list(pointers), opt_level=opt_level, label=what, options=OPENCL_OPTIONS
-        )
-    for kname, positions in pointers.items():
-        signatures[kname] = _with_const(signatures[kname], positions, readonly.get(kname, []))
-    table = [KernelEntry(e.name, signatures[e.name], e.grid) for e in entries]
-    if target == "cuda":
-        text = ptx.decode()
-        return cuda_module(text, table, cubin=assemble_cubin(text, arch, label))
-    return opencl_module(ptx, table)
+    unit = Unit(label, options_, [Function(e.name, signatures[e.name], e.grid) for e in entries])
+    if pointers:
+        unit.notes["readonly_of"] = list(pointers)  # LLVM's analysis says which arrays are const
+    run_units(spec, [unit], sources=[str(module).encode()], cache=cache)
+    readonly = unit.notes.get("readonly", {})
+    unit.functions = [
+        replace(f, signature=_with_const(f.signature, pointers[f.name], readonly.get(f.name, [])))
+        if f.name in pointers
+        else f
+        for f in unit.functions
+    ]
+    return _packaged(spec, [unit], label)
+
+
+def _ir_target(target: str) -> tuple[Target, IRContract]:
+    """The target, and what IR for it must look like; only targets that say so take IR."""
+    try:
+        spec = get_target(target)
+    except ValueError:
+        spec = None
+    if spec is None or spec.ir is None:
+        raise ValueError(f"unknown device target {target!r} for LLVM IR; choose one of cuda, opencl, vulkan")
+    return spec, spec.ir
+
+
+def _packaged(spec: Target, units: list[Unit], label: str) -> DeviceModule:
+    module = spec.package(units, label)
+    assert isinstance(module, DeviceModule), module  # every target that takes IR is a device
+    return module
 
 
 @dataclass
@@ -255,7 +240,7 @@ def _parse_verified(source: Any, label: str) -> Any:
     return module
 
 
-def _fit_triple(module: Any, spec: _Target, target: str, label: str) -> None:
+def _fit_triple(module: Any, spec: IRContract, target: str, label: str) -> None:
     triple = module.triple
     # llvmlite.ir writes "unknown-unknown-unknown" when no triple was chosen: that is no triple.
     if not triple or triple.startswith("unknown"):
@@ -265,11 +250,11 @@ def _fit_triple(module: Any, spec: _Target, target: str, label: str) -> None:
             f"{label!r} targets {triple!r}, which is not a triple for {target}; {target} code needs "
             f"{spec.triple_text} (or no triple: kernpack then sets {spec.default_triple})"
         )
-    elif target == "cuda":
-        module.triple = CUDA_TRIPLE  # the driver API wants CUDA's ABI, whatever the vendor field says
+    elif spec.canonical_triple:
+        module.triple = spec.canonical_triple
 
 
-def _kernel_function(module: Any, kname: str, spec: _Target, target: str, label: str) -> Any:
+def _kernel_function(module: Any, kname: str, spec: IRContract, target: str, label: str) -> Any:
     try:
         fn = module.get_function(kname)
     except NameError:
@@ -302,11 +287,11 @@ def _describe_cc(cc: str) -> str:
     return "the default C calling convention" if cc == "ccc" else f"calling convention {cc}"
 
 
-def _spaces(spec: _Target) -> str:
+def _spaces(spec: IRContract) -> str:
     return " or ".join(f"ptr addrspace({s})" if s else "ptr" for s in spec.pointer_spaces)
 
 
-def _check_pointer_spaces(fn: Any, spec: _Target, target: str, label: str) -> None:
+def _check_pointer_spaces(fn: Any, spec: IRContract, target: str, label: str) -> None:
     for index, arg in enumerate(fn.arguments):
         space = pointer_space(str(arg.type))
         if space is not None and space not in spec.pointer_spaces:
@@ -316,7 +301,7 @@ def _check_pointer_spaces(fn: Any, spec: _Target, target: str, label: str) -> No
             )
 
 
-def _infer(fn: Any, spec: _Target, label: str) -> tuple[Signature, list[int]]:
+def _infer(fn: Any, spec: IRContract, label: str) -> tuple[Signature, list[int]]:
     """The device signature of a kernel read from its IR, and the IR positions of its arrays."""
     kname = fn.name
     try:
@@ -363,7 +348,7 @@ def _infer(fn: Any, spec: _Target, label: str) -> tuple[Signature, list[int]]:
     return Signature(kname, tuple(params), flat.restype), positions
 
 
-def _check_parameters(sig: Signature, fn: Any, spec: _Target, target: str, label: str) -> None:
+def _check_parameters(sig: Signature, fn: Any, spec: IRContract, target: str, label: str) -> None:
     """Refuse a signature whose values are not what the kernel's IR takes, before any launch."""
     kname = sig.name
     restype = str(fn.global_value_type.get_function_return())
@@ -397,22 +382,23 @@ def _with_const(sig: Signature, positions: list[int], readonly: list[bool]) -> S
 
 
 # ---------------------------------------------------------------------------- Vulkan
-def _vulkan(ir: Any, entries: list[_Entry], label: str, opt_level: int) -> DeviceModule:
+def _per_kernel(
+    spec: Target, contract: IRContract, ir: Any, entries: list[_Entry], label: str, options: Any, cache: bool
+) -> DeviceModule:
     # A VulkanModule holds one shader per kernel, each entered at @main: so one IR module per
     # kernel, rather than splitting a module of many entry points here.
     if not isinstance(ir, Mapping):
         if len(entries) != 1:
             raise TypeError(
-                "for vulkan, each kernel is its own shader module: pass {kernel name: IR}, "
+                f"for {spec.name}, each kernel is its own shader module: pass {{kernel name: IR}}, "
                 f"one per entry of functions= ({', '.join(e.name for e in entries)})"
             )
         ir = {entries[0].name: ir}
     extra = sorted(set(ir) - {e.name for e in entries})
     if extra:
         raise CompileError(f"IR was given for {', '.join(extra)}, which functions= does not describe")
-    spec = _TARGETS["vulkan"]
-    texts: dict[str, str] = {}
-    table: list[KernelEntry] = []
+    units: list[Unit] = []
+    sources: list[bytes] = []
     for e in entries:
         if e.name not in ir:
             raise CompileError(f"functions= describes kernel {e.name!r}, but no IR was given for it")
@@ -422,12 +408,15 @@ def _vulkan(ir: Any, entries: list[_Entry], label: str, opt_level: int) -> Devic
                 f"does not describe; give its signature in functions= ('void {e.name}(const float x[:], ...)')"
             )
         module = _parse_verified(ir[e.name], e.name)
-        _fit_triple(module, spec, "vulkan", e.name)
+        _fit_triple(module, contract, spec.name, e.name)
         shader = _entry_point(module, e.name)
         workgroup = _check_shader(module, shader, e, len(e.signature.params))
-        texts[e.name] = str(module)
-        table.append(KernelEntry(e.name, e.signature, e.grid, {"workgroup": list(workgroup)}))
-    return vulkan_module(_emit_shaders(texts, opt_level, label), table)
+        units.append(
+            Unit(e.name, options, [Function(e.name, e.signature, e.grid)], notes={"workgroup": list(workgroup)})
+        )
+        sources.append(str(module).encode())
+    run_units(spec, units, sources=sources, cache=cache)
+    return _packaged(spec, units, label)
 
 
 def _entry_point(module: Any, kname: str) -> Any:
@@ -466,33 +455,5 @@ def _check_shader(module: Any, fn: Any, e: _Entry, nparams: int) -> tuple[int, .
                 f"has {nparams} parameters: kernpack binds set 0, binding 0 (extents) to {nparams}"
             )
     if _F64_ATOMIC.search(text):
-        # Mesa's lavapipe aborts the whole process compiling a float64 atomic add (as for kp.build).
-        raise CompileError(
-            f"kernel {e.name!r}: an atomic add on float64 is not supported on vulkan; use float32, or opencl or cuda"
-        )
+        raise CompileError(float64_atomic_refusal(e.name))
     return workgroup
-
-
-def _emit_shaders(texts: dict[str, str], opt_level: int, label: str) -> dict[str, bytes]:
-    """Each shader's SPIR-V; all in one child per triple, one per shader only to blame a crash."""
-    by_triple: dict[str, list[str]] = {}
-    for kname, text in texts.items():
-        by_triple.setdefault(_triple_of(text), []).append(kname)
-    shaders: dict[str, bytes] = {}
-    for triple, names in by_triple.items():
-        try:
-            batch = [texts[k] for k in names]
-            what = repr(label) if len(names) == len(texts) else "+".join(names)
-            out = emit(batch, triple, opt_level=opt_level, label=what, options=VULKAN_OPTIONS)
-        except CompileError:
-            if len(names) == 1:
-                raise
-            # A crash takes the whole batch down: compile one by one to name the kernel at fault.
-            out = [emit(texts[k], triple, opt_level=opt_level, label=repr(k), options=VULKAN_OPTIONS) for k in names]
-        shaders.update(zip(names, out, strict=True))
-    return shaders
-
-
-def _triple_of(text: str) -> str:
-    found = re.search(r'^target triple = "([^"]*)"', text, re.M)
-    return found.group(1) if found else VULKAN_TRIPLE

@@ -32,7 +32,7 @@ from .elfobj import undefined_symbols
 from .irsig import UnsupportedSignature, exported_functions, infer_signature, readonly_params
 from .util import atomic_write
 
-__all__ = ["LLVMModule", "llvm_module"]
+__all__ = ["LLVMModule", "host_cpu_key", "jit_object", "llvm_module", "optimize", "target_machine"]
 
 _init_lock = threading.Lock()
 _initialized = False
@@ -188,8 +188,7 @@ class LLVMModule(Module):
     def jit_object(self, machine: Any = None) -> bytes:
         """Machine code for this process's JIT (what the compile cache stores)."""
         if self._object is None:
-            machine = machine or target_machine(self.cpu, self.opt_level, jit=True)
-            self._object = machine.emit_object(llvm.parse_bitcode(self._bitcode))
+            self._object = jit_object(self._bitcode, self.cpu, self.opt_level, machine)
         return self._object
 
     def jit(self) -> LLVMModule:
@@ -286,6 +285,25 @@ def llvm_module(
     """
     if opt_level not in (0, 1, 2, 3):
         raise ValueError(f"opt_level must be 0, 1, 2 or 3, not {opt_level!r}")
+    bitcode, label, found, unsupported = optimize(source, name, opt_level, cpu)
+    given = _normalize_signatures(signatures)
+    for fname, sig in given.items():
+        if fname not in found and fname not in unsupported:
+            raise CompileError(f"signatures= names {fname!r}, which {label!r} does not define")
+        found[fname] = sig
+        unsupported.pop(fname, None)
+    return LLVMModule(bitcode, found, unsupported, name=label, cpu=cpu, opt_level=opt_level)
+
+
+def optimize(
+    source: str | bytes | Any, name: str | None, opt_level: int, cpu: str | None
+) -> tuple[bytes, str, dict[str, Signature], dict[str, str]]:
+    """Parse, verify and optimize host IR for ``cpu``: its bitcode and what its functions take.
+
+    Returns the optimized bitcode, the module's name in messages, the signature read from the
+    IR of every exported function that has one (arrays ``const`` where LLVM found them
+    read-only), and why the others have none.
+    """
     _ensure_initialized()
     module = _parse(source, name)
     label = name or (module.name if module.name not in ("", "<string>") else "llvm")
@@ -295,8 +313,6 @@ def llvm_module(
         raise CompileError(f"invalid LLVM IR in {label!r}: {str(exc).strip()}") from None
     machine = target_machine(cpu, opt_level, jit=False)
     _set_target(module, label, machine)
-
-    given = _normalize_signatures(signatures)
     found: dict[str, Signature] = {}
     unsupported: dict[str, str] = {}
     for fn in exported_functions(module):
@@ -311,12 +327,17 @@ def llvm_module(
             sig = found[fn.name]
             params = tuple(replace(p, const=ro) for p, ro in zip(sig.params, readonly_params(fn), strict=True))
             found[fn.name] = replace(sig, params=params)
-    for fname, sig in given.items():
-        if fname not in found and fname not in unsupported:
-            raise CompileError(f"signatures= names {fname!r}, which {label!r} does not define")
-        found[fname] = sig
-        unsupported.pop(fname, None)
-    return LLVMModule(module.as_bitcode(), found, unsupported, name=label, cpu=cpu, opt_level=opt_level)
+    return module.as_bitcode(), label, found, unsupported
+
+
+def jit_object(bitcode: bytes, cpu: str | None, opt_level: int, machine: Any = None) -> bytes:
+    """Machine code of ``bitcode`` for this process's JIT, as an object file."""
+    _ensure_initialized()
+    machine = machine or target_machine(cpu, opt_level, jit=True)
+    try:
+        return machine.emit_object(llvm.parse_bitcode(bitcode))
+    except RuntimeError as exc:
+        raise CompileError(f"LLVM could not generate code for this machine: {exc}") from None
 
 
 def _parse(source: str | bytes | Any, name: str | None) -> Any:

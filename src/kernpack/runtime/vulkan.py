@@ -4,7 +4,7 @@ Any Vulkan 1.3 device with a compute queue runs them; on a machine without a GPU
 lavapipe (``apt-get install mesa-vulkan-drivers libvulkan1``) does, through the cffi-based
 ``vulkan`` package (``pip install kernpack[vulkan]``). One shader per kernel, laid end to end in
 the module's binary (the function table says where each starts). Resources follow
-``kernpack.driver.codegen.vulkan``: binding 0 holds the array extents, binding 1 + k parameter k.
+``kernpack.driver.targets.vulkan``: binding 0 holds the array extents, binding 1 + k parameter k.
 A call copies the arguments into host-visible buffers, dispatches, waits, and copies back the
 arrays the kernel writes.
 

@@ -1,8 +1,8 @@
 """The kernel IR: a small, typed tree that every code generator consumes.
 
-The front end (:mod:`.frontend`) checks a Python function and produces a :class:`Kernel`; a code
-generator (``kernpack.driver.codegen.cpu``, later the device targets) turns it into LLVM IR. A
-new target is a new code generator; nothing here knows about any target.
+The front end (:mod:`.frontend`) checks a Python function and produces a :class:`Kernel`; a
+target (``kernpack.driver.targets``, with the lowering they share, ``kernpack.driver.lower``)
+turns it into LLVM IR. Nothing here knows about any target.
 
 Every expression carries its type, and every operand already has the type its operation
 works in: the front end inserts the :class:`Cast` nodes, so code generators never apply

@@ -1,10 +1,11 @@
-"""CUDA code generation: kernel IR -> LLVM IR for ``nvptx64-nvidia-cuda`` -> PTX.
+"""The ``cuda`` target: kernel IR -> LLVM IR for ``nvptx64-nvidia-cuda`` -> PTX -> cubin.
 
 Each kernel is a ``ptx_kernel`` with kernpack's convention (arrays as global pointers followed
 by their ``i64`` extents). One thread runs one grid point; the last grid dimension maps to the
 x axis so that neighbouring threads touch neighbouring elements. Transcendental functions come
 from NVIDIA's libdevice (``__nv_expf`` ...), which the ``nvidia-cuda-nvcc`` wheel ships with
-``ptxas``; NVPTX has no instructions for them.
+``ptxas``; NVPTX has no instructions for them. The cubin stage runs ``ptxas`` where it is
+installed (it also checks the PTX); the package is a ``cuda`` module with both.
 """
 
 from __future__ import annotations
@@ -16,26 +17,21 @@ import shlex
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from typing import Any
 
 import llvmlite.ir as ir
 
 from ...errors import CompileError
+from ...runtime.cuda import cuda_module
+from ...runtime.device import KernelEntry
+from ...runtime.module import Module
+from ..isolate import triple_of
 from ..lang import kir
-from .cpu import KernelBody, abi_types, declare, llvm_type
-from .isolate import emit
-from .spirv import check_narrow_atomics
+from ..lower import KernelBody, abi_types, check_narrow_atomics, declare, llvm_type
+from .base import IRContract, Options, Stage, Target, Unit, emit
 
-__all__ = [
-    "CUDA_TRIPLE",
-    "DEFAULT_ARCH",
-    "assemble_cubin",
-    "compile_cuda",
-    "find_libdevice",
-    "find_ptxas",
-    "lower_cuda",
-    "ptx_options",
-]
+__all__ = ["CUDA_TRIPLE", "DEFAULT_ARCH", "TARGET", "CUDAOptions", "assemble_cubin", "find_libdevice", "find_ptxas"]
 
 CUDA_TRIPLE = "nvptx64-nvidia-cuda"
 DEFAULT_ARCH = "sm_80"
@@ -103,25 +99,61 @@ def lower_cuda(kernels: list[kir.Kernel], module_name: str) -> ir.Module:
     return module
 
 
-def compile_cuda(kernels: list[kir.Kernel], module_name: str, arch: str = DEFAULT_ARCH, opt_level: int = 3) -> str:
-    """Return the PTX of the kernels for ``arch`` (generated in a child process)."""
-    module = lower_cuda(kernels, module_name)
-    uses_libdevice = any(f.name.startswith("__nv_") for f in module.functions)
-    options = ptx_options(module_name, arch, uses_libdevice)
-    ptx = emit(str(module), CUDA_TRIPLE, opt_level=opt_level, label=module_name, **options)
-    return ptx.decode()
+@dataclass(frozen=True)
+class CUDAOptions(Options):
+    """Options of the ``cuda`` target: ``arch`` is the GPU architecture (``"sm_90"``, ``"sm_90a"``)."""
+
+    arch: str = DEFAULT_ARCH
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not re.fullmatch(r"sm_\d+[af]?", self.arch):
+            raise ValueError(f"CUDA architecture {self.arch!r} is not a name like 'sm_80' or 'sm_90a'")
 
 
-def ptx_options(label: str, arch: str, uses_libdevice: bool) -> dict[str, Any]:
-    """The :func:`~.isolate.emit` keywords that make PTX for ``arch``, libdevice linked if used.
+def _lower(_: bytes, unit: Unit) -> bytes:
+    return str(lower_cuda(unit.kernels, unit.label)).encode()
+
+
+def _ptx(src: bytes, unit: Unit) -> bytes:
+    """PTX, libdevice linked if the IR calls it; for user IR, which arrays LLVM finds read-only."""
+    assert isinstance(unit.options, CUDAOptions)
+    text = src.decode()
+    uses_libdevice = re.search(r'^declare .*@"?__nv_', text, re.M) is not None
+    options = _ptx_options(unit.label, unit.options.arch, uses_libdevice)
+    return emit(text, triple_of(text, CUDA_TRIPLE), unit, opt_level=unit.options.opt_level, **options)
+
+
+def _cubin(src: bytes, unit: Unit) -> bytes:
+    assert isinstance(unit.options, CUDAOptions)
+    return assemble_cubin(src.decode(), unit.options.arch, unit.label) or b""  # empty: no ptxas here
+
+
+def _package(units: list[Unit], name: str) -> Module:
+    (unit,) = units
+    table = [KernelEntry(f.name, f.signature, f.grid, f.attrs) for f in unit.functions]
+    return cuda_module(unit.artifacts["ptx"].decode(), table, cubin=unit.artifacts["cubin"] or None)
+
+
+TARGET = Target(
+    name="cuda",
+    options=CUDAOptions,
+    stages=(Stage("llir", ".ll", _lower), Stage("ptx", ".ptx", _ptx), Stage("cubin", ".cubin", _cubin)),
+    package=_package,
+    # Generic (0) and global (1) pointers both reach device memory on CUDA; the driver API wants
+    # CUDA's ABI whatever the vendor field of a fitting triple says.
+    ir=IRContract(CUDA_TRIPLE, r"nvptx64(-.*)?", "nvptx64-nvidia-cuda", "ptx_kernel", (0, 1), CUDA_TRIPLE),
+)
+
+
+def _ptx_options(label: str, arch: str, uses_libdevice: bool) -> dict[str, Any]:
+    """The :func:`~kernpack.driver.isolate.emit` keywords that make PTX for ``arch``, libdevice linked if used.
 
     Raises
     ------
     CompileError
-        If ``arch`` is not an architecture name, or libdevice is needed and not installed.
+        If libdevice is needed and not installed.
     """
-    if not re.fullmatch(r"sm_\d+[af]?", arch):
-        raise CompileError(f"CUDA architecture {arch!r} is not a name like 'sm_80' or 'sm_90a'")
     link: tuple[str, ...] = ()
     if uses_libdevice:
         libdevice = find_libdevice()

@@ -17,27 +17,30 @@ function per shader).
 
 from __future__ import annotations
 
-import concurrent.futures
-import os
 import re
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import llvmlite.ir as ir
 import numpy as np
 
 from ...errors import CompileError
+from ...runtime.device import KernelEntry
+from ...runtime.module import Module
+from ...runtime.vulkan import vulkan_module
+from .. import softmath as f64math
+from ..isolate import triple_of
 from ..lang import kir
 from ..lang.types import ArrayType, ScalarType
-from . import f64math
-from .cpu import KernelBody, declare, llvm_type, memory_type
-from .isolate import emit
+from ..lower import KernelBody, declare, llvm_type, memory_type
+from .base import IRContract, Options, Stage, Target, Unit, emit
 
-__all__ = ["VULKAN_OPTIONS", "VULKAN_TRIPLE", "WORKGROUP", "compile_vulkan", "compile_vulkan_all", "lower_vulkan"]
+__all__ = ["TARGET", "VULKAN_TRIPLE", "WORKGROUP", "VulkanOptions", "float64_atomic_refusal", "lower_vulkan"]
 
 VULKAN_TRIPLE = "spirv1.6-unknown-vulkan1.3-compute"
 # Float atomic adds are OpAtomicFAddEXT, which needs its extension declared.
-VULKAN_OPTIONS = ("--spirv-ext=+SPV_EXT_shader_atomic_float_add",)
+_LLVM_OPTIONS = ("--spirv-ext=+SPV_EXT_shader_atomic_float_add",)
 # The IR passes run before code generation, instead of -O2: SROA promotes the kernel's locals
 # and flags to registers, SCCP folds constants (the backend at -O0 emits zext of a constant
 # with the wrong type). Nothing that rewrites the control flow: SimplifyCFG, jump threading and
@@ -56,7 +59,10 @@ _STORAGE = ir.PointerType(addrspace=11)
 _INF_BITS = {32: 0x7F800000, 64: 0x7FF0000000000000}
 _NAN_BITS = {32: 0x7FC00000, 64: 0x7FF8000000000000}
 _OP_CAPABILITY = 17
-_SIGNED_ZERO_INF_NAN_PRESERVE = 4466
+_OP_EXECUTION_MODE = 16
+_OP_FUNCTION = 54
+_SIGNED_ZERO_INF_NAN_PRESERVE = 4466  # the capability
+_SIGNED_ZERO_INF_NAN_PRESERVE_MODE = 4461  # the execution mode that needs it
 
 
 class _TargetType(ir.Type):
@@ -657,7 +663,8 @@ def lower_vulkan(kernel: kir.Kernel) -> str:
     text = re.sub(r"(atomicrmw (?:add|fadd) .*?) (monotonic|seq_cst)", r'\1 syncscope("device") \2', text)
     # SignedZeroInfNanPreserve (4461) for both float widths: without it the driver's optimizer
     # may treat -0.0 as 0.0 and assume no inf or NaN (1 / -0.0 came out +inf on lavapipe).
-    modes = "\n".join(f"!{k} = !{{ptr @main, i32 4461, i32 {w}}}" for k, w in ((90000, 32), (90001, 64)))
+    mode = _SIGNED_ZERO_INF_NAN_PRESERVE_MODE
+    modes = "\n".join(f"!{k} = !{{ptr @main, i32 {mode}, i32 {w}}}" for k, w in ((90000, 32), (90001, 64)))
     return (
         text
         + f'\nattributes #0 = {{ "hlsl.numthreads"="{x},{y},{z}" "hlsl.shader"="compute" }}\n'
@@ -674,32 +681,79 @@ def _atomics(stmts: list[kir.Stmt]) -> list[kir.AtomicAdd]:
     return [s for s in kir.walk(stmts) if isinstance(s, kir.AtomicAdd)]
 
 
-def compile_vulkan(kernel: kir.Kernel) -> bytes:
-    """The SPIR-V shader of one kernel (generated in a child process)."""
-    return compile_vulkan_all([kernel])[0]
+@dataclass(frozen=True)
+class VulkanOptions(Options):
+    """Options of the ``vulkan`` target.
+
+    There is one IR pipeline (``opt_level`` 1): SROA and SCCP, then code generation at -O0.
+    LLVM's -O2 pipeline and the backend's own optimizations re-create unstructured control flow
+    that the SPIR-V backend or the driver cannot take (see VULKAN_PASSES); the driver optimizes
+    the shader itself.
+    """
+
+    opt_level: int = 1
+
+    def __post_init__(self) -> None:
+        if self.opt_level != 1:
+            raise ValueError(
+                f"vulkan has one optimization pipeline (opt_level=1), not opt_level={self.opt_level!r}: LLVM's others "
+                "break the structured control flow a shader needs, and the driver optimizes the shader itself"
+            )
 
 
-def compile_vulkan_all(kernels: list[kir.Kernel]) -> list[bytes]:
-    """The SPIR-V shader of each kernel, all generated in one child process."""
-    for kernel in kernels:
-        _check_supported(kernel)
+def _lower(_: bytes, unit: Unit) -> bytes:
+    (kernel,) = unit.kernels
+    _check_supported(kernel)
+    unit.notes["workgroup"] = list(WORKGROUP[len(kernel.grid.vars)])
+    return lower_vulkan(kernel).encode()
 
-    def one(kernel: kir.Kernel) -> bytes:
-        return emit(
-            lower_vulkan(kernel),
-            VULKAN_TRIPLE,
-            opt_level=VULKAN_CODEGEN_OPT,
-            label=kernel.name,
-            options=VULKAN_OPTIONS,
-            passes=VULKAN_PASSES,
-        )
 
-    # One child process per shader, several at once: LLVM 22's SPIR-V backend keeps state from
-    # one module to the next in a process, and a later shader sometimes came out with a result
-    # id defined twice (spirv-val: "Id 4 is defined more than once"), though it alone is valid.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(kernels), os.cpu_count() or 1)) as pool:
-        shaders = list(pool.map(one, kernels))
-    return [_with_capability(shader, _SIGNED_ZERO_INF_NAN_PRESERVE) for shader in shaders]
+def _spirv(src: bytes, unit: Unit) -> bytes:
+    # A stage runs in a child process of its own for each shader, several at once: LLVM 22's
+    # SPIR-V backend keeps state from one module to the next in a process, and a later shader
+    # sometimes came out with a result id defined twice (spirv-val: "Id 4 is defined more than
+    # once"), though it alone is valid.
+    text = src.decode()
+    triple = triple_of(text, VULKAN_TRIPLE)
+    shader = emit(text, triple, unit, opt_level=VULKAN_CODEGEN_OPT, options=_LLVM_OPTIONS, passes=VULKAN_PASSES)
+    if _has_execution_mode(shader, _SIGNED_ZERO_INF_NAN_PRESERVE_MODE):
+        shader = _with_capability(shader, _SIGNED_ZERO_INF_NAN_PRESERVE)
+    return shader
+
+
+def _package(units: list[Unit], name: str) -> Module:
+    shaders = {unit.functions[0].name: unit.artifacts["spirv"] for unit in units}
+    table = [
+        KernelEntry(f.name, f.signature, f.grid, {**f.attrs, "workgroup": unit.notes["workgroup"]})
+        for unit in units
+        for f in unit.functions
+    ]
+    return vulkan_module(shaders, table)
+
+
+TARGET = Target(
+    name="vulkan",
+    options=VulkanOptions,
+    stages=(Stage("llir", ".ll", _lower), Stage("spirv", ".spv", _spirv)),
+    package=_package,
+    per_kernel=True,
+    # A shader is entered at a plain @main; its buffers are resource bindings, not parameters.
+    ir=IRContract(VULKAN_TRIPLE, r"spirv(1\.\d)?-[^-]*-vulkan.*", "spirv[1.N]-unknown-vulkan1.N-compute", "", ()),
+)
+
+
+def _has_execution_mode(shader: bytes, mode: int) -> bool:
+    """True if the shader has an ``OpExecutionMode`` of ``mode`` (scanning the instructions)."""
+    words = struct.unpack(f"<{len(shader) // 4}I", shader)
+    position = 5
+    while position < len(words):
+        count, opcode = words[position] >> 16, words[position] & 0xFFFF
+        if opcode == _OP_EXECUTION_MODE and position + 2 < len(words) and words[position + 2] == mode:
+            return True
+        if opcode == _OP_FUNCTION or count == 0:
+            return False  # execution modes come before the first function
+        position += count
+    return False
 
 
 def _with_capability(shader: bytes, capability: int) -> bytes:
@@ -724,9 +778,17 @@ def _with_capability(shader: bytes, capability: int) -> bytes:
 def _check_supported(kernel: kir.Kernel) -> None:
     atomic = next((s for s in _atomics(kernel.grid.body) if s.value.type.is_float and s.value.type.bits == 64), None)
     if atomic is not None:
-        # Mesa's lavapipe aborts the whole process compiling a float64 atomic add (LLVM
-        # "Cannot select"), so such a shader is refused here rather than handed to a driver.
-        raise CompileError(
-            f"kernel {kernel.name!r}, line {atomic.line}: kp.atomic_add on a float64 array is not supported on "
-            "vulkan; use a float32 array, or run it on cpu, opencl or cuda"
-        )
+        raise CompileError(float64_atomic_refusal(kernel.name, atomic.line))
+
+
+def float64_atomic_refusal(kernel: str, line: int | None = None) -> str:
+    """Why a float64 atomic add is refused on Vulkan (kp.build's kernels and user shaders alike).
+
+    Mesa's lavapipe aborts the whole process compiling one (LLVM "Cannot select"), so such a
+    shader is refused rather than handed to a driver.
+    """
+    where = f"kernel {kernel!r}" + (f", line {line}" if line is not None else "")
+    return (
+        f"{where}: kp.atomic_add on a float64 array is not supported on vulkan; use a float32 array, "
+        "or run it on cpu, opencl or cuda"
+    )

@@ -1,26 +1,32 @@
-"""OpenCL code generation: kernel IR -> LLVM IR for ``spirv64v1.2`` -> SPIR-V 1.2.
+"""The ``opencl`` target: kernel IR -> LLVM IR for ``spirv64v1.2`` -> SPIR-V 1.2.
 
 Each kernel becomes a ``spir_kernel`` whose arrays are global pointers (address space 1), each
 followed by its ``i64`` extents, as on the CPU. One work-item runs one grid point: grid
 dimension d is ``get_global_id(d)``, and points outside the extents return at once.
 SPIR-V 1.2 because strict OpenCL consumers (``spirv-val --target-env opencl2.2``) refuse 1.4.
+The package is an ``opencl`` module.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import llvmlite.ir as ir
 
-from ...errors import CompileError
+from ...runtime.device import KernelEntry
+from ...runtime.module import Module
+from ...runtime.opencl import opencl_module
+from ..isolate import triple_of
 from ..lang import kir
 from ..lang.types import ScalarType, i64, u32
-from .cpu import KernelBody, abi_types, declare
-from .isolate import emit
+from ..lower import KernelBody, abi_types, check_narrow_atomics, declare
+from .base import IRContract, Options, Stage, Target, Unit, emit
 
-__all__ = ["OPENCL_OPTIONS", "OPENCL_TRIPLE", "check_narrow_atomics", "compile_opencl", "lower_opencl"]
+__all__ = ["OPENCL_TRIPLE", "TARGET", "OpenCLOptions", "lower_opencl"]
 
 OPENCL_TRIPLE = "spirv64v1.2-unknown-unknown"
 # Float atomic_add is OpAtomicFAddEXT, which needs its extension declared.
-OPENCL_OPTIONS = ("--spirv-ext=+SPV_EXT_shader_atomic_float_add",)
+_LLVM_OPTIONS = ("--spirv-ext=+SPV_EXT_shader_atomic_float_add",)
 _GLOBAL = ir.PointerType(addrspace=1)
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
@@ -66,28 +72,6 @@ class _OpenCLBody(KernelBody):
         return None
 
 
-def check_narrow_atomics(kernel: kir.Kernel, target: str) -> None:
-    """Refuse plain stores into an 8- or 16-bit array that the kernel also updates atomically.
-
-    Such atomics update the whole 4-byte word around the element, so a plain store to a
-    neighbour in the same launch could be lost: a wrong result, which is refused instead.
-    """
-    atomic: dict[str, int] = {}
-    stores: dict[str, int] = {}
-    for s in kir.walk(kernel.grid.body):
-        if isinstance(s, (kir.AtomicAdd, kir.Store)):
-            (atomic if isinstance(s, kir.AtomicAdd) else stores).setdefault(s.array, s.line)
-    params = dict(kernel.params)
-    for name, line in stores.items():
-        if name in atomic and params[name].dtype.bits < 32:
-            raise CompileError(
-                f"kernel {kernel.name!r}, line {line}: {name} ({params[name]}) is written both with kp.atomic_add "
-                f"(line {atomic[name]}) and with a plain store; on {target} an 8- or 16-bit atomic add updates the "
-                "4-byte word around the element, so the plain store could be lost. Write it only with "
-                "kp.atomic_add, or use a 32-bit array"
-            )
-
-
 def lower_opencl(kernels: list[kir.Kernel], module_name: str) -> ir.Module:
     """Build the LLVM module of OpenCL kernels."""
     module = ir.Module(name=module_name)
@@ -109,12 +93,39 @@ def lower_opencl(kernels: list[kir.Kernel], module_name: str) -> ir.Module:
     return module
 
 
-def compile_opencl(kernels: list[kir.Kernel], module_name: str, opt_level: int = 2) -> bytes:
-    """Return the SPIR-V binary of the kernels (generated in a child process)."""
-    module = lower_opencl(kernels, module_name)
-    # Code generation at -O0 after the -O2 IR pipeline: the backend's own -O2 combines narrow
-    # arithmetic to 8 bits and forget to truncate an operand (an i64 in an i8 OpBitwiseAnd,
+@dataclass(frozen=True)
+class OpenCLOptions(Options):
+    """Options of the ``opencl`` target (the IR pipeline's level; the driver optimizes again)."""
+
+    opt_level: int = 2
+
+
+def _lower(_: bytes, unit: Unit) -> bytes:
+    return str(lower_opencl(unit.kernels, unit.label)).encode()
+
+
+def _spirv(src: bytes, unit: Unit) -> bytes:
+    # Code generation at -O0 after the IR pipeline: the backend's own -O2 combines narrow
+    # arithmetic to 8 bits and forgets to truncate an operand (an i64 in an i8 OpBitwiseAnd,
     # which spirv-val and Intel's runtime refuse). The driver optimizes the SPIR-V anyway.
-    return emit(
-        str(module), OPENCL_TRIPLE, opt_level=opt_level, codegen_opt=0, label=module_name, options=OPENCL_OPTIONS
-    )
+    text = src.decode()
+    triple = triple_of(text, OPENCL_TRIPLE)
+    return emit(text, triple, unit, opt_level=unit.options.opt_level, codegen_opt=0, options=_LLVM_OPTIONS)
+
+
+def _package(units: list[Unit], name: str) -> Module:
+    (unit,) = units
+    table = [KernelEntry(f.name, f.signature, f.grid, f.attrs) for f in unit.functions]
+    return opencl_module(unit.artifacts["spirv"], table)
+
+
+TARGET = Target(
+    name="opencl",
+    options=OpenCLOptions,
+    stages=(Stage("llir", ".ll", _lower), Stage("spirv", ".spv", _spirv)),
+    package=_package,
+    # OpenCL buffers are global (1) or constant (2); 0 would be private memory.
+    ir=IRContract(
+        OPENCL_TRIPLE, r"spirv64(v1\.\d)?(-(?!.*vulkan).*)?", "spirv64[v1.N]-unknown-unknown", "spir_kernel", (1, 2)
+    ),
+)

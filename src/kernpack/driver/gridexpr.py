@@ -7,10 +7,10 @@ straight-line assignment are substituted, which covers ``n = x.shape[0]`` and fr
 
 from __future__ import annotations
 
-from ...errors import CompileError
-from ..lang import kir
-from ..lang.types import ScalarType
-from .cpu import assigned_names
+from ..errors import CompileError
+from .lang import kir
+from .lang.types import ScalarType
+from .lower import assigned_names
 
 __all__ = ["grid_expressions"]
 

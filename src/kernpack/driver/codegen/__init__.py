@@ -1,1 +1,0 @@
-"""Code generators: kernel IR to LLVM IR, one module per target."""
