@@ -50,8 +50,9 @@ exit:
 define spir_kernel void @transpose(ptr addrspace(1) %m, i64 %m_shape0, i64 %m_shape1,
                                    ptr addrspace(1) %t, i64 %t_shape0, i64 %t_shape1) {
 entry:
-  %i = call spir_func i64 @_Z13get_global_idj(i32 0)
-  %j = call spir_func i64 @_Z13get_global_idj(i32 1)
+  ; grid ["m.shape[0]", "m.shape[1]"]: its last dimension runs along axis 0 (kernpack.runtime.abi)
+  %i = call spir_func i64 @_Z13get_global_idj(i32 1)
+  %j = call spir_func i64 @_Z13get_global_idj(i32 0)
   %row = mul i64 %i, %m_shape1
   %src = add i64 %row, %j
   %col = mul i64 %j, %t_shape1

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import CompileError
+from ..runtime.abi import DESCRIPTOR_SET, EXTENTS_BINDING, SCALARS, parameter_binding
 from ..runtime.device import DeviceModule, KernelEntry
 from ..runtime.signature import Param, Signature
 from .build import run_units
@@ -40,20 +41,6 @@ from .targets.vulkan import float64_atomic_refusal
 __all__ = ["device_module_from_ir"]
 
 
-# What the launchers pass for each scalar C type (bool as a byte, as kernel-language kernels take it).
-_SCALAR_IR = {
-    "bool": "i8",
-    "int8_t": "i8",
-    "uint8_t": "i8",
-    "int16_t": "i16",
-    "uint16_t": "i16",
-    "int32_t": "i32",
-    "uint32_t": "i32",
-    "int64_t": "i64",
-    "uint64_t": "i64",
-    "float": "float",
-    "double": "double",
-}
 _CALLING_CONVENTION = re.compile(r"\b(ptx_kernel|ptx_device|spir_kernel|spir_func|amdgpu_kernel|\w+cc|cc\s+\d+)\b")
 _NUMTHREADS = re.compile(r'"hlsl\.numthreads"="\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*"')
 _BINDING = re.compile(r"@llvm\.spv\.resource\.handlefrombinding\.[\w.]+\(\s*i32\s+(-?\d+)\s*,\s*i32\s+(-?\d+)")
@@ -356,7 +343,7 @@ def _check_parameters(sig: Signature, fn: Any, spec: IRContract, target: str, la
         raise CompileError(f"kernel {kname!r} in {label!r} returns {restype}; kernels return void")
     expected: list[str] = []
     for p in sig.params:
-        expected += ["ptr", *["i64"] * p.ndim] if p.pointer else [_SCALAR_IR[p.ctype]]
+        expected += ["ptr", *["i64"] * p.ndim] if p.pointer else [SCALARS[p.ctype].device_ir]
     actual = [str(a.type) for a in fn.arguments]
     fits = len(expected) == len(actual) and all(
         pointer_space(a) in spec.pointer_spaces if e == "ptr" else a == e for e, a in zip(expected, actual, strict=True)
@@ -448,11 +435,13 @@ def _check_shader(module: Any, fn: Any, e: _Entry, nparams: int) -> tuple[int, .
             f"kernel {e.name!r}: workgroup {list(e.workgroup)} differs from the shader's numthreads {list(workgroup)}"
         )
     text = str(module)
+    bindings = {EXTENTS_BINDING, *(parameter_binding(k) for k in range(nparams))}
     for descriptor_set, binding in ((int(s), int(b)) for s, b in _BINDING.findall(text)):
-        if descriptor_set != 0 or not 0 <= binding <= nparams:
+        if descriptor_set != DESCRIPTOR_SET or binding not in bindings:
             raise CompileError(
                 f"kernel {e.name!r}: the shader binds set {descriptor_set}, binding {binding}, but its signature "
-                f"has {nparams} parameters: kernpack binds set 0, binding 0 (extents) to {nparams}"
+                f"has {nparams} parameters: kernpack binds set {DESCRIPTOR_SET}, binding {EXTENTS_BINDING} (extents) "
+                f"and {parameter_binding(0)} to {parameter_binding(nparams - 1)} (the parameters, in order)"
             )
     if _F64_ATOMIC.search(text):
         raise CompileError(float64_atomic_refusal(e.name))

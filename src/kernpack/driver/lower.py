@@ -17,6 +17,7 @@ from collections.abc import Callable
 import llvmlite.ir as ir
 
 from ..errors import CompileError
+from ..runtime.abi import SCALARS
 from .lang import kir
 from .lang.types import ArrayType, ScalarType, bool_
 
@@ -26,6 +27,7 @@ __all__ = [
     "assigned_names",
     "check_narrow_atomics",
     "declare",
+    "device_abi_types",
     "gep",
     "llvm_type",
     "memory_type",
@@ -58,7 +60,7 @@ def abi_types(kernel: kir.Kernel, pointer: ir.Type = _PTR, boolean: ir.Type = _I
     """The LLVM parameter types of kernpack's calling convention.
 
     Each array is a ``pointer`` followed by its ``i64`` extents; each scalar is its type, bool
-    as ``boolean`` (devices take a byte).
+    as ``boolean`` (the host's C ``_Bool``, an ``i1``, by default).
     """
     types: list[ir.Type] = []
     for _, t in kernel.params:
@@ -67,6 +69,22 @@ def abi_types(kernel: kir.Kernel, pointer: ir.Type = _PTR, boolean: ir.Type = _I
         else:
             types.append(boolean if t is bool_ else llvm_type(t))
     return types
+
+
+def device_abi_types(kernel: kir.Kernel, pointer: ir.Type) -> list[ir.Type]:
+    """:func:`abi_types` of a device kernel: scalars as ``kernpack.runtime.abi.SCALARS`` passes them."""
+    return abi_types(kernel, pointer, _IR_TYPES[SCALARS["bool"].device_ir])
+
+
+# The LLVM types ``kernpack.runtime.abi`` names, as llvmlite types.
+_IR_TYPES = {
+    "i8": _I8,
+    "i16": ir.IntType(16),
+    "i32": _I32,
+    "i64": _I64,
+    "float": ir.FloatType(),
+    "double": ir.DoubleType(),
+}
 
 
 def assigned_names(stmts: list[kir.Stmt]) -> list[str]:

@@ -17,25 +17,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import DeviceUnavailableError
+from .abi import CUDA_BLOCK, SCALARS, axis_extents
 from .device import DeviceModule, KernelEntry, read_side_file
 from .registry import register_file_loader, register_loader
 
 __all__ = ["CUDAModule", "cuda_module"]
-
-_BLOCK = {1: (256, 1, 1), 2: (16, 16, 1), 3: (8, 8, 4)}
-_CTYPES = {
-    "bool": ctypes.c_uint8,  # kernels take bool as a byte
-    "int8_t": ctypes.c_int8,
-    "int16_t": ctypes.c_int16,
-    "int32_t": ctypes.c_int32,
-    "int64_t": ctypes.c_int64,
-    "uint8_t": ctypes.c_uint8,
-    "uint16_t": ctypes.c_uint16,
-    "uint32_t": ctypes.c_uint32,
-    "uint64_t": ctypes.c_uint64,
-    "float": ctypes.c_float,
-    "double": ctypes.c_double,
-}
 
 
 def _check(result: tuple[Any, ...], what: str) -> Any:
@@ -109,7 +95,7 @@ class CUDAModule(DeviceModule):
             for param, value in zip(entry.signature.params, args, strict=True):
                 if not param.pointer:
                     values.append(value.item())
-                    types.append(_CTYPES[param.ctype])
+                    types.append(SCALARS[param.ctype].argument)
                     continue
                 pointer = _check(driver.cuMemAlloc(max(value.nbytes, 1)), "cuMemAlloc")
                 allocations.append(pointer)
@@ -122,9 +108,8 @@ class CUDAModule(DeviceModule):
                 for extent in value.shape[: param.ndim]:  # none for a plain T *
                     values.append(extent)
                     types.append(ctypes.c_int64)
-            block = _BLOCK[len(grid)]
-            axes = tuple(reversed(grid)) + (1,) * (3 - len(grid))  # x is the last grid dimension
-            blocks = [-(-n // b) for n, b in zip(axes, block, strict=True)]
+            block = CUDA_BLOCK[len(grid)]
+            blocks = [-(-n // b) for n, b in zip(axis_extents(grid), block, strict=True)]
             _check(
                 driver.cuLaunchKernel(function, *blocks, *block, 0, 0, (tuple(values), tuple(types)), None),
                 "cuLaunchKernel",

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DeviceUnavailableError, FormatError, LoadError
+from .abi import axis_extents
 from .device import DeviceModule, KernelEntry, is_spirv, read_side_file
 from .registry import register_file_loader, register_loader
 
@@ -105,7 +106,7 @@ class OpenCLModule(DeviceModule):
             values.extend(np.int64(extent) for extent in value.shape[: param.ndim])  # none for a plain T *
         with self._lock:  # one kernel object per name: its arguments are set and enqueued together
             kernel.set_args(*values)
-            cl.enqueue_nd_range_kernel(queue, kernel, grid, None)
+            cl.enqueue_nd_range_kernel(queue, kernel, axis_extents(grid)[: len(grid)], None)
         for host, buffer, shared in written:
             if shared:
                 mapped, _ = cl.enqueue_map_buffer(queue, buffer, cl.map_flags.READ, 0, host.shape, host.dtype)

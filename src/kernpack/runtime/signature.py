@@ -25,23 +25,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ArgumentError
+from .abi import SCALARS
 
 __all__ = ["SCALAR_TYPES", "Param", "Signature"]
 
 #: Scalar C types a signature may use, with the numpy dtype an array of them has.
-SCALAR_TYPES: dict[str, np.dtype] = {
-    "bool": np.dtype(np.bool_),
-    "int8_t": np.dtype(np.int8),
-    "int16_t": np.dtype(np.int16),
-    "int32_t": np.dtype(np.int32),
-    "int64_t": np.dtype(np.int64),
-    "uint8_t": np.dtype(np.uint8),
-    "uint16_t": np.dtype(np.uint16),
-    "uint32_t": np.dtype(np.uint32),
-    "uint64_t": np.dtype(np.uint64),
-    "float": np.dtype(np.float32),
-    "double": np.dtype(np.float64),
-}
+SCALAR_TYPES: dict[str, np.dtype] = {name: scalar.dtype for name, scalar in SCALARS.items()}
 
 # Spellings people write in prototypes, folded to the fixed-width names above. The sizes are
 # those of every LP64 platform kernpack targets (Linux x86-64 and aarch64).

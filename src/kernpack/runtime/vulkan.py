@@ -4,7 +4,7 @@ Any Vulkan 1.3 device with a compute queue runs them; on a machine without a GPU
 lavapipe (``apt-get install mesa-vulkan-drivers libvulkan1``) does, through the cffi-based
 ``vulkan`` package (``pip install kernpack[vulkan]``). One shader per kernel, laid end to end in
 the module's binary (the function table says where each starts). Resources follow
-``kernpack.driver.targets.vulkan``: binding 0 holds the array extents, binding 1 + k parameter k.
+:mod:`.abi` (binding 0 holds the array extents, binding 1 + k parameter k), as the shaders do.
 A call copies the arguments into host-visible buffers, dispatches, waits, and copies back the
 arrays the kernel writes.
 
@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DeviceUnavailableError, FormatError
+from .abi import DESCRIPTOR_SET, EXTENTS_BINDING, SCALARS, axis_extents, parameter_binding
 from .device import DeviceModule, KernelEntry, is_spirv
 from .registry import register_loader
 
@@ -185,10 +186,10 @@ class VulkanModule(DeviceModule):
             if cached is not None:
                 return cached
             vk = dev.vk
-            count = 1 + len(entry.signature.params)
+            count = 1 + len(entry.signature.params)  # the extents, then one buffer per parameter
             bindings = [
                 vk.VkDescriptorSetLayoutBinding(
-                    binding=i,
+                    binding=EXTENTS_BINDING if i == 0 else parameter_binding(i - 1),
                     descriptorType=vk.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
                     descriptorCount=1,
                     stageFlags=vk.VK_SHADER_STAGE_COMPUTE_BIT,
@@ -238,7 +239,7 @@ class VulkanModule(DeviceModule):
                 extents.extend(value.shape[: param.ndim])
                 host.append(value)
             else:
-                host.append(np.asarray(value, dtype=np.uint8 if param.ctype == "bool" else param.dtype).reshape(1))
+                host.append(np.asarray(value, dtype=SCALARS[param.ctype].value_dtype).reshape(1))
         resources = [dev.buffer(np.asarray(extents or [0], dtype=np.int64))] + [dev.buffer(h) for h in host]
         count = len(resources)
         with dev.lock:
@@ -262,7 +263,7 @@ class VulkanModule(DeviceModule):
                 vk.VkWriteDescriptorSet(
                     sType=vk.VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
                     dstSet=descriptor_set,
-                    dstBinding=i,
+                    dstBinding=EXTENTS_BINDING if i == 0 else parameter_binding(i - 1),
                     descriptorCount=1,
                     descriptorType=vk.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
                     pBufferInfo=[infos[i]],
@@ -284,10 +285,17 @@ class VulkanModule(DeviceModule):
             vk.vkBeginCommandBuffer(command, begin)
             vk.vkCmdBindPipeline(command, vk.VK_PIPELINE_BIND_POINT_COMPUTE, pipeline)
             vk.vkCmdBindDescriptorSets(
-                command, vk.VK_PIPELINE_BIND_POINT_COMPUTE, pipeline_layout, 0, 1, [descriptor_set], 0, None
+                command,
+                vk.VK_PIPELINE_BIND_POINT_COMPUTE,
+                pipeline_layout,
+                DESCRIPTOR_SET,
+                1,
+                [descriptor_set],
+                0,
+                None,
             )
             workgroup = entry.attrs["workgroup"]
-            groups = [-(-n // w) for n, w in zip((*grid, 1, 1)[:3], workgroup, strict=True)]
+            groups = [-(-n // w) for n, w in zip(axis_extents(grid), workgroup, strict=True)]
             vk.vkCmdDispatch(command, *groups)
             vk.vkEndCommandBuffer(command)
             fence_info = vk.VkFenceCreateInfo(sType=vk.VK_STRUCTURE_TYPE_FENCE_CREATE_INFO)

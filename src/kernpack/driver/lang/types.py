@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from ...runtime import abi
+
 __all__ = [
     "SCALARS",
     "ArrayType",
@@ -103,17 +105,21 @@ class ArrayType:
         return f"{self.dtype}[{', '.join(':' * self.ndim)}]"
 
 
-bool_ = ScalarType("bool", np.bool_, "bool")
-i8 = ScalarType("i8", np.int8, "int8_t")
-i16 = ScalarType("i16", np.int16, "int16_t")
-i32 = ScalarType("i32", np.int32, "int32_t")
-i64 = ScalarType("i64", np.int64, "int64_t")
-u8 = ScalarType("u8", np.uint8, "uint8_t")
-u16 = ScalarType("u16", np.uint16, "uint16_t")
-u32 = ScalarType("u32", np.uint32, "uint32_t")
-u64 = ScalarType("u64", np.uint64, "uint64_t")
-f32 = ScalarType("f32", np.float32, "float")
-f64 = ScalarType("f64", np.float64, "double")
+def _scalar(name: str, ctype: str) -> ScalarType:
+    return ScalarType(name, abi.SCALARS[ctype].dtype, ctype)  # the dtype is the runtime's, for that C type
+
+
+bool_ = _scalar("bool", "bool")
+i8 = _scalar("i8", "int8_t")
+i16 = _scalar("i16", "int16_t")
+i32 = _scalar("i32", "int32_t")
+i64 = _scalar("i64", "int64_t")
+u8 = _scalar("u8", "uint8_t")
+u16 = _scalar("u16", "uint16_t")
+u32 = _scalar("u32", "uint32_t")
+u64 = _scalar("u64", "uint64_t")
+f32 = _scalar("f32", "float")
+f64 = _scalar("f64", "double")
 
 #: Every scalar type, by kernel-language name.
 SCALARS: dict[str, ScalarType] = {t.name: t for t in (bool_, i8, i16, i32, i64, u8, u16, u32, u64, f32, f64)}

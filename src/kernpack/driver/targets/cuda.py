@@ -23,12 +23,13 @@ from typing import Any
 import llvmlite.ir as ir
 
 from ...errors import CompileError
+from ...runtime.abi import device_axis
 from ...runtime.cuda import cuda_module
 from ...runtime.device import KernelEntry
 from ...runtime.module import Module
 from ..isolate import triple_of
 from ..lang import kir
-from ..lower import KernelBody, abi_types, check_narrow_atomics, declare, llvm_type
+from ..lower import KernelBody, check_narrow_atomics, declare, device_abi_types, llvm_type
 from .base import IRContract, Options, Stage, Target, Unit, emit
 
 __all__ = ["CUDA_TRIPLE", "DEFAULT_ARCH", "TARGET", "CUDAOptions", "assemble_cubin", "find_libdevice", "find_ptxas"]
@@ -80,13 +81,13 @@ def lower_cuda(kernels: list[kir.Kernel], module_name: str) -> ir.Module:
     module = ir.Module(name=module_name)
     module.triple = CUDA_TRIPLE
     for kernel in kernels:
-        abi = abi_types(kernel, _GLOBAL, ir.IntType(8))  # OpenCL and CUDA take no bool arguments
+        abi = device_abi_types(kernel, _GLOBAL)
         fn = ir.Function(module, ir.FunctionType(ir.VoidType(), abi), name=kernel.name)
         fn.calling_convention = "ptx_kernel"
         ndim = len(kernel.grid.vars)
 
         def global_id(b: ir.IRBuilder, d: int, ndim: int = ndim) -> ir.Value:
-            axis = "xyz"[ndim - 1 - d]
+            axis = "xyz"[device_axis(d, ndim)]
             read = [
                 b.call(declare(module, f"llvm.nvvm.read.ptx.sreg.{reg}.{axis}", _I32, []), [])
                 for reg in ("ctaid", "ntid", "tid")

@@ -2,7 +2,8 @@
 
 Each kernel becomes a ``spir_kernel`` whose arrays are global pointers (address space 1), each
 followed by its ``i64`` extents, as on the CPU. One work-item runs one grid point: grid
-dimension d is ``get_global_id(d)``, and points outside the extents return at once.
+dimension d is ``get_global_id(device_axis(d, ndim))`` (the last is 0: ``kernpack.runtime.abi``),
+and points outside the extents return at once.
 SPIR-V 1.2 because strict OpenCL consumers (``spirv-val --target-env opencl2.2``) refuse 1.4.
 The package is an ``opencl`` module.
 """
@@ -13,13 +14,14 @@ from dataclasses import dataclass
 
 import llvmlite.ir as ir
 
+from ...runtime.abi import device_axis
 from ...runtime.device import KernelEntry
 from ...runtime.module import Module
 from ...runtime.opencl import opencl_module
 from ..isolate import triple_of
 from ..lang import kir
 from ..lang.types import ScalarType, i64, u32
-from ..lower import KernelBody, abi_types, check_narrow_atomics, declare
+from ..lower import KernelBody, check_narrow_atomics, declare, device_abi_types
 from .base import IRContract, Options, Stage, Target, Unit, emit
 
 __all__ = ["OPENCL_TRIPLE", "TARGET", "OpenCLOptions", "lower_opencl"]
@@ -79,14 +81,15 @@ def lower_opencl(kernels: list[kir.Kernel], module_name: str) -> ir.Module:
     get_global_id = declare(module, "_Z13get_global_idj", _I64, [_I32])
     get_global_id.calling_convention = "spir_func"
 
-    def global_id(b: ir.IRBuilder, d: int) -> ir.Value:
-        call = b.call(get_global_id, [_I32(d)])
-        call.calling_convention = "spir_func"
-        return call
-
     for kernel in kernels:
-        abi = abi_types(kernel, _GLOBAL, ir.IntType(8))  # OpenCL and CUDA take no bool arguments
-        fn = ir.Function(module, ir.FunctionType(ir.VoidType(), abi), name=kernel.name)
+        ndim = len(kernel.grid.vars)
+
+        def global_id(b: ir.IRBuilder, d: int, ndim: int = ndim) -> ir.Value:
+            call = b.call(get_global_id, [_I32(device_axis(d, ndim))])
+            call.calling_convention = "spir_func"
+            return call
+
+        fn = ir.Function(module, ir.FunctionType(ir.VoidType(), device_abi_types(kernel, _GLOBAL)), name=kernel.name)
         fn.calling_convention = "spir_kernel"
         check_narrow_atomics(kernel, "opencl")
         _OpenCLBody(module, fn, kernel).emit_device(global_id)

@@ -1,6 +1,6 @@
-"""Vulkan code generation: kernel IR -> a GLCompute SPIR-V shader per kernel (Vulkan 1.3).
+"""The ``vulkan`` target: kernel IR -> a GLCompute SPIR-V shader per kernel (Vulkan 1.3).
 
-Resources, in descriptor set 0:
+Resources, in descriptor set 0 (the layout of ``kernpack.runtime.abi``, which the runtime binds):
 
 * binding 0: the extents of every array parameter, in signature order, as 64-bit integers;
 * binding 1 + k: parameter k, a storage buffer of its element type: the array itself, or a
@@ -8,11 +8,12 @@ Resources, in descriptor set 0:
   constants, and one per type, because LLVM 22's SPIR-V backend mishandles push-constant blocks
   at -O2 and reinterpreting loaded bits (``shared/reference/spirv-kernels.md``, A2-A4).
 
-Workgroups are 64 x 1 x 1, 8 x 8 x 1 or 4 x 4 x 4 by grid rank; grid dimension d is invocation
-axis d. Buffers are indexed with 32-bit indices, so an array holds fewer than 2**31 elements.
+Workgroups are 64 x 1 x 1, 8 x 8 x 1 or 4 x 4 x 4 by grid rank; the grid's last dimension is
+invocation axis x (``abi.device_axis``). Buffers are indexed with 32-bit indices, so an array
+holds fewer than 2**31 elements.
 Float64 exp, log, sin, cos and tanh, which GLSL.std.450 lacks, and every fused multiply-add
-(Vulkan's Fma may round twice) are computed in software by :mod:`.f64math` (one internal
-function per shader).
+(Vulkan's Fma may round twice) are computed in software by ``kernpack.driver.softmath`` (one
+internal function per shader).
 """
 
 from __future__ import annotations
@@ -26,17 +27,18 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ...errors import CompileError
+from ...runtime.abi import DESCRIPTOR_SET, EXTENTS_BINDING, VULKAN_WORKGROUP, device_axis, parameter_binding
 from ...runtime.device import KernelEntry
 from ...runtime.module import Module
 from ...runtime.vulkan import vulkan_module
-from .. import softmath as f64math
+from .. import softmath
 from ..isolate import triple_of
 from ..lang import kir
 from ..lang.types import ArrayType, ScalarType
 from ..lower import KernelBody, declare, llvm_type, memory_type
 from .base import IRContract, Options, Stage, Target, Unit, emit
 
-__all__ = ["TARGET", "VULKAN_TRIPLE", "WORKGROUP", "VulkanOptions", "float64_atomic_refusal", "lower_vulkan"]
+__all__ = ["TARGET", "VULKAN_TRIPLE", "VulkanOptions", "float64_atomic_refusal", "lower_vulkan"]
 
 VULKAN_TRIPLE = "spirv1.6-unknown-vulkan1.3-compute"
 # Float atomic adds are OpAtomicFAddEXT, which needs its extension declared.
@@ -52,7 +54,6 @@ VULKAN_PASSES = ("sroa", "sccp")
 # Code generation at -O0: at -O2 the backend's own passes merge the empty blocks that keep
 # each construct's merge block apart (OpSelectionMerge must immediately precede ...).
 VULKAN_CODEGEN_OPT = 0
-WORKGROUP = {1: (64, 1, 1), 2: (8, 8, 1), 3: (4, 4, 4)}
 _I1, _I8, _I32, _I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 _F64 = ir.DoubleType()
 _STORAGE = ir.PointerType(addrspace=11)
@@ -405,21 +406,21 @@ class _VulkanBody(KernelBody):
 
     def call(self, e: kir.Call) -> ir.Value:
         # Float64 exp/log/sin/cos/tanh: GLSL.std.450 has them in 32 bits only, so they are
-        # computed in software (f64math, fdlibm's algorithms on the bits), one internal function
-        # per shader. Its plain IRBuilder skips _Builder's zero-constant fixes: f64math has no
+        # computed in software (softmath, fdlibm's algorithms on the bits), one internal function
+        # per shader. Its plain IRBuilder skips _Builder's zero-constant fixes: softmath has no
         # constant zero operand, and picks its special results (inf, NaN, -0.0) from the bits.
-        if e.func in f64math.FUNCTIONS and e.type.is_float and e.type.bits == 64:
-            return f64math.call(self.b, self.module, e.func, self.expr(e.args[0]))
-        if e.func in f64math.FUNCTIONS and e.type.is_float and e.type.bits == 32:
+        if e.func in softmath.FUNCTIONS and e.type.is_float and e.type.bits == 64:
+            return softmath.call(self.b, self.module, e.func, self.expr(e.args[0]))
+        if e.func in softmath.FUNCTIONS and e.type.is_float and e.type.bits == 32:
             return self._f32_via_f64(e.func, self.expr(e.args[0]))
         if e.func == "fma":
             # Vulkan's Fma may round twice (lavapipe's float64 one does, on a quarter of random
             # operands): kp.math.fma is computed on the integer bits, rounded once.
-            return f64math.fma(self.b, self.module, *(self.expr(a) for a in e.args))
+            return softmath.fma(self.b, self.module, *(self.expr(a) for a in e.args))
         return super().call(e)
 
     def _f32_via_f64(self, func: str, x: ir.Value) -> ir.Value:
-        """A float32 exp/log/sin/cos/tanh computed by f64math on the exact float64 value of ``x``.
+        """A float32 exp/log/sin/cos/tanh computed by softmath on the exact float64 value of ``x``.
 
         Vulkan asks little of the 32-bit GLSL.std.450 functions (sin and cos only within 2**-11
         of the truth on [-pi, pi]), and lavapipe delivers little: its Log is wrong for subnormal
@@ -443,7 +444,7 @@ class _VulkanBody(KernelBody):
         value = b.select(b.icmp_unsigned("==", exponent, _I32(255)), special, normal)
         value = b.select(b.icmp_unsigned("==", exponent, _I32(0)), scaled, value)
         wide_x = b.bitcast(b.or_(value, sign), _F64)
-        result = b.fptrunc(f64math.call(b, self.module, func, wide_x), x.type)
+        result = b.fptrunc(softmath.call(b, self.module, func, wide_x), x.type)
         if func == "tanh":
             result = b.select(b.icmp_unsigned("<", magnitude, _I32(0x39000000)), x, result)
         return result
@@ -538,11 +539,12 @@ class _VulkanBody(KernelBody):
 
     # ------------------------------------------------------------------ resources
     def abi_values(self) -> list[ir.Value]:
-        extents = self._buffer(0, _I64, "extents")
+        extents = self._buffer(EXTENTS_BINDING, _I64, "extents")
         values: list[ir.Value] = []
         slot = 0
         atomic64 = _int64_atomics(self.kernel.grid.body)
-        for binding, (name, t) in enumerate(self.kernel.params, start=1):
+        for index, (name, t) in enumerate(self.kernel.params):
+            binding = parameter_binding(index)
             element = memory_type(t.dtype if isinstance(t, ArrayType) else t)
             handle = self._buffer(binding, element, name)
             if name in atomic64:
@@ -573,7 +575,7 @@ class _VulkanBody(KernelBody):
         label.initializer = ir.Constant(ir.ArrayType(_I8, len(name) + 1), bytearray(name.encode() + b"\0"))
         label.global_constant = True
         label.linkage = "private"
-        return self.b.call(create, [_I32(0), _I32(binding), _I32(1), _I32(0), label])
+        return self.b.call(create, [_I32(DESCRIPTOR_SET), _I32(binding), _I32(1), _I32(0), label])
 
     def _pointer(self, handle: ir.Value, element: ir.Type, index: ir.Value) -> ir.Value:
         mangled = f"tspirv.VulkanBuffer_a0{_mangle(element)}_12_1t"
@@ -652,11 +654,13 @@ def lower_vulkan(kernel: kir.Kernel) -> str:
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), []), name="main")
     thread_id = declare(module, "llvm.spv.thread.id.i32", _I32, [_I32])
 
+    ndim = len(kernel.grid.vars)
+
     def global_id(b: ir.IRBuilder, d: int) -> ir.Value:
-        return b.zext(b.call(thread_id, [_I32(d)]), _I64)
+        return b.zext(b.call(thread_id, [_I32(device_axis(d, ndim))]), _I64)
 
     _VulkanBody(module, fn, kernel).emit_device(global_id)
-    x, y, z = WORKGROUP[len(kernel.grid.vars)]
+    x, y, z = VULKAN_WORKGROUP[ndim]
     # llvmlite cannot spell string attributes or atomic scopes: the shader stage goes in as an
     # attribute group, and atomics get device scope (Vulkan forbids the default, cross-device).
     text = str(module).replace('define void @"main"()', 'define void @"main"() #0', 1)
@@ -704,7 +708,7 @@ class VulkanOptions(Options):
 def _lower(_: bytes, unit: Unit) -> bytes:
     (kernel,) = unit.kernels
     _check_supported(kernel)
-    unit.notes["workgroup"] = list(WORKGROUP[len(kernel.grid.vars)])
+    unit.notes["workgroup"] = list(VULKAN_WORKGROUP[len(kernel.grid.vars)])
     return lower_vulkan(kernel).encode()
 
 

@@ -1,0 +1,114 @@
+"""The contracts between kernpack's code generators and its runtime kinds, each written once.
+
+A device kernel and the launcher that calls it must agree on how every value is passed, which
+device axis runs along which grid dimension, where a Vulkan shader finds its buffers and how
+large a workgroup is. The code generators (``kernpack.driver.targets``) and the runtime kinds
+(``cuda``, ``opencl``, ``vulkan``) both import these facts from here; this module imports
+neither (the runtime never imports the driver).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "CUDA_BLOCK",
+    "DESCRIPTOR_SET",
+    "EXTENTS_BINDING",
+    "SCALARS",
+    "VULKAN_WORKGROUP",
+    "Scalar",
+    "axis_extents",
+    "device_axis",
+    "parameter_binding",
+]
+
+
+@dataclass(frozen=True)
+class Scalar:
+    """A scalar C type of a signature, and how it is passed to a device kernel by value.
+
+    Attributes
+    ----------
+    ctype : str
+        Its name in signatures (``"int32_t"``).
+    dtype : numpy.dtype
+        The dtype of an array of it (numpy's: a bool is one byte).
+    value_dtype : numpy.dtype
+        How one value of it travels to a device kernel: its dtype, but a bool as a ``uint8``
+        (0 or 1), since OpenCL, CUDA and Vulkan kernels take no 1-bit arguments.
+    device_ir : str
+        The LLVM type of that parameter in a device kernel (``"i8"`` for a bool).
+    argument : type
+        The ctypes type of the value (what the CUDA launcher packs).
+    """
+
+    ctype: str
+    dtype: np.dtype
+    value_dtype: np.dtype
+    device_ir: str
+    argument: type
+
+
+def _scalar(ctype: str, dtype: type, device_ir: str, argument: type, value_dtype: type | None = None) -> Scalar:
+    return Scalar(ctype, np.dtype(dtype), np.dtype(value_dtype or dtype), device_ir, argument)
+
+
+#: Every scalar C type a signature may use, by name.
+SCALARS: dict[str, Scalar] = {
+    s.ctype: s
+    for s in (
+        _scalar("bool", np.bool_, "i8", ctypes.c_uint8, np.uint8),
+        _scalar("int8_t", np.int8, "i8", ctypes.c_int8),
+        _scalar("int16_t", np.int16, "i16", ctypes.c_int16),
+        _scalar("int32_t", np.int32, "i32", ctypes.c_int32),
+        _scalar("int64_t", np.int64, "i64", ctypes.c_int64),
+        _scalar("uint8_t", np.uint8, "i8", ctypes.c_uint8),
+        _scalar("uint16_t", np.uint16, "i16", ctypes.c_uint16),
+        _scalar("uint32_t", np.uint32, "i32", ctypes.c_uint32),
+        _scalar("uint64_t", np.uint64, "i64", ctypes.c_uint64),
+        _scalar("float", np.float32, "float", ctypes.c_float),
+        _scalar("double", np.float64, "double", ctypes.c_double),
+    )
+}
+
+
+# ------------------------------------------------------------------------------ grid axes
+def device_axis(dimension: int, ndim: int) -> int:
+    """The device axis (0 = x) along which grid dimension ``dimension`` of ``ndim`` runs.
+
+    One order on every target: the last grid dimension is x (CUDA's ``threadIdx.x``, OpenCL's
+    ``get_global_id(0)``, Vulkan's ``GlobalInvocationId.x``), so that neighbouring work-items
+    touch neighbouring elements of a C-ordered array; the first is the slowest.
+    """
+    if not 0 <= dimension < ndim <= 3:
+        raise ValueError(f"grid dimension {dimension} of a {ndim}-dimensional grid")
+    return ndim - 1 - dimension
+
+
+def axis_extents(grid: tuple[int, ...]) -> tuple[int, int, int]:
+    """The launch size along device axes x, y, z for grid extents ``grid`` (see :func:`device_axis`)."""
+    return (*reversed(grid), *(1,) * (3 - len(grid)))  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------------------ launch geometry
+#: Threads per CUDA block by grid rank, along axes x, y, z.
+CUDA_BLOCK: dict[int, tuple[int, int, int]] = {1: (256, 1, 1), 2: (16, 16, 1), 3: (8, 8, 4)}
+#: Invocations per Vulkan workgroup by grid rank, along axes x, y, z (the shader's LocalSize).
+VULKAN_WORKGROUP: dict[int, tuple[int, int, int]] = {1: (64, 1, 1), 2: (8, 8, 1), 3: (4, 4, 4)}
+
+
+# ------------------------------------------------------------------------------ Vulkan resources
+#: The descriptor set every kernpack shader binds its buffers in.
+DESCRIPTOR_SET = 0
+#: The binding of the storage buffer that holds the extents of every array parameter, in
+#: signature order, as int64 (one per dimension).
+EXTENTS_BINDING = 0
+
+
+def parameter_binding(index: int) -> int:
+    """The binding of parameter ``index``: a storage buffer of its elements (a scalar in one)."""
+    return 1 + index
