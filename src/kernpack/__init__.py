@@ -47,6 +47,7 @@ from .runtime import (
     opencl_module,
     pipeline_module,
     python_module,
+    register_describer,
     register_file_loader,
     register_loader,
     register_provider,
@@ -101,15 +102,9 @@ _LAZY = {
 
 # The loaders of the compile-side kinds and suffixes register when their driver module is
 # imported; load_module() imports it the first time such a file is opened.
-for _key, _provider in {
-    ".ll": "kernpack.driver.llvm",
-    ".bc": "kernpack.driver.llvm",
-    "c": "kernpack.driver.csource",
-    ".c": "kernpack.driver.csource",
-    "@export": "kernpack.driver.link",
-}.items():
-    register_provider(_key, _provider)
-del _key, _provider
+register_provider("kernpack.driver.llvm", suffixes=(".ll", ".bc"))
+register_provider("kernpack.driver.csource", kinds=("c",), suffixes=(".c",))
+register_provider("kernpack.driver.link", exporter=True)
 
 
 def __getattr__(name: str) -> Any:
@@ -185,6 +180,7 @@ __all__ = [
     "load_module",
     "pipeline_module",
     "python_module",
+    "register_describer",
     "register_file_loader",
     "register_loader",
     "register_provider",

@@ -7,7 +7,6 @@ and the payload headers that describe functions. Nothing from the file is execut
 
 from __future__ import annotations
 
-import json
 import os
 import zlib
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from .errors import FormatError, LoadError
 from .runtime.blob import HOST_KIND, SECTION, BlobIndex
 from .runtime.module import ModulePropertyMask, mask_name
+from .runtime.registry import lookup_describer
 
 __all__ = ["describe_library"]
 
@@ -72,18 +72,11 @@ def describe_library(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _functions(kind: str, payload: memoryview) -> list[dict[str, Any]]:
+    """What the kind's describer says the payload holds (it builds and runs nothing)."""
+    describe = lookup_describer(kind)
+    if describe is None:
+        return []  # a kind that says nothing of its functions (or whose code is not installed)
     try:
-        if kind == HOST_KIND:
-            lines = bytes(payload).decode().splitlines()
-            return [{"name": line.split("(")[0].split()[-1], "signature": line} for line in lines if line.strip()]
-        if kind in ("cuda", "opencl", "vulkan"):
-            from .runtime.device import decode_payload
-
-            _, functions, _, _ = decode_payload(payload)
-            return [{"name": f.name, "signature": str(f.signature), "grid": list(f.grid)} for f in functions]
-        if kind == "pipeline":
-            doc = json.loads(bytes(payload[8:]))
-            return [{"name": doc["name"], "steps": [s["function"] for s in doc["steps"]]}]
-    except (ValueError, KeyError, IndexError, FormatError):
+        return describe(payload)
+    except FormatError:
         return [{"error": "function table unreadable"}]
-    return []

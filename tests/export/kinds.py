@@ -36,6 +36,12 @@ def _load(data):
     return BlobKind(name, int(value))
 
 
+@kp.register_describer("test_blob")
+def _describe(payload):
+    name, value = bytes(payload).decode().split("=")
+    return [{"name": name, "returns": int(value)}]
+
+
 class Orphan(BlobKind):
     """Serializable, but no loader is registered for its kind."""
 

@@ -121,6 +121,17 @@ def test_e_serializable_modules_nested_two_deep(tmp_path, fresh):
     assert got["r"] == [4, 1, 2, 3]
 
 
+def test_inspect_shows_a_user_kind_through_its_describer(tmp_path):
+    from kernpack.inspection import describe_library
+
+    root = kp.llvm_module(TWICE_IR)
+    root.import_module(BlobKind("answer", 42))
+    root.export_library(tmp_path / "user.so")
+    library, blob = describe_library(tmp_path / "user.so")["modules"]
+    assert library["functions"][0]["name"] == "twice"
+    assert blob["kind"] == "test_blob" and blob["functions"] == [{"name": "answer", "returns": 42}]
+
+
 def test_root_without_any_dso_module(tmp_path, fresh):
     root = BlobKind("only", 7)
     root.import_module(BlobKind("child", 8))

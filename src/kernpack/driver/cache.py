@@ -5,7 +5,7 @@ target the optimized bitcode and the machine code for this process's JIT; for a 
 LLVM IR, PTX or SPIR-V), plus the notes stages left. Its key hashes everything the output
 depends on: the kernels' typed IR (which already folds in their globals and types) or the IR
 given, the target and its options, the CPU and its features, the versions of llvmlite and
-LLVM, and a hash of kernpack's own compile-side sources (so that a changed code generator
+LLVM, and a hash of kernpack's own sources (so that a changed code generator or contract
 never reuses old output, even at the same version number).
 
 Where: ``$KERNPACK_CACHE_DIR``, else ``$XDG_CACHE_HOME/kernpack``, else ``~/.cache/kernpack``.
@@ -57,7 +57,9 @@ def _compiler_fingerprint() -> str:
 
     digest = hashlib.sha256(f"{__version__}/{llvmlite.__version__}/{llvm.llvm_version_info}".encode())
     package = Path(__file__).resolve().parents[1]
-    for path in sorted([*package.joinpath("driver").rglob("*.py"), package / "runtime" / "signature.py"]):
+    # All of kernpack, not a list of the files that matter today: the driver, and the runtime
+    # contracts it compiles against (runtime/abi.py, signatures), which a new import could widen.
+    for path in sorted(package.rglob("*.py")):
         digest.update(path.relative_to(package).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()

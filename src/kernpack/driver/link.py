@@ -69,11 +69,8 @@ def check_exportable(root: Module) -> list[tuple[str, Module]]:
     """Refuse, before any work, a tree that could not be exported and loaded back."""
     nodes = list(root.walk())
     for path, mod in nodes:
-        if mod.kind == "library":
-            raise ExportError(
-                f"cannot export {_describe(mod, path)}: a loaded library is runnable only; "
-                "export again from the modules it was built from (llvm_module, c_source_module, ...)"
-            )
+        if not (mod.is_dso_exportable or mod.is_binary_serializable) and mod.export_refusal:
+            raise ExportError(f"cannot export {_describe(mod, path)}: {mod.export_refusal}")
         if not (mod.is_dso_exportable or mod.is_binary_serializable):
             raise ExportError(
                 f"cannot export {_describe(mod, path)}: it is neither DSO_EXPORTABLE nor "

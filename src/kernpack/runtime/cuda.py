@@ -10,7 +10,6 @@ copies back the arrays the kernel writes.
 from __future__ import annotations
 
 import ctypes
-import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,8 +17,8 @@ import numpy as np
 
 from ..errors import DeviceUnavailableError
 from .abi import CUDA_BLOCK, SCALARS, axis_extents
-from .device import DeviceModule, KernelEntry, read_side_file
-from .registry import register_file_loader, register_loader
+from .device import DeviceModule, KernelEntry, describe_payload, read_side_file, runtime_once
+from .registry import register_describer, register_file_loader, register_loader
 
 __all__ = ["CUDAModule", "cuda_module"]
 
@@ -33,20 +32,19 @@ def _check(result: tuple[Any, ...], what: str) -> Any:
     return values[0] if len(values) == 1 else values
 
 
-@functools.cache
+@runtime_once
 def _context() -> Any:
-    """The primary context of GPU 0, made current once per process; or why there is none."""
+    """The primary context of GPU 0, retained once per process."""
     try:
         from cuda.bindings import driver
     except ImportError:
-        return "cuda-bindings is not installed; pip install 'kernpack[cuda]'"
+        raise DeviceUnavailableError("cuda-bindings is not installed; pip install 'kernpack[cuda]'") from None
     try:
         _check(driver.cuInit(0), "cuInit")
         device = _check(driver.cuDeviceGet(0), "cuDeviceGet")
-        context = _check(driver.cuDevicePrimaryCtxRetain(device), "cuDevicePrimaryCtxRetain")
+        return _check(driver.cuDevicePrimaryCtxRetain(device), "cuDevicePrimaryCtxRetain")
     except (RuntimeError, OSError, DeviceUnavailableError) as exc:
-        return f"no usable NVIDIA GPU and driver ({exc}); CUDA kernels need one"
-    return context
+        raise DeviceUnavailableError(f"no usable NVIDIA GPU and driver ({exc}); CUDA kernels need one") from None
 
 
 class CUDAModule(DeviceModule):
@@ -140,6 +138,9 @@ def _load_ptx(path: str) -> CUDAModule:
     doc = read_side_file(path)
     with open(path, "rb") as f:
         return cuda_module(f.read(), doc["functions"])
+
+
+register_describer("cuda")(describe_payload)
 
 
 @register_loader("cuda")

@@ -29,7 +29,7 @@ import struct
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -43,9 +43,11 @@ __all__ = [
     "DeviceModule",
     "KernelEntry",
     "decode_payload",
+    "describe_payload",
     "encode_payload",
     "is_spirv",
     "read_side_file",
+    "runtime_once",
 ]
 
 _MAGIC = b"KPDEVM\x00\x01"
@@ -145,6 +147,41 @@ def decode_payload(data: bytes | memoryview) -> tuple[str, list[KernelEntry], me
     return fmt, functions, body[:size], sections
 
 
+_T = TypeVar("_T")
+
+
+def runtime_once(probe: Callable[[], _T]) -> Callable[[], _T]:
+    """``probe`` (find the device, make a context) run once per process, whatever it gives.
+
+    Later calls return the same runtime, or raise the same ``DeviceUnavailableError`` again
+    (a fresh one with the same message): a machine without the device is probed once.
+    """
+    lock = threading.Lock()
+    outcome: list[tuple[_T | None, str | None]] = []
+
+    @functools.wraps(probe)
+    def runtime() -> _T:
+        if not outcome:
+            with lock:
+                if not outcome:
+                    try:
+                        outcome.append((probe(), None))
+                    except DeviceUnavailableError as exc:
+                        outcome.append((None, str(exc)))
+        value, reason = outcome[0]
+        if reason is not None:
+            raise DeviceUnavailableError(reason)
+        return value  # type: ignore[return-value]
+
+    return runtime
+
+
+def describe_payload(data: bytes | memoryview) -> list[dict[str, Any]]:
+    """The functions of a device module payload (every device kind's describer, for inspect)."""
+    _, functions, _, _ = decode_payload(data)
+    return [{"name": f.name, "signature": str(f.signature), "grid": list(f.grid)} for f in functions]
+
+
 class DeviceModule(Module):
     """Base of the device kinds.
 
@@ -222,7 +259,13 @@ class DeviceModule(Module):
 
     @staticmethod
     def _runtime() -> Any:
-        """The process-wide device runtime (cached by the subclass), or why there is none (str)."""
+        """The process-wide device runtime (see :func:`runtime_once`).
+
+        Raises
+        ------
+        DeviceUnavailableError
+            Why there is none here: what is missing and how to get it.
+        """
         raise NotImplementedError
 
     def is_available(self) -> bool:
@@ -231,8 +274,11 @@ class DeviceModule(Module):
 
     def unavailable_reason(self) -> str | None:
         """Why the device cannot run here (what is missing and how to get it), or None."""
-        runtime = self._runtime()
-        return runtime if isinstance(runtime, str) else None
+        try:
+            self._runtime()
+        except DeviceUnavailableError as exc:
+            return str(exc)
+        return None
 
     def _launch(self, entry: KernelEntry, args: list[Any], grid: tuple[int, ...]) -> None:
         raise NotImplementedError

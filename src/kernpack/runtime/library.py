@@ -16,6 +16,7 @@ with ``cdef``, and parsing a ``cdef`` at run time imports pycparser (~45 ms per 
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -26,7 +27,7 @@ from .blob import BLOB_END_SYMBOL, BLOB_SYMBOL, HOST_KIND, BlobIndex
 from .calling import NativeFunction, ffi
 from .elfcheck import check_shared_object
 from .module import Module, ModulePropertyMask
-from .registry import load_from_bytes, register_file_loader
+from .registry import load_from_bytes, register_describer, register_file_loader
 from .signature import Signature
 
 __all__ = ["LazyModule", "LibraryModule", "load_library"]
@@ -80,6 +81,10 @@ class LibraryModule(Module):
 
     kind = "library"
     property_mask = ModulePropertyMask.RUNNABLE
+    export_refusal = (
+        "a loaded library is runnable only; export again from the modules it was built from "
+        "(llvm_module, c_source_module, ...)"
+    )
 
     def __init__(self, dso: _DSO, table: Callable[[], Iterable[Signature]] = tuple) -> None:
         super().__init__()
@@ -174,19 +179,25 @@ class LazyModule(Module):
     """A module of a loaded tree, decoded by its kind's loader on first use.
 
     Until then it knows its kind, its mask and its payload (a view into the mapped library);
-    ``save_to_bytes()`` returns the payload as it was exported, without decoding it.
+    ``save_to_bytes()`` returns the payload as it was exported, without decoding it. Each
+    (kind, mask) of a loaded tree gets its own subclass (:meth:`of`), whose class attributes
+    are the exported module's: the class-definition check of every mask holds for it as for
+    any kind (this class implements every hook, by forwarding).
     """
 
     kind = "lazy"
-    # The real mask is the exported module's, set per instance; every hook is implemented.
     property_mask = (
         ModulePropertyMask.BINARY_SERIALIZABLE | ModulePropertyMask.RUNNABLE | ModulePropertyMask.DSO_EXPORTABLE
     )
 
-    def __init__(self, kind: str, mask: int, payload: Callable[[], memoryview], source: str) -> None:
+    @staticmethod
+    @functools.cache
+    def of(kind: str, mask: int) -> type[LazyModule]:
+        """The proxy class for modules of ``kind`` exported with ``mask`` (one per pair)."""
+        return type(f"LazyModule[{kind}]", (LazyModule,), {"kind": kind, "property_mask": _MASKS[mask]})
+
+    def __init__(self, payload: Callable[[], memoryview], source: str) -> None:
         super().__init__()
-        self.kind = kind  # type: ignore[misc]
-        self.property_mask = _MASKS[mask]  # type: ignore[misc]
         self._payload = payload
         self._source = source
         self._module: Module | None = None
@@ -302,14 +313,8 @@ def _build_tree(index: BlobIndex, dso: _DSO) -> Module:
         if entry.kind == HOST_KIND:
             modules.append(LibraryModule(dso, lambda i=i: _function_table(index, i)))
         else:
-            modules.append(
-                LazyModule(
-                    entry.kind,
-                    entry.mask,
-                    (lambda i=i: index.payload(i)),
-                    f"{dso.path} module {i} ({entry.kind})",
-                )
-            )
+            proxy = LazyModule.of(entry.kind, entry.mask)
+            modules.append(proxy((lambda i=i: index.payload(i)), f"{dso.path} module {i} ({entry.kind})"))
     for i, module in enumerate(modules):
         # The blob guarantees children come after parents: no cycle checks needed here.
         module._imports.extend(modules[j] for j in index.imports_of(i))
@@ -317,18 +322,27 @@ def _build_tree(index: BlobIndex, dso: _DSO) -> Module:
 
 
 def _function_table(index: BlobIndex, i: int) -> list[Signature]:
+    return _parse_function_table(index.payload(i), index.source)
+
+
+def _parse_function_table(payload: bytes | memoryview, source: str) -> list[Signature]:
     try:
-        text = bytes(index.payload(i)).decode()
+        text = bytes(payload).decode()
     except UnicodeDecodeError:
-        raise FormatError(f"{index.source}: the host function table is not UTF-8") from None
+        raise FormatError(f"{source}: the host function table is not UTF-8") from None
     signatures = []
     for line in text.splitlines():
         if line.strip():
             try:
                 signatures.append(Signature.parse(line))
             except Exception as exc:  # ArgumentError: a prototype this kernpack cannot read
-                raise FormatError(f"{index.source}: bad entry in the host function table: {exc}") from None
+                raise FormatError(f"{source}: bad entry in the host function table: {exc}") from None
     return signatures
+
+
+@register_describer(HOST_KIND)
+def _describe_host(payload: memoryview) -> list[dict[str, Any]]:
+    return [{"name": s.name, "signature": str(s)} for s in _parse_function_table(payload, "library")]
 
 
 register_file_loader(".so")(load_library)

@@ -83,6 +83,9 @@ class Module:
     #: The format ``export_library`` asks a DSO-exportable kind to write: an object file
     #: (``"o"``) or a source the C compiler builds (``"c"``).
     dso_format: ClassVar[str] = "o"
+    #: For a kind that cannot be exported: why, and what to export instead (``export_library``
+    #: says it when it refuses such a module; None gives a general advice).
+    export_refusal: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

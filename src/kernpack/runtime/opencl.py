@@ -9,7 +9,6 @@ one work-item per grid point, and copies back the arrays the kernel writes.
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -18,8 +17,8 @@ import numpy as np
 
 from ..errors import DeviceUnavailableError, FormatError, LoadError
 from .abi import axis_extents
-from .device import DeviceModule, KernelEntry, is_spirv, read_side_file
-from .registry import register_file_loader, register_loader
+from .device import DeviceModule, KernelEntry, describe_payload, is_spirv, read_side_file, runtime_once
+from .registry import register_describer, register_file_loader, register_loader
 
 __all__ = ["OpenCLModule", "opencl_module"]
 
@@ -30,24 +29,24 @@ _HOW = (
 )
 
 
-@functools.cache
-def _runtime() -> tuple[Any, Any, Any] | str:
-    """(pyopencl, context, queue) for the first SPIR-V capable device, or why there is none."""
+@runtime_once
+def _runtime() -> tuple[Any, Any, Any]:
+    """(pyopencl, context, queue) for the first SPIR-V capable device."""
     try:
         import pyopencl as cl
     except ImportError:
-        return f"pyopencl is not installed; {_HOW}"
+        raise DeviceUnavailableError(f"pyopencl is not installed; {_HOW}") from None
     try:
         platforms = cl.get_platforms()
     except cl.Error as exc:
-        return f"no OpenCL platform ({exc}); {_HOW}"
+        raise DeviceUnavailableError(f"no OpenCL platform ({exc}); {_HOW}") from None
     for platform in platforms:
         for device in platform.get_devices():
             if "SPIR-V" in (getattr(device, "il_version", "") or ""):
                 context = cl.Context([device])
                 return cl, context, cl.CommandQueue(context)
     names = ", ".join(p.name for p in platforms) or "none"
-    return f"no OpenCL device accepts SPIR-V (platforms: {names}); {_HOW}"
+    raise DeviceUnavailableError(f"no OpenCL device accepts SPIR-V (platforms: {names}); {_HOW}")
 
 
 class OpenCLModule(DeviceModule):
@@ -63,7 +62,7 @@ class OpenCLModule(DeviceModule):
         return disassemble_spirv(bytes(self.binary))
 
     def _kernel(self, name: str) -> Any:
-        cl, context, _ = _runtime()  # type: ignore[misc]
+        cl, context, _ = _runtime()
         with self._lock:
             if "program" not in self._loaded:
                 try:
@@ -79,7 +78,7 @@ class OpenCLModule(DeviceModule):
             return kernel
 
     def _launch(self, entry: KernelEntry, args: list[Any], grid: tuple[int, ...]) -> None:
-        cl, context, queue = _runtime()  # type: ignore[misc]
+        cl, context, queue = _runtime()
         kernel = self._kernel(entry.name)
         flags = cl.mem_flags
         # A CPU device works on the host's memory in place (USE_HOST_PTR, then a map to
@@ -147,6 +146,9 @@ def _load_spv(path: str) -> DeviceModule:
             raise LoadError(f"cannot load {path!r}: a Vulkan shader holds one kernel; describe exactly one")
         return vulkan_module({doc["functions"][0]["name"]: binary}, doc["functions"])
     return opencl_module(binary, doc["functions"])
+
+
+register_describer("opencl")(describe_payload)
 
 
 @register_loader("opencl")

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import ArgumentError, FormatError, FunctionNotFoundError
 from .module import Module, ModulePropertyMask
-from .registry import register_loader
+from .registry import register_describer, register_loader
 
 __all__ = ["PipelineModule", "Step", "pipeline_module"]
 
@@ -138,11 +138,30 @@ def pipeline_module(steps: Iterable[Step], name: str = "main") -> PipelineModule
 
 @register_loader("pipeline")
 def _load(data: bytes | memoryview) -> PipelineModule:
+    doc = _decode(data)
+    try:
+        return PipelineModule(((s["function"], s["args"]) for s in doc["steps"]), doc["name"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FormatError(f"corrupt pipeline: {exc}") from None
+
+
+@register_describer("pipeline")
+def _describe(data: memoryview) -> list[dict[str, Any]]:
+    doc = _decode(data)
+    try:
+        return [{"name": str(doc["name"]), "steps": [str(s["function"]) for s in doc["steps"]]}]
+    except (KeyError, TypeError) as exc:
+        raise FormatError(f"corrupt pipeline: {exc}") from None
+
+
+def _decode(data: bytes | memoryview) -> dict[str, Any]:
     data = bytes(data)
     if not data.startswith(_MAGIC):
         raise FormatError("not a serialized kernpack pipeline (bad magic or version)")
     try:
         doc = json.loads(data[len(_MAGIC) :])
-        return PipelineModule(((s["function"], s["args"]) for s in doc["steps"]), doc["name"])
-    except (ValueError, KeyError, TypeError) as exc:
+    except ValueError as exc:
         raise FormatError(f"corrupt pipeline: {exc}") from None
+    if not isinstance(doc, dict):
+        raise FormatError("corrupt pipeline: not a JSON object")
+    return doc

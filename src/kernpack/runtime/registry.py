@@ -1,17 +1,20 @@
-"""Loaders: how a kind is rebuilt from bytes, and how a file becomes a module.
+"""Loaders: how a kind is rebuilt from bytes, how a file becomes a module, what a payload holds.
 
-Two tables, filled by decorators:
+Three tables, filled by decorators:
 
 * ``register_loader(kind)``: a function ``(data: bytes | memoryview) -> Module`` that rebuilds a
   module of ``kind`` from what its ``save_to_bytes()`` produced. A kind is BINARY_SERIALIZABLE
   only if such a loader exists.
 * ``register_file_loader(suffix)``: a function ``(path: str) -> Module`` that opens a file.
   ``load_module(path)`` dispatches on the suffix.
+* ``register_describer(kind)``: a function ``(payload: memoryview) -> list[dict]`` that says
+  which functions a payload of ``kind`` holds, without building or running anything: what
+  ``kernpack inspect`` shows. A kind without one is shown without its functions.
 
 The built-in kinds register themselves the same way a user's kind does. Kinds whose code lives
 on the compile side (``llvm``, ``c``) are named here as *providers*: the module to import when
-such a kind or suffix is first asked for. That keeps ``import kernpack.runtime`` free of
-llvmlite while ``load_module("k.ll")`` still works.
+such a kind, suffix or the exporter is first asked for. That keeps ``import kernpack.runtime``
+free of llvmlite while ``load_module("k.ll")`` still works.
 """
 
 from __future__ import annotations
@@ -33,8 +36,10 @@ __all__ = [
     "load_from_bytes",
     "load_module",
     "loader_kinds",
+    "lookup_describer",
     "lookup_exporter",
     "lookup_loader",
+    "register_describer",
     "register_file_loader",
     "register_exporter",
     "register_loader",
@@ -43,15 +48,18 @@ __all__ = [
 
 BytesLoader = Callable[[bytes | memoryview], "Module"]
 FileLoader = Callable[[str], "Module"]
+Describer = Callable[[memoryview], list[dict[str, Any]]]
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 _loaders: dict[str, BytesLoader] = {}
 _file_loaders: dict[str, FileLoader] = {}
-# kind or ".suffix" -> the module whose import registers its loader.
-_providers: dict[str, str] = {}
+_describers: dict[str, Describer] = {}
+# The Python module whose import registers a kind's loader, a suffix's, or the exporter.
+_kind_providers: dict[str, str] = {}
+_suffix_providers: dict[str, str] = {}
+_exporter_provider: list[str] = []
 _lock = threading.Lock()
 _exporter: list[Callable[..., str]] = []
-_EXPORTER_KEY = "@export"
 
 
 def register_loader(kind: str) -> Callable[[_F], _F]:
@@ -100,6 +108,27 @@ def register_file_loader(suffix: str) -> Callable[[_F], _F]:
     return decorate
 
 
+def register_describer(kind: str) -> Callable[[_F], _F]:
+    """Register the function that lists the functions in a payload of ``kind``, for ``inspect``.
+
+    It gets the payload as exported and returns one dict per function (``name``, and where it
+    knows them ``signature``, ``grid``, ...). It must not build the module or run its code: it
+    reads a file someone may have sent. A payload it cannot read is a ``FormatError``.
+    """
+
+    def decorate(fn: _F) -> _F:
+        with _lock:
+            _describers[kind] = fn
+        return fn
+
+    return decorate
+
+
+def lookup_describer(kind: str) -> Describer | None:
+    """Return the describer registered for ``kind`` (importing its provider), or None."""
+    return _lookup(_describers, _kind_providers, kind)
+
+
 def register_exporter(fn: Callable[..., str]) -> Callable[..., str]:
     """Install the function behind ``Module.export_library`` (the compile side provides it)."""
     with _lock:
@@ -109,34 +138,39 @@ def register_exporter(fn: Callable[..., str]) -> Callable[..., str]:
 
 def lookup_exporter() -> Callable[..., str] | None:
     """Return the installed exporter, importing its provider if needed, or None."""
-    if not _exporter and _EXPORTER_KEY in _providers:
-        importlib.import_module(_providers[_EXPORTER_KEY])
+    if not _exporter and _exporter_provider:
+        importlib.import_module(_exporter_provider[0])
     return _exporter[0] if _exporter else None
 
 
-def register_provider(key: str, module_name: str) -> None:
-    """Name the Python module that registers the loader for a kind, a ``.suffix`` or ``@export``.
+def register_provider(
+    module_name: str, *, kinds: tuple[str, ...] = (), suffixes: tuple[str, ...] = (), exporter: bool = False
+) -> None:
+    """Name the Python module whose import registers loaders for ``kinds`` and ``suffixes``.
 
-    The module is imported the first time the kind or suffix is asked for and not yet
-    registered. Plugins use this to stay cheap to import.
+    The module is imported the first time one of them is asked for and not yet registered
+    (``exporter=True``: the first ``export_library``). Plugins use this to stay cheap to import.
     """
     with _lock:
-        _providers[key] = module_name
+        _kind_providers.update(dict.fromkeys(kinds, module_name))
+        _suffix_providers.update(dict.fromkeys((_normalize_suffix(s) for s in suffixes), module_name))
+        if exporter:
+            _exporter_provider[:] = [module_name]
 
 
 def lookup_loader(kind: str) -> BytesLoader | None:
     """Return the loader registered for ``kind`` (importing its provider), or None."""
-    return _lookup(_loaders, kind)
+    return _lookup(_loaders, _kind_providers, kind)
 
 
 def loader_kinds() -> tuple[str, ...]:
     """The kinds that have a loader, registered or provided."""
-    return tuple(sorted({*_loaders, *(k for k in _providers if k[0] not in ".@")}))
+    return tuple(sorted({*_loaders, *_kind_providers}))
 
 
 def file_loader_suffixes() -> tuple[str, ...]:
     """The file suffixes ``load_module`` understands."""
-    return tuple(sorted({*_file_loaders, *(k for k in _providers if k.startswith("."))}))
+    return tuple(sorted({*_file_loaders, *_suffix_providers}))
 
 
 def load_from_bytes(kind: str, data: bytes | memoryview) -> Module:
@@ -179,7 +213,7 @@ def load_module(path: str | os.PathLike[str]) -> Module:
     """
     path = os.fspath(path)
     suffix = _normalize_suffix(os.path.splitext(path)[1] or ".")
-    loader = _lookup(_file_loaders, suffix)
+    loader = _lookup(_file_loaders, _suffix_providers, suffix)
     if loader is None:
         raise LoadError(
             f"cannot load {path!r}: no loader handles {suffix!r} files; handled suffixes: "
@@ -206,10 +240,10 @@ def require_file(path: str) -> None:
         raise LoadError(f"cannot load {path!r}: it is a directory, not a file")
 
 
-def _lookup(table: dict[str, _F], key: str) -> _F | None:
+def _lookup(table: dict[str, _F], providers: dict[str, str], key: str) -> _F | None:
     fn = table.get(key)
-    if fn is None and key in _providers:
-        importlib.import_module(_providers[key])
+    if fn is None and key in providers:
+        importlib.import_module(providers[key])
         fn = table.get(key)
     return fn
 

@@ -14,7 +14,6 @@ bound to a local variable before the call that uses it.
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -23,8 +22,8 @@ import numpy as np
 
 from ..errors import DeviceUnavailableError, FormatError
 from .abi import DESCRIPTOR_SET, EXTENTS_BINDING, SCALARS, axis_extents, parameter_binding
-from .device import DeviceModule, KernelEntry, is_spirv
-from .registry import register_loader
+from .device import DeviceModule, KernelEntry, describe_payload, is_spirv, runtime_once
+from .registry import register_describer, register_loader
 
 __all__ = ["VulkanModule", "vulkan_module"]
 
@@ -137,16 +136,18 @@ class _Device:
             vk.vkUnmapMemory(self.device, memory)
 
 
-@functools.cache
-def _runtime() -> _Device | str:
+@runtime_once
+def _runtime() -> _Device:
     try:
         import vulkan as vk
     except (ImportError, OSError) as exc:
-        return f"the Vulkan binding or loader is missing ({str(exc).splitlines()[0]}); {_HOW}"
+        raise DeviceUnavailableError(
+            f"the Vulkan binding or loader is missing ({str(exc).splitlines()[0]}); {_HOW}"
+        ) from None
     try:
         return _Device(vk)
     except (vk.VkError, RuntimeError, StopIteration) as exc:
-        return f"no usable Vulkan compute device ({type(exc).__name__}: {exc}); {_HOW}"
+        raise DeviceUnavailableError(f"no usable Vulkan compute device ({type(exc).__name__}: {exc}); {_HOW}") from None
 
 
 class VulkanModule(DeviceModule):
@@ -171,7 +172,6 @@ class VulkanModule(DeviceModule):
         # Vulkan objects are not garbage-collected: destroy each kernel's pipeline and layouts.
         if loaded:
             dev = _runtime()
-            assert isinstance(dev, _Device)
             vk = dev.vk
             for set_layout, pipeline_layout, shader, pipeline in loaded.values():
                 vk.vkDestroyPipeline(dev.device, pipeline, None)
@@ -229,7 +229,6 @@ class VulkanModule(DeviceModule):
 
     def _launch(self, entry: KernelEntry, args: list[Any], grid: tuple[int, ...]) -> None:
         dev = _runtime()
-        assert isinstance(dev, _Device)
         vk = dev.vk
         set_layout, pipeline_layout, _, pipeline = self._pipeline(dev, entry)
         extents: list[int] = []
@@ -333,6 +332,9 @@ def vulkan_module(shaders: dict[str, bytes], functions: Iterable[dict[str, Any] 
         entries.append(KernelEntry(entry.name, entry.signature, entry.grid, attrs))
         blob += code + bytes(-len(code) % 16)
     return VulkanModule(bytes(blob), entries)
+
+
+register_describer("vulkan")(describe_payload)
 
 
 @register_loader("vulkan")
