@@ -6,6 +6,8 @@ lavapipe), a missing driver is a failure, not a skip.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -59,6 +61,21 @@ def test_vulkan_module_round_trips():
     assert again.shader("softmax") == module.shader("softmax")
     assert again.functions["saxpy"].attrs["workgroup"] == [64, 1, 1]
     assert again.save_to_bytes() == module.save_to_bytes()
+
+
+def test_a_shader_file_loads_as_the_kind_its_side_file_names(device, tmp_path):
+    # A .spv is OpenCL's unless its side file says otherwise; the kind is found by that name.
+    (tmp_path / "s.spv").write_bytes(device.shader("saxpy"))
+    entry = device.functions["saxpy"].to_json()
+    (tmp_path / "s.json").write_text(json.dumps({"target": "vulkan", "functions": [entry]}))
+    loaded = kp.load_module(tmp_path / "s.spv")
+    assert loaded.kind == "vulkan" and loaded.functions["saxpy"].attrs == entry["attrs"]
+    x, y, out = np.arange(5, dtype=np.float32), np.ones(5, np.float32), np.zeros(5, np.float32)
+    loaded["saxpy"](np.float32(2.0), x, y, out)
+    np.testing.assert_array_equal(out, 2 * x + 1)
+    (tmp_path / "s.json").write_text(json.dumps({"target": "metal", "functions": [entry]}))
+    with pytest.raises(kp.LoadError, match=r"names target 'metal'; device kinds: .*vulkan"):
+        kp.load_module(tmp_path / "s.spv")
 
 
 def test_one_library_with_all_four_targets_runs_every_kernel_on_cpu_opencl_and_vulkan(tmp_path, device):

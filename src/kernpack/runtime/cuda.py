@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import DeviceUnavailableError
 from .abi import CUDA_BLOCK, SCALARS, axis_extents
-from .device import DeviceModule, KernelEntry, describe_payload, read_side_file, runtime_once
+from .device import DeviceModule, KernelEntry, describe_payload, load_binary_file, runtime_once
 from .registry import register_describer, register_file_loader, register_loader
 
 __all__ = ["CUDAModule", "cuda_module"]
@@ -53,6 +53,11 @@ class CUDAModule(DeviceModule):
     kind = "cuda"
     binary_format = "ptx"
     _runtime = staticmethod(_context)
+
+    @classmethod
+    def from_binary(cls, binary: bytes, functions: list[Any], path: str) -> CUDAModule:
+        """A CUDA module of a PTX file's kernels (the driver checks the PTX when it loads it)."""
+        return cuda_module(binary, functions)
 
     def _inspect_source(self, fmt: str | None) -> str:
         return bytes(self.binary).decode()
@@ -134,10 +139,8 @@ def cuda_module(
 
 
 @register_file_loader(".ptx")
-def _load_ptx(path: str) -> CUDAModule:
-    doc = read_side_file(path)
-    with open(path, "rb") as f:
-        return cuda_module(f.read(), doc["functions"])
+def _load_ptx(path: str) -> DeviceModule:
+    return load_binary_file(path, "cuda")
 
 
 register_describer("cuda")(describe_payload)

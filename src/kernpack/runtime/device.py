@@ -46,6 +46,7 @@ __all__ = [
     "describe_payload",
     "encode_payload",
     "is_spirv",
+    "load_binary_file",
     "read_side_file",
     "runtime_once",
 ]
@@ -176,6 +177,27 @@ def runtime_once(probe: Callable[[], _T]) -> Callable[[], _T]:
     return runtime
 
 
+_DEVICE_KINDS: dict[str, type[DeviceModule]] = {}
+
+
+def load_binary_file(path: str, default_kind: str) -> DeviceModule:
+    """A device binary (``k.spv``, ``k.ptx``) and its JSON side file (``k.json``) as a module.
+
+    The side file's ``"target"`` names the kind (``default_kind`` when it says none), whose
+    :meth:`DeviceModule.from_binary` checks the binary.
+    """
+    doc = read_side_file(path)
+    kind = str(doc.get("target", default_kind))
+    cls = _DEVICE_KINDS.get(kind)
+    if cls is None:
+        raise LoadError(
+            f"cannot load {path!r}: its side file names target {kind!r}; device kinds: {', '.join(_DEVICE_KINDS)}"
+        )
+    with open(path, "rb") as f:
+        binary = f.read()
+    return cls.from_binary(binary, doc["functions"], path)
+
+
 def describe_payload(data: bytes | memoryview) -> list[dict[str, Any]]:
     """The functions of a device module payload (every device kind's describer, for inspect)."""
     _, functions, _, _ = decode_payload(data)
@@ -185,12 +207,29 @@ def describe_payload(data: bytes | memoryview) -> list[dict[str, Any]]:
 class DeviceModule(Module):
     """Base of the device kinds.
 
-    Subclasses set ``kind`` and ``binary_format`` and implement :meth:`_launch` and
-    :meth:`unavailable_reason`.
+    Subclasses set ``kind`` and ``binary_format`` and implement :meth:`_runtime`,
+    :meth:`_launch` and :meth:`from_binary`; every subclass with a kind is found by it
+    (:func:`device_kind`), so a side file's ``"target"`` can name it.
     """
 
     property_mask = ModulePropertyMask.BINARY_SERIALIZABLE | ModulePropertyMask.RUNNABLE
     binary_format: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kind:
+            _DEVICE_KINDS[cls.kind] = cls
+
+    @classmethod
+    def from_binary(cls, binary: bytes, functions: list[Any], path: str) -> DeviceModule:
+        """A module of this kind from a device binary file (``path``) and its functions.
+
+        Raises
+        ------
+        LoadError
+            If the binary is not one this kind runs; the message names ``path``.
+        """
+        raise LoadError(f"cannot load {path!r}: kind {cls.kind!r} does not load binary files")
 
     def __init__(
         self,

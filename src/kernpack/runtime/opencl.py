@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import DeviceUnavailableError, FormatError, LoadError
 from .abi import axis_extents
-from .device import DeviceModule, KernelEntry, describe_payload, is_spirv, read_side_file, runtime_once
+from .device import DeviceModule, KernelEntry, describe_payload, is_spirv, load_binary_file, runtime_once
 from .registry import register_describer, register_file_loader, register_loader
 
 __all__ = ["OpenCLModule", "opencl_module"]
@@ -55,6 +55,13 @@ class OpenCLModule(DeviceModule):
     kind = "opencl"
     binary_format = "spirv"
     _runtime = staticmethod(_runtime)
+
+    @classmethod
+    def from_binary(cls, binary: bytes, functions: list[Any], path: str) -> OpenCLModule:
+        """An OpenCL module of a SPIR-V file's kernels."""
+        if not is_spirv(binary):
+            raise LoadError(f"cannot load {path!r}: not a SPIR-V module (no SPIR-V magic number and header)")
+        return opencl_module(binary, functions)
 
     def _inspect_source(self, fmt: str | None) -> str:
         from .tools import disassemble_spirv
@@ -133,19 +140,8 @@ def opencl_module(spirv: bytes, functions: Iterable[dict[str, Any] | KernelEntry
 
 @register_file_loader(".spv")
 def _load_spv(path: str) -> DeviceModule:
-    """A SPIR-V file for OpenCL, or for Vulkan when its side file says ``"target": "vulkan"``."""
-    doc = read_side_file(path)
-    with open(path, "rb") as f:
-        binary = f.read()
-    if not is_spirv(binary):
-        raise LoadError(f"cannot load {path!r}: not a SPIR-V module (no SPIR-V magic number and header)")
-    if doc.get("target", "opencl") == "vulkan":
-        from .vulkan import vulkan_module
-
-        if len(doc["functions"]) != 1:
-            raise LoadError(f"cannot load {path!r}: a Vulkan shader holds one kernel; describe exactly one")
-        return vulkan_module({doc["functions"][0]["name"]: binary}, doc["functions"])
-    return opencl_module(binary, doc["functions"])
+    """A SPIR-V file: for OpenCL, or for the kind its side file names (``"target": "vulkan"``)."""
+    return load_binary_file(path, "opencl")
 
 
 register_describer("opencl")(describe_payload)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DeviceUnavailableError, FormatError
+from ..errors import DeviceUnavailableError, FormatError, LoadError
 from .abi import DESCRIPTOR_SET, EXTENTS_BINDING, SCALARS, axis_extents, parameter_binding
 from .device import DeviceModule, KernelEntry, describe_payload, is_spirv, runtime_once
 from .registry import register_describer, register_loader
@@ -156,6 +156,15 @@ class VulkanModule(DeviceModule):
     kind = "vulkan"
     binary_format = "spirv-shaders"
     _runtime = staticmethod(_runtime)
+
+    @classmethod
+    def from_binary(cls, binary: bytes, functions: list[Any], path: str) -> VulkanModule:
+        """A Vulkan module of one compute shader (a SPIR-V file holds one kernel's)."""
+        if not is_spirv(binary):
+            raise LoadError(f"cannot load {path!r}: not a SPIR-V module (no SPIR-V magic number and header)")
+        if len(functions) != 1:
+            raise LoadError(f"cannot load {path!r}: a Vulkan shader holds one kernel; describe exactly one")
+        return vulkan_module({functions[0]["name"]: binary}, functions)
 
     def shader(self, name: str) -> bytes:
         """The SPIR-V shader of kernel ``name``."""
