@@ -114,10 +114,14 @@ def build(
 
 def _devices(devices: Iterable[str] | Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
     wanted = dict(devices) if isinstance(devices, Mapping) else {device: {} for device in devices}
-    known = device_targets()
     for device in wanted:
-        if device not in known:
-            raise ValueError(f"unknown device {device!r}; this version builds device code for {', '.join(known)}")
+        try:
+            is_device = get_target(device).device
+        except ValueError:
+            is_device = False
+        if not is_device:
+            known = ", ".join(device_targets())
+            raise ValueError(f"unknown device {device!r}; this version builds device code for {known}")
     return wanted
 
 

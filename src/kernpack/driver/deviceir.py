@@ -34,7 +34,7 @@ from ..runtime.device import DeviceModule, KernelEntry
 from ..runtime.signature import Param, Signature
 from .build import run_units
 from .irsig import UnsupportedSignature, infer_signature, pointer_space
-from .llvm import _ensure_initialized, _parse
+from .llvm import ensure_initialized, parse_ir
 from .targets import Function, IRContract, Target, Unit, get_target
 from .targets.vulkan import float64_atomic_refusal
 
@@ -137,7 +137,7 @@ def device_module_from_ir(
     if len(set(names)) != len(names):
         raise ValueError(f"functions= names a kernel twice: {names}")
     label = name or "+".join(names)
-    _ensure_initialized()
+    ensure_initialized()
     if spec.per_kernel:
         return _per_kernel(spec, contract, ir, entries, label, options_, cache)
     if isinstance(ir, Mapping):
@@ -219,7 +219,7 @@ def _parse_verified(source: Any, label: str) -> Any:
         raise TypeError(
             f"device IR is text, bitcode bytes or an llvmlite.ir.Module, not {type(source).__name__} ({label!r})"
         )
-    module = _parse(source, label)
+    module = parse_ir(source, label)
     try:
         module.verify()
     except RuntimeError as exc:

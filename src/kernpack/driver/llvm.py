@@ -32,7 +32,16 @@ from .elfobj import undefined_symbols
 from .irsig import UnsupportedSignature, exported_functions, infer_signature, readonly_params
 from .util import atomic_write
 
-__all__ = ["LLVMModule", "host_cpu_key", "jit_object", "llvm_module", "optimize", "target_machine"]
+__all__ = [
+    "LLVMModule",
+    "ensure_initialized",
+    "host_cpu_key",
+    "jit_object",
+    "llvm_module",
+    "optimize",
+    "parse_ir",
+    "target_machine",
+]
 
 _init_lock = threading.Lock()
 _initialized = False
@@ -40,7 +49,8 @@ _BITCODE_MAGIC = b"BC\xc0\xde"
 WRITE_FORMATS = ("o", "ll", "bc", "s")
 
 
-def _ensure_initialized() -> None:
+def ensure_initialized() -> None:
+    """Initialize LLVM's targets once per process (what llvmlite needs before any code generation)."""
     global _initialized
     with _init_lock:
         if not _initialized:
@@ -63,7 +73,7 @@ def target_machine(cpu: str | None, opt_level: int, *, jit: bool) -> Any:
     jit : bool
         True for in-process JIT, False for position-independent object files to link.
     """
-    _ensure_initialized()
+    ensure_initialized()
     target = llvm.Target.from_default_triple()
     if cpu is None:
         name, features = llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
@@ -80,7 +90,7 @@ def target_machine(cpu: str | None, opt_level: int, *, jit: bool) -> Any:
 
 def host_cpu_key(cpu: str | None) -> str:
     """What machine code for ``cpu`` depends on: the CPU name and, for the host, its features."""
-    _ensure_initialized()
+    ensure_initialized()
     if cpu is None:
         return f"{llvm.get_process_triple()}:{llvm.get_host_cpu_name()}:{llvm.get_host_cpu_features().flatten()}"
     return f"{llvm.get_process_triple()}:{cpu}"
@@ -304,8 +314,8 @@ def optimize(
     IR of every exported function that has one (arrays ``const`` where LLVM found them
     read-only), and why the others have none.
     """
-    _ensure_initialized()
-    module = _parse(source, name)
+    ensure_initialized()
+    module = parse_ir(source, name)
     label = name or (module.name if module.name not in ("", "<string>") else "llvm")
     try:
         module.verify()
@@ -332,7 +342,7 @@ def optimize(
 
 def jit_object(bitcode: bytes, cpu: str | None, opt_level: int, machine: Any = None) -> bytes:
     """Machine code of ``bitcode`` for this process's JIT, as an object file."""
-    _ensure_initialized()
+    ensure_initialized()
     machine = machine or target_machine(cpu, opt_level, jit=True)
     try:
         return machine.emit_object(llvm.parse_bitcode(bitcode))
@@ -340,12 +350,19 @@ def jit_object(bitcode: bytes, cpu: str | None, opt_level: int, machine: Any = N
         raise CompileError(f"LLVM could not generate code for this machine: {exc}") from None
 
 
-def _parse(source: str | bytes | Any, name: str | None) -> Any:
+def parse_ir(source: str | bytes | Any, name: str | None) -> Any:
+    """LLVM IR text, bitcode or an ``llvmlite.ir`` module, parsed (not verified).
+
+    Raises
+    ------
+    CompileError
+        If it does not parse; the message names ``name`` and carries LLVM's words.
+    """
     label = name or "llvm"
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         if not data.startswith(_BITCODE_MAGIC):
-            return _parse(data.decode("utf-8", errors="replace"), name)
+            return parse_ir(data.decode("utf-8", errors="replace"), name)
         try:
             return llvm.parse_bitcode(data)
         except RuntimeError as exc:

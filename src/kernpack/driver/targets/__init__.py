@@ -1,12 +1,14 @@
 """The compilation targets, one file each, and the table ``kp.build`` looks them up in.
 
 A target (:class:`~.base.Target`) is its options, its stages and its packaging: see
-``docs/adding-a-target.md`` for what a new one needs.
+``docs/targets.md`` for what a new one needs. A target's module is imported the first time the
+target is asked for, so a CPU build loads no device code generator.
 """
 
 from __future__ import annotations
 
-from . import cpu, cuda, interpret, opencl, vulkan
+import importlib
+
 from .base import Function, IRContract, Options, Stage, Target, Unit
 
 __all__ = [
@@ -21,9 +23,9 @@ __all__ = [
     "register_target",
 ]
 
-_TARGETS: dict[str, Target] = {
-    t.name: t for t in (cpu.TARGET, cuda.TARGET, opencl.TARGET, vulkan.TARGET, interpret.TARGET)
-}
+# The built-in targets: name -> the module (in this package) whose TARGET it is.
+_BUILTIN = {"cpu": "cpu", "cuda": "cuda", "opencl": "opencl", "vulkan": "vulkan", "interpret": "interpret"}
+_TARGETS: dict[str, Target] = {}
 
 
 def register_target(target: Target) -> None:
@@ -40,11 +42,17 @@ def get_target(name: str) -> Target:
         If there is none; the message lists those there are.
     """
     target = _TARGETS.get(name)
+    if target is None and name in _BUILTIN:
+        target = _TARGETS.setdefault(name, importlib.import_module(f"{__name__}.{_BUILTIN[name]}").TARGET)
     if target is None:
-        raise ValueError(f"unknown target {name!r}; this version builds for {', '.join(_TARGETS)}")
+        raise ValueError(f"unknown target {name!r}; this version builds for {', '.join(_names())}")
     return target
 
 
 def device_targets() -> list[str]:
     """The names of the targets that a host module can import (``kp.build(..., devices=...)``)."""
-    return [name for name, t in _TARGETS.items() if t.device]
+    return [name for name in _names() if get_target(name).device]
+
+
+def _names() -> list[str]:
+    return [*_BUILTIN, *(name for name in _TARGETS if name not in _BUILTIN)]
