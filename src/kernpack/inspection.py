@@ -13,6 +13,7 @@ from typing import Any
 
 from .errors import FormatError, LoadError
 from .runtime.blob import HOST_KIND, SECTION, BlobIndex
+from .runtime.library import LibraryModule
 from .runtime.module import ModulePropertyMask, mask_name
 from .runtime.registry import lookup_describer
 
@@ -58,7 +59,7 @@ def describe_library(path: str | os.PathLike[str]) -> dict[str, Any]:
         modules.append(
             {
                 "index": i,
-                "kind": "library" if entry.kind == HOST_KIND else entry.kind,
+                "kind": LibraryModule.kind if entry.kind == HOST_KIND else entry.kind,  # what loading gives
                 "mask": entry.mask,
                 "mask_names": mask_name(ModulePropertyMask(entry.mask)),
                 "payload_bytes": entry.size,
