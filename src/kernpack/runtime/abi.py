@@ -91,7 +91,8 @@ def device_axis(dimension: int, ndim: int) -> int:
 
 def axis_extents(grid: tuple[int, ...]) -> tuple[int, int, int]:
     """The launch size along device axes x, y, z for grid extents ``grid`` (see :func:`device_axis`)."""
-    return (*reversed(grid), *(1,) * (3 - len(grid)))  # type: ignore[return-value]
+    x, y, z = (*reversed(grid), 1, 1, 1)[:3]
+    return x, y, z
 
 
 # ------------------------------------------------------------------------------ launch geometry

@@ -29,7 +29,7 @@ import struct
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar, cast
 
 import numpy as np
 
@@ -172,7 +172,7 @@ def runtime_once(probe: Callable[[], _T]) -> Callable[[], _T]:
         value, reason = outcome[0]
         if reason is not None:
             raise DeviceUnavailableError(reason)
-        return value  # type: ignore[return-value]
+        return cast(_T, value)
 
     return runtime
 
@@ -251,7 +251,7 @@ class DeviceModule(Module):
         self._finalizer.atexit = False
 
     @classmethod
-    def from_bytes(cls, data: bytes | memoryview) -> DeviceModule:
+    def from_bytes(cls, data: bytes | memoryview) -> Self:
         """Rebuild a module from :meth:`save_to_bytes` output (the kind's registered loader)."""
         fmt, functions, binary, sections = decode_payload(data)
         if fmt != cls.binary_format:

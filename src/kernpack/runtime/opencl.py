@@ -150,7 +150,6 @@ register_describer("opencl")(describe_payload)
 @register_loader("opencl")
 def _load(data: bytes | memoryview) -> OpenCLModule:
     module = OpenCLModule.from_bytes(data)
-    assert isinstance(module, OpenCLModule)
     if not is_spirv(module.binary):
         raise FormatError("opencl module: its binary is not SPIR-V")
     return module

@@ -349,7 +349,6 @@ register_describer("vulkan")(describe_payload)
 @register_loader("vulkan")
 def _load(data: bytes | memoryview) -> VulkanModule:
     module = VulkanModule.from_bytes(data)
-    assert isinstance(module, VulkanModule)
     # Where each shader lies and its workgroup come from the payload: check them here, so that
     # a damaged table is a FormatError now, not a bad slice handed to the driver at launch.
     for entry in module.functions.values():
