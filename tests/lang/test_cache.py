@@ -1,4 +1,4 @@
-"""The on-disk compile cache: a second process skips LLVM; concurrent fills stay consistent."""
+"""The on-disk compile cache: a second process skips LLVM (it does not even load it); fills stay consistent."""
 
 from __future__ import annotations
 
@@ -23,10 +23,13 @@ if sys.argv[1] == "forbid-llvm":
     import kernpack.driver.targets.cpu as cpu, kernpack.driver.llvm as l
     def boom(*args, **kwargs):
         raise AssertionError("LLVM code generation ran despite a cache hit")
-    cpu.lower_kernels = cpu.optimize = cpu.jit_object = boom
+    cpu.optimize = cpu.jit_object = boom
     l.llvm_module = l.optimize = l.jit_object = boom
 x = np.arange(5.0); out = np.empty_like(x)
 scale_add(3.0, x, out)
+if sys.argv[1] == "forbid-llvm":
+    # A hit runs the shared object linked beside the entry: LLVM is never loaded.
+    assert "llvmlite" not in sys.modules, sorted(m for m in sys.modules if "llvm" in m)
 print(json.dumps(out.tolist()))
 """
 
@@ -49,19 +52,35 @@ def result(proc: subprocess.Popen) -> list[float]:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def entries(cache: Path) -> list[Path]:
+    """The cache's entries: the files other than the shared objects linked from them."""
+    return [p for p in cache.rglob("*") if p.is_file() and p.suffix != ".so"]
+
+
 def test_second_process_skips_code_generation(tmp_path):
     expected = [1.0, 4.0, 7.0, 10.0, 13.0]
     assert result(run(tmp_path, "fill")) == expected
-    entries = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert len(entries) == 1 and not entries[0].name.startswith(".tmp")
+    (entry,) = entries(tmp_path)
+    assert not entry.name.startswith(".tmp")
+    # The first process linked the machine code as a shared object before it exited.
+    assert entry.with_name(entry.name + ".so").read_bytes()[:4] == b"\x7fELF"
     assert result(run(tmp_path, "forbid-llvm")) == expected
+
+
+def test_a_hit_without_its_shared_object_uses_llvm_and_links_it(tmp_path):
+    result(run(tmp_path, "fill"))
+    (entry,) = entries(tmp_path)
+    shared = entry.with_name(entry.name + ".so")
+    shared.unlink()  # no compiler that time, say
+    assert result(run(tmp_path, "fill")) == [1.0, 4.0, 7.0, 10.0, 13.0]
+    assert shared.exists()
 
 
 def test_concurrent_fills_leave_one_complete_entry(tmp_path):
     procs = [run(tmp_path, "fill") for _ in range(4)]
     assert all(result(p) == [1.0, 4.0, 7.0, 10.0, 13.0] for p in procs)
-    files = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert len(files) == 1
+    assert len(entries(tmp_path)) == 1
+    assert not [p for p in tmp_path.rglob(".tmp*")]  # every shared object linked is in place too
     assert result(run(tmp_path, "forbid-llvm")) == [1.0, 4.0, 7.0, 10.0, 13.0]
 
 
@@ -72,6 +91,6 @@ def test_cache_can_be_turned_off(tmp_path):
 
 def test_corrupt_entry_is_a_miss(tmp_path):
     result(run(tmp_path, "fill"))
-    (entry,) = [p for p in tmp_path.rglob("*") if p.is_file()]
+    (entry,) = entries(tmp_path)
     entry.write_bytes(b"garbage")
     assert result(run(tmp_path, "fill")) == [1.0, 4.0, 7.0, 10.0, 13.0]

@@ -8,7 +8,6 @@ per-kernel target at once (each stage that compiles runs in a child process of i
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import json
 import os
@@ -187,6 +186,8 @@ def _run_all(
         return [None] * len(units)
     if len(units) == 1:
         return [one((units[0], sources[0]))]
+    import concurrent.futures  # here: a one-unit build (every cache hit) needs no thread pool (10 ms to import)
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(units), os.cpu_count() or 1)) as pool:
         return list(pool.map(one, zip(units, sources, strict=True)))
 
@@ -207,6 +208,7 @@ def _run_stages(target: Target, unit: Unit, given: int | None, source: bytes, ca
             *(str(k) for k in unit.kernels),
             source,
         )
+        unit.cache_key = key
         hit = disk.load(key)
         if hit is not None and _NOTES in hit:
             unit.notes = json.loads(hit.pop(_NOTES))

@@ -21,12 +21,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import importlib.util
 import os
 import struct
 import tempfile
 from pathlib import Path
 
-__all__ = ["cache_dir", "cache_enabled", "load", "make_key", "store"]
+__all__ = ["cache_dir", "cache_enabled", "load", "make_key", "native_path", "store"]
 
 _MAGIC = b"KPCACHE2"
 _HEADER = struct.Struct("<8sI")  # magic, number of parts
@@ -49,13 +50,20 @@ def cache_dir() -> Path:
 
 @functools.cache
 def _compiler_fingerprint() -> str:
-    """A hash of the kernpack sources that decide what a build produces (read once a process)."""
-    import llvmlite
-    import llvmlite.binding as llvm
+    """A hash of the kernpack sources that decide what a build produces (read once a process).
 
+    LLVM is identified by llvmlite's version file and the size of its LLVM library, read from
+    disk: a cache hit must not import llvmlite (nor ``importlib.metadata``, 15-30 ms).
+    """
     from .. import __version__
 
-    digest = hashlib.sha256(f"{__version__}/{llvmlite.__version__}/{llvm.llvm_version_info}".encode())
+    digest = hashlib.sha256(__version__.encode())
+    spec = importlib.util.find_spec("llvmlite")
+    if spec is not None and spec.origin is not None:
+        llvmlite_dir = Path(spec.origin).parent
+        for part in (llvmlite_dir / "_version.py", llvmlite_dir / "binding" / "libllvmlite.so"):
+            with contextlib.suppress(OSError):
+                digest.update(part.read_bytes() if part.suffix == ".py" else str(part.stat().st_size).encode())
     package = Path(__file__).resolve().parents[1]
     # All of kernpack, not a list of the files that matter today: the driver, and the runtime
     # contracts it compiles against (runtime/abi.py, signatures), which a new import could widen.
@@ -73,6 +81,11 @@ def make_key(*parts: str | bytes) -> str:
         digest.update(len(encoded).to_bytes(8, "little"))  # lengths, so that parts cannot run together
         digest.update(encoded)
     return digest.hexdigest()
+
+
+def native_path(key: str) -> Path:
+    """Where the shared object built from entry ``key`` lives (when one was linked)."""
+    return cache_dir() / key[:2] / f"{key}.so"
 
 
 def load(key: str) -> dict[str, bytes] | None:

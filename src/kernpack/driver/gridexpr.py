@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from ..errors import CompileError
 from .lang import kir
+from .lang.kir import assigned_names
 from .lang.types import ScalarType
-from .lower import assigned_names
 
 __all__ = ["grid_expressions"]
 

@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import importlib
 import os
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-import llvmlite.binding as llvm
-
 from ..errors import CompileError, UnsupportedOperationError
 from ..runtime.calling import NativeFunction
+from ..runtime.library import load_library
 from ..runtime.module import Module, ModulePropertyMask
 from ..runtime.registry import register_file_loader
 from ..runtime.signature import Signature
@@ -43,6 +43,17 @@ __all__ = [
     "target_machine",
 ]
 
+
+@functools.cache
+def _llvm() -> Any:
+    """The llvmlite binding to LLVM, imported on first use.
+
+    A module run from a shared object (a compile-cache hit) needs none of it, and importing it
+    loads LLVM (tens of milliseconds).
+    """
+    return importlib.import_module("llvmlite.binding")
+
+
 _init_lock = threading.Lock()
 _initialized = False
 _BITCODE_MAGIC = b"BC\xc0\xde"
@@ -54,9 +65,9 @@ def ensure_initialized() -> None:
     global _initialized
     with _init_lock:
         if not _initialized:
-            llvm.initialize_native_target()
-            llvm.initialize_native_asmprinter()
-            llvm.initialize_native_asmparser()
+            _llvm().initialize_native_target()
+            _llvm().initialize_native_asmprinter()
+            _llvm().initialize_native_asmparser()
             _initialized = True
 
 
@@ -74,9 +85,9 @@ def target_machine(cpu: str | None, opt_level: int, *, jit: bool) -> Any:
         True for in-process JIT, False for position-independent object files to link.
     """
     ensure_initialized()
-    target = llvm.Target.from_default_triple()
+    target = _llvm().Target.from_default_triple()
     if cpu is None:
-        name, features = llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
+        name, features = _llvm().get_host_cpu_name(), _llvm().get_host_cpu_features().flatten()
     else:
         name, features = cpu, ""
     return target.create_target_machine(
@@ -92,8 +103,10 @@ def host_cpu_key(cpu: str | None) -> str:
     """What machine code for ``cpu`` depends on: the CPU name and, for the host, its features."""
     ensure_initialized()
     if cpu is None:
-        return f"{llvm.get_process_triple()}:{llvm.get_host_cpu_name()}:{llvm.get_host_cpu_features().flatten()}"
-    return f"{llvm.get_process_triple()}:{cpu}"
+        return (
+            f"{_llvm().get_process_triple()}:{_llvm().get_host_cpu_name()}:{_llvm().get_host_cpu_features().flatten()}"
+        )
+    return f"{_llvm().get_process_triple()}:{cpu}"
 
 
 # Symbols the JIT's own linker provides, never the process.
@@ -114,7 +127,9 @@ class LLVMModule(Module):
     """Host code as an optimized LLVM module; JIT-compiled on first use.
 
     Create it with :func:`llvm_module`. Close it (or use it as a context manager) to free the
-    JIT engine; functions obtained from it keep it alive until they are dropped.
+    JIT engine; functions obtained from it keep it alive until they are dropped. A module the
+    compile cache also holds as a shared object runs from that instead (``dlopen``), with no
+    LLVM in the process until something asks for its IR or an object file.
     """
 
     kind = "llvm"
@@ -130,6 +145,7 @@ class LLVMModule(Module):
         cpu: str | None,
         opt_level: int,
         object_code: bytes | None = None,
+        shared_object: str | None = None,
     ) -> None:
         super().__init__()
         self.name = name
@@ -140,6 +156,8 @@ class LLVMModule(Module):
         self._signatures = dict(signatures)
         self._unsupported = dict(unsupported)
         self._engine: Any = None
+        self._shared_object = shared_object  # the same code linked as a .so (from the cache)
+        self._library: Any = None
         self._functions: dict[str, NativeFunction] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -166,12 +184,21 @@ class LLVMModule(Module):
         if signature is None:
             return None
         with self._lock:
-            engine = self._jit()
             fn = self._functions.get(name)
             if fn is None:
-                fn = NativeFunction(signature, engine.get_function_address(name), owner=engine)
+                fn = self._native(signature)
                 self._functions[name] = fn
         return fn
+
+    def _native(self, signature: Signature) -> NativeFunction:
+        if self._shared_object is not None:
+            if self._closed:
+                raise UnsupportedOperationError(f"{self!r} is closed; build the module again to run it")
+            if self._library is None:
+                self._library = load_library(self._shared_object)
+            return self._library.bind(signature)
+        engine = self._jit()
+        return NativeFunction(signature, engine.get_function_address(signature.name), owner=engine)
 
     def _jit(self) -> Any:
         if self._closed:
@@ -189,8 +216,8 @@ class LLVMModule(Module):
                     f"{self!r} needs {', '.join(missing)}, which this process does not provide; "
                     "load the library that defines them first (e.g. with ctypes.CDLL(path, mode=RTLD_GLOBAL))"
                 )
-            engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), machine)
-            engine.add_object_file(llvm.ObjectFileRef.from_data(code))
+            engine = _llvm().create_mcjit_compiler(_llvm().parse_assembly(""), machine)
+            engine.add_object_file(_llvm().ObjectFileRef.from_data(code))
             engine.finalize_object()
             self._engine = engine
         return self._engine
@@ -204,14 +231,17 @@ class LLVMModule(Module):
     def jit(self) -> LLVMModule:
         """Compile to machine code now rather than on the first ``get_function``."""
         with self._lock:
-            self._jit()
+            if self._shared_object is not None:
+                self._library = self._library or load_library(self._shared_object)
+            else:
+                self._jit()
         return self
 
     # ------------------------------------------------------------------ output
     def _inspect_source(self, fmt: str | None) -> str:
         fmt = (fmt or "ll").lstrip(".")
         if fmt == "ll":
-            return str(llvm.parse_bitcode(self._bitcode))
+            return str(_llvm().parse_bitcode(self._bitcode))
         if fmt in ("s", "asm"):
             return self._emit("s").decode()
         raise UnsupportedOperationError(f"{self!r} shows source as 'll' or 's', not {fmt!r}")
@@ -227,7 +257,7 @@ class LLVMModule(Module):
     def _emit(self, fmt: str) -> bytes:
         if fmt == "bc":
             return self._bitcode
-        module = llvm.parse_bitcode(self._bitcode)
+        module = _llvm().parse_bitcode(self._bitcode)
         if fmt == "ll":
             return str(module).encode()
         machine = target_machine(self.cpu, self.opt_level, jit=False)
@@ -243,7 +273,7 @@ class LLVMModule(Module):
         # Functions already obtained hold the engine, so they stay valid until dropped.
         with self._lock:
             self._closed = True
-            self._engine = None
+            self._engine = self._library = None
             self._functions.clear()
 
     def __repr__(self) -> str:
@@ -345,7 +375,7 @@ def jit_object(bitcode: bytes, cpu: str | None, opt_level: int, machine: Any = N
     ensure_initialized()
     machine = machine or target_machine(cpu, opt_level, jit=True)
     try:
-        return machine.emit_object(llvm.parse_bitcode(bitcode))
+        return machine.emit_object(_llvm().parse_bitcode(bitcode))
     except RuntimeError as exc:
         raise CompileError(f"LLVM could not generate code for this machine: {exc}") from None
 
@@ -364,7 +394,7 @@ def parse_ir(source: str | bytes | Any, name: str | None) -> Any:
         if not data.startswith(_BITCODE_MAGIC):
             return parse_ir(data.decode("utf-8", errors="replace"), name)
         try:
-            return llvm.parse_bitcode(data)
+            return _llvm().parse_bitcode(data)
         except RuntimeError as exc:
             raise CompileError(f"invalid LLVM bitcode in {label!r}: {str(exc).strip()}") from None
     if not isinstance(source, str):
@@ -376,7 +406,7 @@ def parse_ir(source: str | bytes | Any, name: str | None) -> Any:
                 f"llvm_module() takes IR text, bitcode bytes or an llvmlite.ir.Module, not {type(source).__name__}"
             )
     try:
-        module = llvm.parse_assembly(source)
+        module = _llvm().parse_assembly(source)
     except RuntimeError as exc:
         raise CompileError(f"invalid LLVM IR in {label!r}: {str(exc).strip()}") from None
     if name:
@@ -385,7 +415,7 @@ def parse_ir(source: str | bytes | Any, name: str | None) -> Any:
 
 
 def _set_target(module: Any, label: str, machine: Any) -> None:
-    host = llvm.get_process_triple()
+    host = _llvm().get_process_triple()
     triple = module.triple
     # llvmlite.ir writes "unknown-unknown-unknown" when no triple was chosen: that is no triple.
     if triple and not triple.startswith("unknown") and triple.split("-")[0] != host.split("-")[0]:
@@ -398,12 +428,12 @@ def _set_target(module: Any, label: str, machine: Any) -> None:
 
 
 def _optimize(module: Any, opt_level: int, machine: Any) -> None:
-    builder = llvm.create_pass_builder(machine, llvm.create_pipeline_tuning_options(speed_level=opt_level))
+    builder = _llvm().create_pass_builder(machine, _llvm().create_pipeline_tuning_options(speed_level=opt_level))
     try:
         builder.getModulePassManager().run(module, builder)
         if opt_level == 0:
             # The -O0 pipeline infers nothing; this pass alone marks read-only pointers.
-            attrs = llvm.create_new_module_pass_manager()
+            attrs = _llvm().create_new_module_pass_manager()
             attrs.add_post_order_function_attributes_pass()
             attrs.run(module, builder)
     finally:

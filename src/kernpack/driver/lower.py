@@ -19,12 +19,12 @@ import llvmlite.ir as ir
 from ..errors import CompileError
 from ..runtime.abi import SCALARS
 from .lang import kir
+from .lang.kir import assigned_names
 from .lang.types import ArrayType, ScalarType, bool_
 
 __all__ = [
     "KernelBody",
     "abi_types",
-    "assigned_names",
     "check_narrow_atomics",
     "declare",
     "device_abi_types",
@@ -85,15 +85,6 @@ _IR_TYPES = {
     "float": ir.FloatType(),
     "double": ir.DoubleType(),
 }
-
-
-def assigned_names(stmts: list[kir.Stmt]) -> list[str]:
-    """The locals (and serial loop variables) the statements assign, nested ones included."""
-    return [
-        s.name if isinstance(s, kir.Assign) else s.var
-        for s in kir.walk(stmts)
-        if isinstance(s, (kir.Assign, kir.ForRange))
-    ]
 
 
 def gep(b: ir.IRBuilder, base: ir.Value, indices: list[ir.Value], etype: ir.Type) -> ir.Value:

@@ -22,6 +22,7 @@ from .types import ArrayType, ScalarType
 
 __all__ = [
     "Assign",
+    "assigned_names",
     "AtomicAdd",
     "BinOp",
     "BoolOp",
@@ -347,3 +348,8 @@ def exprs_of(s: Stmt) -> list[Expr]:
     """The expressions a statement evaluates itself (not those of the statements it holds)."""
     found = [e for a in ("value", "cond", "start", "stop", "step") if isinstance(e := getattr(s, a, None), Expr)]
     return [*found, *getattr(s, "indices", []), *getattr(s, "extents", [])]
+
+
+def assigned_names(stmts: list[Stmt]) -> list[str]:
+    """The locals (and serial loop variables) the statements assign, nested ones included."""
+    return [s.name if isinstance(s, Assign) else s.var for s in walk(stmts) if isinstance(s, (Assign, ForRange))]

@@ -62,6 +62,7 @@ class Unit:
     kernels: list[kir.Kernel] = field(default_factory=list)  # empty when entered with LLVM IR
     artifacts: dict[str, bytes] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
+    cache_key: str | None = None  # the compile-cache entry of its artifacts, when cached
 
 
 @dataclass(frozen=True)

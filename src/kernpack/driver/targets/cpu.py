@@ -1,166 +1,31 @@
 """The ``cpu`` target: kernel IR -> LLVM IR for the host -> optimized bitcode -> machine code.
 
-For a kernel ``k`` the module defines:
-
-* ``k`` (exported): the kernel with kernpack's C convention, every array as a pointer followed
-  by one ``int64_t`` extent per dimension. It splits the outer grid dimension among
-  ``threads`` POSIX threads when the grid is large enough, else runs it on the caller's thread;
-* ``k.range`` (internal): the kernel over outer-grid indices ``[lo, hi)``; the part every
-  thread runs. Its inner loop is plain, unit-stride code that LLVM's loop vectorizer turns
-  into SIMD code;
-* ``k.extent`` (internal): the prologue plus the grid's extents, which the launcher needs to
-  split the work; ``k.worker`` (internal): the ``pthread_create`` entry.
-
-Stages: ``llir`` (that module), ``bc`` (verified and optimized for the CPU), ``obj`` (machine
-code for this process's JIT, which the compile cache keeps). The package is an ``llvm`` module.
+Stages: ``llir`` (:mod:`.cpu_codegen`: the kernel, its thread launcher and its worker),
+``bc`` (verified and optimized for the CPU), ``obj`` (machine code for this process's JIT).
+The package is an ``llvm`` module. A build the compile cache holds also gets a shared object
+linked from that machine code (in the background, by the C compiler, where there is one), so
+that a later process runs a cached kernel with ``dlopen`` and no LLVM at all: nothing here
+imports llvmlite before a stage needs it.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
+import platform
+import shlex
+import subprocess
+import tempfile
+import threading
 from dataclasses import dataclass
 
-import llvmlite.ir as ir
-
 from ...runtime.module import Module
-from ..lang import kir
-from ..lang.types import ArrayType
+from .. import cache
 from ..llvm import LLVMModule, host_cpu_key, jit_object, optimize
-from ..lower import KernelBody, abi_types, declare, gep
 from .base import Options, Stage, Target, Unit
 
-__all__ = ["MIN_PARALLEL_WORK", "TARGET", "CPUOptions", "default_threads", "lower_kernels"]
-
-#: Grids of straight-line points with fewer points than this run on the calling thread:
-#: starting threads costs more. A grid whose points loop is split whenever it has two rows.
-MIN_PARALLEL_WORK = 1 << 15
-
-_I1 = ir.IntType(1)
-_I32 = ir.IntType(32)
-_I64 = ir.IntType(64)
-_PTR = ir.PointerType()
-_VOID = ir.VoidType()
-
-
-def lower_kernels(kernels: list[kir.Kernel], module_name: str, threads: int) -> ir.Module:
-    """Build one LLVM module defining every kernel (see the module docstring)."""
-    module = ir.Module(name=module_name)
-    for kernel in kernels:
-        _KernelCodegen(module, kernel, threads).emit()
-    return module
-
-
-class _KernelCodegen:
-    def __init__(self, module: ir.Module, kernel: kir.Kernel, threads: int) -> None:
-        self.module = module
-        self.kernel = kernel
-        self.threads = max(1, threads)
-        self.abi = abi_types(kernel)
-
-    def emit(self) -> None:
-        name = self.kernel.name
-        range_fn = self._function(f"{name}.range", _VOID, [*self.abi, _I64, _I64], internal=True)
-        if self.threads > 1:
-            # The launcher calls it from several places (serial path, each chunk, the worker);
-            # inlined into each, its vectorized loop was optimized and JIT-compiled 3-4 times
-            # over (3x the compile time) to save one call per chunk.
-            range_fn.attributes.add("noinline")
-        KernelBody(self.module, range_fn, self.kernel).emit_range()
-        extent_fn = self._function(f"{name}.extent", _I64, [*self.abi, _PTR], internal=True)
-        KernelBody(self.module, extent_fn, self.kernel).emit_extent()
-        worker = self._worker(range_fn)
-        self._launcher(range_fn, extent_fn, worker)
-
-    def _function(self, name: str, ret: ir.Type, args: list[ir.Type], internal: bool) -> ir.Function:
-        fn = ir.Function(self.module, ir.FunctionType(ret, args), name=name)
-        if internal:
-            fn.linkage = "internal"
-        fn.attributes.add("nounwind")
-        return fn
-
-    def _closure_type(self) -> ir.LiteralStructType:
-        return ir.LiteralStructType([*self.abi, _I64, _I64])
-
-    def _worker(self, range_fn: ir.Function) -> ir.Function:
-        worker = self._function(f"{self.kernel.name}.worker", _PTR, [_PTR], internal=True)
-        b = ir.IRBuilder(worker.append_basic_block("entry"))
-        closure = self._closure_type()
-        fields = closure.elements
-        args = [
-            b.load(b.gep(worker.args[0], [_I32(0), _I32(k)], source_etype=closure), typ=fields[k])
-            for k in range(len(fields))
-        ]
-        b.call(range_fn, args)
-        b.ret(ir.Constant(_PTR, None))
-        return worker
-
-    def _launcher(self, range_fn: ir.Function, extent_fn: ir.Function, worker: ir.Function) -> None:
-        fn = self._function(self.kernel.name, _VOID, self.abi, internal=False)
-        params = list(fn.args)
-        for arg, name in zip(params, _arg_names(self.kernel), strict=True):
-            arg.name = name
-        b = ir.IRBuilder(fn.append_basic_block("entry"))
-        serial = fn.append_basic_block("serial")
-        if self.threads == 1:
-            b.branch(serial)
-            b.position_at_end(serial)
-            b.call(range_fn, [*params, _I64(0), _I64(2**63 - 1)])
-            b.ret_void()
-            return
-        outer = b.alloca(_I64, name="outer")
-        work = b.call(extent_fn, [*params, outer])
-        n0 = b.load(outer, typ=_I64)
-        parallel = fn.append_basic_block("parallel")
-        threshold = 2 if _has_loop(self.kernel.grid.body) else MIN_PARALLEL_WORK
-        big = b.and_(b.icmp_signed(">=", work, _I64(threshold)), b.icmp_signed(">", n0, _I64(1)))
-        b.cbranch(big, parallel, serial)
-        b.position_at_end(serial)
-        b.call(range_fn, [*params, _I64(0), _I64(2**63 - 1)])
-        b.ret_void()
-
-        b.position_at_end(parallel)
-        t = self.threads
-        closure = self._closure_type()
-        closures = b.alloca(closure, size=_I32(t), name="closures")
-        tids = b.alloca(_I64, size=_I32(t), name="tids")
-        started = b.alloca(_I1, size=_I32(t), name="started")
-        chunk = b.sdiv(b.add(n0, _I64(t - 1)), _I64(t))
-        pthread_create = declare(self.module, "pthread_create", _I32, [_PTR, _PTR, _PTR, _PTR])
-        pthread_join = declare(self.module, "pthread_join", _I32, [_I64, _PTR])
-        for k in range(1, t):
-            lo = b.mul(chunk, _I64(k))
-            hi = b.add(lo, chunk)
-            slot = gep(b, closures, [_I32(k)], closure)
-            for index, value in enumerate([*params, lo, hi]):
-                b.store(value, gep(b, closures, [_I32(k), _I32(index)], closure))
-            tid = gep(b, tids, [_I32(k)], _I64)
-            rc = b.call(pthread_create, [tid, ir.Constant(_PTR, None), worker, slot])
-            ok = b.icmp_signed("==", rc, _I32(0))
-            b.store(ok, gep(b, started, [_I32(k)], _I1))
-            # A thread that could not start: its chunk runs here instead.
-            with b.if_then(b.not_(ok)):
-                b.call(range_fn, [*params, lo, hi])
-        b.call(range_fn, [*params, _I64(0), chunk])
-        for k in range(1, t):
-            ok = b.load(gep(b, started, [_I32(k)], _I1), typ=_I1)
-            with b.if_then(ok):
-                tid = b.load(gep(b, tids, [_I32(k)], _I64), typ=_I64)
-                b.call(pthread_join, [tid, ir.Constant(_PTR, None)])
-        b.ret_void()
-
-
-def _has_loop(stmts: list[kir.Stmt]) -> bool:
-    """True if the statements contain a serial loop (so each grid point does real work)."""
-    return any(isinstance(s, (kir.ForRange, kir.While)) for s in kir.walk(stmts))
-
-
-def _arg_names(kernel: kir.Kernel) -> list[str]:
-    names: list[str] = []
-    for name, t in kernel.params:
-        names.append(name)
-        if isinstance(t, ArrayType):
-            names.extend(f"{name}.shape{d}" for d in range(t.ndim))
-    return names
+__all__ = ["TARGET", "CPUOptions", "default_threads"]
 
 
 def default_threads() -> int:
@@ -193,6 +58,8 @@ class CPUOptions(Options):
 
 def _lower(_: bytes, unit: Unit) -> bytes:
     assert isinstance(unit.options, CPUOptions)
+    from .cpu_codegen import lower_kernels  # here: llvmlite loads when code is generated, not before
+
     threads = unit.options.threads or 1
     return str(lower_kernels(unit.kernels, unit.label, threads)).encode()
 
@@ -210,6 +77,13 @@ def _machine_code(src: bytes, unit: Unit) -> bytes:
 def _package(units: list[Unit], name: str) -> Module:
     (unit,) = units
     assert isinstance(unit.options, CPUOptions)
+    shared_object = None
+    if unit.cache_key is not None:
+        path = cache.native_path(unit.cache_key)
+        if path.exists():
+            shared_object = str(path)
+        else:
+            _link_in_background(unit.artifacts["obj"], path)
     return LLVMModule(
         unit.artifacts["bc"],
         {f.name: f.signature for f in unit.functions},
@@ -218,12 +92,76 @@ def _package(units: list[Unit], name: str) -> Module:
         cpu=unit.options.cpu,
         opt_level=unit.options.opt_level,
         object_code=unit.artifacts["obj"],
+        shared_object=shared_object,
     )
 
 
+_linking: set[str] = set()  # shared objects this process is linking now
+_linking_lock = threading.Lock()
+
+
+def _link_in_background(object_code: bytes, path: os.PathLike[str]) -> None:
+    """Link the machine code into a shared object at ``path`` for later processes, off this thread.
+
+    The C compiler takes about 20 ms: on a thread that is not a daemon, so the interpreter
+    waits for it at exit rather than the first call waiting for it now. No compiler, or a link
+    that fails, leaves no shared object, and later processes use LLVM as before.
+    """
+    key = os.fspath(path)
+    with _linking_lock:
+        if key in _linking:
+            return
+        _linking.add(key)
+    threading.Thread(target=_link, args=(object_code, key), name="kernpack-cache-link").start()
+
+
+def _link(object_code: bytes, path: str) -> None:
+    try:
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="kernpack-link-") as work:
+            source, linked = os.path.join(work, "k.o"), os.path.join(work, "k.so")
+            with open(source, "wb") as f:
+                f.write(object_code)
+            command = [*shlex.split(os.environ.get("CC") or "cc"), "-shared", "-Wl,-z,text", "-o", linked, source]
+            if subprocess.run([*command, "-lm", "-lpthread"], capture_output=True).returncode != 0:
+                return
+            fd, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".so", dir=directory)
+            with os.fdopen(fd, "wb") as out, open(linked, "rb") as f:
+                out.write(f.read())
+            os.replace(temporary, path)  # a reader sees the whole file or none
+    except OSError:
+        pass  # no compiler, a full disk, a read-only cache: the next process uses LLVM
+    finally:
+        with _linking_lock:
+            _linking.discard(path)
+
+
 def _environment(options: Options) -> str:
+    """What machine code for these options depends on besides them: the CPU it is for."""
     assert isinstance(options, CPUOptions)
-    return host_cpu_key(options.cpu)  # "this machine's CPU" means its name and features
+    if options.cpu is not None:
+        return f"{platform.machine()}:{options.cpu}"
+    return f"{platform.machine()}:host:{_host_cpu()}"
+
+
+@functools.cache
+def _host_cpu() -> str:
+    """The host CPU as LLVM's detection sees it, read without LLVM where possible.
+
+    On Linux, a digest of the first processor's model and feature flags in /proc/cpuinfo
+    (what decides LLVM's choice of CPU name and features): a cache hit must not load LLVM.
+    Elsewhere, LLVM's own answer.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            first = f.read().split("\n\n")[0]
+    except OSError:
+        return host_cpu_key(None)
+    fields = ("vendor_id", "cpu family", "model", "model name", "stepping", "flags", "features", "cpu implementer",
+              "cpu architecture", "cpu variant", "cpu part", "isa")  # fmt: skip
+    kept = [line for line in first.splitlines() if line.split(":")[0].strip().lower() in fields]
+    return hashlib.sha256("\n".join(kept).encode()).hexdigest()[:24]
 
 
 TARGET = Target(
