@@ -53,6 +53,13 @@ child = textwrap.dedent(
             print(f"saxpy on {{device.kind}}:", out)
         else:
             print(f"{{device.kind}} is not available here:", device.unavailable_reason())
+
+    # A library named like a module imports as one: its functions, and the tree as .module.
+    import sys
+    sys.path.insert(0, {workdir.name!r})
+    import saxpy as shipped
+    shipped.saxpy(3.0, x, y, out)
+    print("saxpy through `import saxpy`:", out, "tree:", shipped.module)
     """
 )
 subprocess.run([sys.executable, "-c", child], check=True)

@@ -24,6 +24,7 @@ from .errors import (
     KernpackError,
     LinkError,
     LoadError,
+    ShadowingWarning,
     UnsupportedOperationError,
 )
 from .runtime import (
@@ -156,6 +157,7 @@ __all__ = [
     "LibraryModule",
     "LinkError",
     "LoadError",
+    "ShadowingWarning",
     "Module",
     "ModulePropertyMask",
     "NativeFunction",

@@ -25,6 +25,7 @@ __all__ = [
     "KernpackError",
     "LinkError",
     "LoadError",
+    "ShadowingWarning",
     "UnsupportedOperationError",
 ]
 
@@ -140,3 +141,7 @@ class ExportError(KernpackError):
 
 class DeviceUnavailableError(KernpackError):
     """The device a module needs (driver, ICD, package) is missing on this machine."""
+
+
+class ShadowingWarning(UserWarning):
+    """An exported library takes the name of a Python module beside it (``import`` finds the library)."""

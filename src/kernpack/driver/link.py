@@ -22,15 +22,17 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..errors import ExportError, LinkError
+from ..errors import ExportError, LinkError, ShadowingWarning
 from ..runtime.blob import HOST_KIND, BlobEntry, encode_chunks
 from ..runtime.module import Module, ModulePropertyMask, mask_name
 from ..runtime.registry import lookup_loader, register_exporter
 from ..runtime.signature import Signature
 from .elfobj import MACHINES, write_blob_object
+from .pyinit import module_name, pyinit_source
 from .util import UMASK, write_temp
 
 __all__ = ["ExportPlan", "export_library", "plan_export"]
@@ -224,6 +226,9 @@ def export_library(
         raise ExportError(f"cannot export to {out!r}: the directory {out_dir!r} does not exist")
     if os.path.isdir(out):
         raise ExportError(f"cannot export to {out!r}: it is a directory; name the .so file to write")
+    module = module_name(out)
+    if module is not None:
+        _warn_if_shadowing(out, module)
     cc = cc or os.environ.get("CC") or "cc"
     cc_argv = shlex.split(cc)
     arch = _target_arch(tuple(cc_argv))
@@ -249,6 +254,11 @@ def export_library(
             file = os.path.join(work, f"lib{k}.{fmt}")
             mod.write_to_file(file, fmt)
             inputs.append(file)
+        if module is not None:  # `import <module>` then loads the library (runtime/extension.py)
+            init = os.path.join(work, "pyinit.c")
+            with open(init, "w") as f:
+                f.write(pyinit_source(module))
+            inputs.append(init)
         blob_obj = os.path.join(work, "blob.o")
         size, chunks = encode_chunks(entries, plan.row_ptr, plan.children)
         with open(blob_obj, "wb") as f:
@@ -291,6 +301,21 @@ def export_library(
         if own_workspace:
             shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def _warn_if_shadowing(out: str, module: str) -> None:
+    """Warn when ``import <module>`` in the library's directory would now find it, not a source."""
+    directory = os.path.dirname(out)
+    for source in (f"{module}.py", os.path.join(module, "__init__.py")):
+        if os.path.exists(os.path.join(directory, source)):
+            warnings.warn(
+                f"{os.path.basename(out)} is written beside {source}: `import {module}` from {directory} now "
+                f"loads the library (an extension module comes before Python source); name the library "
+                f"differently (e.g. {module}_kernels.so) to keep importing {source}",
+                ShadowingWarning,
+                stacklevel=3,
+            )
+            return
 
 
 def _unsigned(plan: ExportPlan) -> list[str]:
