@@ -72,7 +72,13 @@ class Kernel:
     def __call__(self, *args: Any) -> None:
         call = self._call
         if call is None:
-            call = self._call = self.compile()[self.name]
+            function = self.compile()[self.name]
+            call = self._call = function.native_entry or function
+            if function.native_entry is not None:
+                # From now on, calling the kernel is calling its native entry point: a builtin
+                # set as __call__ of a class of its own is called without this frame (a builtin
+                # binds no self), which halves the cost of a call (about 320 -> 150 ns).
+                self.__class__ = type(type(self).__name__, (type(self),), {"__call__": call, "__slots__": ()})
         return call(*args)
 
     def interpret(self, *args: Any, perturb: int = 0) -> None:

@@ -23,6 +23,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..errors import CompileError, UnsupportedOperationError
+from ..runtime import abi
 from ..runtime.calling import NativeFunction
 from ..runtime.library import load_library
 from ..runtime.module import Module, ModulePropertyMask
@@ -196,9 +197,13 @@ class LLVMModule(Module):
                 raise UnsupportedOperationError(f"{self!r} is closed; build the module again to run it")
             if self._library is None:
                 self._library = load_library(self._shared_object)
-            return self._library.bind(signature)
+            return self._library.bind(signature)  # with its native entry point, as any library's
         engine = self._jit()
-        return NativeFunction(signature, engine.get_function_address(signature.name), owner=engine)
+        fn = NativeFunction(signature, engine.get_function_address(signature.name), owner=engine)
+        definition, table = (engine.get_global_value_address(s) for s in abi.fast_symbols(signature.name)[1:])
+        if definition and table:  # a kernel of kp.build: it has a native entry point
+            fn.attach_native_entry(definition, table)
+        return fn
 
     def _jit(self) -> Any:
         if self._closed:

@@ -15,14 +15,26 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "ARRAY_C_CONTIGUOUS",
+    "ARRAY_DATA",
+    "ARRAY_DESCR",
+    "ARRAY_DIMENSIONS",
+    "ARRAY_FLAGS",
+    "ARRAY_NDIM",
+    "ARRAY_WRITEABLE",
     "CUDA_BLOCK",
     "DESCRIPTOR_SET",
     "EXTENTS_BINDING",
+    "FAST_TABLE",
+    "METH_FASTCALL",
+    "OBJECT_TYPE",
     "SCALARS",
+    "SCALAR_VALUE",
     "VULKAN_WORKGROUP",
     "Scalar",
     "axis_extents",
     "device_axis",
+    "fast_symbols",
     "parameter_binding",
 ]
 
@@ -113,3 +125,47 @@ EXTENTS_BINDING = 0
 def parameter_binding(index: int) -> int:
     """The binding of parameter ``index``: a storage buffer of its elements (a scalar in one)."""
     return 1 + index
+
+
+# ------------------------------------------------------------------------------ native entry points
+# A kernel built for the host also gets ``<name>.kp.fast``, a CPython ``METH_FASTCALL`` function
+# that checks its arguments inline and calls the kernel (``kernpack.runtime.fastcall`` makes a
+# Python callable of it). It reaches Python and numpy only through ``<name>.kp.table``, an array
+# of pointers the runtime fills before first use (so the code references no Python symbol), and
+# ``<name>.kp.def`` is its ``PyMethodDef``. What both sides must agree on:
+
+#: The table's slots, in order; then one per parameter: the dtype object of an array parameter,
+#: the numpy scalar type of a scalar one (``np.float32`` ...), checked by identity.
+FAST_TABLE = (
+    "filled",  # nonzero once the runtime filled the table
+    "float_type",  # &PyFloat_Type
+    "long_type",  # &PyLong_Type
+    "ndarray_type",  # numpy.ndarray
+    "none",  # Py_None
+    "true",  # Py_True
+    "false",  # Py_False
+    "long_as_long_long",  # PyLong_AsLongLong
+    "err_occurred",  # PyErr_Occurred
+    "err_clear",  # PyErr_Clear
+    "save_thread",  # PyEval_SaveThread
+    "restore_thread",  # PyEval_RestoreThread
+    "vectorcall",  # PyObject_Vectorcall: the fallback, the Python path with its error messages
+    "incref",  # Py_IncRef
+)
+#: Byte offsets in CPython objects (64-bit, non-debug builds) and numpy's array struct; the
+#: runtime checks each against live objects before it enables the native entry points.
+OBJECT_TYPE = 8  # PyObject.ob_type
+SCALAR_VALUE = 16  # PyFloatObject.ob_fval; the value of a numpy scalar (np.float32(1.0) ...)
+ARRAY_DATA = 16  # PyArrayObject.data
+ARRAY_NDIM = 24  # PyArrayObject.nd (int)
+ARRAY_DIMENSIONS = 32  # PyArrayObject.dimensions (npy_intp *)
+ARRAY_DESCR = 56  # PyArrayObject.descr
+ARRAY_FLAGS = 64  # PyArrayObject.flags (int)
+ARRAY_C_CONTIGUOUS = 0x0001  # NPY_ARRAY_C_CONTIGUOUS
+ARRAY_WRITEABLE = 0x0400  # NPY_ARRAY_WRITEABLE
+METH_FASTCALL = 0x0080
+
+
+def fast_symbols(kernel: str) -> tuple[str, str, str]:
+    """The symbols of a kernel's native entry point: (function, its PyMethodDef, its table)."""
+    return f"{kernel}.kp.fast", f"{kernel}.kp.def", f"{kernel}.kp.table"

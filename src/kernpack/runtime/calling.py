@@ -15,12 +15,14 @@ knows every C type a :class:`Signature` can spell. Pointers are declared ``void 
 from __future__ import annotations
 
 import operator
+import types
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from ..errors import ArgumentError
+from .fastcall import native_entry
 from .signature import Param, Signature
 
 __all__ = ["NativeFunction", "as_array", "convert_scalar", "ffi"]
@@ -58,7 +60,7 @@ class NativeFunction:
     parallel from several Python threads.
     """
 
-    __slots__ = ("__weakref__", "_cfunc", "_owner", "signature")
+    __slots__ = ("__weakref__", "_cfunc", "_owner", "native_entry", "signature")
 
     def __new__(cls, signature: Signature, address: int, owner: object) -> NativeFunction:
         # Each function gets its own subclass whose __call__ is generated for its signature:
@@ -71,11 +73,28 @@ class NativeFunction:
         self.signature = signature
         self._cfunc = ffi.cast(signature.cffi_type, address)
         self._owner = owner
+        # The kernel's own METH_FASTCALL entry point (kernpack.runtime.fastcall), where it has
+        # one: the same call, checked in native code, this function's path for the rest.
+        self.native_entry: Callable[..., Any] | None = None
 
     @property
     def name(self) -> str:
         """The function's symbol name."""
         return self.signature.name
+
+    def attach_native_entry(self, definition: int, table: int) -> None:
+        """Call through the kernel's own METH_FASTCALL entry point (``runtime.fastcall``).
+
+        ``definition`` and ``table`` are the addresses of its ``PyMethodDef`` and table. From
+        then on calling this function calls the entry point directly (set as ``__call__`` of
+        this function's own class: a builtin binds no self), and the entry point hands what it
+        does not take to the generated Python path, bound to this function.
+        """
+        python_path = types.MethodType(type(self).__call__, self)
+        entry = native_entry(python_path, self.signature, definition, table)
+        if entry is not None:
+            self.native_entry = entry
+            type(self).__call__ = entry  # type: ignore[method-assign,assignment]
 
     @property
     def address(self) -> int:

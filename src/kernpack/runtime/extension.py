@@ -26,4 +26,5 @@ def populate(module: types.ModuleType) -> None:
     module.module = root  # type: ignore[attr-defined]
     for name in root.function_names():
         if not name.startswith("__"):
-            setattr(module, name, root.get_function(name))
+            function = root.get_function(name)
+            setattr(module, name, getattr(function, "native_entry", None) or function)

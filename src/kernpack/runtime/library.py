@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import FormatError, FunctionNotFoundError, LoadError, UnsupportedOperationError
+from .abi import fast_symbols
 from .blob import BLOB_END_SYMBOL, BLOB_SYMBOL, HOST_KIND, BlobIndex
 from .calling import NativeFunction, ffi
 from .elfcheck import check_shared_object
@@ -41,6 +42,10 @@ _RTLD_NOW, _RTLD_LOCAL = 2, 0
 # Every mask value a blob may hold (BlobIndex refuses others); the enum's constructor is slow.
 _MASKS = tuple(ModulePropertyMask(m) for m in range(8))
 _CHAR_P = ffi.typeof("char *")
+
+
+def _address(cdata: Any) -> int:
+    return int(ffi.cast("uintptr_t", cdata))
 
 
 class _DSO:
@@ -153,6 +158,10 @@ class LibraryModule(Module):
                     f"{self.path!r} does not export a function {sig.name!r}", name=sig.name, available=()
                 )
             fn = NativeFunction(sig, int(ffi.cast("uintptr_t", address)), owner=dso)
+            # A kernel kp.build made carries its own METH_FASTCALL entry point: use it.
+            definition, table = (dso.symbol(symbol) for symbol in fast_symbols(sig.name)[1:])
+            if definition is not None and table is not None:
+                fn.attach_native_entry(_address(definition), _address(table))
             self._functions[sig.name] = fn
         return fn
 

@@ -17,11 +17,14 @@ the compile cache runs without it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import llvmlite.ir as ir
 
+from ...runtime import abi
 from ..lang import kir
-from ..lang.types import ArrayType
-from ..lower import KernelBody, abi_types, declare, gep
+from ..lang.types import ArrayType, ScalarType, bool_
+from ..lower import KernelBody, abi_types, declare, gep, llvm_type
 
 __all__ = ["MIN_PARALLEL_WORK", "lower_kernels"]
 
@@ -30,6 +33,7 @@ __all__ = ["MIN_PARALLEL_WORK", "lower_kernels"]
 MIN_PARALLEL_WORK = 1 << 15
 
 _I1 = ir.IntType(1)
+_I8 = ir.IntType(8)
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
 _PTR = ir.PointerType()
@@ -63,7 +67,8 @@ class _KernelCodegen:
         extent_fn = self._function(f"{name}.extent", _I64, [*self.abi, _PTR], internal=True)
         KernelBody(self.module, extent_fn, self.kernel).emit_extent()
         worker = self._worker(range_fn)
-        self._launcher(range_fn, extent_fn, worker)
+        launcher = self._launcher(range_fn, extent_fn, worker)
+        _fast_entry(self.module, self.kernel, launcher)
 
     def _function(self, name: str, ret: ir.Type, args: list[ir.Type], internal: bool) -> ir.Function:
         fn = ir.Function(self.module, ir.FunctionType(ret, args), name=name)
@@ -88,7 +93,7 @@ class _KernelCodegen:
         b.ret(ir.Constant(_PTR, None))
         return worker
 
-    def _launcher(self, range_fn: ir.Function, extent_fn: ir.Function, worker: ir.Function) -> None:
+    def _launcher(self, range_fn: ir.Function, extent_fn: ir.Function, worker: ir.Function) -> ir.Function:
         fn = self._function(self.kernel.name, _VOID, self.abi, internal=False)
         params = list(fn.args)
         for arg, name in zip(params, _arg_names(self.kernel), strict=True):
@@ -100,7 +105,7 @@ class _KernelCodegen:
             b.position_at_end(serial)
             b.call(range_fn, [*params, _I64(0), _I64(2**63 - 1)])
             b.ret_void()
-            return
+            return fn
         outer = b.alloca(_I64, name="outer")
         work = b.call(extent_fn, [*params, outer])
         n0 = b.load(outer, typ=_I64)
@@ -141,6 +146,7 @@ class _KernelCodegen:
                 tid = b.load(gep(b, tids, [_I32(k)], _I64), typ=_I64)
                 b.call(pthread_join, [tid, ir.Constant(_PTR, None)])
         b.ret_void()
+        return fn
 
 
 def _has_loop(stmts: list[kir.Stmt]) -> bool:
@@ -155,3 +161,147 @@ def _arg_names(kernel: kir.Kernel) -> list[str]:
         if isinstance(t, ArrayType):
             names.extend(f"{name}.shape{d}" for d in range(t.ndim))
     return names
+
+
+# ------------------------------------------------------------------------------ native entry point
+def _fast_entry(module: ir.Module, kernel: kir.Kernel, launcher: ir.Function) -> None:
+    """``<k>.kp.fast``: a CPython METH_FASTCALL function that checks and calls the kernel.
+
+    Each argument is taken only in its exact fast form (see :mod:`kernpack.runtime.fastcall`):
+    an ``ndarray`` of exactly the dtype object, rank, C-contiguous (and writeable for an
+    output); a Python float, int, bool, or a numpy scalar of exactly the parameter's type, an
+    int in range. Anything else, or a wrong count, calls ``self`` (the Python call path) with
+    the same arguments, which converts or raises its usual ArgumentError. The GIL is released
+    around the kernel, as cffi does. Python is reached only through the table.
+    """
+    fast_name, def_name, table_name = abi.fast_symbols(kernel.name)
+    slots = {name: i for i, name in enumerate(abi.FAST_TABLE)}
+    table_type = ir.ArrayType(_PTR, len(abi.FAST_TABLE) + len(kernel.params))
+    table = ir.GlobalVariable(module, table_type, table_name)
+    table.initializer = ir.Constant(table_type, None)
+    fn = ir.Function(module, ir.FunctionType(_PTR, [_PTR, _PTR, _I64]), fast_name)
+    fn.linkage = "internal"
+    self_, args, nargs = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    fallback = fn.append_basic_block("fallback")
+
+    def slot(index: int, typ: ir.Type = _PTR) -> ir.Value:
+        return b.load(b.gep(table, [_I32(0), _I32(index)], source_etype=table_type), typ=typ)
+
+    def at(obj: ir.Value, offset: int, typ: ir.Type) -> ir.Value:
+        return b.load(b.gep(obj, [_I64(offset)], source_etype=_I8), typ=typ)
+
+    def require(ok: ir.Value) -> None:
+        passed = fn.append_basic_block("ok")
+        b.cbranch(ok, passed, fallback)
+        b.position_at_end(passed)
+
+    def call(name: str, ret: ir.Type, argtypes: list[ir.Type], values: list[ir.Value]) -> ir.Value:
+        return b.call(slot(slots[name], ir.PointerType(ir.FunctionType(ret, argtypes))), values)
+
+    require(b.icmp_signed("==", nargs, _I64(len(kernel.params))))
+    values: list[ir.Value] = []
+    for index, (name, t) in enumerate(kernel.params):
+        obj = b.load(b.gep(args, [_I64(index)], source_etype=_PTR), typ=_PTR)
+        expected = slot(len(abi.FAST_TABLE) + index)  # the dtype object, or the numpy scalar type
+        kind = at(obj, abi.OBJECT_TYPE, _PTR)
+        if isinstance(t, ArrayType):
+            require(b.icmp_unsigned("==", kind, slot(slots["ndarray_type"])))
+            require(b.icmp_unsigned("==", at(obj, abi.ARRAY_DESCR, _PTR), expected))
+            require(b.icmp_signed("==", at(obj, abi.ARRAY_NDIM, _I32), _I32(t.ndim)))
+            need = abi.ARRAY_C_CONTIGUOUS | (abi.ARRAY_WRITEABLE if name in kernel.written else 0)
+            flags = at(obj, abi.ARRAY_FLAGS, _I32)
+            require(b.icmp_unsigned("==", b.and_(flags, _I32(need)), _I32(need)))
+            values.append(at(obj, abi.ARRAY_DATA, _PTR))
+            dims = at(obj, abi.ARRAY_DIMENSIONS, _PTR)
+            values.extend(b.load(b.gep(dims, [_I64(d)], source_etype=_I64), typ=_I64) for d in range(t.ndim))
+        else:
+            values.append(_scalar(b, fn, obj, kind, expected, t, slot, slots, call, fallback))
+    state = call("save_thread", _PTR, [], [])
+    b.call(launcher, values)
+    call("restore_thread", _VOID, [_PTR], [state])
+    none = slot(slots["none"])
+    call("incref", _VOID, [_PTR], [none])
+    b.ret(none)
+
+    b.position_at_end(fallback)
+    b.ret(call("vectorcall", _PTR, [_PTR, _PTR, _I64, _PTR], [self_, args, nargs, ir.Constant(_PTR, None)]))
+
+    method = ir.LiteralStructType([_PTR, _PTR, _I32, _PTR])  # PyMethodDef: name, function, flags, doc
+    label = bytearray(kernel.name.encode() + b"\0")
+    name_global = ir.GlobalVariable(module, ir.ArrayType(_I8, len(label)), f"{kernel.name}.kp.name")
+    name_global.initializer = ir.Constant(ir.ArrayType(_I8, len(label)), label)
+    name_global.linkage, name_global.global_constant = "internal", True
+    definition = ir.GlobalVariable(module, method, def_name)
+    definition.initializer = ir.Constant(method, [name_global, fn, _I32(abi.METH_FASTCALL), ir.Constant(_PTR, None)])
+
+
+def _scalar(
+    b: ir.IRBuilder,
+    fn: ir.Function,
+    obj: ir.Value,
+    kind: ir.Value,
+    expected: ir.Value,
+    t: ScalarType,
+    slot: Callable[..., ir.Value],
+    slots: dict[str, int],
+    call: Callable[..., ir.Value],
+    fallback: ir.Block,
+) -> ir.Value:
+    """The value of a scalar argument in its fast forms, else a branch to ``fallback``."""
+    value_type = llvm_type(t)
+    done = fn.append_basic_block("scalar.done")
+    numpy_scalar = fn.append_basic_block("scalar.numpy")
+    results: list[tuple[ir.Value, ir.Block]] = []
+    if t is bool_:
+        is_true = b.icmp_unsigned("==", obj, slot(slots["true"]))
+        is_false = b.icmp_unsigned("==", obj, slot(slots["false"]))
+        python = fn.append_basic_block("scalar.python")
+        b.cbranch(b.or_(is_true, is_false), python, numpy_scalar)
+        b.position_at_end(python)
+        results.append((is_true, b.block))
+        b.branch(done)
+    elif t.is_float:
+        python = fn.append_basic_block("scalar.python")
+        b.cbranch(b.icmp_unsigned("==", kind, slot(slots["float_type"])), python, numpy_scalar)
+        b.position_at_end(python)
+        wide = b.load(b.gep(obj, [_I64(abi.SCALAR_VALUE)], source_etype=_I8), typ=ir.DoubleType())
+        results.append((b.fptrunc(wide, value_type) if t.bits == 32 else wide, b.block))
+        b.branch(done)
+    else:
+        python = fn.append_basic_block("scalar.python")
+        b.cbranch(b.icmp_unsigned("==", kind, slot(slots["long_type"])), python, numpy_scalar)
+        b.position_at_end(python)
+        wide = call("long_as_long_long", _I64, [_PTR], [obj])
+        failed = fn.append_basic_block("scalar.failed")
+        check = fn.append_basic_block("scalar.range")
+        b.cbranch(b.icmp_signed("==", wide, _I64(-1)), failed, check)
+        b.position_at_end(failed)  # -1, or an error (too large): the Python path says which
+        error = call("err_occurred", _PTR, [], [])
+        cleared = fn.append_basic_block("scalar.cleared")
+        b.cbranch(b.icmp_unsigned("!=", error, ir.Constant(_PTR, None)), cleared, check)
+        b.position_at_end(cleared)
+        call("err_clear", _VOID, [], [])
+        b.branch(fallback)
+        b.position_at_end(check)
+        low, high = (0, 2**t.bits - 1) if t.kind == "u" else (-(2 ** (t.bits - 1)), 2 ** (t.bits - 1) - 1)
+        high = min(high, 2**63 - 1)
+        fits = b.and_(b.icmp_signed(">=", wide, _I64(low)), b.icmp_signed("<=", wide, _I64(high)))
+        inside = fn.append_basic_block("scalar.inside")
+        b.cbranch(fits, inside, fallback)
+        b.position_at_end(inside)
+        results.append((b.trunc(wide, value_type) if t.bits < 64 else wide, b.block))
+        b.branch(done)
+    # A numpy scalar of exactly the parameter's type: its value, at a fixed offset.
+    b.position_at_end(numpy_scalar)
+    exact = fn.append_basic_block("scalar.exact")
+    b.cbranch(b.icmp_unsigned("==", kind, expected), exact, fallback)
+    b.position_at_end(exact)
+    stored = b.load(b.gep(obj, [_I64(abi.SCALAR_VALUE)], source_etype=_I8), typ=_I8 if t is bool_ else value_type)
+    results.append((b.icmp_unsigned("!=", stored, _I8(0)) if t is bool_ else stored, b.block))
+    b.branch(done)
+    b.position_at_end(done)
+    phi = b.phi(value_type)
+    for value, block in results:
+        phi.add_incoming(value, block)
+    return phi
