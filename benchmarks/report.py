@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 TITLES = {
+    "calls": "Calling a kernel",
     "foundation": "JIT and call overhead",
     "export_load": "Export and load",
     "kernels": "Kernels on the CPU",
