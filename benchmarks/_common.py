@@ -15,9 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("results")
 # Apache TVM 0.27 runs in its own venv (its LLVM and ours must not meet in one process):
 # peers/setup_tvm.sh makes it and peers/tvm_peer.py measures inside it.
-TVM_SETUP = ROOT / "benchmarks" / "peers" / "setup_tvm.sh"
 TVM_PEER = ROOT / "benchmarks" / "peers" / "tvm_peer.py"
-TVM_PYTHON = ROOT / "benchmarks" / ".venv-tvm" / "bin" / "python"
 
 
 def median_seconds(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
@@ -48,31 +46,43 @@ def run_json(argv: list[str]) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def tvm_python(setup: bool) -> str | None:
-    """The TVM peer venv's python, or None after printing why there is none.
+def peer_python(name: str, setup: bool) -> str | None:
+    """A peer venv's python (``"tvm"``, ``"warp"``), or None after printing why there is none.
 
-    With ``setup``, ``peers/setup_tvm.sh`` creates the venv when it is missing (pip, a few
+    With ``setup``, ``peers/setup_<name>.sh`` creates the venv when it is missing (pip, a few
     minutes); without, a missing venv only prints how to create it.
     """
+    script = ROOT / "benchmarks" / "peers" / f"setup_{name}.sh"
+    python = ROOT / "benchmarks" / f".venv-{name}" / "bin" / "python"
     if not setup:
-        if TVM_PYTHON.exists():
-            return str(TVM_PYTHON)
+        if python.exists():
+            return str(python)
         print(
-            f"(TVM 0.27 peer rows skipped: {TVM_PYTHON.parents[1].relative_to(ROOT)} is missing; "
-            f"create it with `bash {TVM_SETUP.relative_to(ROOT)}`)"
+            f"({name} peer rows skipped: {python.parents[1].relative_to(ROOT)} is missing; "
+            f"create it with `bash {script.relative_to(ROOT)}`)"
         )
         return None
     try:
-        out = subprocess.run(["bash", str(TVM_SETUP)], capture_output=True, text=True, check=True)
+        out = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=True)
     except subprocess.CalledProcessError as exc:
-        print(f"(TVM peer not available: {exc.stderr.strip()[-300:]})")
+        print(f"({name} peer not available: {exc.stderr.strip()[-300:]})")
         return None
     return out.stdout.strip().splitlines()[-1]
+
+
+def tvm_python(setup: bool) -> str | None:
+    """The TVM 0.27 peer venv's python (see :func:`peer_python`)."""
+    return peer_python("tvm", setup)
 
 
 def tvm_peer(python: str, *args: str) -> dict:
     """Run one ``peers/tvm_peer.py`` subcommand with the TVM venv's python; return its JSON."""
     return run_json([python, str(TVM_PEER), *args])
+
+
+def warp_peer(python: str, *args: str) -> dict:
+    """Run one ``peers/warp_peer.py`` subcommand with the Warp venv's python; return its JSON."""
+    return run_json([python, str(ROOT / "benchmarks" / "peers" / "warp_peer.py"), *args])
 
 
 def machine() -> dict[str, object]:

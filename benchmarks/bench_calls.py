@@ -1,15 +1,19 @@
 """Calling a kernel: per-call cost, and the first result of a cached kernel in a fresh process.
 
-Run: ``.venv/bin/python benchmarks/bench_calls.py`` (numba from ``pip install -e .[bench]``).
-Writes ``results/calls.{json,md,png}``.
+Run: ``.venv/bin/python benchmarks/bench_calls.py [--no-warp]`` (numba from ``pip install -e
+.[bench]``; NVIDIA Warp's CPU backend from the peer venv ``peers/setup_warp.sh`` makes, the first
+run makes it). Writes ``results/calls.{json,md,png}``.
 
 * Call: ``saxpy(2.0, x, y, out)`` on float32 arrays of length 1, 20,000 calls a batch, the
   median of 15 batches: the kernel object (its native entry point), the function of the built
   module, of a loaded ``.so`` and of ``import mylib``, each against numba's ``@njit`` of the
   same loop, called the same way in the same run.
+  Warp's launches (``wp.launch`` and a recorded launch) on the CPU, the same kernel, are the
+  other peer.
 * Fresh process: ``import kernpack``, define the kernel, call it once, with the kernel already in
-  the compile cache; against numba's ``@njit(cache=True)`` first call from its cache. The time
-  counts from after the import of each package (numba's import is not counted either).
+  the compile cache; against numba's ``@njit(cache=True)`` first call from its cache and Warp's
+  cached first launch. The time counts from after the import of each package (``import numba``,
+  ``import warp`` and ``wp.init()`` are not counted either).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import median_per_call, report  # noqa: E402
+from benchmarks._common import median_per_call, peer_python, report, warp_peer  # noqa: E402
 from kernpack.runtime import load_module  # noqa: E402
 
 KERNEL = """
@@ -72,6 +76,7 @@ def saxpy(a, x, y, out):
 
 
 def main() -> None:
+    warp = None if "--no-warp" in sys.argv[1:] else peer_python("warp", setup=True)
     work = Path(tempfile.mkdtemp(prefix="kernpack-bench-calls-"))
     (work / "calls_kernel.py").write_text(textwrap.dedent(KERNEL))
     (work / "numba_kernel.py").write_text(textwrap.dedent(NUMBA_KERNEL))
@@ -94,13 +99,19 @@ def main() -> None:
     python_path = module["saxpy"].native_entry.__self__
     baseline = per_call(numba, np.float32(2.0)) if numba else per_call(python_path)
     name = "numba @njit" if numba else "kernpack's Python path (numba not installed)"
+    kernel_call = per_call(saxpy)
     rows = [
-        _row("call: kernel saxpy(2.0, x, y, out)", per_call(saxpy), baseline, name),
+        _row("call: kernel saxpy(2.0, x, y, out)", kernel_call, baseline, name),
         _row("call: the built module's function", per_call(module["saxpy"]), baseline, name),
         _row("call: load_module('lib.so')['saxpy']", per_call(loaded["saxpy"]), baseline, name),
         _row("call: import lib; lib.saxpy", per_call(callslib.saxpy), baseline, name),
         _row("call: the Python path (no native entry)", per_call(python_path), baseline, name),
     ]
+    if warp:
+        theirs = warp_peer(warp, "call", str(calls), str(batches))
+        recorded = theirs["recorded_s"]
+        rows.append(_row("call: kernel vs Warp's recorded launch", kernel_call, recorded, "Warp cmd.launch()"))
+        rows.append(_row("call: kernel vs Warp's wp.launch", kernel_call, theirs["launch_s"], "Warp wp.launch"))
     cache = work / "cache"
     env = {**os.environ, "KERNPACK_CACHE_DIR": str(cache), "NUMBA_CACHE_DIR": str(work / "numba-cache")}
     code = FIRST_CALL.format(directory=str(work))
@@ -112,6 +123,12 @@ def main() -> None:
         subprocess.run([sys.executable, "-c", numba_code], env=env, check=True, capture_output=True)
         numba_first = float(np.median([_child(numba_code, env)["s"] for _ in range(7)]))
         rows.append(_row("fresh process: first result of a cached kernel", first, numba_first, "numba cache=True"))
+    if warp:
+        warp_dir = work / "warp"
+        warp_dir.mkdir()
+        warp_peer(warp, "first-call", str(warp_dir))  # fills Warp's kernel cache
+        warp_first = float(np.median([warp_peer(warp, "first-call", str(warp_dir))["s"] for _ in range(7)]))
+        rows.append(_row("fresh process: first result of a cached kernel", first, warp_first, "Warp, cached"))
     report("calls", rows, {"llvmlite_loaded_on_cache_hit": any(r["llvmlite"] for r in fresh)})
 
 

@@ -1,0 +1,105 @@
+"""NVIDIA Warp peer measurements for the kernpack benchmarks (Warp's CPU backend; no GPU needed).
+
+Run with the peer venv's python (``PY=$(benchmarks/peers/setup_warp.sh | tail -n1)``)::
+
+    $PY benchmarks/peers/warp_peer.py call CALLS BATCHES
+    $PY benchmarks/peers/warp_peer.py first-call DIRECTORY
+
+Every subcommand prints one JSON object on its last stdout line.
+
+- ``call``: ``saxpy`` (``out[i] = a * x[i] + y[i]``, float32) launched on arrays of length 1 on the
+  CPU, per launch: ``wp.launch`` (``launch_s``) and a recorded launch, ``cmd.launch()``
+  (``recorded_s``), each the median over ``BATCHES`` batches of the mean of ``CALLS`` launches.
+- ``first-call``: in this (fresh) process, after ``import warp`` and ``wp.init()``: import the
+  kernel's module from ``DIRECTORY``, launch it once and synchronize (``s``). Run it twice: the
+  first run fills Warp's kernel cache, the second is the cached first launch.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+KERNEL = """
+import warp as wp
+
+@wp.kernel
+def saxpy(a: float, x: wp.array(dtype=float), y: wp.array(dtype=float), out: wp.array(dtype=float)):
+    i = wp.tid()
+    out[i] = a * x[i] + y[i]
+"""
+
+
+def call(calls: int, batches: int) -> dict:
+    import numpy as np
+    import warp as wp
+
+    wp.config.quiet = True
+    wp.init()
+    saxpy = _kernel(tempfile.mkdtemp(prefix="warp-peer-"))
+    x, y, out = (wp.array(np.ones(1, np.float32), device="cpu") for _ in range(3))
+    wp.launch(saxpy, dim=1, inputs=[2.0, x, y, out], device="cpu")
+    wp.synchronize()
+
+    def per_call(fn) -> float:
+        samples = []
+        for _ in range(batches):
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            samples.append((time.perf_counter() - start) / calls)
+        return statistics.median(samples)
+
+    launch = per_call(lambda: wp.launch(saxpy, dim=1, inputs=[2.0, x, y, out], device="cpu"))
+    command = wp.launch(saxpy, dim=1, inputs=[2.0, x, y, out], device="cpu", record_cmd=True)
+    recorded = per_call(command.launch)
+    wp.synchronize()
+    assert out.numpy()[0] == 3.0
+    return {"launch_s": launch, "recorded_s": recorded, "warp": wp.config.version}
+
+
+def first_call(directory: str) -> dict:
+    import numpy as np
+    import warp as wp
+
+    wp.config.quiet = True
+    wp.init()
+    start = time.perf_counter()
+    saxpy = _kernel(directory)
+    x, y, out = (wp.array(np.ones(1, np.float32), device="cpu") for _ in range(3))
+    wp.launch(saxpy, dim=1, inputs=[2.0, x, y, out], device="cpu")
+    wp.synchronize()
+    seconds = time.perf_counter() - start
+    assert out.numpy()[0] == 3.0
+    return {"s": seconds}
+
+
+def _kernel(directory: str):
+    """The saxpy kernel, from a file in ``directory`` (Warp reads a kernel's source from its file)."""
+    path = Path(directory) / "warp_kernel.py"
+    if not path.exists():
+        path.write_text(textwrap.dedent(KERNEL))
+    sys.path.insert(0, directory)
+    from warp_kernel import saxpy
+
+    return saxpy
+
+
+def main() -> None:
+    command, *args = sys.argv[1:]
+    if command == "call":
+        result = call(int(args[0]), int(args[1]))
+    elif command == "first-call":
+        result = first_call(args[0])
+    else:
+        raise SystemExit(f"unknown subcommand {command!r}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
