@@ -8,7 +8,6 @@ per-kernel target at once (each stage that compiles runs in a child process of i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -267,7 +266,7 @@ def write_dump(
     for unit in units:
         stem = unit.label
         if len(stem) > 100:  # a module of many kernels is named by all of them: too long for a file
-            stem = f"{stem[:80]}-{hashlib.sha256(stem.encode()).hexdigest()[:12]}"
+            stem = f"{stem[:80]}-{disk.sha256_hex(stem.encode())[:12]}"
         for stage, output in unit.artifacts.items():
             if output:  # an empty output is a stage that had nothing to do (no ptxas for a cubin)
                 with open(os.path.join(directory, f"{stem}.{target.name}{suffixes[stage]}"), "wb") as f:

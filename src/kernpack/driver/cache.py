@@ -20,14 +20,22 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import importlib.util
 import os
 import struct
-import tempfile
 from pathlib import Path
 
-__all__ = ["cache_dir", "cache_enabled", "load", "make_key", "native_path", "store"]
+__all__ = ["cache_dir", "cache_enabled", "load", "make_key", "native_path", "sha256_hex", "store"]
+
+# CPython's own SHA-256 where it has it, not hashlib's: importing hashlib loads OpenSSL (about
+# 3 ms), more than the rest of a cache hit's key. The digests are the same.
+try:
+    from _sha2 import sha256 as _sha256  # Python 3.12+
+except ImportError:
+    try:
+        from _sha256 import sha256 as _sha256  # Python 3.11
+    except ImportError:  # pragma: no cover - a build without the built-in module
+        from hashlib import sha256 as _sha256
 
 _MAGIC = b"KPCACHE2"
 _HEADER = struct.Struct("<8sI")  # magic, number of parts
@@ -57,7 +65,7 @@ def _compiler_fingerprint() -> str:
     """
     from .. import __version__
 
-    digest = hashlib.sha256(__version__.encode())
+    digest = _sha256(__version__.encode())
     spec = importlib.util.find_spec("llvmlite")
     if spec is not None and spec.origin is not None:
         llvmlite_dir = Path(spec.origin).parent
@@ -75,12 +83,17 @@ def _compiler_fingerprint() -> str:
 
 def make_key(*parts: str | bytes) -> str:
     """A hex digest of ``parts`` plus the fingerprint of everything that compiles them."""
-    digest = hashlib.sha256()
+    digest = _sha256()
     for part in (_compiler_fingerprint(), *parts):
         encoded = part if isinstance(part, bytes) else part.encode()
         digest.update(len(encoded).to_bytes(8, "little"))  # lengths, so that parts cannot run together
         digest.update(encoded)
     return digest.hexdigest()
+
+
+def sha256_hex(data: bytes) -> str:
+    """The hex SHA-256 of ``data`` (as ``hashlib``'s, without importing it)."""
+    return _sha256(data).hexdigest()
 
 
 def native_path(key: str) -> Path:
@@ -110,6 +123,8 @@ def load(key: str) -> dict[str, bytes] | None:
 
 def store(key: str, parts: dict[str, bytes]) -> None:
     """Store an entry atomically; a cache that cannot be written is silently skipped."""
+    import tempfile  # here: a process that only reads the cache does not import it (4 ms)
+
     directory = cache_dir() / key[:2]
     try:
         directory.mkdir(parents=True, exist_ok=True)

@@ -18,9 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import struct
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -100,6 +98,9 @@ def _run(request: dict[str, Any], triple: str, label: str) -> list[bytes]:
     env = dict(os.environ)
     source_root = str(Path(__file__).resolve().parents[2])  # make kernpack importable as here
     env["PYTHONPATH"] = source_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    import signal  # here: a build found in the cache starts no child (subprocess takes 3 ms to import)
+    import subprocess
+
     result = subprocess.run(
         [sys.executable, "-m", "kernpack.driver.isolate"],
         input=json.dumps(request).encode(),

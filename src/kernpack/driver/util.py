@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 
 __all__ = ["UMASK", "atomic_write", "write_temp"]
 
@@ -18,6 +17,8 @@ def write_temp(directory: str, data: bytes | str, suffix: str = "") -> str:
 
     The file gets the usual mode (not mkstemp's owner-only one). On failure nothing is left.
     """
+    import tempfile  # here: importing it costs 4 ms, and a cache hit writes nothing
+
     fd, tmp = tempfile.mkstemp(prefix=".kernpack-", suffix=suffix, dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -20,8 +20,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +29,9 @@ from ...runtime.calling import as_array, convert_scalar
 from ...runtime.signature import Signature
 from . import intrinsics, kir
 from .types import ArrayType, ScalarType, wrap
+
+if TYPE_CHECKING:
+    from fractions import Fraction
 
 __all__ = ["TRANSCENDENTALS", "interpret"]
 
@@ -198,6 +200,8 @@ def fma(a: Any, b: Any, c: Any) -> Any:
             return t(np.float64(a) * np.float64(b) + np.float64(c))  # inf/nan propagate alike
     if not math.isfinite(c):
         return c  # the exact product is finite, even where a * b would overflow: inf + that is inf
+    from fractions import Fraction  # here: the front end imports this module, and fractions costs 2 ms
+
     exact = Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))
     if exact == 0:
         # IEEE: an exact zero is -0 only when the (zero) product and c are both -0.
@@ -209,6 +213,8 @@ def fma(a: Any, b: Any, c: Any) -> Any:
 
 def _round(exact: Fraction, t: type) -> Any:
     """The float of type ``t`` nearest to ``exact`` (ties to even); ``exact`` is not 0."""
+    from fractions import Fraction
+
     try:
         with np.errstate(over="ignore"):
             guess = t(float(exact))

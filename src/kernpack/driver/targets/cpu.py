@@ -11,12 +11,8 @@ imports llvmlite before a stage needs it.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import platform
-import shlex
-import subprocess
-import tempfile
 import threading
 from dataclasses import dataclass
 
@@ -116,6 +112,10 @@ def _link_in_background(object_code: bytes, path: os.PathLike[str]) -> None:
 
 
 def _link(object_code: bytes, path: str) -> None:
+    import shlex  # here, on the linking thread: a cache hit imports none of these
+    import subprocess
+    import tempfile
+
     try:
         directory = os.path.dirname(path)
         os.makedirs(directory, exist_ok=True)
@@ -161,7 +161,7 @@ def _host_cpu() -> str:
     fields = ("vendor_id", "cpu family", "model", "model name", "stepping", "flags", "features", "cpu implementer",
               "cpu architecture", "cpu variant", "cpu part", "isa")  # fmt: skip
     kept = [line for line in first.splitlines() if line.split(":")[0].strip().lower() in fields]
-    return hashlib.sha256("\n".join(kept).encode()).hexdigest()[:24]
+    return cache.sha256_hex("\n".join(kept).encode())[:24]
 
 
 TARGET = Target(
