@@ -103,8 +103,13 @@ def encode_chunks(
     if n < 1 or len(row_ptr) != n + 1 or row_ptr[0] != 0 or row_ptr[-1] != e:
         raise ValueError("malformed import tree for the blob")
     kinds = [entry.kind.encode() for entry in entries]
+    # Each kind name once in the strings, however many modules share it: a reader decodes it
+    # once (a tree of hundreds of device modules has three kinds).
+    kind_offsets: dict[bytes, int] = {}
+    for kind in kinds:
+        kind_offsets.setdefault(kind, sum(len(k) for k in kind_offsets))
     tables = 4 * (n + 1) + 4 * e + _ENTRY.size * n
-    index_end = _HEADER.size + tables + sum(len(k) for k in kinds)
+    index_end = _HEADER.size + tables + sum(len(k) for k in kind_offsets)
     offsets, position = [], _align(index_end)
     for entry in entries:
         offsets.append(position)
@@ -114,12 +119,10 @@ def encode_chunks(
         raise ValueError("blob index too large")
 
     parts = [struct.pack(f"<{n + 1}I", *row_ptr), struct.pack(f"<{e}I", *children)]
-    kind_offset = 0
     for entry, kind, offset in zip(entries, kinds, offsets, strict=True):
         crc = zlib.crc32(entry.payload)
-        parts.append(_ENTRY.pack(kind_offset, len(kind), offset, len(entry.payload), crc, int(entry.mask)))
-        kind_offset += len(kind)
-    parts.extend(kinds)
+        parts.append(_ENTRY.pack(kind_offsets[kind], len(kind), offset, len(entry.payload), crc, int(entry.mask)))
+    parts.extend(kind_offsets)
     body = b"".join(parts)
     header = _HEADER.pack(MAGIC, VERSION, 0, blob_size, n, e, index_end)
     crc = zlib.crc32(body, zlib.crc32(header[16:]))

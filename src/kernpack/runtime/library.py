@@ -205,12 +205,14 @@ class LazyModule(Module):
         """The proxy class for modules of ``kind`` exported with ``mask`` (one per pair)."""
         return type(f"LazyModule[{kind}]", (LazyModule,), {"kind": kind, "property_mask": _MASKS[mask]})
 
-    def __init__(self, payload: Callable[[], memoryview], source: str) -> None:
+    def __init__(self, payload: Callable[[], memoryview], source: str, lock: threading.Lock | None = None) -> None:
         super().__init__()
         self._payload = payload
         self._source = source
         self._module: Module | None = None
-        self._lock = threading.Lock()
+        # One lock for all the proxies of a loaded tree (decoding is rare and short): a tree of
+        # hundreds of modules then loads without making hundreds of locks.
+        self._lock = lock or threading.Lock()
 
     @property
     def is_decoded(self) -> bool:
@@ -318,15 +320,19 @@ def _open(path: str) -> Module:
 
 def _build_tree(index: BlobIndex, dso: _DSO) -> Module:
     modules: list[Module] = []
+    lock = threading.Lock()
+    payload, path = index.payload, dso.path
     for i, entry in enumerate(index.entries):
         if entry.kind == HOST_KIND:
-            modules.append(LibraryModule(dso, lambda i=i: _function_table(index, i)))
+            modules.append(LibraryModule(dso, functools.partial(_function_table, index, i)))
         else:
             proxy = LazyModule.of(entry.kind, entry.mask)
-            modules.append(proxy((lambda i=i: index.payload(i)), f"{dso.path} module {i} ({entry.kind})"))
+            modules.append(proxy(functools.partial(payload, i), f"{path} module {i} ({entry.kind})", lock))
+    ptr, children = index.row_ptr, index.child_indices
     for i, module in enumerate(modules):
         # The blob guarantees children come after parents: no cycle checks needed here.
-        module._imports.extend(modules[j] for j in index.imports_of(i))
+        if ptr[i] != ptr[i + 1]:
+            module._imports.extend([modules[j] for j in children[ptr[i] : ptr[i + 1]]])
     return modules[0]
 
 
