@@ -1,7 +1,7 @@
 """``kp.build``: kernels through a target's stages, with the compile cache and stage dumps.
 
-Every build, of kernels (:func:`build`) or of LLVM IR brought for a device
-(``device_module_from_ir``, which enters at the ``llir`` stage), runs :func:`run_units`: each
+Every build, of kernels (:func:`compile_kernels`) or of LLVM IR brought for a device
+(:func:`run_units`, which ``device_module_from_ir`` enters after the ``llir`` stage), runs each
 unit through the target's stages, from the cache where it has the unit, the units of a
 per-kernel target at once (each stage that compiles runs in a child process of its own).
 """
@@ -202,7 +202,7 @@ def _run_stages(target: Target, unit: Unit, given: int | None, source: bytes, ca
             target.environment(unit.options) if target.environment else "",
             "" if given is None else target.stages[given].name,
             unit.label,
-            json.dumps([[f.name, str(f.signature), list(f.grid), dict(f.attrs)] for f in unit.functions]),
+            json.dumps([[f.name, str(f.signature), list(f.grid)] for f in unit.functions]),
             json.dumps(unit.notes, sort_keys=True),
             *(str(k) for k in unit.kernels),
             source,

@@ -83,9 +83,9 @@ def _compiler_fingerprint() -> str:
         subdirectories[:] = [d for d in subdirectories if d != "__pycache__"]
         for name in names:
             if name.endswith(".py"):
-                entry = os.stat(os.path.join(directory, name))
-                relative = os.path.relpath(os.path.join(directory, name), package)
-                files.append(f"{relative}:{entry.st_size}:{entry.st_mtime_ns}\n")
+                path = os.path.join(directory, name)
+                entry = os.stat(path)
+                files.append(f"{os.path.relpath(path, package)}:{entry.st_size}:{entry.st_mtime_ns}\n")
     digest.update("".join(sorted(files)).encode())
     return digest.hexdigest()
 

@@ -33,7 +33,7 @@ from ..runtime.registry import lookup_loader, register_exporter
 from ..runtime.signature import Signature
 from .elfobj import MACHINES, write_blob_object
 from .pyinit import module_name, pyinit_source
-from .util import UMASK, write_temp
+from .util import HOST_LIBRARIES, UMASK, c_compiler, write_temp
 
 __all__ = ["ExportPlan", "export_library", "plan_export"]
 
@@ -229,8 +229,7 @@ def export_library(
     module = module_name(out)
     if module is not None:
         _warn_if_shadowing(out, module)
-    cc = cc or os.environ.get("CC") or "cc"
-    cc_argv = shlex.split(cc)
+    cc_argv = c_compiler(cc)
     arch = _target_arch(tuple(cc_argv))
 
     entries = []
@@ -280,8 +279,7 @@ def export_library(
             *inputs,
             "-Wl,--build-id=none",
             *options,
-            "-lm",
-            "-lpthread",
+            *HOST_LIBRARIES,
         ]
         _run(command)
         os.chmod(tmp_out, 0o777 & ~UMASK)

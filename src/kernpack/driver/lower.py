@@ -31,6 +31,7 @@ __all__ = [
     "gep",
     "llvm_type",
     "memory_type",
+    "merge",
 ]
 
 # The IRBuilder method for each arithmetic op: (float, integer).
@@ -85,6 +86,15 @@ _IR_TYPES = {
     "float": ir.FloatType(),
     "double": ir.DoubleType(),
 }
+
+
+def merge(b: ir.IRBuilder, block: ir.Block, typ: ir.Type, incoming: list[tuple[ir.Value, ir.Block]]) -> ir.Value:
+    """At the start of ``block``, the value each of its predecessors brings (a phi)."""
+    b.position_at_end(block)
+    phi = b.phi(typ)
+    for value, predecessor in incoming:
+        phi.add_incoming(value, predecessor)
+    return phi
 
 
 def gep(b: ir.IRBuilder, base: ir.Value, indices: list[ir.Value], etype: ir.Type) -> ir.Value:
@@ -582,11 +592,7 @@ class KernelBody:
         last = self.expr(e.values[-1])
         incoming.append((last, b.block))
         b.branch(end)
-        b.position_at_end(end)
-        phi = b.phi(_I1)
-        for value, block in incoming:
-            phi.add_incoming(value, block)
-        return phi
+        return merge(b, end, _I1, incoming)
 
     def select(self, e: kir.Select) -> ir.Value:
         b = self.b
@@ -603,11 +609,7 @@ class KernelBody:
         c = self.expr(e.b)
         c_block = b.block
         b.branch(end)
-        b.position_at_end(end)
-        phi = b.phi(llvm_type(e.type))
-        phi.add_incoming(a, a_block)
-        phi.add_incoming(c, c_block)
-        return phi
+        return merge(b, end, llvm_type(e.type), [(a, a_block), (c, c_block)])
 
     def call(self, e: kir.Call) -> ir.Value:
         b = self.b

@@ -141,32 +141,35 @@ class _Emit:
     def i(self, v: int) -> ir.Constant:
         return ir.Constant(_I64, v & ((1 << 64) - 1))
 
+    def _int(self, y: ir.Value | int) -> ir.Value:
+        return self.i(y) if isinstance(y, int) else y
+
     def and_(self, x: ir.Value, y: ir.Value | int) -> ir.Value:
-        return self.b.and_(x, self.i(y) if isinstance(y, int) else y)
+        return self.b.and_(x, self._int(y))
 
     def or_(self, x: ir.Value, y: ir.Value | int) -> ir.Value:
-        return self.b.or_(x, self.i(y) if isinstance(y, int) else y)
+        return self.b.or_(x, self._int(y))
 
     def iadd(self, x: ir.Value, y: ir.Value | int) -> ir.Value:
-        return self.b.add(x, self.i(y) if isinstance(y, int) else y)
+        return self.b.add(x, self._int(y))
 
     def isub(self, x: ir.Value, y: ir.Value | int) -> ir.Value:
-        return self.b.sub(x, self.i(y) if isinstance(y, int) else y)
+        return self.b.sub(x, self._int(y))
 
     def imul(self, x: ir.Value, y: ir.Value | int) -> ir.Value:
-        return self.b.mul(x, self.i(y) if isinstance(y, int) else y)
+        return self.b.mul(x, self._int(y))
 
     def shl(self, x: ir.Value, y: ir.Value | int) -> ir.Value:
-        return self.b.shl(x, self.i(y) if isinstance(y, int) else y)
+        return self.b.shl(x, self._int(y))
 
     def shr(self, x: ir.Value, y: ir.Value | int) -> ir.Value:
-        return self.b.lshr(x, self.i(y) if isinstance(y, int) else y)
+        return self.b.lshr(x, self._int(y))
 
     def icmp(self, op: str, x: ir.Value, y: ir.Value | int) -> ir.Value:
-        return self.b.icmp_unsigned(op, x, self.i(y) if isinstance(y, int) else y)
+        return self.b.icmp_unsigned(op, x, self._int(y))
 
     def scmp(self, op: str, x: ir.Value, y: ir.Value | int) -> ir.Value:
-        return self.b.icmp_signed(op, x, self.i(y) if isinstance(y, int) else y)
+        return self.b.icmp_signed(op, x, self._int(y))
 
     def pow2(self, k: ir.Value) -> ir.Value:
         """2**k as a double, for a normal power (-1022 <= k <= 1023), made from the bits."""

@@ -5,11 +5,21 @@ from __future__ import annotations
 import contextlib
 import os
 
-__all__ = ["UMASK", "atomic_write", "write_temp"]
+__all__ = ["HOST_LIBRARIES", "UMASK", "atomic_write", "c_compiler", "write_temp"]
+
+#: What host code links against: libm (the math kernels call) and pthreads (a grid's threads).
+HOST_LIBRARIES = ("-lm", "-lpthread")
 
 # mkstemp creates files readable by the owner only; finished outputs get the usual mode.
 UMASK = os.umask(0)
 os.umask(UMASK)
+
+
+def c_compiler(cc: str | None = None) -> list[str]:
+    """The C compiler's command: ``cc`` if given, else ``$CC``, else ``cc``, split as a shell would."""
+    import shlex  # here: a cache hit links nothing
+
+    return shlex.split(cc or os.environ.get("CC") or "cc")
 
 
 def write_temp(directory: str, data: bytes | str, suffix: str = "") -> str:

@@ -17,8 +17,8 @@ import numpy as np
 
 from ..errors import DeviceUnavailableError
 from .abi import CUDA_BLOCK, SCALARS, axis_extents
-from .device import DeviceModule, KernelEntry, describe_payload, load_binary_file, runtime_once
-from .registry import register_describer, register_file_loader, register_loader
+from .device import DeviceModule, KernelEntry, load_binary_file, runtime_once
+from .registry import register_file_loader, register_loader
 
 __all__ = ["CUDAModule", "cuda_module"]
 
@@ -141,9 +141,6 @@ def cuda_module(
 @register_file_loader(".ptx")
 def _load_ptx(path: str) -> DeviceModule:
     return load_binary_file(path, "cuda")
-
-
-register_describer("cuda")(describe_payload)
 
 
 @register_loader("cuda")

@@ -36,6 +36,7 @@ import numpy as np
 from ..errors import ArgumentError, DeviceUnavailableError, FormatError, LoadError, UnsupportedOperationError
 from .calling import as_array, convert_scalar
 from .module import Module, ModulePropertyMask
+from .registry import register_describer
 from .signature import Signature
 
 __all__ = [
@@ -208,8 +209,9 @@ class DeviceModule(Module):
     """Base of the device kinds.
 
     Subclasses set ``kind`` and ``binary_format`` and implement :meth:`_runtime`,
-    :meth:`_launch` and :meth:`from_binary`; every subclass with a kind is found by it
-    (:func:`device_kind`), so a side file's ``"target"`` can name it.
+    :meth:`_launch` and :meth:`from_binary`. Every subclass with a kind is found by it (a side
+    file's ``"target"`` names it, :func:`load_binary_file`), and ``kernpack inspect`` reads its
+    payloads with :func:`describe_payload`: all device kinds share the payload format.
     """
 
     property_mask = ModulePropertyMask.BINARY_SERIALIZABLE | ModulePropertyMask.RUNNABLE
@@ -219,6 +221,7 @@ class DeviceModule(Module):
         super().__init_subclass__(**kwargs)
         if cls.kind:
             _DEVICE_KINDS[cls.kind] = cls
+            register_describer(cls.kind)(describe_payload)
 
     @classmethod
     def from_binary(cls, binary: bytes, functions: list[Any], path: str) -> DeviceModule:

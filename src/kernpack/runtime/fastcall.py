@@ -28,6 +28,10 @@ from .signature import Signature
 __all__ = ["native_entry"]
 
 _api = ctypes.pythonapi
+# Its own function object, so that setting its types touches no one else's ctypes.pythonapi.
+_new_function = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.py_object, ctypes.py_object)(
+    ("PyCFunction_NewEx", _api)
+)
 
 
 def native_entry(
@@ -43,19 +47,15 @@ def native_entry(
         return None
     own = [id(p.dtype) if p.pointer else id(p.dtype.type) for p in signature.params]
     slots = (ctypes.c_void_p * (len(common) + len(own))).from_address(table)
-    for i, value in enumerate([*common, *own]):
-        if i:  # "filled" last, after every other slot
-            slots[i] = value
-    slots[0] = common[0]
+    slots[1:] = [*common[1:], *own]
+    slots[0] = common[0]  # "filled" last, after every other slot
     # The builtin reads its PyMethodDef as long as it exists, its deallocation included, which
     # in a garbage-collected cycle can come after the library holding the code was unmapped: so
     # it gets a copy in memory of this process's own, kept for good (40 bytes a function).
     template = _MethodDef.from_address(definition)
     method = _MethodDef(signature.name.encode(), template.function, template.flags, None)
     _METHODS.append(method)
-    new = _api.PyCFunction_NewEx
-    new.restype, new.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.py_object, ctypes.py_object]
-    return new(ctypes.addressof(method), fallback, None)
+    return _new_function(ctypes.addressof(method), fallback, None)
 
 
 class _MethodDef(ctypes.Structure):

@@ -205,14 +205,14 @@ class LazyModule(Module):
         """The proxy class for modules of ``kind`` exported with ``mask`` (one per pair)."""
         return type(f"LazyModule[{kind}]", (LazyModule,), {"kind": kind, "property_mask": _MASKS[mask]})
 
-    def __init__(self, payload: Callable[[], memoryview], source: str, lock: threading.Lock | None = None) -> None:
+    def __init__(self, payload: Callable[[], memoryview], source: str, lock: threading.Lock) -> None:
         super().__init__()
         self._payload = payload
         self._source = source
         self._module: Module | None = None
         # One lock for all the proxies of a loaded tree (decoding is rare and short): a tree of
         # hundreds of modules then loads without making hundreds of locks.
-        self._lock = lock or threading.Lock()
+        self._lock = lock
 
     @property
     def is_decoded(self) -> bool:

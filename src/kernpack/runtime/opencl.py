@@ -17,8 +17,8 @@ import numpy as np
 
 from ..errors import DeviceUnavailableError, FormatError, LoadError
 from .abi import axis_extents
-from .device import DeviceModule, KernelEntry, describe_payload, is_spirv, load_binary_file, runtime_once
-from .registry import register_describer, register_file_loader, register_loader
+from .device import DeviceModule, KernelEntry, is_spirv, load_binary_file, runtime_once
+from .registry import register_file_loader, register_loader
 
 __all__ = ["OpenCLModule", "opencl_module"]
 
@@ -142,9 +142,6 @@ def opencl_module(spirv: bytes, functions: Iterable[dict[str, Any] | KernelEntry
 def _load_spv(path: str) -> DeviceModule:
     """A SPIR-V file: for OpenCL, or for the kind its side file names (``"target": "vulkan"``)."""
     return load_binary_file(path, "opencl")
-
-
-register_describer("opencl")(describe_payload)
 
 
 @register_loader("opencl")

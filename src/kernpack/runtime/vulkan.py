@@ -22,8 +22,8 @@ import numpy as np
 
 from ..errors import DeviceUnavailableError, FormatError, LoadError
 from .abi import DESCRIPTOR_SET, EXTENTS_BINDING, SCALARS, axis_extents, parameter_binding
-from .device import DeviceModule, KernelEntry, describe_payload, is_spirv, runtime_once
-from .registry import register_describer, register_loader
+from .device import DeviceModule, KernelEntry, is_spirv, runtime_once
+from .registry import register_loader
 
 __all__ = ["VulkanModule", "vulkan_module"]
 
@@ -341,9 +341,6 @@ def vulkan_module(shaders: dict[str, bytes], functions: Iterable[dict[str, Any] 
         entries.append(KernelEntry(entry.name, entry.signature, entry.grid, attrs))
         blob += code + bytes(-len(code) % 16)
     return VulkanModule(bytes(blob), entries)
-
-
-register_describer("vulkan")(describe_payload)
 
 
 @register_loader("vulkan")

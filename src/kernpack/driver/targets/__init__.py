@@ -23,8 +23,8 @@ __all__ = [
     "register_target",
 ]
 
-# The built-in targets: name -> the module (in this package) whose TARGET it is.
-_BUILTIN = {"cpu": "cpu", "cuda": "cuda", "opencl": "opencl", "vulkan": "vulkan", "interpret": "interpret"}
+# The built-in targets, each the TARGET of the module of its name in this package.
+_BUILTIN = ("cpu", "cuda", "opencl", "vulkan", "interpret")
 _TARGETS: dict[str, Target] = {}
 
 
@@ -43,7 +43,7 @@ def get_target(name: str) -> Target:
     """
     target = _TARGETS.get(name)
     if target is None and name in _BUILTIN:
-        target = _TARGETS.setdefault(name, importlib.import_module(f"{__name__}.{_BUILTIN[name]}").TARGET)
+        target = _TARGETS.setdefault(name, importlib.import_module(f"{__name__}.{name}").TARGET)
     if target is None:
         raise ValueError(f"unknown target {name!r}; this version builds for {', '.join(_names())}")
     return target

@@ -13,14 +13,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+from ...runtime.device import KernelEntry
 from ...runtime.module import Module
 from ...runtime.signature import Signature
 from .. import isolate
 from ..lang import kir
 
-__all__ = ["Function", "IRContract", "Options", "Stage", "Target", "Unit", "emit"]
+__all__ = ["Function", "IRContract", "Options", "Stage", "Target", "Unit", "emit", "kernel_entries"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ class Options:
     """
 
     opt_level: int = 3
+    #: What a name the target does not take means here (``{"cpu": "the GPU architecture is
+    #: arch="}``), said beside the refusal.
+    hints: ClassVar[Mapping[str, str]] = {}
 
     def __post_init__(self) -> None:
         if self.opt_level not in (0, 1, 2, 3):
@@ -45,7 +49,6 @@ class Function:
     name: str
     signature: Signature
     grid: tuple[str, ...] = ()
-    attrs: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -126,9 +129,7 @@ class Target:
         known = [f.name for f in dataclasses.fields(self.options)]
         unknown = sorted(set(given) - set(known))
         if unknown:
-            hint = ""
-            if "cpu" in unknown and "arch" in known:
-                hint = " (the GPU architecture is arch=, e.g. arch='sm_90')"
+            hint = "".join(f" ({self.options.hints[name]})" for name in unknown if name in self.options.hints)
             raise ValueError(
                 f"target {self.name!r} takes the options {', '.join(known)}; not {', '.join(unknown)}{hint}"
             )
@@ -140,6 +141,11 @@ class Target:
             if stage.name == name:
                 return i
         raise ValueError(f"target {self.name!r} has no stage {name!r}: {', '.join(s.name for s in self.stages)}")
+
+
+def kernel_entries(unit: Unit, attrs: Mapping[str, Any] | None = None) -> list[KernelEntry]:
+    """The function table a device module of ``unit`` carries (``attrs`` for every kernel)."""
+    return [KernelEntry(f.name, f.signature, f.grid, attrs) for f in unit.functions]
 
 
 def emit(text: str, triple: str, unit: Unit, **keywords: Any) -> bytes:

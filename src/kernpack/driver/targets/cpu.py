@@ -10,6 +10,7 @@ imports llvmlite before a stage needs it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from ...runtime.module import Module
 from .. import cache
 from ..llvm import LLVMModule, host_cpu_key, jit_object, optimize
+from ..util import HOST_LIBRARIES, c_compiler
 from .base import Options, Stage, Target, Unit
 
 __all__ = ["TARGET", "CPUOptions", "default_threads"]
@@ -112,27 +114,29 @@ def _link_in_background(object_code: bytes, path: os.PathLike[str]) -> None:
 
 
 def _link(object_code: bytes, path: str) -> None:
-    import shlex  # here, on the linking thread: a cache hit imports none of these
-    import subprocess
+    import subprocess  # here, on the linking thread: a cache hit imports neither
     import tempfile
 
+    temporaries: list[str] = []
     try:
         directory = os.path.dirname(path)
         os.makedirs(directory, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="kernpack-link-") as work:
-            source, linked = os.path.join(work, "k.o"), os.path.join(work, "k.so")
-            with open(source, "wb") as f:
-                f.write(object_code)
-            command = [*shlex.split(os.environ.get("CC") or "cc"), "-shared", "-Wl,-z,text", "-o", linked, source]
-            if subprocess.run([*command, "-lm", "-lpthread"], capture_output=True).returncode != 0:
-                return
-            fd, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".so", dir=directory)
-            with os.fdopen(fd, "wb") as out, open(linked, "rb") as f:
-                out.write(f.read())
-            os.replace(temporary, path)  # a reader sees the whole file or none
+        for suffix in (".o", ".so"):
+            fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
+            os.close(fd)
+            temporaries.append(name)
+        source, linked = temporaries
+        with open(source, "wb") as f:
+            f.write(object_code)
+        command = [*c_compiler(), "-shared", "-Wl,-z,text", "-o", linked, source, *HOST_LIBRARIES]
+        if subprocess.run(command, capture_output=True).returncode == 0:
+            os.replace(linked, path)  # a reader sees the whole file or none
     except OSError:
         pass  # no compiler, a full disk, a read-only cache: the next process uses LLVM
     finally:
+        for name in temporaries:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
         with _linking_lock:
             _linking.discard(path)
 

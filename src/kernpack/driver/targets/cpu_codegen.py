@@ -24,7 +24,7 @@ import llvmlite.ir as ir
 from ...runtime import abi
 from ..lang import kir
 from ..lang.types import ArrayType, ScalarType, bool_
-from ..lower import KernelBody, abi_types, declare, gep, llvm_type
+from ..lower import KernelBody, abi_types, declare, gep, llvm_type, merge
 
 __all__ = ["MIN_PARALLEL_WORK", "lower_kernels"]
 
@@ -300,8 +300,4 @@ def _scalar(
     stored = b.load(b.gep(obj, [_I64(abi.SCALAR_VALUE)], source_etype=_I8), typ=_I8 if t is bool_ else value_type)
     results.append((b.icmp_unsigned("!=", stored, _I8(0)) if t is bool_ else stored, b.block))
     b.branch(done)
-    b.position_at_end(done)
-    phi = b.phi(value_type)
-    for value, block in results:
-        phi.add_incoming(value, block)
-    return phi
+    return merge(b, done, value_type, results)

@@ -17,20 +17,20 @@ import shlex
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import llvmlite.ir as ir
 
 from ...errors import CompileError
 from ...runtime.abi import device_axis
 from ...runtime.cuda import cuda_module
-from ...runtime.device import KernelEntry
 from ...runtime.module import Module
 from ..isolate import triple_of
 from ..lang import kir
 from ..lower import KernelBody, check_narrow_atomics, declare, device_abi_types, llvm_type
-from .base import IRContract, Options, Stage, Target, Unit, emit
+from .base import IRContract, Options, Stage, Target, Unit, emit, kernel_entries
 
 __all__ = ["CUDA_TRIPLE", "DEFAULT_ARCH", "TARGET", "CUDAOptions", "assemble_cubin", "find_libdevice", "find_ptxas"]
 
@@ -105,6 +105,7 @@ class CUDAOptions(Options):
     """Options of the ``cuda`` target: ``arch`` is the GPU architecture (``"sm_90"``, ``"sm_90a"``)."""
 
     arch: str = DEFAULT_ARCH
+    hints: ClassVar[Mapping[str, str]] = {"cpu": "the GPU architecture is arch=, e.g. arch='sm_90'"}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -132,8 +133,7 @@ def _cubin(src: bytes, unit: Unit) -> bytes:
 
 def _package(units: list[Unit], name: str) -> Module:
     (unit,) = units
-    table = [KernelEntry(f.name, f.signature, f.grid, f.attrs) for f in unit.functions]
-    return cuda_module(unit.artifacts["ptx"].decode(), table, cubin=unit.artifacts["cubin"] or None)
+    return cuda_module(unit.artifacts["ptx"].decode(), kernel_entries(unit), cubin=unit.artifacts["cubin"] or None)
 
 
 TARGET = Target(

@@ -15,14 +15,13 @@ from dataclasses import dataclass
 import llvmlite.ir as ir
 
 from ...runtime.abi import device_axis
-from ...runtime.device import KernelEntry
 from ...runtime.module import Module
 from ...runtime.opencl import opencl_module
 from ..isolate import triple_of
 from ..lang import kir
 from ..lang.types import ScalarType, i64, u32
 from ..lower import KernelBody, check_narrow_atomics, declare, device_abi_types
-from .base import IRContract, Options, Stage, Target, Unit, emit
+from .base import IRContract, Options, Stage, Target, Unit, emit, kernel_entries
 
 __all__ = ["OPENCL_TRIPLE", "TARGET", "OpenCLOptions", "lower_opencl"]
 
@@ -118,8 +117,7 @@ def _spirv(src: bytes, unit: Unit) -> bytes:
 
 def _package(units: list[Unit], name: str) -> Module:
     (unit,) = units
-    table = [KernelEntry(f.name, f.signature, f.grid, f.attrs) for f in unit.functions]
-    return opencl_module(unit.artifacts["spirv"], table)
+    return opencl_module(unit.artifacts["spirv"], kernel_entries(unit))
 
 
 TARGET = Target(

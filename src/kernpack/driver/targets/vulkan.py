@@ -28,7 +28,6 @@ import numpy as np
 
 from ...errors import CompileError
 from ...runtime.abi import DESCRIPTOR_SET, EXTENTS_BINDING, VULKAN_WORKGROUP, device_axis, parameter_binding
-from ...runtime.device import KernelEntry
 from ...runtime.module import Module
 from ...runtime.vulkan import vulkan_module
 from .. import softmath
@@ -36,7 +35,7 @@ from ..isolate import triple_of
 from ..lang import kir
 from ..lang.types import ArrayType, ScalarType
 from ..lower import KernelBody, declare, llvm_type, memory_type
-from .base import IRContract, Options, Stage, Target, Unit, emit
+from .base import IRContract, Options, Stage, Target, Unit, emit, kernel_entries
 
 __all__ = ["TARGET", "VULKAN_TRIPLE", "VulkanOptions", "float64_atomic_refusal", "lower_vulkan"]
 
@@ -727,11 +726,7 @@ def _spirv(src: bytes, unit: Unit) -> bytes:
 
 def _package(units: list[Unit], name: str) -> Module:
     shaders = {unit.functions[0].name: unit.artifacts["spirv"] for unit in units}
-    table = [
-        KernelEntry(f.name, f.signature, f.grid, {**f.attrs, "workgroup": unit.notes["workgroup"]})
-        for unit in units
-        for f in unit.functions
-    ]
+    table = [entry for unit in units for entry in kernel_entries(unit, {"workgroup": unit.notes["workgroup"]})]
     return vulkan_module(shaders, table)
 
 
