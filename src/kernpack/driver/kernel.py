@@ -81,15 +81,16 @@ class Kernel:
                 self.__class__ = type(type(self).__name__, (type(self),), {"__call__": call, "__slots__": ()})
         return call(*args)
 
-    def interpret(self, *args: Any, perturb: int = 0) -> None:
+    def interpret(self, *args: Any, perturb: int = 0, alternate: bool = False) -> None:
         """Run the kernel by the language's definition, in Python: slow, every index checked.
 
         Unlike :attr:`py_func` (Python's own arithmetic), this is the semantics every target
         implements: fixed-width integers that wrap, float32 rounding, saturating casts, ...
         ``perturb`` moves every ``exp log sin cos tanh`` result by that many ulps (to see how
-        much the outputs depend on a target's rounding of them).
+        much the outputs depend on a target's rounding of them); with ``alternate``, every other
+        call of them the other way.
         """
-        interpret(self.kir, self.signature, args, perturb=perturb)
+        interpret(self.kir, self.signature, args, perturb=perturb, alternate=alternate)
 
     def __repr__(self) -> str:
         return f"<kernpack kernel {self.signature}>"

@@ -45,7 +45,9 @@ _BREAK = object()
 _CONTINUE = object()
 
 
-def interpret(kernel: kir.Kernel, signature: Signature, args: Sequence[Any], *, perturb: int = 0) -> None:
+def interpret(
+    kernel: kir.Kernel, signature: Signature, args: Sequence[Any], *, perturb: int = 0, alternate: bool = False
+) -> None:
     """Run ``kernel`` on ``args`` by the language's definition; arrays are updated in place.
 
     Parameters
@@ -60,6 +62,10 @@ def interpret(kernel: kir.Kernel, signature: Signature, args: Sequence[Any], *, 
         Move the result of every ``exp log sin cos tanh`` by this many units in the last place.
         Running with ``+n`` and ``-n`` shows how much an output depends on how a target rounds
         those functions (the differential tests use it to set their tolerance).
+    alternate : bool, default False
+        With ``perturb``, move every other call of those functions (in the order they appear
+        in the kernel) the other way: a product of two results moved the same way can round
+        back to its unmoved value, and would look as if it did not depend on them.
 
     Raises
     ------
@@ -82,7 +88,7 @@ def interpret(kernel: kir.Kernel, signature: Signature, args: Sequence[Any], *, 
             raise ArgumentError(f"{kernel.name}(): argument {name!r}: {exc}") from None
     for name, type_ in kernel.locals.items():
         env.setdefault(name, _from_numpy(0, type_))  # a local not assigned yet reads as 0
-    program = _Compiler(kernel, arrays, perturb)
+    program = _Compiler(kernel, arrays, perturb, alternate)
     prologue = program.block(kernel.prologue)
     grid = kernel.grid
     extents = [program.expr(e) for e in grid.extents]
@@ -291,10 +297,12 @@ _UNARY: dict[str, Callable[[Any], Any]] = {
 class _Compiler:
     """Turns kernel IR into closures over an environment of scalars (and the arrays)."""
 
-    def __init__(self, kernel: kir.Kernel, arrays: dict[str, np.ndarray], perturb: int) -> None:
+    def __init__(self, kernel: kir.Kernel, arrays: dict[str, np.ndarray], perturb: int, alternate: bool) -> None:
         self.kernel = kernel
         self.arrays = arrays
         self.perturb = perturb
+        self.alternate = alternate
+        self.sites = 0  # transcendental calls compiled so far (for ``alternate``)
         self.line = kernel.grid.line
 
     # ------------------------------------------------------------------ statements
@@ -479,6 +487,7 @@ class _Compiler:
         fn = _UNARY[e.func]
         (x,) = args
         if e.func in TRANSCENDENTALS and self.perturb:
-            ulps = self.perturb
+            ulps = -self.perturb if self.alternate and self.sites % 2 else self.perturb
+            self.sites += 1
             return lambda env: _perturbed(fn(x(env)), ulps)
         return lambda env: fn(x(env))
