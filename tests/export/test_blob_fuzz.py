@@ -111,9 +111,23 @@ def test_each_structural_check_names_the_problem(mutate, message):
         parse_everything_strict(_rechecksum(blob))
 
 
+def test_a_forged_row_is_refused_when_read_and_spares_the_others():
+    blob = bytearray(VALID)
+    struct.pack_into("<I", blob, 64 + 16 + 12 + 32 * 2 + 28, 99)  # module 2's mask, checksum forged
+    index = BlobIndex(_rechecksum(blob), source="forged")
+    assert index.kind(0) == "_lib" and index.imports_of(0) == (1, 2)
+    for _ in range(2):  # a row is refused every time, not only the first
+        with pytest.raises(kp.FormatError, match=r"forged: module 2 \(test_blob\): property mask 99 has unknown bits"):
+            index.entry(2)
+    with pytest.raises(IndexError, match="no module 3"):
+        index.entry(3)
+
+
 def parse_everything_strict(data: bytes) -> None:
+    # The index checks each module's rows the first time they are read: read them all.
     index = BlobIndex(data, source="fuzz")
     for i in range(len(index)):
+        index.imports_of(i)
         index.payload(i)
 
 

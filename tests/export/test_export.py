@@ -362,6 +362,24 @@ def test_plain_shared_library_binds_explicit_signatures(tmp_path):
         lib.bind("void scale(float *x, float a, int64_t n)")
 
 
+def test_a_loaded_tree_makes_each_module_once_and_when_reached(tmp_path):
+    root = kp.llvm_module(TWICE_IR)
+    shared = BlobKind("shared", 5)
+    for i in range(3):
+        child = BlobKind("child", i)
+        child.import_module(shared)
+        root.import_module(child)
+    root.export_library(tmp_path / "t.so")
+    loaded = kp.load_module(tmp_path / "t.so")
+    nodes = loaded._tree._nodes
+    assert sum(node is not None for node in nodes) == 1  # the root only
+    children = loaded.imports
+    assert children == loaded.imports and not any(child.is_decoded for child in children)
+    assert sum(node is not None for node in nodes) == 4
+    assert len({id(child.imports[0]) for child in children}) == 1  # one module, three importers
+    assert [loaded["child"]() for _ in range(2)] == [0, 0] and loaded["shared"]() == 5
+
+
 def test_library_module_is_runnable_only(tmp_path):
     kp.llvm_module(TWICE_IR).export_library(tmp_path / "r.so")
     lib = kp.load_module(tmp_path / "r.so")

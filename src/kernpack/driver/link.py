@@ -130,21 +130,56 @@ def plan_export(root: Module) -> ExportPlan:
                 plan.groups.append([mod])
             stack.extend(reversed(mod.imports))
 
-    plan.row_ptr = [0]
+    _number_parents_first(plan, index, paths)
+    return plan
+
+
+def _number_parents_first(plan: ExportPlan, index: dict[int, int], paths: dict[int, str]) -> None:
+    """Renumber the groups so that each comes after every group importing it, and build the CSR.
+
+    The blob requires it (so that a loader needs no cycle check). The order of the walk is not
+    enough once a module has several importers; a depth-first topological sort is. Merging the
+    DSO modules into one group is what can make a cycle: a serializable module both imported by
+    the host library and importing it.
+    """
+    kids = []
     for parent, group in enumerate(plan.groups):
-        kids = sorted({index[id(c)] for m in group for c in m.imports} - {parent})
-        if kids and kids[0] < parent:
-            child = plan.groups[kids[0]][0]
+        found = dict.fromkeys(index[id(c)] for m in group for c in m.imports)  # import order, once each
+        found.pop(parent, None)
+        kids.append(list(found))
+    postorder: list[int] = []
+    state = [0] * len(plan.groups)  # 0 unseen, 1 on the current path, 2 done
+    # Children in reverse, so that a tree without shared modules keeps the walk's order.
+    stack = [(0, reversed(kids[0]))]
+    state[0] = 1
+    while stack:
+        parent, todo = stack[-1]
+        child = next(todo, None)
+        if child is None:
+            stack.pop()
+            state[parent] = 2
+            postorder.append(parent)
+        elif state[child] == 1:
+            first, other = plan.groups[parent][0], plan.groups[child][0]
             raise ExportError(
                 "cannot export: the DSO-exportable modules cannot be merged into one host library "
-                f"without a cycle in the import tree: {_describe(group[0], paths[id(group[0])])} "
-                f"imports {_describe(child, paths[id(child)])}, which is (or imports) the host library "
+                f"without a cycle in the import tree: {_describe(first, paths[id(first)])} "
+                f"imports {_describe(other, paths[id(other)])}, which is (or imports) the host library "
                 "above it. Move the DSO modules so that they sit only above (or only below) the "
                 "serializable ones"
             )
-        plan.children.extend(kids)
+        elif state[child] == 0:
+            state[child] = 1
+            stack.append((child, reversed(kids[child])))
+    order = postorder[::-1]
+    number = {group: i for i, group in enumerate(order)}
+    plan.groups = [plan.groups[g] for g in order]
+    if plan.host is not None:
+        plan.host = number[plan.host]
+    plan.row_ptr, plan.children = [0], []
+    for group in order:
+        plan.children.extend(number[k] for k in kids[group])
         plan.row_ptr.append(len(plan.children))
-    return plan
 
 
 def _host_signatures(plan: ExportPlan) -> list[Signature]:

@@ -42,7 +42,6 @@ bytes: nothing depends on time, paths or hash order.
 from __future__ import annotations
 
 import struct
-import sys
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -74,6 +73,8 @@ BLOB_END_SYMBOL = "__kernpack_blob_end"
 
 _HEADER = struct.Struct("<8sIIQIII28x")  # 64 bytes
 _ENTRY = struct.Struct("<IIQQII")  # 32 bytes
+_ROW = struct.Struct("<2I")  # a module's two row pointers: its first import, one past its last
+_U32 = struct.Struct("<I")
 _U32_MAX = 0xFFFFFFFF
 assert _HEADER.size == 64 and _ENTRY.size == 32
 
@@ -146,16 +147,6 @@ def encode(entries: Sequence[BlobEntry], row_ptr: Sequence[int], children: Seque
     return b"".join(chunks)
 
 
-_LITTLE = sys.byteorder == "little"
-
-
-def _u32s(view: memoryview, offset: int, count: int) -> tuple[int, ...]:
-    """``count`` little-endian u32 values at ``offset`` (a zero-copy cast on little-endian hosts)."""
-    if _LITTLE:
-        return tuple(view[offset : offset + 4 * count].cast("I"))
-    return struct.unpack_from(f"<{count}I", view, offset)
-
-
 class _Entry(NamedTuple):
     kind: str
     offset: int
@@ -167,8 +158,12 @@ class _Entry(NamedTuple):
 class BlobIndex:
     """The parsed index of a blob: module kinds, masks, the import tree, payload views.
 
-    Parsing reads the header and the tables only; payloads are sliced (without copying) and
-    checked when :meth:`payload` asks for them.
+    Opening checks the header and the index checksum, which catches any corruption of the
+    tables; each module's row of the module table and of the import tree is then checked the
+    first time it is read. A library of hundreds of modules thus opens in constant time, and a
+    blob whose rows are inconsistent (which only a forged checksum lets through) is refused with
+    a :class:`FormatError` the moment the faulty row is used. Payloads are sliced without
+    copying and checked against their CRC-32 when :meth:`payload` asks for them.
 
     Parameters
     ----------
@@ -180,8 +175,8 @@ class BlobIndex:
     Raises
     ------
     FormatError
-        If anything in the index is inconsistent: magic, version, sizes, offsets, the import
-        tree, kinds, or the index checksum.
+        If the header is inconsistent (magic, version, sizes), the index checksum does not
+        match, or, from the accessors, a module's row is (kind, payload range, mask, imports).
     """
 
     def __init__(self, data: bytes | memoryview, source: str = "blob") -> None:
@@ -207,58 +202,74 @@ class BlobIndex:
         if zlib.crc32(view[16:index_end]) != crc:
             raise self._error("index checksum mismatch (the blob is corrupt)")
         self.view = view[:blob_size]
-        pos = _HEADER.size
-        row_ptr = _u32s(view, pos, n + 1)
-        pos += 4 * (n + 1)
-        children = _u32s(view, pos, e)
-        pos += 4 * e
-        if row_ptr[0] != 0 or row_ptr[-1] != e:
-            raise self._error("import tree row pointers do not run from 0 to the edge count")
-        for parent in range(n):
-            first, last = row_ptr[parent], row_ptr[parent + 1]
-            if first > last:
-                raise self._error(f"import tree row pointers decrease at module {parent}")
-            for child in children[first:last]:
-                if not parent < child < n:
-                    raise self._error(f"module {parent} imports module {child}: not a module after it in the tree")
-        strings_start = tables_end
-        entries = []
-        kinds: dict[tuple[int, int], str] = {}  # a tree of many modules has few kinds: decode each once
-        for i, (kind_off, kind_size, offset, size, pcrc, mask) in enumerate(
-            _ENTRY.iter_unpack(view[pos : pos + _ENTRY.size * n])
-        ):
-            kind = kinds.get((kind_off, kind_size))
-            if kind is None:
-                if strings_start + kind_off + kind_size > index_end or kind_size == 0:
-                    raise self._error(f"module {i}: kind name out of range")
-                try:
-                    kind = bytes(view[strings_start + kind_off : strings_start + kind_off + kind_size]).decode()
-                except UnicodeDecodeError:
-                    raise self._error(f"module {i}: kind name is not UTF-8") from None
-                kinds[kind_off, kind_size] = kind
-            if offset % ALIGN or offset < index_end or offset + size > blob_size:
-                raise self._error(f"module {i} ({kind}): payload [{offset}, +{size}) is misaligned or out of range")
-            if mask > 0b111:
-                raise self._error(f"module {i} ({kind}): property mask {mask} has unknown bits")
-            entries.append(_Entry(kind, offset, size, pcrc, mask))
-        if sum(entry.kind == HOST_KIND for entry in entries) > 1:
-            raise self._error(f"more than one {HOST_KIND} module")
-        self.entries: tuple[_Entry, ...] = tuple(entries)
-        self.row_ptr: tuple[int, ...] = row_ptr
-        self.child_indices: tuple[int, ...] = children
         self.version = version
         self.size = blob_size
+        self._count, self._edges, self._index_end = n, e, index_end
+        self._children_at = _HEADER.size + 4 * (n + 1)
+        self._table_at = self._children_at + 4 * e
+        self._strings = view[tables_end:index_end]
+        if _U32.unpack_from(view, _HEADER.size) != (0,) or _U32.unpack_from(view, _HEADER.size + 4 * n) != (e,):
+            raise self._error("import tree row pointers do not run from 0 to the edge count")
+        self._entries: dict[int, _Entry] = {}
+        self._kinds: dict[tuple[int, int], str] = {}  # a tree of many modules has few kinds
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return self._count
+
+    def entry(self, index: int) -> _Entry:
+        """Module ``index``'s row of the module table, checked: kind, payload range, CRC-32, mask."""
+        entry = self._entries.get(index)
+        if entry is None:
+            if not 0 <= index < self._count:
+                raise IndexError(f"{self.source}: no module {index} (the blob holds {self._count})")
+            kind_off, kind_size, offset, size, crc, mask = _ENTRY.unpack_from(
+                self.view, self._table_at + _ENTRY.size * index
+            )
+            kind = self._kind(index, kind_off, kind_size)
+            if offset % ALIGN or offset < self._index_end or offset + size > self.size:
+                raise self._error(f"module {index} ({kind}): payload [{offset}, +{size}) is misaligned or out of range")
+            if mask > 0b111:
+                raise self._error(f"module {index} ({kind}): property mask {mask} has unknown bits")
+            entry = self._entries[index] = _Entry(kind, offset, size, crc, mask)
+        return entry
+
+    def _kind(self, index: int, first: int, size: int) -> str:
+        kind = self._kinds.get((first, size))
+        if kind is None:
+            if size == 0 or first + size > len(self._strings):
+                raise self._error(f"module {index}: kind name out of range")
+            try:
+                kind = self._kinds[first, size] = bytes(self._strings[first : first + size]).decode()
+            except UnicodeDecodeError:
+                raise self._error(f"module {index}: kind name is not UTF-8") from None
+        return kind
+
+    def kind(self, index: int) -> str:
+        """Module ``index``'s kind name."""
+        return self.entry(index).kind
+
+    @property
+    def entries(self) -> tuple[_Entry, ...]:
+        """Every module's row of the module table, in module order (each checked)."""
+        return tuple(map(self.entry, range(self._count)))
 
     def imports_of(self, index: int) -> tuple[int, ...]:
-        """The module indices that module ``index`` imports, in import order."""
-        return self.child_indices[self.row_ptr[index] : self.row_ptr[index + 1]]
+        """The module indices that module ``index`` imports, in import order (checked)."""
+        if not 0 <= index < self._count:
+            raise IndexError(f"{self.source}: no module {index} (the blob holds {self._count})")
+        first, last = _ROW.unpack_from(self.view, _HEADER.size + 4 * index)
+        if not first <= last <= self._edges:
+            raise self._error(f"import tree row pointers decrease at module {index}")
+        children = struct.unpack_from(f"<{last - first}I", self.view, self._children_at + 4 * first)
+        # Every import comes after its importer: the tree cannot hold a cycle.
+        if children and not index < min(children) <= max(children) < self._count:
+            child = next(c for c in children if not index < c < self._count)
+            raise self._error(f"module {index} imports module {child}: not a module after it in the tree")
+        return children
 
     def payload(self, index: int, *, verify: bool = True) -> memoryview:
         """A zero-copy view of module ``index``'s payload, its checksum verified first."""
-        entry = self.entries[index]
+        entry = self.entry(index)
         view = self.view[entry.offset : entry.offset + entry.size]
         if verify and zlib.crc32(view) != entry.crc:
             raise self._error(f"module {index} ({entry.kind}): payload checksum mismatch (the blob is corrupt)")

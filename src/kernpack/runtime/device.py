@@ -401,6 +401,7 @@ def _parse_extent(text: str) -> ast.expr:
         raise FormatError(f"grid extent {text!r} is not an expression") from None
 
 
+@functools.lru_cache(maxsize=4096)  # the functions are pure: a library's kernels repeat their extents
 def _compile_extent(text: str, signature: Signature) -> Callable[[Mapping[str, Any], Mapping[str, Any]], int]:
     """Turn an extent expression into a function of (arrays, scalars); refuse anything else."""
     params = {p.name: p for p in signature.params}

@@ -91,8 +91,18 @@ class LibraryModule(Module):
         "(llvm_module, c_source_module, ...)"
     )
 
-    def __init__(self, dso: _DSO, table: Callable[[], Iterable[Signature]] = tuple) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        dso: _DSO,
+        table: Callable[[], Iterable[Signature]] = tuple,
+        tree: _Tree | None = None,
+        position: int = 0,
+    ) -> None:
+        if tree is None:
+            super().__init__()
+        else:  # the host module of a loaded tree: its imports are made on first use
+            self._tree = tree
+            self._position = position
         self._dso: _DSO | None = dso
         self.path = dso.path
         # The function table is read on first use: a library with hundreds of kernels loads
@@ -157,7 +167,7 @@ class LibraryModule(Module):
                 raise FunctionNotFoundError(
                     f"{self.path!r} does not export a function {sig.name!r}", name=sig.name, available=()
                 )
-            fn = NativeFunction(sig, int(ffi.cast("uintptr_t", address)), owner=dso)
+            fn = NativeFunction(sig, _address(address), owner=dso)
             # A kernel kp.build made carries its own METH_FASTCALL entry point: use it.
             definition, table = (dso.symbol(symbol) for symbol in fast_symbols(sig.name)[1:])
             if definition is not None and table is not None:
@@ -183,6 +193,11 @@ class LibraryModule(Module):
         state = "closed" if self._dso is None else f"functions={list(self._signatures)}"
         return f"Module[library]({os.path.basename(self.path)!r}, {state})"
 
+    def __getattr__(self, name: str) -> Any:
+        if name == "_imports":  # only in a loaded tree, the first time
+            return self._tree.imports_of(self, self._position)
+        raise AttributeError(name)
+
 
 class LazyModule(Module):
     """A module of a loaded tree, decoded by its kind's loader on first use.
@@ -205,14 +220,13 @@ class LazyModule(Module):
         """The proxy class for modules of ``kind`` exported with ``mask`` (one per pair)."""
         return type(f"LazyModule[{kind}]", (LazyModule,), {"kind": kind, "property_mask": _MASKS[mask]})
 
-    def __init__(self, payload: Callable[[], memoryview], source: str, lock: threading.Lock) -> None:
-        super().__init__()
-        self._payload = payload
-        self._source = source
+    def __init__(self, tree: _Tree, position: int) -> None:
+        # No Module.__init__: the imports are made on first use (see __getattr__).
+        self._tree = tree
+        self._position = position
+        self._source = f"{tree.dso.path} module {position} ({self.kind})"
+        self._closed = False
         self._module: Module | None = None
-        # One lock for all the proxies of a loaded tree (decoding is rare and short): a tree of
-        # hundreds of modules then loads without making hundreds of locks.
-        self._lock = lock
 
     @property
     def is_decoded(self) -> bool:
@@ -222,7 +236,7 @@ class LazyModule(Module):
     def decode(self) -> Module:
         """Build (once) and return the real module from the payload."""
         if self._module is None:
-            with self._lock:
+            with self._tree.decode_lock:
                 if self._module is None:
                     data = self._payload()
                     try:
@@ -242,19 +256,23 @@ class LazyModule(Module):
     def __getattr__(self, name: str) -> Any:
         # Everything else the real module offers (a device module's is_available(), say) is
         # reached through the proxy, decoding on first use. Private names are not forwarded.
+        if name == "_imports":  # the first time
+            return self._tree.imports_of(self, self._position)
         if name.startswith("_"):
             raise AttributeError(name)
         return getattr(self.decode(), name)
 
     def _close(self) -> None:
-        with self._lock:
+        with self._tree.decode_lock:
             module, self._module = self._module, None
-            self._payload = self._closed_payload
+            self._closed = True
         if module is not None:
             module._close()
 
-    def _closed_payload(self) -> memoryview:
-        raise UnsupportedOperationError(f"{self._source} is closed; load the library again")
+    def _payload(self) -> memoryview:
+        if self._closed:
+            raise UnsupportedOperationError(f"{self._source} is closed; load the library again")
+        return self._tree.index.payload(self._position)
 
     def _get_own_function(self, name: str) -> Callable[..., Any] | None:
         return self.decode()._get_own_function(name)
@@ -311,29 +329,59 @@ def _open(path: str) -> Module:
     end = dso.symbol(BLOB_END_SYMBOL)
     if end is None:
         raise FormatError(f"{path}: exports {BLOB_SYMBOL} but not {BLOB_END_SYMBOL}, so its size is unknown")
-    size = int(ffi.cast("uintptr_t", end)) - int(ffi.cast("uintptr_t", start))
+    size = end - start  # both are char *: their difference in bytes
     if size < 0:
         raise FormatError(f"{path}: {BLOB_END_SYMBOL} lies before {BLOB_SYMBOL}")
     index = BlobIndex(dso.view(start, size), source=path)
     return _build_tree(index, dso)
 
 
+class _Tree:
+    """The modules of a loaded blob, each made the first time something reaches it.
+
+    Loading makes only the root: a library of hundreds of device modules loads in the time of
+    its index, and a module nobody uses costs nothing. The blob guarantees that children come
+    after their parents, so the tree has no cycles to guard against.
+    """
+
+    __slots__ = ("_made", "_nodes", "decode_lock", "dso", "index")
+
+    def __init__(self, index: BlobIndex, dso: _DSO) -> None:
+        self.index = index
+        self.dso = dso
+        self._nodes: list[Module | None] = [None] * len(index)
+        self._made = threading.Lock()
+        # One lock for decoding every module of the tree (decoding is rare and short), apart
+        # from _made: a decode reaches the module's imports, which may make nodes.
+        self.decode_lock = threading.Lock()
+
+    def node(self, position: int) -> Module:
+        """Module ``position`` of the blob (the same object every time)."""
+        with self._made:
+            return self._node(position)
+
+    def _node(self, position: int) -> Module:
+        module = self._nodes[position]
+        if module is None:
+            kind = self.index.kind(position)
+            if kind == HOST_KIND:
+                table = functools.partial(_function_table, self.index, position)
+                module = LibraryModule(self.dso, table, self, position)
+            else:
+                module = LazyModule.of(kind, self.index.entry(position).mask)(self, position)
+            self._nodes[position] = module
+        return module
+
+    def imports_of(self, module: Module, position: int) -> list[Module]:
+        """Give ``module`` (at ``position``) its list of imports, made now, and return it."""
+        with self._made:
+            if "_imports" not in module.__dict__:  # another thread may have been first
+                module._imports = [self._node(j) for j in self.index.imports_of(position)]
+            return module._imports
+
+
 def _build_tree(index: BlobIndex, dso: _DSO) -> Module:
-    modules: list[Module] = []
-    lock = threading.Lock()
-    payload, path = index.payload, dso.path
-    for i, entry in enumerate(index.entries):
-        if entry.kind == HOST_KIND:
-            modules.append(LibraryModule(dso, functools.partial(_function_table, index, i)))
-        else:
-            proxy = LazyModule.of(entry.kind, entry.mask)
-            modules.append(proxy(functools.partial(payload, i), f"{path} module {i} ({entry.kind})", lock))
-    ptr, children = index.row_ptr, index.child_indices
-    for i, module in enumerate(modules):
-        # The blob guarantees children come after parents: no cycle checks needed here.
-        if ptr[i] != ptr[i + 1]:
-            module._imports.extend([modules[j] for j in children[ptr[i] : ptr[i + 1]]])
-    return modules[0]
+    return _Tree(index, dso).node(0)
 
 
 def _function_table(index: BlobIndex, i: int) -> list[Signature]:
