@@ -220,8 +220,7 @@ class BlobIndex:
         """Module ``index``'s row of the module table, checked: kind, payload range, CRC-32, mask."""
         entry = self._entries.get(index)
         if entry is None:
-            if not 0 <= index < self._count:
-                raise IndexError(f"{self.source}: no module {index} (the blob holds {self._count})")
+            self._check_position(index)
             kind_off, kind_size, offset, size, crc, mask = _ENTRY.unpack_from(
                 self.view, self._table_at + _ENTRY.size * index
             )
@@ -255,8 +254,7 @@ class BlobIndex:
 
     def imports_of(self, index: int) -> tuple[int, ...]:
         """The module indices that module ``index`` imports, in import order (checked)."""
-        if not 0 <= index < self._count:
-            raise IndexError(f"{self.source}: no module {index} (the blob holds {self._count})")
+        self._check_position(index)
         first, last = _ROW.unpack_from(self.view, _HEADER.size + 4 * index)
         if not first <= last <= self._edges:
             raise self._error(f"import tree row pointers decrease at module {index}")
@@ -274,6 +272,10 @@ class BlobIndex:
         if verify and zlib.crc32(view) != entry.crc:
             raise self._error(f"module {index} ({entry.kind}): payload checksum mismatch (the blob is corrupt)")
         return view
+
+    def _check_position(self, index: int) -> None:
+        if not 0 <= index < self._count:
+            raise IndexError(f"{self.source}: no module {index} (the blob holds {self._count})")
 
     def _error(self, message: str) -> FormatError:
         return FormatError(f"{self.source}: {message}")

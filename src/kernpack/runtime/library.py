@@ -76,7 +76,23 @@ class _DSO:
         return memoryview(ffi.buffer(anchored, size)).toreadonly()
 
 
-class LibraryModule(Module):
+class _InTree:
+    """What a module of a loaded tree adds: its imports are made the first time they are read.
+
+    Such a module skips ``Module.__init__``, so ``_imports`` is missing until the tree gives it
+    its list (see :class:`_Tree`); after that, this hook is no longer reached.
+    """
+
+    _tree: _Tree
+    _position: int
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_imports":
+            return self._tree.imports_of(self, self._position)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+class LibraryModule(_InTree, Module):
     """A loaded shared library (kind ``library``, mask RUNNABLE).
 
     Its functions come from the function table the exporter packed into the blob; for a library
@@ -193,13 +209,8 @@ class LibraryModule(Module):
         state = "closed" if self._dso is None else f"functions={list(self._signatures)}"
         return f"Module[library]({os.path.basename(self.path)!r}, {state})"
 
-    def __getattr__(self, name: str) -> Any:
-        if name == "_imports":  # only in a loaded tree, the first time
-            return self._tree.imports_of(self, self._position)
-        raise AttributeError(name)
 
-
-class LazyModule(Module):
+class LazyModule(_InTree, Module):
     """A module of a loaded tree, decoded by its kind's loader on first use.
 
     Until then it knows its kind, its mask and its payload (a view into the mapped library);
@@ -221,7 +232,7 @@ class LazyModule(Module):
         return type(f"LazyModule[{kind}]", (LazyModule,), {"kind": kind, "property_mask": _MASKS[mask]})
 
     def __init__(self, tree: _Tree, position: int) -> None:
-        # No Module.__init__: the imports are made on first use (see __getattr__).
+        # No Module.__init__: the imports are made on first use (see _InTree).
         self._tree = tree
         self._position = position
         self._source = f"{tree.dso.path} module {position} ({self.kind})"
@@ -256,10 +267,8 @@ class LazyModule(Module):
     def __getattr__(self, name: str) -> Any:
         # Everything else the real module offers (a device module's is_available(), say) is
         # reached through the proxy, decoding on first use. Private names are not forwarded.
-        if name == "_imports":  # the first time
-            return self._tree.imports_of(self, self._position)
         if name.startswith("_"):
-            raise AttributeError(name)
+            return _InTree.__getattr__(self, name)
         return getattr(self.decode(), name)
 
     def _close(self) -> None:
@@ -363,12 +372,12 @@ class _Tree:
     def _node(self, position: int) -> Module:
         module = self._nodes[position]
         if module is None:
-            kind = self.index.kind(position)
-            if kind == HOST_KIND:
+            entry = self.index.entry(position)
+            if entry.kind == HOST_KIND:
                 table = functools.partial(_function_table, self.index, position)
                 module = LibraryModule(self.dso, table, self, position)
             else:
-                module = LazyModule.of(kind, self.index.entry(position).mask)(self, position)
+                module = LazyModule.of(entry.kind, entry.mask)(self, position)
             self._nodes[position] = module
         return module
 
