@@ -40,6 +40,22 @@ def median_per_call(fn: Callable[[], object], calls: int, repeat: int) -> float:
     return median_seconds(batch, repeat) / calls
 
 
+def medians_per_call(fns: dict[str, Callable[[], object]], calls: int, repeat: int) -> dict[str, float]:
+    """:func:`median_per_call` of several functions, their batches taking turns.
+
+    Each round times one batch of every function, so that a busy spell of the machine (this
+    one's timings drift by 2x over a minute) falls on all of them alike, and their ratios hold.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            samples[name].append((time.perf_counter() - start) / calls)
+    return {name: statistics.median(times) for name, times in samples.items()}
+
+
 def run_json(argv: list[str]) -> dict:
     """Run a command from the repository root; return the JSON object on its last stdout line."""
     out = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=ROOT).stdout

@@ -5,15 +5,16 @@ Run: ``.venv/bin/python benchmarks/bench_calls.py [--no-warp]`` (numba from ``pi
 run makes it). Writes ``results/calls.{json,md,png}``.
 
 * Call: ``saxpy(2.0, x, y, out)`` on float32 arrays of length 1, 20,000 calls a batch, the
-  median of 15 batches: the kernel object (its native entry point), the function of the built
-  module, of a loaded ``.so`` and of ``import mylib``, each against numba's ``@njit`` of the
-  same loop, called the same way in the same run.
+  median of 15 batches (one batch of each in turn): the kernel object (its native entry point),
+  the function of the built module, of a loaded ``.so`` and of ``import mylib``, each against
+  numba's ``@njit`` of the same loop, called the same way (from a lambda) in the same run.
   Warp's launches (``wp.launch`` and a recorded launch) on the CPU, the same kernel, are the
   other peer.
 * Fresh process: ``import kernpack``, define the kernel, call it once, with the kernel already in
   the compile cache; against numba's ``@njit(cache=True)`` first call from its cache and Warp's
   cached first launch. The time counts from after the import of each package (``import numba``,
-  ``import warp`` and ``wp.init()`` are not counted either).
+  ``import warp`` and ``wp.init()`` are not counted either). Each is run once before, to fill
+  its cache (and write its bytecode), then nine times, the three taking turns; the median.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import median_per_call, peer_python, report, warp_peer  # noqa: E402
+from benchmarks._common import medians_per_call, peer_python, report, warp_peer  # noqa: E402
 from kernpack.runtime import load_module  # noqa: E402
 
 KERNEL = """
@@ -87,26 +89,33 @@ def main() -> None:
     x, y, out = (np.ones(1, np.float32) for _ in range(3))
     calls, batches = 20_000, 15
 
-    def per_call(fn: object, a: object = 2.0) -> float:
-        return median_per_call(lambda: fn(a, x, y, out), calls, batches)  # type: ignore[operator]
-
     saxpy(2.0, x, y, out)  # built (or found in the cache) before timing
     module = saxpy.compile()
     module.export_library(work / "callslib.so")
     loaded = load_module(work / "callslib.so")
     import callslib
 
-    python_path = module["saxpy"].native_entry.__self__
-    baseline = per_call(numba, np.float32(2.0)) if numba else per_call(python_path)
-    name = "numba @njit" if numba else "kernpack's Python path (numba not installed)"
-    kernel_call = per_call(saxpy)
-    rows = [
-        _row("call: kernel saxpy(2.0, x, y, out)", kernel_call, baseline, name),
-        _row("call: the built module's function", per_call(module["saxpy"]), baseline, name),
-        _row("call: load_module('lib.so')['saxpy']", per_call(loaded["saxpy"]), baseline, name),
-        _row("call: import lib; lib.saxpy", per_call(callslib.saxpy), baseline, name),
-        _row("call: the Python path (no native entry)", per_call(python_path), baseline, name),
-    ]
+    built, from_library, imported = module["saxpy"], loaded["saxpy"], callslib.saxpy
+    python_path = built.native_entry.__self__
+    a32 = np.float32(2.0)  # numba compiles for the type of the first call's arguments: float32
+    if numba:
+        base_name, base = "numba @njit", (lambda: numba(a32, x, y, out))  # type: ignore[operator]
+    else:
+        base_name, base = "kernpack's Python path (numba not installed)", (lambda: python_path(2.0, x, y, out))
+    t = medians_per_call(
+        {
+            "base": base,
+            "call: kernel saxpy(2.0, x, y, out)": lambda: saxpy(2.0, x, y, out),
+            "call: the built module's function": lambda: built(2.0, x, y, out),
+            "call: load_module('lib.so')['saxpy']": lambda: from_library(2.0, x, y, out),
+            "call: import lib; lib.saxpy": lambda: imported(2.0, x, y, out),
+            "call: the Python path (no native entry)": lambda: python_path(2.0, x, y, out),
+        },
+        calls,
+        batches,
+    )
+    kernel_call = t["call: kernel saxpy(2.0, x, y, out)"]
+    rows = [_row(what, seconds, t["base"], base_name) for what, seconds in t.items() if what != "base"]
     if warp:
         theirs = warp_peer(warp, "call", str(calls), str(batches))
         recorded = theirs["recorded_s"]
@@ -114,22 +123,30 @@ def main() -> None:
         rows.append(_row("call: kernel vs Warp's wp.launch", kernel_call, theirs["launch_s"], "Warp wp.launch"))
     cache = work / "cache"
     env = {**os.environ, "KERNPACK_CACHE_DIR": str(cache), "NUMBA_CACHE_DIR": str(work / "numba-cache")}
-    code = FIRST_CALL.format(directory=str(work))
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)  # fills the cache
-    fresh = [_child(code, env) for _ in range(7)]
-    first = float(np.median([r["s"] for r in fresh]))
+    # Bytecode as an installed package has it: pip compiles a wheel's at install, and an editable
+    # checkout's are written by the first (filling) run, unless this variable forbids it.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    # Every process of each once first, to fill its cache; then the timed ones, taking turns,
+    # so that a busy spell of the machine falls on all of them alike.
+    runs: dict[str, Callable[[], dict]] = {"kernpack": lambda: _child(FIRST_CALL.format(directory=str(work)), env)}
     if numba:
-        numba_code = NUMBA_FIRST_CALL.format(directory=str(work))
-        subprocess.run([sys.executable, "-c", numba_code], env=env, check=True, capture_output=True)
-        numba_first = float(np.median([_child(numba_code, env)["s"] for _ in range(7)]))
-        rows.append(_row("fresh process: first result of a cached kernel", first, numba_first, "numba cache=True"))
+        runs["numba"] = lambda: _child(NUMBA_FIRST_CALL.format(directory=str(work)), env)
     if warp:
         warp_dir = work / "warp"
         warp_dir.mkdir()
-        warp_peer(warp, "first-call", str(warp_dir))  # fills Warp's kernel cache
-        warp_first = float(np.median([warp_peer(warp, "first-call", str(warp_dir))["s"] for _ in range(7)]))
-        rows.append(_row("fresh process: first result of a cached kernel", first, warp_first, "Warp, cached"))
-    report("calls", rows, {"llvmlite_loaded_on_cache_hit": any(r["llvmlite"] for r in fresh)})
+        runs["warp"] = lambda: warp_peer(warp, "first-call", str(warp_dir))
+    for run in runs.values():
+        run()
+    fresh: dict[str, list[dict]] = {name: [] for name in runs}
+    for _ in range(9):
+        for name, run in runs.items():
+            fresh[name].append(run())
+    first = float(np.median([r["s"] for r in fresh["kernpack"]]))
+    for name, label in (("numba", "numba cache=True"), ("warp", "Warp, cached")):
+        if name in fresh:
+            theirs = float(np.median([r["s"] for r in fresh[name]]))
+            rows.append(_row("fresh process: first result of a cached kernel", first, theirs, label))
+    report("calls", rows, {"llvmlite_loaded_on_cache_hit": any(r["llvmlite"] for r in fresh["kernpack"])})
 
 
 def _row(what: str, mine: float, base: float, base_name: str) -> dict:

@@ -21,22 +21,23 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import os
 import struct
+import sys
 from pathlib import Path
+from typing import Any
 
 __all__ = ["cache_dir", "cache_enabled", "load", "make_key", "native_path", "sha256_hex", "store"]
 
 # CPython's own SHA-256 where it has it, not hashlib's: importing hashlib loads OpenSSL (about
 # 3 ms), more than the rest of a cache hit's key. The digests are the same.
-try:
-    from _sha2 import sha256 as _sha256  # Python 3.12+
-except ImportError:
-    try:
-        from _sha256 import sha256 as _sha256  # Python 3.11
-    except ImportError:  # pragma: no cover - a build without the built-in module
-        from hashlib import sha256 as _sha256
+try:  # the module by its name in this version, not a failed import of the other's (0.1 ms)
+    if sys.version_info >= (3, 12):
+        from _sha2 import sha256 as _sha256
+    else:
+        from _sha256 import sha256 as _sha256
+except ImportError:  # pragma: no cover - a build without the built-in module
+    from hashlib import sha256 as _sha256
 
 _MAGIC = b"KPCACHE2"
 _HEADER = struct.Struct("<8sI")  # magic, number of parts
@@ -67,7 +68,7 @@ def _compiler_fingerprint() -> str:
     from .. import __version__
 
     digest = _sha256(__version__.encode())
-    spec = importlib.util.find_spec("llvmlite")
+    spec = _find_spec("llvmlite")
     if spec is not None and spec.origin is not None:
         llvmlite_dir = Path(spec.origin).parent
         for part in (llvmlite_dir / "_version.py", llvmlite_dir / "binding" / "libllvmlite.so"):
@@ -78,16 +79,32 @@ def _compiler_fingerprint() -> str:
     # contracts it compiles against (runtime/abi.py, signatures), which a new import could widen.
     # Each file by its size and modification time, as Python validates its own .pyc files:
     # reading and hashing every source took 4-5 ms of a cache hit.
-    files = []
-    for directory, subdirectories, names in os.walk(package):
-        subdirectories[:] = [d for d in subdirectories if d != "__pycache__"]
-        for name in names:
-            if name.endswith(".py"):
-                path = os.path.join(directory, name)
-                entry = os.stat(path)
-                files.append(f"{os.path.relpath(path, package)}:{entry.st_size}:{entry.st_mtime_ns}\n")
+    files: list[str] = []
+    _source_stats(package, "", files)
     digest.update("".join(sorted(files)).encode())
     return digest.hexdigest()
+
+
+def _find_spec(name: str) -> Any:
+    """``importlib.util.find_spec`` of a top-level package, without importing importlib.util."""
+    for finder in sys.meta_path:
+        find = getattr(finder, "find_spec", None)
+        spec = find(name, None) if find is not None else None
+        if spec is not None:
+            return spec
+    return None
+
+
+def _source_stats(directory: str, prefix: str, out: list[str]) -> None:
+    """``relative/path.py:size:mtime_ns`` of every Python file under ``directory`` (scandir: 0.3 ms, os.walk 1 ms)."""
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.is_dir():
+                if entry.name != "__pycache__":
+                    _source_stats(entry.path, f"{prefix}{entry.name}/", out)
+            elif entry.name.endswith(".py"):
+                stat = entry.stat()
+                out.append(f"{prefix}{entry.name}:{stat.st_size}:{stat.st_mtime_ns}\n")
 
 
 def make_key(*parts: str | bytes) -> str:

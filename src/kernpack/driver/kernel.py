@@ -2,20 +2,33 @@
 
 The front end (:mod:`.lang`) turns the function into typed kernel IR; calling the kernel builds
 it for the host through :func:`.build.build` (once per set of options) and runs it.
+
+A definition the front end accepted before, on this machine and with the same compiler, is in
+the compile cache's kernel index: its key is a hash of everything the typed IR depends on
+(:mod:`.lang.definition`), its entry the kernel's signature and the cache entry of its host
+code. Such a kernel is not parsed at decoration, and its first call opens that code's shared
+object: a process reaches the first result of a cached kernel without the front end, the
+build driver or LLVM. The typed IR is still there for whoever asks (:attr:`Kernel.kir`).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..errors import CompileError, KernpackError
+from ..runtime.library import load_library
 from ..runtime.signature import Param, Signature
-from .lang import kir
-from .lang.frontend import parse_kernel
-from .lang.interpret import interpret
+from . import cache as disk
+from .host import cpu_environment, default_threads
+from .lang.definition import definition_parts
 from .lang.types import ArrayType
+
+if TYPE_CHECKING:
+    from .lang import kir
 
 __all__ = ["Kernel", "kernel", "kernel_signature"]
 
@@ -42,16 +55,41 @@ class Kernel:
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
-        self.kir: kir.Kernel = parse_kernel(fn)
-        self.signature = kernel_signature(self.kir)
         self._modules: dict[tuple[Any, ...], Any] = {}
         self._call: Callable[..., Any] | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # compile() holds it while the build reads self.kir
+        self._kir: kir.Kernel | None = None
+        self._index_key = _index_key(fn)
+        entry = _index_load(self._index_key)
+        if entry is not None:  # this definition passed the front end before: it would again
+            self._name, self.signature, self._cached_code = entry
+        else:
+            self._cached_code = None
+            self._kir = _parse(fn)
+            self._name = self._kir.name
+            self.signature = kernel_signature(self._kir)
+
+    @property
+    def kir(self) -> kir.Kernel:
+        """The typed kernel IR (``print(k.kir)`` shows it); made on first use for a cached kernel."""
+        if self._kir is None:
+            with self._lock:
+                if self._kir is None:
+                    if _index_key(self.py_func) != self._index_key:
+                        # Parsed now, it would not be the kernel that runs: its file or a value it
+                        # names changed since it was decorated (when it would have been parsed).
+                        code = self.py_func.__code__
+                        raise CompileError(
+                            f"kernel {self.name!r} ({code.co_filename}:{code.co_firstlineno}) changed since it was "
+                            "decorated (its file, or a global it uses); import its module again to use the new code"
+                        )
+                    self._kir = _parse(self.py_func)
+        return self._kir
 
     @property
     def name(self) -> str:
         """The kernel's name (its symbol in compiled code)."""
-        return self.kir.name
+        return self._name
 
     def compile(self, *, cpu: str | None = None, threads: int | None = None, opt_level: int = 3) -> Any:
         """Return the ``llvm`` module of this kernel alone for these options (built once)."""
@@ -72,7 +110,11 @@ class Kernel:
     def __call__(self, *args: Any) -> None:
         call = self._call
         if call is None:
-            function = self.compile()[self.name]
+            function = self._cached_function()
+            if function is None:
+                module = self.compile()
+                function = module[self.name]
+                _index_store(self._index_key, self, module)
             call = self._call = function.native_entry or function
             if function.native_entry is not None:
                 # From now on, calling the kernel is calling its native entry point: a builtin
@@ -80,6 +122,18 @@ class Kernel:
                 # binds no self), which halves the cost of a call (about 320 -> 150 ns).
                 self.__class__ = type(type(self).__name__, (type(self),), {"__call__": call, "__slots__": ()})
         return call(*args)
+
+    def _cached_function(self) -> Any:
+        """The kernel's function from the cached shared object of its host code, or None."""
+        if self._cached_code is None:
+            return None
+        path = disk.native_path(self._cached_code)
+        if not path.exists():  # not linked (yet, or no C compiler): the build finds the code
+            return None
+        try:
+            return load_library(path).bind(self.signature)
+        except KernpackError:  # damaged: the build makes it again
+            return None
 
     def interpret(self, *args: Any, perturb: int = 0, alternate: bool = False) -> None:
         """Run the kernel by the language's definition, in Python: slow, every index checked.
@@ -90,6 +144,8 @@ class Kernel:
         much the outputs depend on a target's rounding of them); with ``alternate``, every other
         call of them the other way.
         """
+        from .lang.interpret import interpret  # here: a kernel that is only called needs no interpreter
+
         interpret(self.kir, self.signature, args, perturb=perturb, alternate=alternate)
 
     def __repr__(self) -> str:
@@ -127,3 +183,43 @@ def kernel_signature(k: kir.Kernel) -> Signature:
         else:
             params.append(Param(name, t.ctype))
     return Signature(k.name, tuple(params))
+
+
+def _parse(fn: Callable[..., Any]) -> kir.Kernel:
+    # Imported here, not above: a kernel found in the kernel index never loads the front end
+    # (its dataclasses alone take about 6 ms to create).
+    from .lang.frontend import parse_kernel
+
+    return parse_kernel(fn)
+
+
+# ---------------------------------------------------------------------- the kernel index
+def _index_key(fn: Callable[..., Any]) -> str | None:
+    """The kernel index's key of a definition built with call()'s defaults, or None."""
+    if not disk.cache_enabled():
+        return None
+    parts = definition_parts(fn)
+    if parts is None:
+        return None
+    # What the host code of compile()'s defaults depends on besides the definition.
+    return disk.make_key("kernel-index", cpu_environment(None), str(default_threads()), *parts)
+
+
+def _index_load(key: str | None) -> tuple[str, Signature, str] | None:
+    """(name, signature, cache key of the host code) recorded for a definition, or None."""
+    hit = disk.load(key) if key is not None else None
+    if hit is None or "kernel" not in hit:
+        return None
+    try:
+        entry = json.loads(hit["kernel"])
+        return entry["name"], Signature.parse(entry["signature"]), entry["code"]
+    except (ValueError, KeyError, TypeError, KernpackError):
+        return None  # a damaged entry is a miss
+
+
+def _index_store(key: str | None, k: Kernel, module: Any) -> None:
+    code = getattr(module, "cache_key", None)
+    if key is None or code is None or k._cached_code == code:
+        return
+    entry = {"name": k.name, "signature": str(k.signature), "code": code}
+    disk.store(key, {"kernel": json.dumps(entry).encode()})

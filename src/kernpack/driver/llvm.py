@@ -147,8 +147,12 @@ class LLVMModule(Module):
         opt_level: int,
         object_code: bytes | None = None,
         shared_object: str | None = None,
+        cache_key: str | None = None,
     ) -> None:
         super().__init__()
+        #: The compile-cache entry this code is stored under (None: not cached); the entry's
+        #: shared object, once linked, is ``cache.native_path(cache_key)``.
+        self.cache_key = cache_key
         self.name = name
         self.cpu = cpu
         self.opt_level = opt_level

@@ -11,27 +11,20 @@ imports llvmlite before a stage needs it.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-import platform
 import threading
 from dataclasses import dataclass
 
+from ...errors import LoadError
+from ...runtime.elfcheck import check_shared_object
 from ...runtime.module import Module
 from .. import cache
-from ..llvm import LLVMModule, host_cpu_key, jit_object, optimize
+from ..host import cpu_environment, default_threads
+from ..llvm import LLVMModule, jit_object, optimize
 from ..util import HOST_LIBRARIES, c_compiler
 from .base import Options, Stage, Target, Unit
 
-__all__ = ["TARGET", "CPUOptions", "default_threads"]
-
-
-def default_threads() -> int:
-    """Threads a kernel's grid uses by default: the cores this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+__all__ = ["TARGET", "CPUOptions"]
 
 
 @dataclass(frozen=True)
@@ -78,9 +71,10 @@ def _package(units: list[Unit], name: str) -> Module:
     shared_object = None
     if unit.cache_key is not None:
         path = cache.native_path(unit.cache_key)
-        if path.exists():
+        try:
+            check_shared_object(str(path))
             shared_object = str(path)
-        else:
+        except LoadError:  # not linked yet, or damaged since: link it (again) for the next process
             _link_in_background(unit.artifacts["obj"], path)
     return LLVMModule(
         unit.artifacts["bc"],
@@ -91,6 +85,7 @@ def _package(units: list[Unit], name: str) -> Module:
         opt_level=unit.options.opt_level,
         object_code=unit.artifacts["obj"],
         shared_object=shared_object,
+        cache_key=unit.cache_key,
     )
 
 
@@ -142,30 +137,8 @@ def _link(object_code: bytes, path: str) -> None:
 
 
 def _environment(options: Options) -> str:
-    """What machine code for these options depends on besides them: the CPU it is for."""
     assert isinstance(options, CPUOptions)
-    if options.cpu is not None:
-        return f"{platform.machine()}:{options.cpu}"
-    return f"{platform.machine()}:host:{_host_cpu()}"
-
-
-@functools.cache
-def _host_cpu() -> str:
-    """The host CPU as LLVM's detection sees it, read without LLVM where possible.
-
-    On Linux, a digest of the first processor's model and feature flags in /proc/cpuinfo
-    (what decides LLVM's choice of CPU name and features): a cache hit must not load LLVM.
-    Elsewhere, LLVM's own answer.
-    """
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            first = f.read().split("\n\n")[0]
-    except OSError:
-        return host_cpu_key(None)
-    fields = ("vendor_id", "cpu family", "model", "model name", "stepping", "flags", "features", "cpu implementer",
-              "cpu architecture", "cpu variant", "cpu part", "isa")  # fmt: skip
-    kept = [line for line in first.splitlines() if line.split(":")[0].strip().lower() in fields]
-    return cache.sha256_hex("\n".join(kept).encode())[:24]
+    return cpu_environment(options.cpu)
 
 
 TARGET = Target(
