@@ -8,6 +8,9 @@ benchmarks/bench_devices.py``. Writes ``results/devices.{json,md,png}``.
   object, no cache), ``opencl`` (SPIR-V), ``cuda`` (PTX) and ``vulkan`` (shader), the device
   ones generated in a child process (the price of surviving LLVM's assertion aborts), beside
   numba's first call.
+* **OpenCL device arrays**: saxpy n=10^6 on arrays made by ``kp.device("opencl")`` and on numpy
+  arrays (which a CPU device with system SVM uses in place), each launch waited for, beside
+  plain pyopencl launching the same SPIR-V on buffers made once.
 * **saxpy n=10^6 on OpenCL and Vulkan** (Intel's CPU runtime, Mesa's lavapipe): the first
   launch of a fresh module (program or pipeline creation included) and steady-state launches
   (copies in and out included), beside numpy.
@@ -32,7 +35,7 @@ import numpy as np  # noqa: E402
 from tests.lang import kernels_src as K  # noqa: E402
 
 import kernpack as kp  # noqa: E402
-from benchmarks._common import median_seconds, report  # noqa: E402
+from benchmarks._common import median_seconds, medians_per_call, report  # noqa: E402
 
 LOAD_CHILD = """
 import sys, time, json, ctypes
@@ -116,6 +119,48 @@ def launch_rows() -> list[dict]:
     return rows
 
 
+def opencl_array_rows() -> list[dict]:
+    """saxpy 10^6 on device arrays and on numpy arrays, beside plain pyopencl on buffers made once.
+
+    Every launch is followed by a wait (``dev.synchronize()``, ``queue.finish()``), so each
+    figure is a whole launch; the three take turns batch by batch.
+    """
+    module = kp.build([K.saxpy], target="opencl")
+    if module.unavailable_reason():
+        print(f"(opencl device arrays not measured: {module.unavailable_reason()})")
+        return []
+    import pyopencl as cl
+
+    dev = kp.device("opencl")
+    n = 10**6
+    x, y = np.random.default_rng(0).random(n, np.float32), np.random.default_rng(1).random(n, np.float32)
+    out = np.empty_like(x)
+    dx, dy, dout = dev.asarray(x), dev.asarray(y), dev.empty(n, np.float32)
+    saxpy, a = module["saxpy"], np.float32(2.0)
+    # The baseline: the same SPIR-V as kernpack's, launched by pyopencl itself.
+    program = cl.Program(dev.context, bytes(module.binary)).build()
+    kernel = cl.Kernel(program, "saxpy")
+    flags = cl.mem_flags
+    bx, by = (cl.Buffer(dev.context, flags.READ_WRITE | flags.COPY_HOST_PTR, hostbuf=v) for v in (x, y))
+    bout, extent = cl.Buffer(dev.context, flags.READ_WRITE, size=out.nbytes), np.int64(n)
+
+    def plain() -> None:
+        kernel(dev.queue, (n,), None, a, bx, extent, by, extent, bout, extent)
+        dev.queue.finish()
+
+    def on_device() -> None:
+        saxpy(a, dx, dy, dout)
+        dev.synchronize()
+
+    t = medians_per_call({"plain": plain, "device": on_device, "numpy": lambda: saxpy(a, x, y, out)}, 5, 21)
+    assert np.allclose(out, 2 * x + y) and np.allclose(dout.numpy(), out)
+    base = "pyopencl, same SPIR-V, buffers made once"
+    return [
+        row("opencl saxpy 1e6: device arrays", t["device"], t["plain"], base),
+        row("opencl saxpy 1e6: numpy arrays (shared with the CPU device)", t["numpy"], t["plain"], base),
+    ]
+
+
 def load_rows(procs: int = 5) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="kernpack-devbench-") as tmp:
         source = Path(tmp) / "many.py"
@@ -162,7 +207,7 @@ def load_rows(procs: int = 5) -> list[dict]:
 
 
 def main() -> None:
-    rows = codegen_rows() + launch_rows() + load_rows()
+    rows = codegen_rows() + opencl_array_rows() + launch_rows() + load_rows()
     report("devices", rows, {})
 
 

@@ -64,6 +64,10 @@ class FunctionNotFoundError(KernpackError, KeyError):
         self.available = tuple(available)
 
 
+class ModuleKindNotFoundError(KernpackError, KeyError):
+    """No module of the kind asked for is in the tree (``Module.device_module``)."""
+
+
 class ArgumentError(KernpackError, TypeError):
     """A call received the wrong number, type, dtype or layout of arguments."""
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 from .calling import NativeFunction
 from .cuda import CUDAModule, cuda_module
 from .device import DeviceFunction, DeviceModule, KernelEntry
+from .devices import Device, DeviceArray, LaunchError, device, devices
 from .library import LazyModule, LibraryModule, load_library
 from .module import Module, ModulePropertyMask, mask_name
-from .opencl import OpenCLModule, opencl_module
+from .opencl import OpenCLDevice, OpenCLModule, opencl_module
 from .pipeline import PipelineModule, pipeline_module
 from .pymodule import PythonModule, python_module
 from .registry import (
@@ -32,9 +33,13 @@ __all__ = [
     "vulkan_module",
     "CUDAModule",
     "cuda_module",
+    "Device",
+    "DeviceArray",
     "DeviceFunction",
     "DeviceModule",
     "KernelEntry",
+    "LaunchError",
+    "OpenCLDevice",
     "OpenCLModule",
     "opencl_module",
     "LazyModule",
@@ -49,6 +54,8 @@ __all__ = [
     "PythonModule",
     "Signature",
     "file_loader_suffixes",
+    "device",
+    "devices",
     "load_from_bytes",
     "load_module",
     "loader_kinds",

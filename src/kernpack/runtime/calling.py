@@ -14,6 +14,7 @@ knows every C type a :class:`Signature` can spell. Pointers are declared ``void 
 
 from __future__ import annotations
 
+import functools
 import operator
 import types
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArgumentError
+from .devices import DeviceArray
 from .fastcall import native_entry
 from .signature import Param, Signature
 
@@ -250,6 +252,11 @@ def as_array(param: Param, value: Any) -> np.ndarray:
     """Turn an argument for a pointer parameter into an ndarray without copying, or raise."""
     array = value
     if type(value) is not _ndarray and not isinstance(value, _ndarray):
+        if isinstance(value, DeviceArray):
+            raise ArgumentError(
+                f"{value!r} lives on a device, and this function runs on the host; pass a numpy array "
+                "(device_array.numpy() copies it back) or call the kernel built for that device"
+            )
         if hasattr(value, "__dlpack__") and not isinstance(value, (bytes, bytearray, memoryview)):
             try:
                 array = np.from_dlpack(value)
@@ -282,11 +289,11 @@ def _check(param: Param, value: Any) -> None:
     if param.pointer:
         as_array(param, value)
         return
-    converted = _scalar_converter(param)(value)
+    converted = _cached_converter(param)(value)
     if param.dtype is not None and param.dtype.kind in "iu":
-        info = np.iinfo(param.dtype)
-        if not info.min <= converted <= info.max:
-            raise ArgumentError(f"{converted} does not fit in {param.ctype} [{info.min}, {info.max}]")
+        low, high = _int_range(param.dtype)
+        if not low <= converted <= high:
+            raise ArgumentError(f"{converted} does not fit in {param.ctype} [{low}, {high}]")
 
 
 def _array_wanted(param: Param) -> str:
@@ -304,5 +311,21 @@ def _describe(value: Any) -> str:
 
 def convert_scalar(param: Param, value: Any) -> Any:
     """``value`` as a numpy scalar of the parameter's dtype, or ArgumentError (range-checked)."""
-    _check(param, value)
-    return param.dtype.type(_scalar_converter(param)(value))
+    converted = _cached_converter(param)(value)
+    dtype = param.dtype
+    if dtype.kind in "iu":
+        low, high = _int_range(dtype)
+        if not low <= converted <= high:
+            raise ArgumentError(f"{converted} does not fit in {param.ctype} [{low}, {high}]")
+    return dtype.type(converted)
+
+
+# One converter and range per parameter and dtype, not one per call: a device launch converts
+# its scalars on every call.
+_cached_converter = functools.lru_cache(maxsize=1024)(_scalar_converter)
+
+
+@functools.lru_cache(maxsize=16)
+def _int_range(dtype: np.dtype) -> tuple[int, int]:
+    info = np.iinfo(dtype)
+    return int(info.min), int(info.max)

@@ -35,9 +35,10 @@ import numpy as np
 
 from ..errors import ArgumentError, DeviceUnavailableError, FormatError, LoadError, UnsupportedOperationError
 from .calling import as_array, convert_scalar
+from .devices import Device, DeviceArray
 from .module import Module, ModulePropertyMask
 from .registry import register_describer
-from .signature import Signature
+from .signature import Param, Signature
 
 __all__ = [
     "DeviceFunction",
@@ -325,6 +326,10 @@ class DeviceModule(Module):
     def _launch(self, entry: KernelEntry, args: list[Any], grid: tuple[int, ...]) -> None:
         raise NotImplementedError
 
+    def _device(self) -> Device | None:
+        """The device this module launches on, for kinds that have device arrays (else None)."""
+        return None
+
     def __repr__(self) -> str:
         state = ", closed" if self._closed else ""
         return f"Module[{self.kind}](functions={list(self.functions)}{state})"
@@ -357,9 +362,12 @@ class DeviceFunction:
         values: list[Any] = []
         arrays: dict[str, np.ndarray] = {}
         scalars: dict[str, Any] = {}
+        device = self.module._device()
         for index, (param, value) in enumerate(zip(params, args, strict=True)):
             try:
-                if param.pointer:
+                if param.pointer and isinstance(value, DeviceArray):
+                    values.append(arrays.setdefault(param.name, self._on_device(param, value, device)))
+                elif param.pointer:
                     values.append(arrays.setdefault(param.name, as_array(param, value)))
                 else:
                     values.append(scalars.setdefault(param.name, convert_scalar(param, value)))
@@ -371,6 +379,19 @@ class DeviceFunction:
         if min(grid) <= 0:
             return
         self.module._launch(self.entry, values, grid)
+
+    def _on_device(self, param: Param, array: DeviceArray, device: Device | None) -> DeviceArray:
+        """``array`` if this kernel (on ``device``) can take it as it is: its device, dtype, rank."""
+        if array.device is not device:
+            where = f"{device}" if device is not None else f"a {self.module.kind} kernel (no device arrays yet)"
+            raise ArgumentError(
+                f"{array!r} lives on another device than {where}; pass a numpy array "
+                "(array.numpy()) or an array of this kernel's device"
+            )
+        if (param.dtype is not None and array.dtype != param.dtype) or (param.ndim and array.ndim != param.ndim):
+            rank = param.ndim or "any number of"
+            raise ArgumentError(f"expected {param.ctype} with {rank} dimensions, got {array!r}")
+        return array
 
     def __repr__(self) -> str:
         return f"<{self.module.kind} kernel {self.signature}>"

@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, TypeVar
 
-from ..errors import FunctionNotFoundError, ImportCycleError, UnsupportedOperationError
+from ..errors import FunctionNotFoundError, ImportCycleError, ModuleKindNotFoundError, UnsupportedOperationError
 from .registry import lookup_exporter
 from .signature import Signature
 
@@ -234,6 +234,27 @@ class Module:
         loaded library is callable without one.
         """
         return {}
+
+    def device_module(self, kind: str) -> Module:
+        """The module of kind ``kind`` (``"opencl"``, ``"vulkan"``, ``"cuda"``) in this tree.
+
+        A host built with ``devices=`` imports one module per device: this finds it by kind,
+        whatever the order of the imports (this module itself, then its imports depth-first).
+
+        Raises
+        ------
+        ModuleKindNotFoundError
+            If no module in the tree has that kind; the message lists the kinds there are.
+        """
+        kinds = []
+        for _, module in self.walk():
+            if module.kind == kind:
+                return module
+            kinds.append(module.kind)
+        raise ModuleKindNotFoundError(
+            f"{self!r} has no {kind!r} module in its tree (kinds: {', '.join(dict.fromkeys(kinds))}); "
+            f"build it with devices=[{kind!r}]"
+        )
 
     def tree_function_names(self) -> list[str]:
         """Every function name this module and its imports define, sorted."""

@@ -3,8 +3,9 @@
 Any OpenCL platform whose device accepts SPIR-V IL runs it; on a machine without a GPU, Intel's
 CPU runtime from PyPI does (``pip install kernpack[opencl]``, then an ICD file naming its
 ``libintelocl.so``; ``scripts/test`` writes one). The context and queue are created once per
-process; a program is built once per module. A call copies the arrays to the device, launches
-one work-item per grid point, and copies back the arrays the kernel writes.
+process (:class:`OpenCLDevice`, ``kp.device("opencl")``); a program is built once per module.
+A launch takes device arrays as they are and returns at once; numpy arguments are used in
+place on a CPU device (copied to and from the device elsewhere), and such a launch waits.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import numpy as np
 from ..errors import DeviceUnavailableError, FormatError, LoadError
 from .abi import axis_extents
 from .device import DeviceModule, KernelEntry, is_spirv, load_binary_file, runtime_once
+from .devices import Device, DeviceArray, register_device_kind
 from .registry import register_file_loader, register_loader
 
-__all__ = ["OpenCLModule", "opencl_module"]
+__all__ = ["OpenCLDevice", "OpenCLModule", "opencl_module"]
 
 _HOW = (
     "install pyopencl and an OpenCL runtime that takes SPIR-V, e.g. Intel's CPU runtime: "
@@ -29,9 +31,51 @@ _HOW = (
 )
 
 
+class OpenCLDevice(Device):
+    """An OpenCL device that takes SPIR-V: its context and one in-order queue."""
+
+    kind = "opencl"
+
+    def __init__(self, cl: Any, device: Any, index: int) -> None:
+        super().__init__(device.name.strip(), index, int(device.global_mem_size))
+        self.cl = cl
+        self.context = cl.Context([device])
+        self.queue = cl.CommandQueue(self.context)
+        # How a launch reaches numpy arrays. A device with fine-grained system SVM (Intel's CPU
+        # runtime) takes their pointers as they are: really shared, no copy, whatever their
+        # alignment. Another CPU device works on them in place through USE_HOST_PTR buffers,
+        # which its runtime copies unless the memory is aligned as it wants (numpy's is 16
+        # bytes past a page: a 2 ms copy per 4 MB array on Intel's). Elsewhere they are
+        # copied in, and the written ones copied back.
+        try:
+            svm = device.svm_capabilities
+        except cl.Error:  # an OpenCL 1.x device: no SVM
+            svm = 0
+        self.system_svm = bool(svm & getattr(cl.device_svm_capabilities, "FINE_GRAIN_SYSTEM", 0))
+        self.shares_host_memory = bool(device.type & cl.device_type.CPU)
+
+    def _allocate(self, nbytes: int) -> Any:
+        return self.cl.Buffer(self.context, self.cl.mem_flags.READ_WRITE, size=max(nbytes, 1))
+
+    def _write(self, buffer: Any, host: np.ndarray) -> None:
+        # Blocking: the caller may change ``host`` as soon as this returns.
+        self.cl.enqueue_copy(self.queue, buffer, host, is_blocking=True)
+
+    def _read(self, buffer: Any, host: np.ndarray) -> None:
+        self.cl.enqueue_copy(self.queue, host, buffer, is_blocking=True)
+
+    def _wait(self) -> None:
+        self.queue.finish()
+
+
 @runtime_once
-def _runtime() -> tuple[Any, Any, Any]:
-    """(pyopencl, context, queue) for the first SPIR-V capable device."""
+def _runtime() -> OpenCLDevice:
+    """The first SPIR-V capable OpenCL device (this module launches on it)."""
+    return _devices()[0]
+
+
+@runtime_once
+def _devices() -> list[OpenCLDevice]:
     try:
         import pyopencl as cl
     except ImportError:
@@ -40,13 +84,20 @@ def _runtime() -> tuple[Any, Any, Any]:
         platforms = cl.get_platforms()
     except cl.Error as exc:
         raise DeviceUnavailableError(f"no OpenCL platform ({exc}); {_HOW}") from None
-    for platform in platforms:
-        for device in platform.get_devices():
-            if "SPIR-V" in (getattr(device, "il_version", "") or ""):
-                context = cl.Context([device])
-                return cl, context, cl.CommandQueue(context)
-    names = ", ".join(p.name for p in platforms) or "none"
-    raise DeviceUnavailableError(f"no OpenCL device accepts SPIR-V (platforms: {names}); {_HOW}")
+    found = [
+        device
+        for platform in platforms
+        for device in platform.get_devices()
+        if "SPIR-V" in (getattr(device, "il_version", "") or "")
+    ]
+    if not found:
+        names = ", ".join(p.name for p in platforms) or "none"
+        raise DeviceUnavailableError(f"no OpenCL device accepts SPIR-V (platforms: {names}); {_HOW}")
+    # Modules launch on the first device; listing others waits for programs built per device.
+    return [OpenCLDevice(cl, found[0], 0)]
+
+
+register_device_kind("opencl", _devices)
 
 
 class OpenCLModule(DeviceModule):
@@ -55,6 +106,9 @@ class OpenCLModule(DeviceModule):
     kind = "opencl"
     binary_format = "spirv"
     _runtime = staticmethod(_runtime)
+
+    def _device(self) -> Device:
+        return _runtime()
 
     @classmethod
     def from_binary(cls, binary: bytes, functions: list[Any], path: str) -> OpenCLModule:
@@ -69,7 +123,8 @@ class OpenCLModule(DeviceModule):
         return disassemble_spirv(bytes(self.binary))
 
     def _kernel(self, name: str) -> Any:
-        cl, context, _ = _runtime()
+        dev = _runtime()
+        cl, context = dev.cl, dev.context
         with self._lock:
             if "program" not in self._loaded:
                 try:
@@ -85,23 +140,28 @@ class OpenCLModule(DeviceModule):
             return kernel
 
     def _launch(self, entry: KernelEntry, args: list[Any], grid: tuple[int, ...]) -> None:
-        cl, context, queue = _runtime()
+        dev = _runtime()
+        cl, context, queue = dev.cl, dev.context, dev.queue
         kernel = self._kernel(entry.name)
         flags = cl.mem_flags
-        # A CPU device works on the host's memory in place (USE_HOST_PTR, then a map to
-        # synchronize); elsewhere arrays are copied in, and outputs copied back.
-        in_place = bool(queue.device.type & cl.device_type.CPU)
         values: list[Any] = []
         written: list[tuple[np.ndarray, Any, bool]] = []
+        host_arrays = False
         for param, value in zip(entry.signature.params, args, strict=True):
             if not param.pointer:
                 values.append(value)
                 continue
-            if value.nbytes == 0:
+            if isinstance(value, DeviceArray):
+                buffer = value.buffer  # on this device (DeviceFunction checked): no copy
+            elif value.nbytes == 0:
                 buffer = cl.Buffer(context, flags.READ_WRITE, size=1)
+            elif dev.system_svm and value.flags.writeable:
+                host_arrays = True
+                buffer = cl.SVM(value)  # the kernel reads and writes the numpy array itself
             else:
+                host_arrays = True
                 access = flags.READ_WRITE if param.is_output else flags.READ_ONLY
-                share = in_place and value.flags.writeable
+                share = dev.shares_host_memory and value.flags.writeable
                 # Outputs are copied in too: a kernel may read what it updates (out[i] += ...).
                 buffer = cl.Buffer(
                     context, access | (flags.USE_HOST_PTR if share else flags.COPY_HOST_PTR), hostbuf=value
@@ -113,13 +173,17 @@ class OpenCLModule(DeviceModule):
         with self._lock:  # one kernel object per name: its arguments are set and enqueued together
             kernel.set_args(*values)
             cl.enqueue_nd_range_kernel(queue, kernel, axis_extents(grid)[: len(grid)], None)
+        dev.launched(entry.name)
+        if not host_arrays:
+            return  # device arrays only: the launch runs while the caller goes on
+        # numpy arrays: the results are in them, and their memory free again, on return.
         for host, buffer, shared in written:
             if shared:
                 mapped, _ = cl.enqueue_map_buffer(queue, buffer, cl.map_flags.READ, 0, host.shape, host.dtype)
                 mapped.base.release(queue)
             else:
                 cl.enqueue_copy(queue, host, buffer)
-        queue.finish()
+        dev.synchronize()
 
 
 def opencl_module(spirv: bytes, functions: Iterable[dict[str, Any] | KernelEntry]) -> OpenCLModule:

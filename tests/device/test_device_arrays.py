@@ -1,0 +1,134 @@
+"""Devices by name and arrays that stay on them: no copies, asynchronous launches, the same results.
+
+OpenCL runs for real here (Intel's CPU runtime); Vulkan and CUDA have no device arrays yet,
+and their kernels refuse them with an error that says what to pass instead.
+"""
+
+from __future__ import annotations
+
+import resource
+
+import numpy as np
+import pytest
+
+import kernpack as kp
+from tests.conftest import require_device
+from tests.lang import kernels_src as K
+
+
+@pytest.fixture(scope="module")
+def opencl():
+    return require_device(kp.build([K.saxpy, K.vadd_f32, K.matmul, K.bincount], target="opencl"))
+
+
+@pytest.fixture(scope="module")
+def dev(opencl):
+    return kp.device("opencl")
+
+
+def test_devices_are_listed_and_found_by_kind(dev):
+    assert dev in kp.devices()
+    assert dev.kind == "opencl" and dev.index == 0 and dev.name and dev.memory > 0
+    assert kp.device("opencl") is dev
+    with pytest.raises(kp.DeviceUnavailableError, match="no opencl device 3"):
+        kp.device("opencl", 3)
+    with pytest.raises(ValueError, match="unknown device kind 'tpu'"):
+        kp.device("tpu")
+
+
+def test_arrays_round_trip(dev):
+    x = np.arange(12, dtype=np.float64).reshape(3, 4)
+    d = dev.asarray(x)
+    assert (d.shape, d.dtype, d.device, d.ndim, d.size, d.nbytes, len(d)) == ((3, 4), x.dtype, dev, 2, 12, 96, 3)
+    assert np.array_equal(d.numpy(), x) and np.array_equal(np.asarray(d), x)
+    assert np.array_equal(dev.zeros((2, 5), np.int32).numpy(), np.zeros((2, 5), np.int32))
+    back = np.empty_like(x)
+    d.copy_from(x * 2)
+    d.copy_to(back)
+    assert np.array_equal(back, x * 2)
+    assert dev.asarray(d) is d
+    assert dev.empty(0).numpy().shape == (0,)
+    with pytest.raises(kp.ArgumentError, match="differ"):
+        d.copy_to(np.empty((4, 3)))
+    with pytest.raises(kp.ArgumentError, match="device arrays hold"):
+        dev.empty(3, np.complex64)
+
+
+def test_kernels_take_device_arrays_without_copies_and_run_in_order(opencl, dev):
+    n = 10_000
+    rng = np.random.default_rng(0)
+    x, y = rng.random(n, np.float32), rng.random(n, np.float32)
+    dx, dy, dout = dev.asarray(x), dev.asarray(y), dev.empty(n, np.float32)
+    saxpy, vadd = opencl["saxpy"], opencl["vadd_f32"]
+    # Launches return at once; each reads what the one before wrote (one in-order queue).
+    saxpy(np.float32(2.0), dx, dy, dout)  # out = 2x + y
+    vadd(dout, dx, dy)  # y = out + x = 3x + y
+    saxpy(np.float32(-1.0), dy, dx, dout)  # out = -(3x + y) + x
+    expected_y = (np.float32(3) * x + y).astype(np.float32)
+    assert np.allclose(dy.numpy(), expected_y, rtol=1e-6)
+    assert np.allclose(dout.numpy(), -expected_y + x, rtol=1e-5)
+    dev.synchronize()
+
+
+def test_numpy_and_device_arguments_mix_across_launches(opencl, dev):
+    n = 4096
+    x = np.linspace(0, 1, n, dtype=np.float32)
+    dx, dout = dev.asarray(x), dev.empty(n, np.float32)
+    host = np.ones(n, np.float32)
+    saxpy = opencl["saxpy"]
+    saxpy(np.float32(2.0), dx, host, dout)  # a numpy input: the launch waits
+    host[:] = 100  # so changing it now changes nothing
+    out = np.empty(n, np.float32)
+    saxpy(np.float32(1.0), dout, dx, out)  # a numpy output: written when the call returns
+    assert np.allclose(out, 3 * x + 1)
+    opencl["vadd_f32"](out, host, dout)  # device output from numpy inputs
+    assert np.allclose(dout.numpy(), 3 * x + 101)
+    a, b = np.arange(6, dtype=np.float32).reshape(2, 3), np.ones((3, 2), np.float32)
+    c = dev.zeros((2, 2), np.float32)
+    opencl["matmul"](dev.asarray(a), b, c)
+    assert np.allclose(c.numpy(), a @ b)
+
+
+def test_wrong_device_arrays_are_refused_by_name(opencl, dev):
+    saxpy = opencl["saxpy"]
+    x = dev.asarray(np.ones(4, np.float64))
+    with pytest.raises(kp.ArgumentError, match=r"argument 'x' .*expected float with 1 dimensions"):
+        saxpy(np.float32(1), x, x, x)
+    with pytest.raises(kp.ArgumentError, match="lives on a device, and this function runs on the host"):
+        K.saxpy(1.0, dev.asarray(np.ones(4, np.float32)), np.ones(4, np.float32), np.ones(4, np.float32))
+    vulkan = kp.build([K.saxpy], target="vulkan")
+    f32 = dev.asarray(np.ones(4, np.float32))
+    with pytest.raises(kp.ArgumentError, match="no device arrays yet"):
+        vulkan["saxpy"](np.float32(1), f32, f32, f32)
+
+
+def test_device_module_is_found_by_kind(opencl):
+    host = kp.build([K.saxpy], devices=("cuda", "opencl"))
+    assert host.device_module("opencl").kind == "opencl"
+    assert host.device_module("cuda").kind == "cuda"
+    assert host.device_module("llvm") is host
+    with pytest.raises(kp.ModuleKindNotFoundError, match=r"no 'vulkan' module .*kinds: llvm, cuda, opencl"):
+        host.device_module("vulkan")
+
+
+def test_ten_thousand_launches_leak_nothing(opencl, dev):
+    n = 256
+    x = dev.asarray(np.ones(n, np.float32))
+    out = dev.empty(n, np.float32)
+    host = np.ones(n, np.float32)
+    saxpy = opencl["saxpy"]
+
+    def launches(count: int) -> None:
+        for i in range(count):
+            if i % 2:
+                saxpy(np.float32(2.0), x, x, out)
+            else:
+                saxpy(np.float32(2.0), host, x, host)  # numpy arguments: buffers made and freed
+        dev.synchronize()
+
+    launches(2_000)  # the driver's caches and pools reach their size
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    launches(10_000)
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 8 * 1024, f"10,000 launches grew the peak memory by {grown_kib} KiB"
+    assert np.allclose(out.numpy(), 3.0)
