@@ -11,6 +11,11 @@ benchmarks/bench_devices.py``. Writes ``results/devices.{json,md,png}``.
 * **OpenCL device arrays**: saxpy n=10^6 on arrays made by ``kp.device("opencl")`` and on numpy
   arrays (which a CPU device with system SVM uses in place), each launch waited for, beside
   plain pyopencl launching the same SPIR-V on buffers made once.
+* **Vulkan device arrays**: the same on lavapipe, device arrays and numpy arrays, beside Taichi
+  1.7's Vulkan backend on the same lavapipe (``ti.ndarray`` and numpy arguments; the peer venv
+  ``peers/setup_taichi.sh`` makes, on the first run).
+* **blur**: a 3x3 blur of a 1024x1024 float32 image, ten launches on device arrays, per launch,
+  on OpenCL and Vulkan, beside the same kernel on the CPU.
 * **saxpy n=10^6 on OpenCL and Vulkan** (Intel's CPU runtime, Mesa's lavapipe): the first
   launch of a fresh module (program or pipeline creation included) and steady-state launches
   (copies in and out included), beside numpy.
@@ -35,7 +40,7 @@ import numpy as np  # noqa: E402
 from tests.lang import kernels_src as K  # noqa: E402
 
 import kernpack as kp  # noqa: E402
-from benchmarks._common import median_seconds, medians_per_call, report  # noqa: E402
+from benchmarks._common import median_seconds, medians_per_call, peer_python, report, run_json  # noqa: E402
 
 LOAD_CHILD = """
 import sys, time, json, ctypes
@@ -161,6 +166,104 @@ def opencl_array_rows() -> list[dict]:
     ]
 
 
+BLUR = """
+import kernpack as kp
+
+@kp.kernel
+def blur(x: kp.f32[:, :], out: kp.f32[:, :]):
+    n = x.shape[0]
+    m = x.shape[1]
+    for i, j in kp.grid(n, m):
+        acc = kp.f32(0.0)
+        for di in range(-1, 2):
+            for dj in range(-1, 2):
+                acc += x[min(max(i + di, 0), n - 1), min(max(j + dj, 0), m - 1)]
+        out[i, j] = acc / kp.f32(9.0)
+"""
+
+
+def vulkan_array_rows(rounds: int = 3) -> list[dict]:
+    """saxpy 10^6 on Vulkan, device arrays and numpy arrays, beside Taichi's Vulkan backend.
+
+    Each launch is waited for. Taichi runs in its own venv (``peers/setup_taichi.sh``), so
+    the two take turns by rounds (a child process of Taichi's, then kernpack's figures), and
+    each figure is the median of the rounds.
+    """
+    module = kp.build([K.saxpy], target="vulkan")
+    if module.unavailable_reason():
+        print(f"(vulkan not measured: {module.unavailable_reason()})")
+        return []
+    taichi = peer_python("taichi", setup=True)
+    dev = kp.device("vulkan")
+    n, repeat = 10**6, 15
+    x, y = np.random.default_rng(0).random(n, np.float32), np.random.default_rng(1).random(n, np.float32)
+    out = np.empty_like(x)
+    dx, dy, dout = dev.asarray(x), dev.asarray(y), dev.empty(n, np.float32)
+    saxpy, a = module["saxpy"], np.float32(2.0)
+
+    def on_device() -> None:
+        saxpy(a, dx, dy, dout)
+        dev.synchronize()
+
+    mine: dict[str, list[float]] = {"device": [], "numpy": []}
+    theirs: dict[str, list[float]] = {"resident_s": [], "numpy_s": []}
+    for _ in range(rounds):
+        if taichi:
+            script = str(ROOT / "benchmarks" / "peers" / "taichi_peer.py")
+            peer = run_json([taichi, script, "saxpy", str(n), str(repeat)])
+            for key in theirs:
+                theirs[key].append(peer[key])
+        mine["device"].append(median_seconds(on_device, repeat))
+        mine["numpy"].append(median_seconds(lambda: saxpy(a, x, y, out), repeat))
+    assert np.allclose(out, 2 * x + y) and np.allclose(dout.numpy(), out)
+    device, numpy_args = statistics.median(mine["device"]), statistics.median(mine["numpy"])
+    if not taichi:
+        return [row("vulkan saxpy 1e6: device arrays", device, numpy_args, "kernpack, numpy arrays")]
+    return [
+        row("vulkan saxpy 1e6: device arrays", device, statistics.median(theirs["resident_s"]), "Taichi ti.ndarray"),
+        row("vulkan saxpy 1e6: numpy arrays", numpy_args, statistics.median(theirs["numpy_s"]), "Taichi, numpy args"),
+    ]
+
+
+def blur_rows(launches: int = 10) -> list[dict]:
+    """A 3x3 blur of a 1024x1024 float32 image, ten launches on device arrays, per launch."""
+    with tempfile.TemporaryDirectory(prefix="kernpack-blur-") as tmp:
+        source = Path(tmp) / "blur_kernel.py"
+        source.write_text(BLUR)
+        spec = importlib.util.spec_from_file_location("blur_kernel", source)
+        blur_module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(blur_module)
+        blur = blur_module.blur
+    image = np.random.default_rng(2).random((1024, 1024), np.float32)
+    out = np.empty_like(image)
+    blur(image, out)  # built before timing
+
+    def on_cpu() -> None:
+        for _ in range(launches):
+            blur(image, out)
+
+    cpu = median_seconds(on_cpu, 5) / launches
+    rows = []
+    for target in ("opencl", "vulkan"):
+        module = kp.build([blur], target=target)
+        if module.unavailable_reason():
+            continue
+        dev = kp.device(target)
+        src, dst = dev.asarray(image), dev.empty(image.shape, np.float32)
+        kernel = module["blur"]
+
+        def on_device(kernel=kernel, src=src, dst=dst, dev=dev) -> None:
+            for _ in range(launches):
+                kernel(src, dst)
+            dev.synchronize()
+
+        on_device()
+        assert np.allclose(dst.numpy(), out, rtol=1e-5)
+        per_launch = median_seconds(on_device, 5) / launches
+        rows.append(row(f"{target} blur 1024x1024, 10 launches on device arrays", per_launch, cpu, "cpu kernel"))
+    return rows
+
+
 def load_rows(procs: int = 5) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="kernpack-devbench-") as tmp:
         source = Path(tmp) / "many.py"
@@ -207,7 +310,7 @@ def load_rows(procs: int = 5) -> list[dict]:
 
 
 def main() -> None:
-    rows = codegen_rows() + opencl_array_rows() + launch_rows() + load_rows()
+    rows = codegen_rows() + opencl_array_rows() + vulkan_array_rows() + blur_rows() + launch_rows() + load_rows()
     report("devices", rows, {})
 
 

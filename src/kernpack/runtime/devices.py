@@ -52,7 +52,9 @@ class Device:
         shape, dtype = _shape(shape), np.dtype(dtype)
         _check_dtype(dtype)
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        return DeviceArray(self, self._allocate(nbytes), shape, dtype)
+        array = DeviceArray(self, self._allocate(nbytes), shape, dtype)
+        self._attach(array)
+        return array
 
     def zeros(self, shape: int | Sequence[int], dtype: Any = np.float32) -> DeviceArray:
         """An array of zeros on this device."""
@@ -97,6 +99,13 @@ class Device:
     def _allocate(self, nbytes: int) -> Any:
         raise NotImplementedError
 
+    def _attach(self, array: DeviceArray) -> None:
+        """Tie the buffer's lifetime to ``array`` where the runtime does not free it by itself."""
+
+    def _host_memory(self, buffer: Any) -> np.ndarray | None:
+        """The buffer as host bytes (uint8), where the device's memory is the host's; else None."""
+        return None
+
     def _write(self, buffer: Any, host: np.ndarray) -> None:
         raise NotImplementedError
 
@@ -119,7 +128,7 @@ class DeviceArray:
     after the launches before it have finished.
     """
 
-    __slots__ = ("buffer", "device", "dtype", "shape")
+    __slots__ = ("__weakref__", "buffer", "device", "dtype", "shape")
 
     def __init__(self, device: Device, buffer: Any, shape: tuple[int, ...], dtype: np.dtype) -> None:
         self.device = device
@@ -151,6 +160,27 @@ class DeviceArray:
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         host = self.numpy()
         return host if dtype is None else host.astype(dtype, copy=False)
+
+    def __dlpack__(self, *, stream: Any = None, **kwargs: Any) -> Any:
+        """Export the array through DLPack, where its memory is the host's (a CPU device's).
+
+        The launches before the call finish first; the consumer then reads and writes the
+        device's memory itself, without a copy. Elsewhere ``BufferError``: use ``numpy()``.
+        """
+        return self._host_view().__dlpack__(stream=stream, **kwargs)
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        """``(kDLCPU, 0)`` where the memory is the host's (else ``__dlpack__`` refuses)."""
+        return (1, 0)
+
+    def _host_view(self) -> np.ndarray:
+        self.device.synchronize()
+        view = self.device._host_memory(self.buffer)
+        if view is None:
+            raise BufferError(
+                f"{self!r} is not in host memory, so DLPack cannot hand it to the CPU; use .numpy() for a copy"
+            )
+        return view[: self.nbytes].view(self.dtype).reshape(self.shape)
 
     def copy_to(self, host: np.ndarray) -> None:
         """Copy into ``host`` (same shape and dtype, C-contiguous, writable), after earlier launches."""

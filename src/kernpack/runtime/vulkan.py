@@ -5,8 +5,10 @@ lavapipe (``apt-get install mesa-vulkan-drivers libvulkan1``) does, through the 
 ``vulkan`` package (``pip install kernpack[vulkan]``). One shader per kernel, laid end to end in
 the module's binary (the function table says where each starts). Resources follow
 :mod:`.abi` (binding 0 holds the array extents, binding 1 + k parameter k), as the shaders do.
-A call copies the arguments into host-visible buffers, dispatches, waits, and copies back the
-arrays the kernel writes.
+Each kernel keeps its pipeline and a few launch slots (descriptor set, command buffer, fence,
+buffers for the extents and scalars, staging buffers for numpy arrays), made once and reused.
+A launch on device arrays (``kp.device("vulkan")``) returns at once; one with numpy arrays
+copies them into the slot's staging buffers, waits, and copies back the arrays it writes.
 
 The ``vulkan`` binding does not keep nested temporaries alive: every nested struct and array is
 bound to a local variable before the call that uses it.
@@ -15,6 +17,7 @@ bound to a local variable before the call that uses it.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,9 +26,10 @@ import numpy as np
 from ..errors import DeviceUnavailableError, FormatError, LoadError
 from .abi import DESCRIPTOR_SET, EXTENTS_BINDING, SCALARS, axis_extents, parameter_binding
 from .device import DeviceModule, KernelEntry, is_spirv, runtime_once
+from .devices import Device, DeviceArray, register_device_kind
 from .registry import register_loader
 
-__all__ = ["VulkanModule", "vulkan_module"]
+__all__ = ["VulkanDevice", "VulkanModule", "vulkan_module"]
 
 _HOW = (
     "install a Vulkan driver and the binding: apt-get install mesa-vulkan-drivers libvulkan1 (lavapipe runs "
@@ -33,8 +37,31 @@ _HOW = (
 )
 
 
-class _Device:
-    """Instance, device, queue and command pool, created once per process."""
+class _Memory:
+    """A host-visible, host-coherent storage buffer, mapped for as long as it lives.
+
+    ``view`` is the mapping as bytes: arguments are written into it and results read from it
+    without a map call per launch, and DLPack hands slices of it to other libraries. Vulkan
+    frees nothing by itself: the buffer is destroyed when ``view`` and every view of it are
+    gone (``release``, a finalizer on it), or at once by ``release()``, after the launches in
+    flight.
+    """
+
+    __slots__ = ("__weakref__", "buffer", "release", "size", "view")
+
+    def __init__(self, buffer: Any, size: int, view: np.ndarray, release: weakref.finalize) -> None:
+        self.buffer, self.size, self.view, self.release = buffer, size, view, release
+
+
+class VulkanDevice(Device):
+    """Instance, device, queue and command pool, created once per process.
+
+    Launches are submitted to one queue and run in submission order: every command buffer
+    starts with a barrier on all earlier compute work. ``in_flight`` holds the fences of the
+    submissions not yet known to be finished.
+    """
+
+    kind = "vulkan"
 
     def __init__(self, vk: Any) -> None:
         self.vk = vk
@@ -60,7 +87,9 @@ class _Device:
         if chosen is None:
             raise RuntimeError("no Vulkan device with a compute queue")
         self.physical, self.family = chosen
-        self.name = vk.vkGetPhysicalDeviceProperties(self.physical).deviceName
+        memory = vk.vkGetPhysicalDeviceMemoryProperties(self.physical)
+        heaps = [memory.memoryHeaps[i].size for i in range(memory.memoryHeapCount)]
+        super().__init__(vk.vkGetPhysicalDeviceProperties(self.physical).deviceName, 0, max(heaps, default=0))
         extensions = {e.extensionName for e in vk.vkEnumerateDeviceExtensionProperties(self.physical, None)}
         enabled = [e for e in ("VK_EXT_shader_atomic_float",) if e in extensions]
         # Enable every feature the device has (Int8/Int64/Float64, 8-bit storage, float atomics
@@ -96,17 +125,21 @@ class _Device:
             queueFamilyIndex=self.family,
         )
         self.pool = vk.vkCreateCommandPool(self.device, pool_info, None)
-        memory = vk.vkGetPhysicalDeviceMemoryProperties(self.physical)
         wanted = vk.VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | vk.VK_MEMORY_PROPERTY_HOST_COHERENT_BIT
         self.memory_types = [
             i for i in range(memory.memoryTypeCount) if memory.memoryTypes[i].propertyFlags & wanted == wanted
         ]
-        self.lock = threading.Lock()  # one queue: submissions are serialized
+        # One queue: submissions, and what they share, are serialized. Reentrant, because a
+        # device array's finalizer may run (in a garbage collection) while the lock is held.
+        self.lock = threading.RLock()
+        self.in_flight: list[tuple[Any, _Slot]] = []
+        self._unused: list[tuple[Any, Any]] = []  # freed while launches were in flight: destroyed after them
 
-    def buffer(self, data: np.ndarray) -> tuple[Any, Any, int]:
-        """A host-visible storage buffer holding a copy of ``data``; (buffer, memory, size)."""
+    # ------------------------------------------------------------------ memory
+    def allocate(self, nbytes: int) -> _Memory:
+        """A mapped storage buffer of at least ``nbytes`` (16 or more)."""
         vk = self.vk
-        size = max(data.nbytes, 16)
+        size = max(nbytes, 16)
         info = vk.VkBufferCreateInfo(
             sType=vk.VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
             size=size,
@@ -119,25 +152,203 @@ class _Device:
         alloc = vk.VkMemoryAllocateInfo(
             sType=vk.VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, allocationSize=needs.size, memoryTypeIndex=kind
         )
-        memory = vk.vkAllocateMemory(self.device, alloc, None)
+        try:
+            memory = vk.vkAllocateMemory(self.device, alloc, None)
+        except vk.VkError:
+            vk.vkDestroyBuffer(self.device, buffer, None)
+            raise
         vk.vkBindBufferMemory(self.device, buffer, memory, 0)
-        if data.nbytes:
-            mapped = vk.vkMapMemory(self.device, memory, 0, data.nbytes, 0)
-            vk.ffi.memmove(mapped, np.ascontiguousarray(data).view(np.uint8).ravel(), data.nbytes)
-            vk.vkUnmapMemory(self.device, memory)
-        return buffer, memory, size
+        view = np.frombuffer(vk.vkMapMemory(self.device, memory, 0, size, 0), np.uint8)
+        # The finalizer holds the handles, not the view: it runs when the last view is gone.
+        release = weakref.finalize(view, self._free, buffer, memory)
+        release.atexit = False  # the process's exit frees it all
+        return _Memory(buffer, size, view, release)
 
-    def read(self, memory: Any, out: np.ndarray) -> None:
-        """Copy a buffer's memory back into ``out``."""
+    def _free(self, buffer: Any, memory: Any) -> None:
+        """Destroy a buffer and its memory once no launch in flight can use them."""
+        with self.lock:
+            self._unused.append((buffer, memory))
+            self._retire()
+
+    def _destroy(self, buffer: Any, memory: Any) -> None:
         vk = self.vk
-        if out.nbytes:
-            mapped = vk.vkMapMemory(self.device, memory, 0, out.nbytes, 0)
-            vk.ffi.memmove(out.view(np.uint8).reshape(-1), mapped, out.nbytes)
-            vk.vkUnmapMemory(self.device, memory)
+        vk.vkUnmapMemory(self.device, memory)
+        vk.vkDestroyBuffer(self.device, buffer, None)
+        vk.vkFreeMemory(self.device, memory, None)
+
+    # ------------------------------------------------------------------ ordering
+    def _retire(self, wait: bool = False) -> None:
+        """Forget the finished submissions (all of them, waiting, with ``wait``); free what waited."""
+        vk = self.vk
+        if wait and self.in_flight:
+            vk.vkQueueWaitIdle(self.queue)
+            finished, self.in_flight = self.in_flight, []
+        else:
+            finished = []
+            while self.in_flight:
+                try:
+                    vk.vkGetFenceStatus(self.device, self.in_flight[0][0])
+                except vk.VkNotReady:
+                    break
+                finished.append(self.in_flight.pop(0))  # the queue finishes in order
+        for _, slot in finished:
+            slot.busy = False
+        if not self.in_flight:
+            unused, self._unused = self._unused, []
+            for buffer, memory in unused:
+                self._destroy(buffer, memory)
+
+    # ------------------------------------------------------------------ Device
+    def _allocate(self, nbytes: int) -> _Memory:
+        with self.lock:
+            memory = self.allocate(nbytes)
+        return memory
+
+    def _host_memory(self, buffer: _Memory) -> np.ndarray:
+        return buffer.view  # host-visible and coherent: the host reads the device's memory
+
+    def _write(self, buffer: _Memory, host: np.ndarray) -> None:
+        with self.lock:
+            self._retire(wait=True)  # a launch in flight may still read the old contents
+            buffer.view[: host.nbytes] = host.reshape(-1).view(np.uint8)
+
+    def _read(self, buffer: _Memory, host: np.ndarray) -> None:
+        with self.lock:
+            self._retire(wait=True)
+            host.reshape(-1).view(np.uint8)[:] = buffer.view[: host.nbytes]
+
+    def _wait(self) -> None:
+        with self.lock:
+            self._retire(wait=True)
+
+
+class _Slot:
+    """What one launch of a kernel uses, made once and reused.
+
+    A descriptor set, a command buffer and a fence; the extents and scalars in buffers of their
+    own, and staging buffers for numpy arrays. A kernel has a few, so that launches in flight
+    do not wait for each other. ``bound`` is the buffer each binding points at now, so only
+    changes are written.
+    """
+
+    def __init__(self, dev: VulkanDevice, set_layout: Any, count: int) -> None:
+        vk = dev.vk
+        pool_size = vk.VkDescriptorPoolSize(type=vk.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, descriptorCount=count)
+        pool_info = vk.VkDescriptorPoolCreateInfo(
+            sType=vk.VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, maxSets=1, poolSizeCount=1, pPoolSizes=[pool_size]
+        )
+        self.pool = vk.vkCreateDescriptorPool(dev.device, pool_info, None)
+        alloc = vk.VkDescriptorSetAllocateInfo(
+            sType=vk.VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+            descriptorPool=self.pool,
+            descriptorSetCount=1,
+            pSetLayouts=[set_layout],
+        )
+        self.descriptor_set = vk.vkAllocateDescriptorSets(dev.device, alloc)[0]
+        command_alloc = vk.VkCommandBufferAllocateInfo(
+            sType=vk.VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+            commandPool=dev.pool,
+            level=vk.VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+            commandBufferCount=1,
+        )
+        self.command = vk.vkAllocateCommandBuffers(dev.device, command_alloc)[0]
+        self.fence = vk.vkCreateFence(
+            dev.device, vk.VkFenceCreateInfo(sType=vk.VK_STRUCTURE_TYPE_FENCE_CREATE_INFO), None
+        )
+        self.memories: dict[int, _Memory] = {}  # binding -> extents, a scalar, or a staging buffer
+        self.bound: list[Any] = [None] * count
+        self.recorded: tuple[Any, ...] | None = None  # (bindings, groups) the command buffer holds
+        self.busy = False
+
+    def memory(self, dev: VulkanDevice, binding: int, nbytes: int) -> _Memory:
+        """The buffer for ``binding`` in this slot, of ``nbytes`` or more (grown when too small)."""
+        memory = self.memories.get(binding)
+        if memory is None or memory.size < nbytes:
+            if memory is not None:
+                memory.release()
+            memory = self.memories[binding] = dev.allocate(nbytes)
+        return memory
+
+    def destroy(self, dev: VulkanDevice) -> None:
+        vk = dev.vk
+        vk.vkDestroyFence(dev.device, self.fence, None)
+        vk.vkFreeCommandBuffers(dev.device, dev.pool, 1, [self.command])
+        vk.vkDestroyDescriptorPool(dev.device, self.pool, None)
+        for memory in self.memories.values():
+            memory.release()
+
+
+_SLOTS = 3  # launches of one kernel in flight at once before the next waits for the oldest
+
+
+class _Kernel:
+    """A kernel's pipeline and layouts, and its launch slots."""
+
+    def __init__(self, dev: VulkanDevice, code: bytes, count: int, name: str) -> None:
+        vk = dev.vk
+        bindings = [
+            vk.VkDescriptorSetLayoutBinding(
+                binding=EXTENTS_BINDING if i == 0 else parameter_binding(i - 1),
+                descriptorType=vk.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                descriptorCount=1,
+                stageFlags=vk.VK_SHADER_STAGE_COMPUTE_BIT,
+            )
+            for i in range(count)
+        ]
+        layout_info = vk.VkDescriptorSetLayoutCreateInfo(
+            sType=vk.VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO, bindingCount=count, pBindings=bindings
+        )
+        self.set_layout = vk.vkCreateDescriptorSetLayout(dev.device, layout_info, None)
+        pipeline_layout_info = vk.VkPipelineLayoutCreateInfo(
+            sType=vk.VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO, setLayoutCount=1, pSetLayouts=[self.set_layout]
+        )
+        self.pipeline_layout = vk.vkCreatePipelineLayout(dev.device, pipeline_layout_info, None)
+        shader_info = vk.VkShaderModuleCreateInfo(
+            sType=vk.VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO, codeSize=len(code), pCode=code
+        )
+        self.shader = vk.vkCreateShaderModule(dev.device, shader_info, None)
+        entry_point = vk.ffi.new("char[]", b"main")
+        stage = vk.VkPipelineShaderStageCreateInfo(
+            sType=vk.VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+            stage=vk.VK_SHADER_STAGE_COMPUTE_BIT,
+            module=self.shader,
+            pName=entry_point,
+        )
+        pipeline_info = vk.VkComputePipelineCreateInfo(
+            sType=vk.VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO, stage=stage, layout=self.pipeline_layout
+        )
+        try:
+            self.pipeline = vk.vkCreateComputePipelines(dev.device, None, 1, [pipeline_info], None)[0]
+        except vk.VkError as exc:
+            self.pipeline = None
+            self.destroy(dev)
+            raise DeviceUnavailableError(f"the Vulkan driver refused the shader of {name}: {exc}") from None
+        self.count = count
+        self.slots = [_Slot(dev, self.set_layout, count) for _ in range(_SLOTS)]
+        self.next = 0
+
+    def slot(self, dev: VulkanDevice) -> _Slot:
+        """The next slot, once the launch that last used it has finished."""
+        slot = self.slots[self.next]
+        self.next = (self.next + 1) % len(self.slots)
+        if slot.busy:
+            dev.vk.vkWaitForFences(dev.device, 1, [slot.fence], dev.vk.VK_TRUE, 2**63 - 1)
+            dev._retire()
+        return slot
+
+    def destroy(self, dev: VulkanDevice) -> None:
+        vk = dev.vk
+        for slot in getattr(self, "slots", ()):
+            slot.destroy(dev)
+        if self.pipeline is not None:
+            vk.vkDestroyPipeline(dev.device, self.pipeline, None)
+        vk.vkDestroyShaderModule(dev.device, self.shader, None)
+        vk.vkDestroyPipelineLayout(dev.device, self.pipeline_layout, None)
+        vk.vkDestroyDescriptorSetLayout(dev.device, self.set_layout, None)
 
 
 @runtime_once
-def _runtime() -> _Device:
+def _runtime() -> VulkanDevice:
     try:
         import vulkan as vk
     except (ImportError, OSError) as exc:
@@ -145,9 +356,12 @@ def _runtime() -> _Device:
             f"the Vulkan binding or loader is missing ({str(exc).splitlines()[0]}); {_HOW}"
         ) from None
     try:
-        return _Device(vk)
+        return VulkanDevice(vk)
     except (vk.VkError, RuntimeError, StopIteration) as exc:
         raise DeviceUnavailableError(f"no usable Vulkan compute device ({type(exc).__name__}: {exc}); {_HOW}") from None
+
+
+register_device_kind("vulkan", lambda: [_runtime()])
 
 
 class VulkanModule(DeviceModule):
@@ -176,154 +390,122 @@ class VulkanModule(DeviceModule):
 
         return "\n".join(f"; ---- {name}\n{disassemble_spirv(self.shader(name))}" for name in self.functions)
 
+    def _device(self) -> Device:
+        return _runtime()
+
     @staticmethod
     def _release(loaded: dict[str, Any]) -> None:
-        # Vulkan objects are not garbage-collected: destroy each kernel's pipeline and layouts.
+        # Vulkan objects are not garbage-collected: destroy each kernel's pipeline, layouts and
+        # launch slots, once the launches in flight are done with them.
         if loaded:
             dev = _runtime()
-            vk = dev.vk
-            for set_layout, pipeline_layout, shader, pipeline in loaded.values():
-                vk.vkDestroyPipeline(dev.device, pipeline, None)
-                vk.vkDestroyShaderModule(dev.device, shader, None)
-                vk.vkDestroyPipelineLayout(dev.device, pipeline_layout, None)
-                vk.vkDestroyDescriptorSetLayout(dev.device, set_layout, None)
+            with dev.lock:
+                dev._retire(wait=True)
+                for kernel in loaded.values():
+                    kernel.destroy(dev)
             loaded.clear()
 
-    def _pipeline(self, dev: _Device, entry: KernelEntry) -> tuple[Any, Any, Any, Any]:
+    def _kernel(self, dev: VulkanDevice, entry: KernelEntry) -> _Kernel:
         with self._lock:
-            cached = self._loaded.get(entry.name)
-            if cached is not None:
-                return cached
-            vk = dev.vk
-            count = 1 + len(entry.signature.params)  # the extents, then one buffer per parameter
-            bindings = [
-                vk.VkDescriptorSetLayoutBinding(
-                    binding=EXTENTS_BINDING if i == 0 else parameter_binding(i - 1),
-                    descriptorType=vk.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-                    descriptorCount=1,
-                    stageFlags=vk.VK_SHADER_STAGE_COMPUTE_BIT,
-                )
-                for i in range(count)
-            ]
-            layout_info = vk.VkDescriptorSetLayoutCreateInfo(
-                sType=vk.VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO, bindingCount=count, pBindings=bindings
-            )
-            set_layout = vk.vkCreateDescriptorSetLayout(dev.device, layout_info, None)
-            pipeline_layout_info = vk.VkPipelineLayoutCreateInfo(
-                sType=vk.VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO, setLayoutCount=1, pSetLayouts=[set_layout]
-            )
-            pipeline_layout = vk.vkCreatePipelineLayout(dev.device, pipeline_layout_info, None)
-            code = self.shader(entry.name)
-            shader_info = vk.VkShaderModuleCreateInfo(
-                sType=vk.VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO, codeSize=len(code), pCode=code
-            )
-            shader = vk.vkCreateShaderModule(dev.device, shader_info, None)
-            name = vk.ffi.new("char[]", b"main")
-            stage = vk.VkPipelineShaderStageCreateInfo(
-                sType=vk.VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
-                stage=vk.VK_SHADER_STAGE_COMPUTE_BIT,
-                module=shader,
-                pName=name,
-            )
-            pipeline_info = vk.VkComputePipelineCreateInfo(
-                sType=vk.VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO, stage=stage, layout=pipeline_layout
-            )
-            try:
-                pipeline = vk.vkCreateComputePipelines(dev.device, None, 1, [pipeline_info], None)[0]
-            except vk.VkError as exc:
-                raise DeviceUnavailableError(f"the Vulkan driver refused the shader of {entry.name}: {exc}") from None
-            cached = (set_layout, pipeline_layout, shader, pipeline)
-            self._loaded[entry.name] = cached
-            return cached
+            kernel = self._loaded.get(entry.name)
+            if kernel is None:
+                count = 1 + len(entry.signature.params)  # the extents, then one buffer per parameter
+                kernel = self._loaded[entry.name] = _Kernel(dev, self.shader(entry.name), count, entry.name)
+            return kernel
 
     def _launch(self, entry: KernelEntry, args: list[Any], grid: tuple[int, ...]) -> None:
         dev = _runtime()
         vk = dev.vk
-        set_layout, pipeline_layout, _, pipeline = self._pipeline(dev, entry)
-        extents: list[int] = []
-        host: list[np.ndarray] = []
-        for param, value in zip(entry.signature.params, args, strict=True):
-            if param.pointer:
-                extents.extend(value.shape[: param.ndim])
-                host.append(value)
-            else:
-                host.append(np.asarray(value, dtype=SCALARS[param.ctype].value_dtype).reshape(1))
-        resources = [dev.buffer(np.asarray(extents or [0], dtype=np.int64))] + [dev.buffer(h) for h in host]
-        count = len(resources)
+        kernel = self._kernel(dev, entry)
+        params = entry.signature.params
+        extents = [
+            e for param, value in zip(params, args, strict=True) if param.pointer for e in value.shape[: param.ndim]
+        ]
         with dev.lock:
-            pool_size = vk.VkDescriptorPoolSize(type=vk.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, descriptorCount=count)
-            pool_info = vk.VkDescriptorPoolCreateInfo(
-                sType=vk.VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
-                maxSets=1,
-                poolSizeCount=1,
-                pPoolSizes=[pool_size],
+            dev._retire()
+            slot = kernel.slot(dev)
+            ext = slot.memory(dev, EXTENTS_BINDING, 8 * max(len(extents), 1))
+            ext.view[: 8 * len(extents)] = np.asarray(extents, np.int64).view(np.uint8)
+            buffers, staged = [ext], []
+            for index, (param, value) in enumerate(zip(params, args, strict=True)):
+                binding = parameter_binding(index)
+                if isinstance(value, DeviceArray):
+                    buffers.append(value.buffer)  # on this device (DeviceFunction checked): no copy
+                    continue
+                data = value if param.pointer else np.asarray(value, SCALARS[param.ctype].value_dtype).reshape(1)
+                memory = slot.memory(dev, binding, data.nbytes)
+                # Arrays the kernel writes are copied in too: it may read what it updates.
+                memory.view[: data.nbytes] = data.reshape(-1).view(np.uint8)
+                buffers.append(memory)
+                if param.is_output:
+                    staged.append((value, memory))
+            self._bind(dev, slot, buffers)
+            workgroup = entry.attrs["workgroup"]
+            groups = tuple(-(-n // w) for n, w in zip(axis_extents(grid), workgroup, strict=True))
+            if slot.recorded != (kernel, groups):
+                self._record(dev, kernel, slot, groups)
+            vk.vkResetFences(dev.device, 1, [slot.fence])
+            command = vk.ffi.new("VkCommandBuffer[1]", [slot.command])
+            submit = vk.VkSubmitInfo(
+                sType=vk.VK_STRUCTURE_TYPE_SUBMIT_INFO, commandBufferCount=1, pCommandBuffers=command
             )
-            pool = vk.vkCreateDescriptorPool(dev.device, pool_info, None)
-            alloc = vk.VkDescriptorSetAllocateInfo(
-                sType=vk.VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
-                descriptorPool=pool,
-                descriptorSetCount=1,
-                pSetLayouts=[set_layout],
-            )
-            descriptor_set = vk.vkAllocateDescriptorSets(dev.device, alloc)[0]
-            infos = [vk.VkDescriptorBufferInfo(buffer=b, offset=0, range=size) for b, _, size in resources]
-            writes = [
+            vk.vkQueueSubmit(dev.queue, 1, [submit], slot.fence)
+            slot.busy = True
+            dev.in_flight.append((slot.fence, slot))
+            dev.launched(entry.name)
+            if not any(not isinstance(v, DeviceArray) and p.pointer for p, v in zip(params, args, strict=True)):
+                return  # device arrays only: the launch runs while the caller goes on
+            # numpy arrays: the results are in them, and the staging buffers free again, on return.
+            dev._retire(wait=True)
+            for host, memory in staged:
+                host.reshape(-1).view(np.uint8)[:] = memory.view[: host.nbytes]
+
+    @staticmethod
+    def _bind(dev: VulkanDevice, slot: _Slot, buffers: list[_Memory]) -> None:
+        """Point the slot's descriptor set at ``buffers`` (binding 0 the extents), where it changed."""
+        vk = dev.vk
+        writes = []
+        for binding, memory in enumerate(buffers):
+            if slot.bound[binding] is memory.buffer:
+                continue
+            slot.bound[binding] = memory.buffer
+            info = vk.VkDescriptorBufferInfo(buffer=memory.buffer, offset=0, range=memory.size)
+            writes.append(
                 vk.VkWriteDescriptorSet(
                     sType=vk.VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
-                    dstSet=descriptor_set,
-                    dstBinding=EXTENTS_BINDING if i == 0 else parameter_binding(i - 1),
+                    dstSet=slot.descriptor_set,
+                    dstBinding=binding,
                     descriptorCount=1,
                     descriptorType=vk.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-                    pBufferInfo=[infos[i]],
+                    pBufferInfo=[info],
                 )
-                for i in range(count)
-            ]
-            vk.vkUpdateDescriptorSets(dev.device, count, writes, 0, None)
-            command_alloc = vk.VkCommandBufferAllocateInfo(
-                sType=vk.VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
-                commandPool=dev.pool,
-                level=vk.VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-                commandBufferCount=1,
             )
-            command = vk.vkAllocateCommandBuffers(dev.device, command_alloc)[0]
-            begin = vk.VkCommandBufferBeginInfo(
-                sType=vk.VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
-                flags=vk.VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
-            )
-            vk.vkBeginCommandBuffer(command, begin)
-            vk.vkCmdBindPipeline(command, vk.VK_PIPELINE_BIND_POINT_COMPUTE, pipeline)
-            vk.vkCmdBindDescriptorSets(
-                command,
-                vk.VK_PIPELINE_BIND_POINT_COMPUTE,
-                pipeline_layout,
-                DESCRIPTOR_SET,
-                1,
-                [descriptor_set],
-                0,
-                None,
-            )
-            workgroup = entry.attrs["workgroup"]
-            groups = [-(-n // w) for n, w in zip(axis_extents(grid), workgroup, strict=True)]
-            vk.vkCmdDispatch(command, *groups)
-            vk.vkEndCommandBuffer(command)
-            fence_info = vk.VkFenceCreateInfo(sType=vk.VK_STRUCTURE_TYPE_FENCE_CREATE_INFO)
-            fence = vk.vkCreateFence(dev.device, fence_info, None)
-            submit = vk.VkSubmitInfo(
-                sType=vk.VK_STRUCTURE_TYPE_SUBMIT_INFO, commandBufferCount=1, pCommandBuffers=[command]
-            )
-            try:
-                vk.vkQueueSubmit(dev.queue, 1, [submit], fence)
-                vk.vkWaitForFences(dev.device, 1, [fence], vk.VK_TRUE, 2**63 - 1)
-            finally:
-                vk.vkDestroyFence(dev.device, fence, None)
-                vk.vkFreeCommandBuffers(dev.device, dev.pool, 1, [command])
-                vk.vkDestroyDescriptorPool(dev.device, pool, None)
-        for param, value, (_, memory, _) in zip(entry.signature.params, args, resources[1:], strict=True):
-            if param.is_output:
-                dev.read(memory, value)
-        for buffer, memory, _ in resources:
-            vk.vkDestroyBuffer(dev.device, buffer, None)
-            vk.vkFreeMemory(dev.device, memory, None)
+        if writes:
+            vk.vkUpdateDescriptorSets(dev.device, len(writes), writes, 0, None)
+
+    @staticmethod
+    def _record(dev: VulkanDevice, kernel: _Kernel, slot: _Slot, groups: tuple[int, ...]) -> None:
+        """Record the slot's command buffer: wait for earlier compute work, bind, dispatch."""
+        vk = dev.vk
+        command = slot.command
+        vk.vkResetCommandBuffer(command, 0)
+        vk.vkBeginCommandBuffer(
+            command, vk.VkCommandBufferBeginInfo(sType=vk.VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO)
+        )
+        # Every submission earlier on the queue: its writes are seen, and it does not see ours.
+        barrier = vk.VkMemoryBarrier(
+            sType=vk.VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+            srcAccessMask=vk.VK_ACCESS_SHADER_WRITE_BIT | vk.VK_ACCESS_SHADER_READ_BIT,
+            dstAccessMask=vk.VK_ACCESS_SHADER_READ_BIT | vk.VK_ACCESS_SHADER_WRITE_BIT,
+        )
+        stage = vk.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT
+        vk.vkCmdPipelineBarrier(command, stage, stage, 0, 1, [barrier], 0, None, 0, None)
+        vk.vkCmdBindPipeline(command, vk.VK_PIPELINE_BIND_POINT_COMPUTE, kernel.pipeline)
+        compute, layout = vk.VK_PIPELINE_BIND_POINT_COMPUTE, kernel.pipeline_layout
+        vk.vkCmdBindDescriptorSets(command, compute, layout, DESCRIPTOR_SET, 1, [slot.descriptor_set], 0, None)
+        vk.vkCmdDispatch(command, *groups)
+        vk.vkEndCommandBuffer(command)
+        slot.recorded = (kernel, groups)
 
 
 def vulkan_module(shaders: dict[str, bytes], functions: Iterable[dict[str, Any] | KernelEntry]) -> VulkanModule:
