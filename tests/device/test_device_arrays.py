@@ -157,3 +157,36 @@ def test_dlpack_hands_the_memory_to_the_cpu_without_a_copy(opencl, dev):
     assert np.array_equal(x.numpy(), np.full(n, 2.0, np.float32))
     del out  # the view keeps the memory alive
     assert view.sum() == n
+
+
+def test_a_failed_launch_is_reported_at_the_next_wait_by_name():
+    class Failing(kp.Device):
+        kind = "test"
+
+        def _wait(self):
+            raise RuntimeError("CL_OUT_OF_RESOURCES")
+
+    dev = Failing("failing", 0, 0)
+    for name in ("saxpy", "blur", "saxpy"):
+        dev.launched(name)
+    with pytest.raises(kp.LaunchError, match=r"kernels launched: saxpy, blur\): CL_OUT_OF_RESOURCES"):
+        dev.synchronize()
+    with pytest.raises(kp.LaunchError, match="none since the last synchronization"):
+        dev.synchronize()
+
+
+def test_a_grid_beyond_the_workgroup_count_limit_is_dispatched_in_pieces(monkeypatch):
+    # Many GPUs dispatch at most 65535 workgroups per axis (4 million points of a 1-D grid):
+    # a larger grid goes in pieces. Here the limit is made small to see every point computed.
+    module = require_device(kp.build([K.saxpy, K.matmul], target="vulkan"))
+    dev = kp.device("vulkan")
+    monkeypatch.setattr(dev, "max_groups", (7, 3, 65535))
+    n = 64 * 7 * 5 + 13  # six pieces of at most 7 workgroups of 64
+    x = np.arange(n, dtype=np.float32)
+    out = np.zeros(n, np.float32)
+    module["saxpy"](np.float32(2.0), x, x, out)
+    assert np.array_equal(out, 3 * x)
+    a, b = np.ones((70, 5), np.float32), np.ones((5, 90), np.float32)  # 2-D: 8x8 workgroups
+    c = np.zeros((70, 90), np.float32)
+    module["matmul"](a, b, c)
+    assert np.array_equal(c, a @ b)

@@ -32,9 +32,10 @@ class LaunchError(KernpackError):
 class Device:
     """One device: where device arrays live and device kernels run.
 
-    Subclasses (one per kind) implement :meth:`_allocate`, :meth:`_write`, :meth:`_read` and
-    :meth:`_wait`. Attributes: ``kind`` (``"opencl"``), ``name`` (the driver's), ``index`` (its
-    position among the devices of its kind) and ``memory`` (bytes, 0 where unknown).
+    Subclasses (one per kind) implement :meth:`_allocate`, :meth:`_write`, :meth:`_read` (both
+    called after :meth:`synchronize`) and :meth:`_wait`. Attributes: ``kind`` (``"opencl"``),
+    ``name`` (the driver's), ``index`` (its position among the devices of its kind) and
+    ``memory`` (bytes, 0 where unknown).
     """
 
     kind: str = ""
@@ -186,18 +187,15 @@ class DeviceArray:
         """Copy into ``host`` (same shape and dtype, C-contiguous, writable), after earlier launches."""
         _check_host(self, host, writes=True)
         if self.nbytes:
-            try:
-                self.device._read(self.buffer, host)
-            except KernpackError:
-                raise
-            except Exception as exc:  # the driver reports a failed launch at the next wait
-                raise LaunchError(f"reading {self!r} back failed: {exc}") from None
+            self.device.synchronize()  # a failed launch before it is reported here, by name
+            self.device._read(self.buffer, host)
 
     def copy_from(self, host: np.ndarray) -> None:
         """Copy ``host`` (same shape and dtype) into this array, after earlier launches."""
         host = np.ascontiguousarray(host)
         _check_host(self, host, writes=False)
         if self.nbytes:
+            self.device.synchronize()  # launches in flight may still read the old contents
             self.device._write(self.buffer, host)
 
     def __len__(self) -> int:

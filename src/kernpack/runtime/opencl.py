@@ -70,15 +70,13 @@ class OpenCLDevice(Device):
         return buffer.mem if isinstance(buffer, self.cl.SVM) else None
 
     def _write(self, buffer: Any, host: np.ndarray) -> None:
-        if isinstance(buffer, self.cl.SVM):
-            self.queue.finish()  # a launch in flight may still read the old contents
+        if isinstance(buffer, self.cl.SVM):  # after synchronize(): no launch uses it now
             buffer.mem[: host.nbytes] = host.reshape(-1).view(np.uint8)
         else:  # blocking: the caller may change ``host`` as soon as this returns
             self.cl.enqueue_copy(self.queue, buffer, host, is_blocking=True)
 
     def _read(self, buffer: Any, host: np.ndarray) -> None:
         if isinstance(buffer, self.cl.SVM):
-            self.queue.finish()
             host.reshape(-1).view(np.uint8)[:] = buffer.mem[: host.nbytes]
         else:
             self.cl.enqueue_copy(self.queue, host, buffer, is_blocking=True)

@@ -89,7 +89,11 @@ class VulkanDevice(Device):
         self.physical, self.family = chosen
         memory = vk.vkGetPhysicalDeviceMemoryProperties(self.physical)
         heaps = [memory.memoryHeaps[i].size for i in range(memory.memoryHeapCount)]
-        super().__init__(vk.vkGetPhysicalDeviceProperties(self.physical).deviceName, 0, max(heaps, default=0))
+        properties = vk.vkGetPhysicalDeviceProperties(self.physical)
+        super().__init__(properties.deviceName, 0, max(heaps, default=0))
+        # A dispatch may not exceed these workgroup counts (65535 on many devices, about 4 million
+        # points of a 1-D grid): a larger grid is dispatched in pieces (vkCmdDispatchBase).
+        self.max_groups = tuple(int(c) for c in properties.limits.maxComputeWorkGroupCount)
         extensions = {e.extensionName for e in vk.vkEnumerateDeviceExtensionProperties(self.physical, None)}
         enabled = [e for e in ("VK_EXT_shader_atomic_float",) if e in extensions]
         # Enable every feature the device has (Int8/Int64/Float64, 8-bit storage, float atomics
@@ -208,14 +212,10 @@ class VulkanDevice(Device):
         return buffer.view  # host-visible and coherent: the host reads the device's memory
 
     def _write(self, buffer: _Memory, host: np.ndarray) -> None:
-        with self.lock:
-            self._retire(wait=True)  # a launch in flight may still read the old contents
-            buffer.view[: host.nbytes] = host.reshape(-1).view(np.uint8)
+        buffer.view[: host.nbytes] = host.reshape(-1).view(np.uint8)  # after synchronize()
 
     def _read(self, buffer: _Memory, host: np.ndarray) -> None:
-        with self.lock:
-            self._retire(wait=True)
-            host.reshape(-1).view(np.uint8)[:] = buffer.view[: host.nbytes]
+        host.reshape(-1).view(np.uint8)[:] = buffer.view[: host.nbytes]
 
     def _wait(self) -> None:
         with self.lock:
@@ -278,6 +278,9 @@ class _Slot:
             memory.release()
 
 
+# VK_PIPELINE_CREATE_DISPATCH_BASE_BIT (Vulkan 1.1), which the binding spells only as a KHR
+# alias without a value: a pipeline dispatched from a base workgroup needs it.
+_PIPELINE_CREATE_DISPATCH_BASE_BIT = 0x10
 _SLOTS = 3  # launches of one kernel in flight at once before the next waits for the oldest
 
 
@@ -315,7 +318,10 @@ class _Kernel:
             pName=entry_point,
         )
         pipeline_info = vk.VkComputePipelineCreateInfo(
-            sType=vk.VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO, stage=stage, layout=self.pipeline_layout
+            sType=vk.VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
+            flags=_PIPELINE_CREATE_DISPATCH_BASE_BIT,
+            stage=stage,
+            layout=self.pipeline_layout,
         )
         try:
             self.pipeline = vk.vkCreateComputePipelines(dev.device, None, 1, [pipeline_info], None)[0]
@@ -439,10 +445,11 @@ class VulkanModule(DeviceModule):
                 buffers.append(memory)
                 if param.is_output:
                     staged.append((value, memory))
-            self._bind(dev, slot, buffers)
+            rebound = self._bind(dev, slot, buffers)
             workgroup = entry.attrs["workgroup"]
             groups = tuple(-(-n // w) for n, w in zip(axis_extents(grid), workgroup, strict=True))
-            if slot.recorded != (kernel, groups):
+            # A command buffer is invalid once a descriptor set it binds is updated: record again.
+            if rebound or slot.recorded != (kernel, groups):
                 self._record(dev, kernel, slot, groups)
             vk.vkResetFences(dev.device, 1, [slot.fence])
             command = vk.ffi.new("VkCommandBuffer[1]", [slot.command])
@@ -461,8 +468,8 @@ class VulkanModule(DeviceModule):
                 host.reshape(-1).view(np.uint8)[:] = memory.view[: host.nbytes]
 
     @staticmethod
-    def _bind(dev: VulkanDevice, slot: _Slot, buffers: list[_Memory]) -> None:
-        """Point the slot's descriptor set at ``buffers`` (binding 0 the extents), where it changed."""
+    def _bind(dev: VulkanDevice, slot: _Slot, buffers: list[_Memory]) -> bool:
+        """Point the slot's descriptor set at ``buffers`` (binding 0 the extents); True if it changed."""
         vk = dev.vk
         writes = []
         for binding, memory in enumerate(buffers):
@@ -482,6 +489,7 @@ class VulkanModule(DeviceModule):
             )
         if writes:
             vk.vkUpdateDescriptorSets(dev.device, len(writes), writes, 0, None)
+        return bool(writes)
 
     @staticmethod
     def _record(dev: VulkanDevice, kernel: _Kernel, slot: _Slot, groups: tuple[int, ...]) -> None:
@@ -503,9 +511,19 @@ class VulkanModule(DeviceModule):
         vk.vkCmdBindPipeline(command, vk.VK_PIPELINE_BIND_POINT_COMPUTE, kernel.pipeline)
         compute, layout = vk.VK_PIPELINE_BIND_POINT_COMPUTE, kernel.pipeline_layout
         vk.vkCmdBindDescriptorSets(command, compute, layout, DESCRIPTOR_SET, 1, [slot.descriptor_set], 0, None)
-        vk.vkCmdDispatch(command, *groups)
+        # In pieces of at most the device's workgroup counts, each starting at its base
+        # workgroup (which the shader's global invocation id includes).
+        for bz, cz in _pieces(groups[2], dev.max_groups[2]):
+            for by, cy in _pieces(groups[1], dev.max_groups[1]):
+                for bx, cx in _pieces(groups[0], dev.max_groups[0]):
+                    vk.vkCmdDispatchBase(command, bx, by, bz, cx, cy, cz)
         vk.vkEndCommandBuffer(command)
         slot.recorded = (kernel, groups)
+
+
+def _pieces(count: int, limit: int) -> list[tuple[int, int]]:
+    """(first, count) of each piece of ``count`` workgroups, pieces of at most ``limit``."""
+    return [(first, min(limit, count - first)) for first in range(0, count, limit)]
 
 
 def vulkan_module(shaders: dict[str, bytes], functions: Iterable[dict[str, Any] | KernelEntry]) -> VulkanModule:
