@@ -182,7 +182,7 @@ def blur(x: kp.f32[:, :], out: kp.f32[:, :]):
 """
 
 
-def vulkan_array_rows(rounds: int = 3) -> list[dict]:
+def vulkan_array_rows(rounds: int = 5) -> list[dict]:
     """saxpy 10^6 on Vulkan, device arrays and numpy arrays, beside Taichi's Vulkan backend.
 
     Each launch is waited for. Taichi runs in its own venv (``peers/setup_taichi.sh``), so

@@ -190,3 +190,10 @@ def test_a_grid_beyond_the_workgroup_count_limit_is_dispatched_in_pieces(monkeyp
     c = np.zeros((70, 90), np.float32)
     module["matmul"](a, b, c)
     assert np.array_equal(c, a @ b)
+
+
+def test_cuda_says_why_it_has_no_device_here():
+    # No GPU here: the reason; with one: that CUDA kernels take numpy arrays in this version.
+    with pytest.raises(kp.DeviceUnavailableError, match="CUDA"):
+        kp.device("cuda")
+    assert all(d.kind != "cuda" for d in kp.devices())

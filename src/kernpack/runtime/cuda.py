@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import DeviceUnavailableError
 from .abi import CUDA_BLOCK, SCALARS, axis_extents
 from .device import DeviceModule, KernelEntry, load_binary_file, runtime_once
+from .devices import register_device_kind
 from .registry import register_file_loader, register_loader
 
 __all__ = ["CUDAModule", "cuda_module"]
@@ -45,6 +46,17 @@ def _context() -> Any:
         return _check(driver.cuDevicePrimaryCtxRetain(device), "cuDevicePrimaryCtxRetain")
     except (RuntimeError, OSError, DeviceUnavailableError) as exc:
         raise DeviceUnavailableError(f"no usable NVIDIA GPU and driver ({exc}); CUDA kernels need one") from None
+
+
+def _devices() -> list[Any]:
+    _context()  # no GPU, driver or binding: the reason
+    raise DeviceUnavailableError(
+        "CUDA has no device arrays in this version: its kernels take numpy arrays "
+        "(module['kernel'](...)), copied to the GPU and back on each call"
+    )
+
+
+register_device_kind("cuda", _devices)
 
 
 class CUDAModule(DeviceModule):
