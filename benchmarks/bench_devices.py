@@ -13,7 +13,7 @@ benchmarks/bench_devices.py``. Writes ``results/devices.{json,md,png}``.
   plain pyopencl launching the same SPIR-V on buffers made once.
 * **Vulkan device arrays**: the same on lavapipe, device arrays and numpy arrays, beside Taichi
   1.7's Vulkan backend on the same lavapipe (``ti.ndarray`` and numpy arguments; the peer venv
-  ``peers/setup_taichi.sh`` makes, on the first run).
+  ``peers/setup_taichi.sh`` makes, on the first run), each in fresh processes taking turns.
 * **blur**: a 3x3 blur of a 1024x1024 float32 image, ten launches on device arrays, per launch,
   on OpenCL and Vulkan, beside the same kernel on the CPU.
 * **saxpy n=10^6 on OpenCL and Vulkan** (Intel's CPU runtime, Mesa's lavapipe): the first
@@ -182,41 +182,61 @@ def blur(x: kp.f32[:, :], out: kp.f32[:, :]):
 """
 
 
-def vulkan_array_rows(rounds: int = 5) -> list[dict]:
+VULKAN_CHILD = """
+import json, statistics, sys, time
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import kernpack as kp
+from tests.lang import kernels_src as K
+
+n, repeat = int(sys.argv[2]), int(sys.argv[3])
+saxpy, dev, a = kp.build([K.saxpy], target="vulkan")["saxpy"], kp.device("vulkan"), np.float32(2.0)
+rng = np.random.default_rng(0)
+x, y = rng.random(n, np.float32), rng.random(n, np.float32)
+out = np.empty_like(x)
+dx, dy, dout = dev.asarray(x), dev.asarray(y), dev.empty(n, np.float32)
+
+def median(launch):
+    launch()
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        launch()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+device = median(lambda: (saxpy(a, dx, dy, dout), dev.synchronize()))
+on_numpy = median(lambda: saxpy(a, x, y, out))
+assert np.allclose(out, 2 * x + y) and np.allclose(dout.numpy(), out)
+print(json.dumps({"device_s": device, "numpy_s": on_numpy}))
+"""
+
+
+def vulkan_array_rows(rounds: int = 7) -> list[dict]:
     """saxpy 10^6 on Vulkan, device arrays and numpy arrays, beside Taichi's Vulkan backend.
 
-    Each launch is waited for. Taichi runs in its own venv (``peers/setup_taichi.sh``), so
-    the two take turns by rounds (a child process of Taichi's, then kernpack's figures), and
-    each figure is the median of the rounds.
+    Each launch is waited for. Both run in fresh processes of their own (Taichi's in its venv,
+    ``peers/setup_taichi.sh``), taking turns, so that neither shares the CPU with another
+    runtime's threads and a busy spell of the machine falls on both; each figure is the median
+    over the rounds of a process's median over 15 launches.
     """
     module = kp.build([K.saxpy], target="vulkan")
     if module.unavailable_reason():
         print(f"(vulkan not measured: {module.unavailable_reason()})")
         return []
     taichi = peer_python("taichi", setup=True)
-    dev = kp.device("vulkan")
-    n, repeat = 10**6, 15
-    x, y = np.random.default_rng(0).random(n, np.float32), np.random.default_rng(1).random(n, np.float32)
-    out = np.empty_like(x)
-    dx, dy, dout = dev.asarray(x), dev.asarray(y), dev.empty(n, np.float32)
-    saxpy, a = module["saxpy"], np.float32(2.0)
-
-    def on_device() -> None:
-        saxpy(a, dx, dy, dout)
-        dev.synchronize()
-
-    mine: dict[str, list[float]] = {"device": [], "numpy": []}
+    n, repeat = str(10**6), "15"
+    mine: dict[str, list[float]] = {"device_s": [], "numpy_s": []}
     theirs: dict[str, list[float]] = {"resident_s": [], "numpy_s": []}
     for _ in range(rounds):
         if taichi:
-            script = str(ROOT / "benchmarks" / "peers" / "taichi_peer.py")
-            peer = run_json([taichi, script, "saxpy", str(n), str(repeat)])
+            peer = run_json([taichi, str(ROOT / "benchmarks" / "peers" / "taichi_peer.py"), "saxpy", n, repeat])
             for key in theirs:
                 theirs[key].append(peer[key])
-        mine["device"].append(median_seconds(on_device, repeat))
-        mine["numpy"].append(median_seconds(lambda: saxpy(a, x, y, out), repeat))
-    assert np.allclose(out, 2 * x + y) and np.allclose(dout.numpy(), out)
-    device, numpy_args = statistics.median(mine["device"]), statistics.median(mine["numpy"])
+        ours = run_json([sys.executable, "-c", VULKAN_CHILD, str(ROOT), n, repeat])
+        for key in mine:
+            mine[key].append(ours[key])
+    device, numpy_args = statistics.median(mine["device_s"]), statistics.median(mine["numpy_s"])
     if not taichi:
         return [row("vulkan saxpy 1e6: device arrays", device, numpy_args, "kernpack, numpy arrays")]
     return [
