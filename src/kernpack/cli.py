@@ -135,7 +135,8 @@ def _build(args: argparse.Namespace) -> int:
     progress(f"linking {args.output} ...")
     path = root.export_library(args.output)
     summary = {"output": path, "kernels": [k.name for k in kernels], "modules": [m.kind for _, m in root.walk()]}
-    print(json.dumps(summary) if args.json else f"wrote {path} ({len(kernels)} kernels; modules: {summary['modules']})")
+    count = f"{len(kernels)} kernel{'s' * (len(kernels) != 1)}"
+    print(json.dumps(summary) if args.json else f"wrote {path} ({count}; modules: {summary['modules']})")
     return 0
 
 

@@ -93,7 +93,7 @@ def test_explicit_signature_overrides_the_ir():
     untyped["fill"](buf, buf.nbytes)
     assert (buf.view(np.uint8) == 7).all()
     typed = kp.llvm_module(bytes_ir, signatures=["void fill(uint8_t *p, uint64_t n)"])
-    with pytest.raises(kp.ArgumentError, match="uint8 array, got a int32 array"):
+    with pytest.raises(kp.ArgumentError, match="uint8 array, got an int32 array"):
         typed["fill"](buf, 4)
     with pytest.raises(kp.CompileError, match="does not define"):
         kp.llvm_module(bytes_ir, signatures=["void other(void)"])
@@ -241,6 +241,19 @@ def test_bad_arguments_name_the_parameter(vadd, args, message):
     with pytest.raises(kp.ArgumentError, match=message) as info:
         vadd["vadd"](*args)
     assert isinstance(info.value, TypeError)
+
+
+def test_a_strided_output_is_not_told_to_pass_a_copy(vadd):
+    f32 = np.ones(4, np.float32)
+    with pytest.raises(kp.ArgumentError) as info:
+        vadd["vadd"](f32, f32, np.ones((4, 2), np.float32)[:, 0], 4)
+    message = str(info.value)
+    assert "writes through 'c'" in message and "copy the results back (c[...] = tmp)" in message
+    assert "ascontiguousarray" not in message
+    with pytest.raises(kp.ArgumentError, match=r"ascontiguousarray\(a\)"):
+        vadd["vadd"](np.ones((4, 2), np.float32)[:, 0], f32, f32, 4)
+    with pytest.raises(kp.ArgumentError, match="got an int64 array"):
+        vadd["vadd"](np.ones(4, np.int64), f32, f32, 4)
 
 
 def test_read_only_output_is_refused(vadd):

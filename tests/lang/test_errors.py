@@ -269,6 +269,32 @@ def test_no_grid_loop():
     check(info, "no_grid", "syntax", other_lines=(-1,))
 
 
+def test_a_range_loop_where_the_grid_goes_is_pointed_at_and_told_to_be_kp_grid():
+    with pytest.raises(kp.CompileError) as info:
+
+        @kp.kernel
+        def k(x: kp.f32[:], out: kp.f32[:]):
+            for i in range(out.shape[0]):  # ERR:range_not_grid
+                out[i] = x[i]
+
+        kp.build([k])
+    check(info, "range_not_grid", "syntax")
+    assert "write kp.grid(out.shape[0]) instead of range(out.shape[0])" in str(info.value)
+
+
+def test_len_of_an_array_suggests_its_shape():
+    with pytest.raises(kp.CompileError) as info:
+
+        @kp.kernel
+        def k(x: kp.f32[:], out: kp.f32[:]):
+            for i in kp.grid(len(out)):  # ERR:len
+                out[i] = x[i]
+
+        kp.build([k])
+    check(info, "len", "syntax")
+    assert "write out.shape[0] for an array's length" in str(info.value)
+
+
 def test_grid_with_four_arguments():
     with pytest.raises(kp.CompileError) as info:
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -133,9 +134,7 @@ def compile_kernels(
     dump: str | os.PathLike[str] | None = None,
 ) -> Module:
     """The target's module of ``kernels``: lower, run the stages (or find them cached), package."""
-    functions = [
-        Function(k.name, k.signature, tuple(grid_expressions(k.kir)) if target.device else ()) for k in kernels
-    ]
+    functions = [Function(k.name, k.signature, _grid(k, target)) for k in kernels]
     if target.per_kernel:
         units = [Unit(f.name, options, [f], [k.kir]) for k, f in zip(kernels, functions, strict=True)]
     else:
@@ -245,13 +244,30 @@ def _named(target: Target, unit: Unit, error: CompileError, kernels: list[Kernel
 
 
 def _blame(k: KernelSource, target: str, exc: CompileError) -> CompileError:
-    """``exc`` said of kernel ``k``: its name and where it is defined lead the message."""
+    """``exc`` said of kernel ``k``: its name and where it is defined lead the message.
+
+    A refusal that names the kernel and a line (``kernel 'k', line 12: ...``) gets the file
+    too: ``kernel 'k' at path/to/kernels.py:12: ...``.
+    """
     message = str(exc)
-    if message.startswith(f"kernel {k.name!r}"):
-        return exc if type(exc) is CompileError else CompileError(message)  # a refusal that names it
     code = getattr(getattr(k, "py_func", None), "__code__", None)
+    if message.startswith(f"kernel {k.name!r}"):
+        at_line = re.match(rf"kernel {re.escape(repr(k.name))}, line (\d+): ", message)
+        if at_line and code is not None:
+            return CompileError(f"kernel {k.name!r} at {code.co_filename}:{at_line[1]}: {message[at_line.end() :]}")
+        return exc if type(exc) is CompileError else CompileError(message)  # a refusal that names it
     where = f" ({code.co_filename}:{code.co_firstlineno})" if code is not None else ""
     return CompileError(f"kernel {k.name!r}{where} could not be compiled for {target}: {message}")
+
+
+def _grid(k: KernelSource, target: Target) -> tuple[str, ...]:
+    """The kernel's grid extents as host expressions (for a device target), or a named refusal."""
+    if not target.device:
+        return ()
+    try:
+        return tuple(grid_expressions(k.kir))
+    except CompileError as exc:
+        raise _blame(k, target.name, exc) from None
 
 
 def write_dump(

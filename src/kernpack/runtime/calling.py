@@ -272,9 +272,16 @@ def as_array(param: Param, value: Any) -> np.ndarray:
     if param.ndim and array.ndim != param.ndim:
         raise ArgumentError(f"expected {_array_wanted(param)}, got {_describe(array)}")
     if not array.flags.c_contiguous:
+        if param.is_output:
+            # A contiguous copy would take the results and be thrown away: say what keeps them.
+            raise ArgumentError(
+                f"the function writes through {param.name!r}, which needs a C-contiguous array, got "
+                f"{_describe(array)} with strides {array.strides}; pass a C-contiguous array (e.g. "
+                f"tmp = np.empty_like({param.name}, order='C')) and copy the results back ({param.name}[...] = tmp)"
+            )
         raise ArgumentError(
             f"expected a C-contiguous array, got {_describe(array)} with strides {array.strides}; "
-            "pass np.ascontiguousarray(x)"
+            f"pass np.ascontiguousarray({param.name})"
         )
     if param.is_output and not array.flags.writeable:
         raise ArgumentError(
@@ -303,7 +310,8 @@ def _array_wanted(param: Param) -> str:
 
 def _describe(value: Any) -> str:
     if isinstance(value, np.ndarray):
-        return f"a {value.dtype} array of shape {value.shape}"
+        article = "an" if value.dtype.name.startswith(("int", "object")) else "a"
+        return f"{article} {value.dtype} array of shape {value.shape}"
     if isinstance(value, np.generic):
         return f"a numpy {value.dtype} scalar"
     return f"{type(value).__name__} {value!r}"[:120]

@@ -352,8 +352,8 @@ class DeviceFunction:
         params = self.signature.params
         if len(args) != len(params):
             raise ArgumentError(
-                f"{self.name}() takes {len(params)} arguments ({', '.join(p.name for p in params)}) "
-                f"but {len(args)} were given"
+                f"{self.name}() takes {len(params)} argument{'s' * (len(params) != 1)} "
+                f"({', '.join(p.name for p in params)}) but {len(args)} were given; signature: {self.signature}"
             )
         self.module._check_open()
         reason = self.module.unavailable_reason()

@@ -152,6 +152,15 @@ class _Checker:
             nested = next((s for s in ast.walk(node) if isinstance(s, ast.stmt) and self._is_grid(s)), None)
             if nested is not None:
                 self.error(nested, "the grid loop cannot be nested in another statement; make it a top-level loop")
+            last = body[-1] if body else None
+            if isinstance(last, ast.For) and isinstance(last.iter, ast.Call) and self._calls(last.iter, "range"):
+                # The loop a numba user writes: point at it, and say what runs it in parallel.
+                args = ", ".join(ast.unparse(a) for a in last.iter.args)
+                self.error(
+                    last,
+                    f"a kernel's last statement is its parallel loop, 'for ... in kp.grid(...)'; write "
+                    f"kp.grid({args}) instead of range({args}) here (range loops run serially, inside it)",
+                )
             self.error(node, "a kernel needs one 'for ... in kp.grid(...)' loop")
         if len(grids) > 1:
             self.error(body[grids[1]], "a kernel has exactly one grid loop; put the work in the first one")
@@ -160,6 +169,10 @@ class _Checker:
         prologue = self.block(body[:-1])
         grid = self.grid(body[-1])
         return kir.Kernel(node.name, self.params, self.locals, prologue, grid, self.written)
+
+    def _calls(self, call: ast.Call, name: str) -> bool:
+        """True if ``call`` calls the kernel-language callable ``name`` (``"range"``, ``"grid"``)."""
+        return CALLABLES.get(id(self.resolve(call.func))) == name
 
     def _is_grid(self, stmt: ast.stmt) -> bool:
         return (
@@ -491,6 +504,9 @@ class _Checker:
                 self.error(node, f"{what}(...) can only be the iterable of a for loop")
             if name == "atomic_add":
                 self.error(node, "kp.atomic_add is a statement; it has no value")
+            if target is len and len(node.args) == 1:
+                arg = ast.unparse(node.args[0])
+                self.error(node, f"len() is not in the kernel language; write {arg}.shape[0] for an array's length")
             self.error(node, f"{what!r} cannot be called in a kernel; see kp.math for the functions that can")
         args = [self.expr(a) for a in node.args]
         if name in _UNARY_MATH or name in ("floor", "ceil", "abs"):
