@@ -27,6 +27,7 @@ __all__ = [
     "EXTENTS_BINDING",
     "FAST_TABLE",
     "METH_FASTCALL",
+    "METH_KEYWORDS",
     "OBJECT_TYPE",
     "SCALARS",
     "SCALAR_VALUE",
@@ -164,6 +165,7 @@ ARRAY_FLAGS = 64  # PyArrayObject.flags (int)
 ARRAY_C_CONTIGUOUS = 0x0001  # NPY_ARRAY_C_CONTIGUOUS
 ARRAY_WRITEABLE = 0x0400  # NPY_ARRAY_WRITEABLE
 METH_FASTCALL = 0x0080
+METH_KEYWORDS = 0x0002  # with METH_FASTCALL: the function also gets the keywords' names
 
 
 def fast_symbols(kernel: str) -> tuple[str, str, str]:

@@ -131,7 +131,7 @@ class NativeFunction:
         return f"<NativeFunction {self.signature}>"
 
 
-def _python_path(self: NativeFunction, *args: Any) -> Any:
+def _python_path(self: NativeFunction, *args: Any, **kwargs: Any) -> Any:
     """The generated call path of ``self``'s signature, made on the first call that takes it.
 
     Generating it costs about 0.4 ms (``compile``): a function whose every call its native entry
@@ -145,7 +145,7 @@ def _python_path(self: NativeFunction, *args: Any) -> Any:
         cls._caller = caller  # type: ignore[attr-defined]
         if cls.__dict__["__call__"] is _python_path:
             cls.__call__ = caller  # type: ignore[method-assign]
-    return caller(self, *args)
+    return caller(self, *args, **kwargs)
 
 
 def _make_caller(signature: Signature) -> Callable[..., Any]:
@@ -189,7 +189,11 @@ def _make_caller(signature: Signature) -> Callable[..., Any]:
             exprs.append(f"_c{i}({name})")
     unpack = f"        {', '.join(names)}{',' if len(names) == 1 else ''} = args\n" if names else ""
     source = (
-        "def __call__(self, *args):\n"
+        "def __call__(self, *args, **kwargs):\n"
+        "    if kwargs:\n"  # bound by name, then the call as if positional (native where it can)
+        "        args = self.signature.bind(args, kwargs)\n"
+        "        if self.native_entry is not None:\n"
+        "            return self.native_entry(*args)\n"
         "    try:\n"
         f"{unpack}"
         f"{''.join(checks)}"

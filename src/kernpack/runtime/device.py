@@ -348,7 +348,9 @@ class DeviceFunction:
         """The kernel's name."""
         return self.entry.name
 
-    def __call__(self, *args: Any) -> None:
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        if kwargs:
+            args = self.signature.bind(args, kwargs)
         params = self.signature.params
         if len(args) != len(params):
             raise ArgumentError(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -177,6 +178,35 @@ class Signature:
         if len(set(names)) != len(names):
             raise ArgumentError(f"prototype {prototype!r} repeats a parameter name")
         return cls(match["name"], tuple(params), restype)
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        """The arguments of a call with keywords, in parameter order, as Python binds them.
+
+        Raises
+        ------
+        ArgumentError
+            For a keyword that names no parameter or one given by position too, and for a
+            parameter left without a value; the message names it and gives the signature.
+        """
+        names = [p.name for p in self.params]
+        if len(args) > len(names):
+            raise ArgumentError(
+                f"{self.name}() takes {len(names)} argument{'s' * (len(names) != 1)} but {len(args)} "
+                f"were given; signature: {self}"
+            )
+        bound = dict(zip(names, args, strict=False))
+        for key, value in kwargs.items():
+            if key not in names:
+                raise ArgumentError(
+                    f"{self.name}() has no parameter {key!r}; its parameters: {', '.join(names)} (signature: {self})"
+                )
+            if key in bound:
+                raise ArgumentError(f"{self.name}() got {key!r} by position and by keyword; signature: {self}")
+            bound[key] = value
+        missing = [n for n in names if n not in bound]
+        if missing:
+            raise ArgumentError(f"{self.name}() is missing {', '.join(repr(n) for n in missing)}; signature: {self}")
+        return tuple(bound[n] for n in names)
 
     @property
     def cffi_type(self) -> str:

@@ -170,8 +170,8 @@ def _fast_entry(module: ir.Module, kernel: kir.Kernel, launcher: ir.Function) ->
     Each argument is taken only in its exact fast form (see :mod:`kernpack.runtime.fastcall`):
     an ``ndarray`` of exactly the dtype object, rank, C-contiguous (and writeable for an
     output); a Python float, int, bool, or a numpy scalar of exactly the parameter's type, an
-    int in range. Anything else, or a wrong count, calls ``self`` (the Python call path) with
-    the same arguments, which converts or raises its usual ArgumentError. The GIL is released
+    int in range. Anything else, a wrong count or keywords, calls ``self`` (the Python call path)
+    with the same arguments, which converts or raises its usual ArgumentError. The GIL is released
     around the kernel, as cffi does. Python is reached only through the table.
     """
     fast_name, def_name, table_name = abi.fast_symbols(kernel.name)
@@ -179,9 +179,11 @@ def _fast_entry(module: ir.Module, kernel: kir.Kernel, launcher: ir.Function) ->
     table_type = ir.ArrayType(_PTR, len(abi.FAST_TABLE) + len(kernel.params))
     table = ir.GlobalVariable(module, table_type, table_name)
     table.initializer = ir.Constant(table_type, None)
-    fn = ir.Function(module, ir.FunctionType(_PTR, [_PTR, _PTR, _I64]), fast_name)
+    # METH_FASTCALL | METH_KEYWORDS: (self, args, nargs, kwnames); a call with keywords is the
+    # Python path's, which binds them by name.
+    fn = ir.Function(module, ir.FunctionType(_PTR, [_PTR, _PTR, _I64, _PTR]), fast_name)
     fn.linkage = "internal"
-    self_, args, nargs = fn.args
+    self_, args, nargs, kwnames = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     fallback = fn.append_basic_block("fallback")
 
@@ -199,6 +201,7 @@ def _fast_entry(module: ir.Module, kernel: kir.Kernel, launcher: ir.Function) ->
     def call(name: str, ret: ir.Type, argtypes: list[ir.Type], values: list[ir.Value]) -> ir.Value:
         return b.call(slot(slots[name], ir.PointerType(ir.FunctionType(ret, argtypes))), values)
 
+    require(b.icmp_unsigned("==", kwnames, ir.Constant(_PTR, None)))
     require(b.icmp_signed("==", nargs, _I64(len(kernel.params))))
     values: list[ir.Value] = []
     for index, (name, t) in enumerate(kernel.params):
@@ -225,7 +228,7 @@ def _fast_entry(module: ir.Module, kernel: kir.Kernel, launcher: ir.Function) ->
     b.ret(none)
 
     b.position_at_end(fallback)
-    b.ret(call("vectorcall", _PTR, [_PTR, _PTR, _I64, _PTR], [self_, args, nargs, ir.Constant(_PTR, None)]))
+    b.ret(call("vectorcall", _PTR, [_PTR, _PTR, _I64, _PTR], [self_, args, nargs, kwnames]))
 
     method = ir.LiteralStructType([_PTR, _PTR, _I32, _PTR])  # PyMethodDef: name, function, flags, doc
     label = bytearray(kernel.name.encode() + b"\0")
@@ -233,7 +236,9 @@ def _fast_entry(module: ir.Module, kernel: kir.Kernel, launcher: ir.Function) ->
     name_global.initializer = ir.Constant(ir.ArrayType(_I8, len(label)), label)
     name_global.linkage, name_global.global_constant = "internal", True
     definition = ir.GlobalVariable(module, method, def_name)
-    definition.initializer = ir.Constant(method, [name_global, fn, _I32(abi.METH_FASTCALL), ir.Constant(_PTR, None)])
+    definition.initializer = ir.Constant(
+        method, [name_global, fn, _I32(abi.METH_FASTCALL | abi.METH_KEYWORDS), ir.Constant(_PTR, None)]
+    )
 
 
 def _scalar(
