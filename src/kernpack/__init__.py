@@ -84,6 +84,7 @@ if TYPE_CHECKING:
         u32,
         u64,
     )
+    from .driver.lang.functions import KernelFunction, func
     from .driver.llvm import LLVMModule, llvm_module
 
 __version__ = "0.1.0"
@@ -98,6 +99,8 @@ _LAZY = {
     "build": "kernpack.driver.build",
     "Kernel": "kernpack.driver.kernel",
     "kernel": "kernpack.driver.kernel",
+    "KernelFunction": "kernpack.driver.lang.functions",
+    "func": "kernpack.driver.lang.functions",
     **dict.fromkeys(
         [
             *("grid", "atomic_add", "math", "ArrayType", "ScalarType"),
@@ -129,6 +132,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "ArrayType",
     "Kernel",
+    "KernelFunction",
     "KernelSyntaxError",
     "KernelTypeError",
     "ScalarType",
@@ -137,6 +141,7 @@ __all__ = [
     "build",
     "f32",
     "f64",
+    "func",
     "grid",
     "i8",
     "i16",

@@ -103,6 +103,9 @@ def _token(value: Any) -> str | None:
         return f"array:{dtype}:{value.ndim}" if dtype is not None else None
     if id(value) in CALLABLES:
         return f"callable:{CALLABLES[id(value)]}"
+    token = getattr(value, "kernel_index_token", None)
+    if callable(token):  # a kp.func: its own definition, by the same rules
+        return token()
     if isinstance(value, types.ModuleType):
         known = {id(sys.modules.get("kernpack")): "kernpack", id(kp_math): "kernpack.math", id(math): "math"}
         known[id(np)] = f"numpy-{np.__version__}"

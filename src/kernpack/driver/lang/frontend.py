@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import ast
 import builtins
-import inspect
 import operator
-import textwrap
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -20,8 +18,10 @@ import numpy as np
 
 from ...errors import KernelSyntaxError, KernelTypeError
 from . import kir
+from .functions import expand_calls
 from .interpret import float_divmod, float_pow
 from .intrinsics import CALLABLES
+from .source import Source
 from .types import ArrayType, ScalarType, bool_, f64, i64, promote, u64, wrap
 
 __all__ = ["parse_kernel"]
@@ -48,35 +48,6 @@ _FOLD: dict[str, Callable[[Any, Any], Any]] = {
 _UNARY_MATH = ("sqrt", "exp", "log", "sin", "cos", "tanh")
 
 
-class _Source:
-    """Where a kernel's source lives, to turn AST positions into file positions."""
-
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        try:
-            lines, first = inspect.getsourcelines(fn)
-        except (OSError, TypeError) as exc:
-            raise KernelSyntaxError(
-                f"cannot read the source of {getattr(fn, '__qualname__', fn)!r} ({exc}); define kernels in a file"
-            ) from None
-        self.filename = inspect.getsourcefile(fn) or "<unknown>"
-        self.first = first
-        self.lines = lines
-        self.indent = len(lines[0]) - len(lines[0].lstrip())
-        self.text = textwrap.dedent("".join(lines))
-
-    def error(self, node: ast.AST, message: str, cls: type[KernelSyntaxError] = KernelSyntaxError) -> NoReturn:
-        lineno = self.first + getattr(node, "lineno", 1) - 1
-        col = getattr(node, "col_offset", 0) + self.indent
-        index = lineno - self.first
-        line = self.lines[index].rstrip("\n") if 0 <= index < len(self.lines) else ""
-        raise cls(
-            f"{self.filename}:{lineno}:{col}: {message}\n    {line}\n    {' ' * col}^",
-            filename=self.filename,
-            lineno=lineno,
-            col=col,
-        )
-
-
 def parse_kernel(fn: Callable[..., Any]) -> kir.Kernel:
     """Check ``fn`` against the kernel language and return its typed kernel IR.
 
@@ -85,7 +56,7 @@ def parse_kernel(fn: Callable[..., Any]) -> kir.Kernel:
     KernelSyntaxError, KernelTypeError
         At the first construct outside the language or the first type error.
     """
-    source = _Source(fn)
+    source = Source(fn)
     try:
         tree = ast.parse(source.text)
     except SyntaxError as exc:  # pragma: no cover - the function compiled once already
@@ -97,7 +68,7 @@ def parse_kernel(fn: Callable[..., Any]) -> kir.Kernel:
 
 
 class _Checker:
-    def __init__(self, fn: Callable[..., Any], node: ast.FunctionDef, source: _Source) -> None:
+    def __init__(self, fn: Callable[..., Any], node: ast.FunctionDef, source: Source) -> None:
         self.fn = fn
         self.node = node
         self.src = source
@@ -116,12 +87,27 @@ class _Checker:
         self.written: set[str] = set()
         self.loops: list[str] = []  # "serial" or "grid", innermost last
         self.in_grid = False
+        self.aliases: list[Any] = []
+
+    def source(self, node: ast.AST) -> Source:
+        """The source ``node`` comes from: the kernel's, or an inlined kp.func's (``kp_source``)."""
+        return getattr(node, "kp_source", self.src)
 
     def error(self, node: ast.AST, message: str) -> NoReturn:
-        self.src.error(node, message)
+        self.source(node).error(node, message)
 
     def type_error(self, node: ast.AST, message: str) -> NoReturn:
-        self.src.error(node, message, KernelTypeError)
+        self.source(node).error(node, message, KernelTypeError)
+
+    def alias(self, value: Any) -> str:
+        """A fresh name bound to ``value`` in the kernel's namespace (for inlined functions' globals)."""
+        name = f"kp.alias.{len(self.aliases)}"
+        self.aliases.append(value)
+        self.namespace[name] = value
+        return name
+
+    def inline_error(self, node: ast.AST, message: str, kind: str) -> NoReturn:
+        (self.type_error if kind == "type" else self.error)(node, message)
 
     # ------------------------------------------------------------------ the function
     def kernel(self) -> kir.Kernel:
@@ -147,6 +133,8 @@ class _Checker:
         body = list(node.body)
         if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
             body = body[1:]  # docstring
+        # Calls of kp.func functions are inlined first: what follows checks their bodies too.
+        body = expand_calls(body, self.resolve, self.arrays, self.alias, self.inline_error)
         grids = [i for i, s in enumerate(body) if self._is_grid(s)]
         if not grids:
             nested = next((s for s in ast.walk(node) if isinstance(s, ast.stmt) and self._is_grid(s)), None)
@@ -215,7 +203,7 @@ class _Checker:
             self.locals[name] = i64
 
     def line(self, node: ast.AST) -> int:
-        return self.src.first + getattr(node, "lineno", 1) - 1
+        return self.source(node).line(node)
 
     # ------------------------------------------------------------------ statements
     def block(self, stmts: list[ast.stmt]) -> list[kir.Stmt]:
