@@ -60,6 +60,19 @@ GLOBALS = (
     "G_BIG = 2**63 - 1\nG_NEG = -7\nFLAG = True\n"
 )
 FLOAT_GLOBALS = ["G_PI", "G_TINY", "INF", "(-INF)", "NAN"]
+
+
+def _helpers() -> str:
+    """A ``@kp.func`` per scalar type that passes its value through a local: right sides of stores
+    and locals are sometimes wrapped in one, so device functions are compared on every target."""
+    out = []
+    for t in ("i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "f32", "f64", "bool"):
+        k = "bool_" if t == "bool" else t
+        out.append(f"@kp.func\ndef via_{t}(v: kp.{k}) -> kp.{k}:\n    w = v\n    return w\n")
+    return "\n\n".join(out)
+
+
+HELPERS = _helpers()
 INT_GLOBALS = [(12345, "G_INT"), (2**63 - 1, "G_BIG"), (-7, "G_NEG")]
 
 
@@ -529,7 +542,14 @@ class _Gen:
         target = f"{a.name}[{self.own_index(a)}]"
         if self.chance(0.2) and a.t != "bool":
             return [pad + self.augassign(target, a.t, notaint)]
-        return [f"{pad}{target} = {self.value_for(a.t, self.r.choice([1, 2, 3]), notaint)}"]
+        return [f"{pad}{target} = {self.via(self.value_for(a.t, self.r.choice([1, 2, 3]), notaint))}"]
+
+    def via(self, v: Ex) -> Ex:
+        """Sometimes ``v`` through its type's ``via_<t>`` device function (the same value)."""
+        if v.weak or not self.chance(0.15):
+            return v
+        self.flags.add("kp-func")
+        return Ex(f"via_{v.t}({v})", v.t, taint=v.taint)
 
     def augassign(self, target: str, t: str, notaint: bool) -> str:
         if t in FLOATS:
@@ -567,7 +587,7 @@ class _Gen:
         name = self.fresh("t")
         mutable = not prologue or self.mutable_prologue
         self.scopes[-1][name] = Var(name, t, mutable=mutable, taint=v.taint)
-        return [f"{pad}{name} = {v}"]
+        return [f"{pad}{name} = {self.via(v)}"]
 
     def reassign(self, pad: str) -> list[str]:
         vars_ = [v for v in self.visible() if v.mutable]
@@ -831,7 +851,8 @@ class _Gen:
         for out in self.arrays("out"):
             target = f"{out.name}[{self.own_index(out)}]"
             body.append(f"{pad * 2}{target} = {self.value_for(out.t, 2, out.value != 'taint')}")
-        source = f"import math\n\nimport kernpack as kp\n\n{GLOBALS}\n\n@kp.kernel\ndef {name}({params}):\n"
+        head = f"import math\n\nimport kernpack as kp\n\n{GLOBALS}\n\n{HELPERS}\n\n"
+        source = head + f"@kp.kernel\ndef {name}({params}):\n"
         source += "\n".join([*lines, grid, *body]) + "\n"
         return Case(self.seed, name, source, self.args, self.flags)
 
