@@ -183,10 +183,11 @@ def blur(x: kp.f32[:, :], out: kp.f32[:, :]):
 
 
 VULKAN_CHILD = """
-import json, statistics, sys, time
+import json, sys
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 import kernpack as kp
+from benchmarks._common import median_seconds
 from tests.lang import kernels_src as K
 
 n, repeat = int(sys.argv[2]), int(sys.argv[3])
@@ -196,17 +197,8 @@ x, y = rng.random(n, np.float32), rng.random(n, np.float32)
 out = np.empty_like(x)
 dx, dy, dout = dev.asarray(x), dev.asarray(y), dev.empty(n, np.float32)
 
-def median(launch):
-    launch()
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        launch()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
-
-device = median(lambda: (saxpy(a, dx, dy, dout), dev.synchronize()))
-on_numpy = median(lambda: saxpy(a, x, y, out))
+device = median_seconds(lambda: (saxpy(a, dx, dy, dout), dev.synchronize()), repeat)
+on_numpy = median_seconds(lambda: saxpy(a, x, y, out), repeat)
 assert np.allclose(out, 2 * x + y) and np.allclose(dout.numpy(), out)
 print(json.dumps({"device_s": device, "numpy_s": on_numpy}))
 """

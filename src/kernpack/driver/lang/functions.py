@@ -254,24 +254,19 @@ class Inliner:
         """``expr`` with each kp.func call replaced by its result, the calls' bodies appended to ``before``."""
         if self._is_call(expr):
             return self.inline(expr, before, whole=False)
+        # Where Python may skip what follows the first operand, only that operand may call.
         if isinstance(expr, ast.BoolOp):
             expr.values[0] = self.hoist(expr.values[0], before)
-            for later in expr.values[1:]:
-                for call in self._calls(later):
-                    self._error(call, "a kp.func call after 'and'/'or' might not run in Python: assign it first")
+            self._refuse(expr.values[1:], "after 'and'/'or'")
             return expr
         if isinstance(expr, ast.Compare):
             expr.left = self.hoist(expr.left, before)
             expr.comparators[0] = self.hoist(expr.comparators[0], before)
-            for later in expr.comparators[1:]:
-                for call in self._calls(later):
-                    self._error(call, "a kp.func call later in a chained comparison might not run: assign it first")
+            self._refuse(expr.comparators[1:], "later in a chained comparison")
             return expr
         if isinstance(expr, ast.IfExp):
             expr.test = self.hoist(expr.test, before)
-            for branch in (expr.body, expr.orelse):
-                for call in self._calls(branch):
-                    self._error(call, "a kp.func call in a branch of 'a if c else b' might not run: assign it first")
+            self._refuse([expr.body, expr.orelse], "in a branch of 'a if c else b'")
             return expr
         for field, value in ast.iter_fields(expr):
             if isinstance(value, ast.expr):
@@ -335,6 +330,11 @@ class Inliner:
         finally:
             self.stack.pop()
         return _at(ast.Name(result, ast.Load()), call)
+
+    def _refuse(self, parts: list[ast.expr], where: str) -> None:
+        for part in parts:
+            for call in self._calls(part):
+                self._error(call, f"a kp.func call {where} might not run in Python: assign it to a local first")
 
     def _is_call(self, node: ast.AST) -> bool:
         return isinstance(node, ast.Call) and isinstance(self.resolve(node.func), KernelFunction)
