@@ -188,3 +188,35 @@ def test_tokens_fix_the_value(value, token):
         return value
 
     assert f"value={token}" in (definition_parts(fn) or [])
+
+
+def test_a_changed_device_function_in_another_module_is_a_miss(tmp_path):
+    (tmp_path / "helpers.py").write_text(
+        "import kernpack as kp\n\n@kp.func\ndef scale(v: kp.f64) -> kp.f64:\n    return v * 2.0\n"
+    )
+    (tmp_path / "kernels.py").write_text(
+        textwrap.dedent(
+            """
+            import json, sys, numpy as np, kernpack as kp
+            sys.path.insert(0, __file__.rsplit("/", 1)[0])
+            from helpers import scale
+
+            @kp.kernel
+            def scaled(x: kp.f64[:], out: kp.f64[:]):
+                for i in kp.grid(x.shape[0]):
+                    out[i] = scale(x[i])
+
+            x = np.arange(3.0); out = np.empty_like(x)
+            scaled(x, out)
+            loaded = [m for m in ("kernpack.driver.lang.frontend", "llvmlite") if m in sys.modules]
+            print(json.dumps({"results": {"scaled": out.tolist()}, "loaded": loaded}))
+            """
+        )
+    )
+    assert run(tmp_path)["results"]["scaled"] == [0.0, 2.0, 4.0]
+    assert run(tmp_path)["loaded"] == []  # known: the function's definition is part of the key
+    helpers = tmp_path / "helpers.py"
+    helpers.write_text(helpers.read_text().replace("v * 2.0", "v * 3.0"))
+    changed = run(tmp_path)
+    assert changed["results"]["scaled"] == [0.0, 3.0, 6.0]
+    assert "kernpack.driver.lang.frontend" in changed["loaded"]
