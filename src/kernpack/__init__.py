@@ -65,10 +65,11 @@ if TYPE_CHECKING:
     from .driver.build import build
     from .driver.csource import CSourceModule, c_source_module
     from .driver.deviceir import device_module_from_ir
-    from .driver.kernel import Kernel, kernel
+    from .driver.kernel import GenericKernel, Kernel, kernel
     from .driver.lang import (
         ArrayType,
         ScalarType,
+        TypeVar,
         atomic_add,
         bool_,
         f32,
@@ -98,12 +99,13 @@ _LAZY = {
     "device_module_from_ir": "kernpack.driver.deviceir",
     "build": "kernpack.driver.build",
     "Kernel": "kernpack.driver.kernel",
+    "GenericKernel": "kernpack.driver.kernel",
     "kernel": "kernpack.driver.kernel",
     "KernelFunction": "kernpack.driver.lang.functions",
     "func": "kernpack.driver.lang.functions",
     **dict.fromkeys(
         [
-            *("grid", "atomic_add", "math", "ArrayType", "ScalarType"),
+            *("grid", "atomic_add", "math", "ArrayType", "ScalarType", "TypeVar"),
             *("bool_", "f32", "f64", "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64"),
         ],
         "kernpack.driver.lang",
@@ -131,11 +133,13 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "ArrayType",
+    "GenericKernel",
     "Kernel",
     "KernelFunction",
     "KernelSyntaxError",
     "KernelTypeError",
     "ScalarType",
+    "TypeVar",
     "atomic_add",
     "bool_",
     "build",

@@ -91,6 +91,12 @@ def build(
         If a target, device or option is unknown or out of range.
     """
     kernels = list(kernels)
+    generic = [k for k in kernels if hasattr(k, "specialize") and not isinstance(k, KernelSource)]
+    if generic:
+        name = generic[0].__name__
+        raise TypeError(
+            f"{name} is a generic kernel: name its specialisations, e.g. kp.build([{name}.specialize(T=kp.f32)])"
+        )
     if not kernels or not all(isinstance(k, KernelSource) for k in kernels):
         raise TypeError("kp.build() takes a list of @kp.kernel functions")
     names = [k.name for k in kernels]

@@ -16,21 +16,23 @@ from __future__ import annotations
 import functools
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CompileError, KernpackError
+import numpy as np
+
+from ..errors import ArgumentError, CompileError, KernpackError
 from ..runtime.library import load_library
 from ..runtime.signature import Param, Signature
 from . import cache as disk
 from .host import cpu_environment, default_threads
 from .lang.definition import definition_parts
-from .lang.types import ArrayType
+from .lang.types import BY_DTYPE, ArrayType, GenericArrayType, ScalarType, TypeVar
 
 if TYPE_CHECKING:
     from .lang import kir
 
-__all__ = ["Kernel", "kernel", "kernel_signature"]
+__all__ = ["GenericKernel", "Kernel", "kernel", "kernel_signature"]
 
 
 class Kernel:
@@ -50,8 +52,9 @@ class Kernel:
         The kernel's signature, arrays written ``T name[:]``.
     """
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], types: Mapping[TypeVar, ScalarType] | None = None) -> None:
         self.py_func = fn
+        self._types = dict(types or {})  # a specialisation of a generic kernel: its type variables, bound
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
@@ -59,13 +62,13 @@ class Kernel:
         self._call: Callable[..., Any] | None = None
         self._lock = threading.RLock()  # compile() holds it while the build reads self.kir
         self._kir: kir.Kernel | None = None
-        self._index_key = _index_key(fn)
+        self._index_key = _index_key(fn, self._types)
         entry = _index_load(self._index_key)
         if entry is not None:  # this definition passed the front end before: it would again
             self._name, self.signature, self._cached_code = entry
         else:
             self._cached_code = None
-            self._kir = _parse(fn)
+            self._kir = _parse(fn, self._types)
             self._name = self._kir.name
             self.signature = kernel_signature(self._kir)
 
@@ -75,7 +78,7 @@ class Kernel:
         if self._kir is None:
             with self._lock:
                 if self._kir is None:
-                    if _index_key(self.py_func) != self._index_key:
+                    if _index_key(self.py_func, self._types) != self._index_key:
                         # Parsed now, it would not be the kernel that runs: its file or a value it
                         # names changed since it was decorated (when it would have been parsed).
                         code = self.py_func.__code__
@@ -83,7 +86,7 @@ class Kernel:
                             f"kernel {self.name!r} ({code.co_filename}:{code.co_firstlineno}) changed since it was "
                             "decorated (its file, or a global it uses); import its module again to use the new code"
                         )
-                    self._kir = _parse(self.py_func)
+                    self._kir = _parse(self.py_func, self._types)
         return self._kir
 
     @property
@@ -171,6 +174,8 @@ def kernel(fn: Callable[..., Any]) -> Kernel:
     >>> out
     array([0., 3., 6., 9.], dtype=float32)
     """
+    if _type_variables(fn):
+        return functools.update_wrapper(GenericKernel(fn), fn, updated=())
     return functools.update_wrapper(Kernel(fn), fn, updated=())
 
 
@@ -185,22 +190,23 @@ def kernel_signature(k: kir.Kernel) -> Signature:
     return Signature(k.name, tuple(params))
 
 
-def _parse(fn: Callable[..., Any]) -> kir.Kernel:
+def _parse(fn: Callable[..., Any], types: Mapping[TypeVar, ScalarType]) -> kir.Kernel:
     # Imported here, not above: a kernel found in the kernel index never loads the front end
     # (its dataclasses alone take about 6 ms to create).
     from .lang.frontend import parse_kernel
 
-    return parse_kernel(fn)
+    return parse_kernel(fn, types)
 
 
 # ---------------------------------------------------------------------- the kernel index
-def _index_key(fn: Callable[..., Any]) -> str | None:
+def _index_key(fn: Callable[..., Any], types: Mapping[TypeVar, ScalarType]) -> str | None:
     """The kernel index's key of a definition built with call()'s defaults, or None."""
     if not disk.cache_enabled():
         return None
     parts = definition_parts(fn)
     if parts is None:
         return None
+    parts += [f"bound:{var.name}={t.name}" for var, t in types.items()]
     # What the host code of compile()'s defaults depends on besides the definition.
     return disk.make_key("kernel-index", cpu_environment(None), str(default_threads()), *parts)
 
@@ -223,3 +229,134 @@ def _index_store(key: str | None, k: Kernel, module: Any) -> None:
         return
     entry = {"name": k.name, "signature": str(k.signature), "code": code}
     disk.store(key, {"kernel": json.dumps(entry).encode()})
+
+
+# ---------------------------------------------------------------------- generic kernels
+class GenericKernel:
+    """A kernel written once for several types: its annotations hold type variables.
+
+    Calling it reads the types off the arguments (an array's dtype; a numpy scalar's; ``float``
+    as f64, ``int`` as i64, ``bool``), specialises the kernel for them on the first call with
+    each combination (a :class:`Kernel` named like ``saxpy__f32``) and runs that.
+    ``k.specialize(T=kp.f32)`` names a specialisation, for ``kp.build`` and for devices.
+    """
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.py_func = fn
+        self.__name__ = fn.__name__
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+        self.params = _annotations(fn)
+        self.type_variables = _type_variables(fn)
+        self._specialisations: dict[tuple[ScalarType, ...], Kernel] = {}
+        self._lock = threading.Lock()
+
+    def specialize(self, **types: ScalarType) -> Kernel:
+        """The kernel with each type variable (by name) bound to a scalar type."""
+        by_name = {v.name: v for v in self.type_variables}
+        unknown = sorted(set(types) - set(by_name))
+        missing = sorted(set(by_name) - set(types))
+        if unknown or missing:
+            raise ArgumentError(
+                f"{self.__name__}.specialize() takes its type variables {', '.join(by_name)}"
+                + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+                + (f"; missing: {', '.join(missing)}" if missing else "")
+            )
+        bound = []
+        for var in self.type_variables:
+            t = types[var.name]
+            if not isinstance(t, ScalarType):
+                raise ArgumentError(f"{self.__name__}.specialize(): {var.name} is a kernpack scalar type, not {t!r}")
+            if var.allowed and t not in var.allowed:
+                allowed = ", ".join(repr(a) for a in var.allowed)
+                raise ArgumentError(f"{self.__name__}: {var.name} may be {allowed}, not {t!r}")
+            bound.append(t)
+        key = tuple(bound)
+        kernel = self._specialisations.get(key)
+        if kernel is None:
+            with self._lock:
+                kernel = self._specialisations.get(key)
+                if kernel is None:
+                    kernel = Kernel(self.py_func, dict(zip(self.type_variables, bound, strict=True)))
+                    self._specialisations[key] = kernel
+        return kernel
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        return self._for(args, kwargs)(*args, **kwargs)
+
+    def interpret(self, *args: Any, **kwargs: Any) -> None:
+        """Run the specialisation for these arguments in the reference interpreter."""
+        self._for(args, {}).interpret(*args, **kwargs)
+
+    def _for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Kernel:
+        """The specialisation whose types the arguments have."""
+        names = [name for name, _ in self.params]
+        values = dict(zip(names, args, strict=False))
+        values.update((k, v) for k, v in kwargs.items() if k in names)
+        found: dict[TypeVar, tuple[ScalarType, str]] = {}
+        # Arrays first: a Python number says less (2.0 is an f64, but fits an f32 parameter).
+        for arrays_first in (True, False):
+            for name, hint in self.params:
+                var = hint.var if isinstance(hint, GenericArrayType) else hint
+                if not isinstance(var, TypeVar) or isinstance(hint, GenericArrayType) != arrays_first:
+                    continue
+                if name not in values or (var in found and not arrays_first):
+                    continue
+                t = _type_of(values[name])
+                if t is None:
+                    raise ArgumentError(
+                        f"{self.__name__}(): cannot tell the type of {name!r} ({type(values[name]).__name__}) "
+                        f"for {var.name}; pass a numpy array or scalar"
+                    )
+                if var in found and found[var][0] is not t:
+                    raise ArgumentError(
+                        f"{self.__name__}(): {var.name} is {found[var][0]!r} from {found[var][1]!r} "
+                        f"but {t!r} from {name!r}; pass arguments of one type"
+                    )
+                found.setdefault(var, (t, name))
+        unbound = [v.name for v in self.type_variables if v not in found]
+        if unbound:
+            raise ArgumentError(f"{self.__name__}(): no argument tells the type of {', '.join(unbound)}")
+        return self.specialize(**{v.name: found[v][0] for v in self.type_variables})
+
+    def __repr__(self) -> str:
+        return f"<kernpack generic kernel {self.__name__} over {', '.join(v.name for v in self.type_variables)}>"
+
+
+def _annotations(fn: Callable[..., Any]) -> list[tuple[str, Any]]:
+    """(name, annotation) of each parameter, string annotations evaluated as the front end does."""
+    code = fn.__code__
+    hints = getattr(fn, "__annotations__", {})
+    out = []
+    for name in code.co_varnames[: code.co_argcount]:
+        hint = hints.get(name)
+        if isinstance(hint, str):
+            try:
+                hint = eval(hint, dict(fn.__globals__))
+            except Exception:
+                hint = None
+        out.append((name, hint))
+    return out
+
+
+def _type_variables(fn: Callable[..., Any]) -> list[TypeVar]:
+    """The type variables of ``fn``'s parameters, in order of first appearance."""
+    found: list[TypeVar] = []
+    for _, hint in _annotations(fn):
+        var = hint.var if isinstance(hint, GenericArrayType) else hint
+        if isinstance(var, TypeVar) and var not in found:
+            found.append(var)
+    return found
+
+
+def _type_of(value: Any) -> ScalarType | None:
+    dtype = getattr(value, "dtype", None)  # arrays (numpy, device), numpy scalars
+    if dtype is not None:
+        return BY_DTYPE.get(np.dtype(dtype))
+    if isinstance(value, bool):
+        return BY_DTYPE[np.dtype(np.bool_)]
+    if isinstance(value, int):
+        return BY_DTYPE[np.dtype(np.int64)]
+    if isinstance(value, float):
+        return BY_DTYPE[np.dtype(np.float64)]
+    return None

@@ -1,11 +1,12 @@
 """The kernel language: Python functions checked and typed into the kernel IR (no target here)."""
 
 from .intrinsics import atomic_add, grid, math
-from .types import ArrayType, ScalarType, bool_, f32, f64, i8, i16, i32, i64, u8, u16, u32, u64
+from .types import ArrayType, ScalarType, TypeVar, bool_, f32, f64, i8, i16, i32, i64, u8, u16, u32, u64
 
 __all__ = [
     "ArrayType",
     "ScalarType",
+    "TypeVar",
     "atomic_add",
     "bool_",
     "f32",

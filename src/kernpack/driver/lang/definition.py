@@ -26,7 +26,7 @@ import numpy as np
 
 from .intrinsics import CALLABLES
 from .intrinsics import math as kp_math
-from .types import SCALARS, ArrayType, ScalarType
+from .types import SCALARS, ArrayType, GenericArrayType, ScalarType, TypeVar
 
 __all__ = ["definition_parts"]
 
@@ -101,6 +101,12 @@ def _token(value: Any) -> str | None:
     if isinstance(value, ArrayType):
         dtype = _token(value.dtype)
         return f"array:{dtype}:{value.ndim}" if dtype is not None else None
+    if isinstance(value, TypeVar):  # what it stands for is in the key too (the specialisation's types)
+        allowed = [_token(t) for t in value.allowed]
+        return None if None in allowed else f"typevar:{value.name}:{','.join(map(str, allowed))}"
+    if isinstance(value, GenericArrayType):
+        var = _token(value.var)
+        return f"garray:{var}:{value.ndim}" if var is not None else None
     if id(value) in CALLABLES:
         return f"callable:{CALLABLES[id(value)]}"
     token = getattr(value, "kernel_index_token", None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import builtins
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 import numpy as np
@@ -22,7 +22,7 @@ from .functions import expand_calls
 from .interpret import float_divmod, float_pow
 from .intrinsics import CALLABLES
 from .source import Source
-from .types import ArrayType, ScalarType, bool_, f64, i64, promote, u64, wrap
+from .types import ArrayType, GenericArrayType, ScalarType, TypeVar, bool_, f64, i64, promote, u64, wrap
 
 __all__ = ["parse_kernel"]
 
@@ -48,8 +48,11 @@ _FOLD: dict[str, Callable[[Any, Any], Any]] = {
 _UNARY_MATH = ("sqrt", "exp", "log", "sin", "cos", "tanh")
 
 
-def parse_kernel(fn: Callable[..., Any]) -> kir.Kernel:
+def parse_kernel(fn: Callable[..., Any], types: Mapping[TypeVar, ScalarType] | None = None) -> kir.Kernel:
     """Check ``fn`` against the kernel language and return its typed kernel IR.
+
+    ``types`` binds the type variables of a generic kernel; the kernel's name then carries
+    them (``saxpy__f32``), so that several specialisations can share a module.
 
     Raises
     ------
@@ -64,14 +67,17 @@ def parse_kernel(fn: Callable[..., Any]) -> kir.Kernel:
     node = tree.body[0]
     if not isinstance(node, ast.FunctionDef):
         source.error(node, "a kernel must be a plain function (def)")
-    return _Checker(fn, node, source).kernel()
+    return _Checker(fn, node, source, dict(types or {})).kernel()
 
 
 class _Checker:
-    def __init__(self, fn: Callable[..., Any], node: ast.FunctionDef, source: Source) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], node: ast.FunctionDef, source: Source, types: dict[TypeVar, ScalarType]
+    ) -> None:
         self.fn = fn
         self.node = node
         self.src = source
+        self.types = types  # a generic kernel's type variables, bound
         self.namespace: dict[str, Any] = dict(fn.__globals__)
         if fn.__closure__:
             self.namespace.update(
@@ -123,6 +129,7 @@ class _Checker:
                     hint = eval(hint, self.namespace)
                 except Exception:
                     hint = None
+            hint = self.concrete(hint, arg)
             if not isinstance(hint, (ScalarType, ArrayType)):
                 self.error(arg, f"parameter {arg.arg!r} needs a kernpack type annotation, e.g. kp.f32 or kp.f32[:]")
             self.params.append((arg.arg, hint))
@@ -156,7 +163,17 @@ class _Checker:
             self.error(body[grids[0] + 1], "the grid loop must be the kernel's last statement")
         prologue = self.block(body[:-1])
         grid = self.grid(body[-1])
-        return kir.Kernel(node.name, self.params, self.locals, prologue, grid, self.written)
+        name = "__".join([node.name, *(t.name for t in self.types.values())]) if self.types else node.name
+        return kir.Kernel(name, self.params, self.locals, prologue, grid, self.written)
+
+    def concrete(self, hint: Any, node: ast.AST) -> Any:
+        """``hint`` with a type variable replaced by its binding (other hints as they are)."""
+        var = hint.var if isinstance(hint, GenericArrayType) else hint
+        if not isinstance(var, TypeVar):
+            return hint
+        if var not in self.types:
+            self.error(node, f"type variable {var.name} has no type here; call the kernel, or specialize it")
+        return hint.bind(self.types) if isinstance(hint, GenericArrayType) else self.types[var]
 
     def _calls(self, call: ast.Call, name: str) -> bool:
         """True if ``call`` calls the kernel-language callable ``name`` (``"range"``, ``"grid"``)."""
@@ -477,6 +494,7 @@ class _Checker:
         target = self.resolve(node.func)
         if node.keywords:
             self.error(node, "keyword arguments are not supported in kernels")
+        target = self.concrete(target, node)  # T(v) in a generic kernel: the bound type's cast
         if isinstance(target, ScalarType):
             if len(node.args) != 1:
                 self.error(node, f"a cast takes one value: {target!r}(v)")

@@ -14,9 +14,12 @@ import numpy as np
 from ...runtime import abi
 
 __all__ = [
+    "BY_DTYPE",
     "SCALARS",
     "ArrayType",
+    "GenericArrayType",
     "ScalarType",
+    "TypeVar",
     "bool_",
     "f32",
     "f64",
@@ -105,6 +108,48 @@ class ArrayType:
         return f"{self.dtype}[{', '.join(':' * self.ndim)}]"
 
 
+class TypeVar:
+    """A type variable of generic kernels: ``T = kp.TypeVar("T", kp.f32, kp.f64)``.
+
+    A kernel annotated with it (``x: T[:]``, ``a: T``, and ``T(v)`` as a cast) is specialised on
+    its first call with each combination of types, read off the arguments; ``allowed`` (any
+    scalar type when empty) limits what it may be.
+    """
+
+    def __init__(self, name: str, *allowed: ScalarType) -> None:
+        if not all(isinstance(t, ScalarType) for t in allowed):
+            raise TypeError(f"TypeVar {name!r}: the allowed types are kernpack scalar types, e.g. kp.f32")
+        self.name = name
+        self.allowed = allowed
+
+    def __getitem__(self, dims: Any) -> GenericArrayType:
+        dims = dims if isinstance(dims, tuple) else (dims,)
+        if not dims or len(dims) > 3 or any(d != slice(None) for d in dims):
+            raise TypeError(f"write an array type as {self.name}[:], {self.name}[:, :] or {self.name}[:, :, :]")
+        return GenericArrayType(self, len(dims))
+
+    def __call__(self, value: Any) -> Any:
+        raise TypeError(f"{self.name} is a type variable: it casts only inside a specialised kernel")
+
+    def __repr__(self) -> str:
+        return f"kp.TypeVar({self.name!r})"
+
+
+class GenericArrayType:
+    """``T[:]``: an array whose element type is a type variable."""
+
+    def __init__(self, var: TypeVar, ndim: int) -> None:
+        self.var = var
+        self.ndim = ndim
+
+    def bind(self, types: dict[TypeVar, ScalarType]) -> ArrayType:
+        """The array type with the variable replaced by its binding."""
+        return ArrayType(types[self.var], self.ndim)
+
+    def __repr__(self) -> str:
+        return f"{self.var.name}[{', '.join(':' * self.ndim)}]"
+
+
 def _scalar(name: str, ctype: str) -> ScalarType:
     return ScalarType(name, abi.SCALARS[ctype].dtype, ctype)  # the dtype is the runtime's, for that C type
 
@@ -123,6 +168,8 @@ f64 = _scalar("f64", "double")
 
 #: Every scalar type, by kernel-language name.
 SCALARS: dict[str, ScalarType] = {t.name: t for t in (bool_, i8, i16, i32, i64, u8, u16, u32, u64, f32, f64)}
+#: Every scalar type, by the numpy dtype of its arrays.
+BY_DTYPE: dict[np.dtype, ScalarType] = {t.dtype: t for t in SCALARS.values()}
 
 
 def wrap(value: int, type_: ScalarType) -> int:
