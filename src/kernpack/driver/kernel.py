@@ -27,6 +27,7 @@ from ..runtime.signature import Param, Signature
 from . import cache as disk
 from .host import cpu_environment, default_threads
 from .lang.definition import definition_parts
+from .lang.namespace import annotations
 from .lang.types import BY_DTYPE, ArrayType, GenericArrayType, ScalarType, TypeVar
 
 if TYPE_CHECKING:
@@ -242,10 +243,7 @@ class GenericKernel:
     """
 
     def __init__(self, fn: Callable[..., Any]) -> None:
-        self.py_func = fn
-        self.__name__ = fn.__name__
-        self.__doc__ = fn.__doc__
-        self.__wrapped__ = fn
+        self.py_func = fn  # kp.kernel() gives it fn's __name__, __doc__ and __wrapped__
         self.params = _annotations(fn)
         self.type_variables = _type_variables(fn)
         self._specialisations: dict[tuple[ScalarType, ...], Kernel] = {}
@@ -324,19 +322,9 @@ class GenericKernel:
 
 
 def _annotations(fn: Callable[..., Any]) -> list[tuple[str, Any]]:
-    """(name, annotation) of each parameter, string annotations evaluated as the front end does."""
-    code = fn.__code__
-    hints = getattr(fn, "__annotations__", {})
-    out = []
-    for name in code.co_varnames[: code.co_argcount]:
-        hint = hints.get(name)
-        if isinstance(hint, str):
-            try:
-                hint = eval(hint, dict(fn.__globals__))
-            except Exception:
-                hint = None
-        out.append((name, hint))
-    return out
+    """(name, annotation) of each parameter, in order, read as the front end reads them."""
+    code, hints = fn.__code__, annotations(fn)
+    return [(name, hints.get(name)) for name in code.co_varnames[: code.co_argcount]]
 
 
 def _type_variables(fn: Callable[..., Any]) -> list[TypeVar]:

@@ -300,11 +300,7 @@ def _check(param: Param, value: Any) -> None:
     if param.pointer:
         as_array(param, value)
         return
-    converted = _cached_converter(param)(value)
-    if param.dtype is not None and param.dtype.kind in "iu":
-        low, high = _int_range(param.dtype)
-        if not low <= converted <= high:
-            raise ArgumentError(f"{converted} does not fit in {param.ctype} [{low}, {high}]")
+    _checked_scalar(param, value)
 
 
 def _array_wanted(param: Param) -> str:
@@ -323,13 +319,17 @@ def _describe(value: Any) -> str:
 
 def convert_scalar(param: Param, value: Any) -> Any:
     """``value`` as a numpy scalar of the parameter's dtype, or ArgumentError (range-checked)."""
+    return param.dtype.type(_checked_scalar(param, value))
+
+
+def _checked_scalar(param: Param, value: Any) -> Any:
+    """``value`` converted for a scalar parameter, an integer checked against its range."""
     converted = _cached_converter(param)(value)
-    dtype = param.dtype
-    if dtype.kind in "iu":
-        low, high = _int_range(dtype)
+    if param.dtype is not None and param.dtype.kind in "iu":
+        low, high = _int_range(param.dtype)
         if not low <= converted <= high:
             raise ArgumentError(f"{converted} does not fit in {param.ctype} [{low}, {high}]")
-    return dtype.type(converted)
+    return converted
 
 
 # One converter and range per parameter and dtype, not one per call: a device launch converts

@@ -432,12 +432,13 @@ class VulkanModule(DeviceModule):
             slot = kernel.slot(dev)
             ext = slot.memory(dev, EXTENTS_BINDING, 8 * max(len(extents), 1))
             ext.view[: 8 * len(extents)] = np.asarray(extents, np.int64).view(np.uint8)
-            buffers, staged = [ext], []
+            buffers, staged, host_arrays = [ext], [], False
             for index, (param, value) in enumerate(zip(params, args, strict=True)):
                 binding = parameter_binding(index)
                 if isinstance(value, DeviceArray):
                     buffers.append(value.buffer)  # on this device (DeviceFunction checked): no copy
                     continue
+                host_arrays = host_arrays or param.pointer
                 data = value if param.pointer else np.asarray(value, SCALARS[param.ctype].value_dtype).reshape(1)
                 memory = slot.memory(dev, binding, data.nbytes)
                 # Arrays the kernel writes are copied in too: it may read what it updates.
@@ -460,7 +461,7 @@ class VulkanModule(DeviceModule):
             slot.busy = True
             dev.in_flight.append((slot.fence, slot))
             dev.launched(entry.name)
-            if not any(not isinstance(v, DeviceArray) and p.pointer for p, v in zip(params, args, strict=True)):
+            if not host_arrays:
                 return  # device arrays only: the launch runs while the caller goes on
             # numpy arrays: the results are in them, and the staging buffers free again, on return.
             dev._retire(wait=True)

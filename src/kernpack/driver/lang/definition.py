@@ -26,6 +26,7 @@ import numpy as np
 
 from .intrinsics import CALLABLES
 from .intrinsics import math as kp_math
+from .namespace import annotations, namespace
 from .types import SCALARS, ArrayType, GenericArrayType, ScalarType, TypeVar
 
 __all__ = ["definition_parts"]
@@ -47,35 +48,20 @@ def definition_parts(fn: Any) -> list[str] | None:
     lines = linecache.getlines(code.co_filename, fn.__globals__)
     if not lines:
         return None
-    namespace = _namespace(fn)
+    names = namespace(fn)
     parts = [code.co_filename, str(code.co_firstlineno), fn.__qualname__, "".join(lines)]
     # Parameters are excluded: the front end binds them before it reads the body.
     for name in sorted(_names(code) - set(code.co_varnames[: code.co_argcount])):
-        token = _token(namespace.get(name, getattr(builtins, name, _ABSENT)))
+        token = _token(names.get(name, getattr(builtins, name, _ABSENT)))
         if token is None:
             return None
         parts.append(f"{name}={token}")
-    for name, hint in getattr(fn, "__annotations__", {}).items():
-        if isinstance(hint, str):  # under `from __future__ import annotations`, as the front end does
-            try:
-                hint = eval(hint, dict(namespace))
-            except Exception:
-                return None
+    for name, hint in annotations(fn, names).items():
         token = _token(hint)
         if token is None:
             return None
         parts.append(f"{name}:{token}")
     return parts
-
-
-def _namespace(fn: types.FunctionType) -> dict[str, Any]:
-    namespace = dict(fn.__globals__)
-    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=True):
-        try:
-            namespace[name] = cell.cell_contents
-        except ValueError:  # an empty cell: the front end does not see the name either
-            namespace.pop(name, None)
-    return namespace
 
 
 def _names(code: types.CodeType) -> set[str]:

@@ -21,6 +21,7 @@ from . import kir
 from .functions import expand_calls
 from .interpret import float_divmod, float_pow
 from .intrinsics import CALLABLES
+from .namespace import annotations, namespace
 from .source import Source
 from .types import ArrayType, GenericArrayType, ScalarType, TypeVar, bool_, f64, i64, promote, u64, wrap
 
@@ -78,13 +79,7 @@ class _Checker:
         self.node = node
         self.src = source
         self.types = types  # a generic kernel's type variables, bound
-        self.namespace: dict[str, Any] = dict(fn.__globals__)
-        if fn.__closure__:
-            self.namespace.update(
-                (name, cell.cell_contents)
-                for name, cell in zip(fn.__code__.co_freevars, fn.__closure__, strict=True)
-                if _cell_filled(cell)
-            )
+        self.namespace: dict[str, Any] = namespace(fn)
         self.arrays: dict[str, ArrayType] = {}
         self.scalars: dict[str, ScalarType] = {}  # scalar params, locals and loop variables
         self.params: list[tuple[str, ScalarType | ArrayType]] = []
@@ -121,15 +116,9 @@ class _Checker:
         args = node.args
         if args.vararg or args.kwarg or args.kwonlyargs or args.posonlyargs or args.defaults:
             self.error(node, "kernel parameters must be plain positional parameters without defaults")
-        hints = getattr(self.fn, "__annotations__", {})
+        hints = annotations(self.fn, self.namespace)
         for arg in args.args:
-            hint = hints.get(arg.arg)
-            if isinstance(hint, str):
-                try:
-                    hint = eval(hint, self.namespace)
-                except Exception:
-                    hint = None
-            hint = self.concrete(hint, arg)
+            hint = self.concrete(hints.get(arg.arg), arg)
             if not isinstance(hint, (ScalarType, ArrayType)):
                 self.error(arg, f"parameter {arg.arg!r} needs a kernpack type annotation, e.g. kp.f32 or kp.f32[:]")
             self.params.append((arg.arg, hint))
@@ -677,11 +666,3 @@ def _as_load(target: ast.expr) -> ast.expr:
         if hasattr(child, "lineno"):
             ast.copy_location(child, target)
     return clone
-
-
-def _cell_filled(cell: Any) -> bool:
-    try:
-        cell.cell_contents  # noqa: B018
-    except ValueError:
-        return False
-    return True

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import ast
 import builtins
-import contextlib
 import copy
 import functools
 import itertools
@@ -35,6 +34,7 @@ from typing import Any, NoReturn
 
 from .definition import definition_parts
 from .intrinsics import CALLABLES
+from .namespace import annotations, namespace
 from .source import Source
 from .types import ArrayType, ScalarType
 
@@ -55,10 +55,7 @@ class KernelFunction:
     """
 
     def __init__(self, fn: Callable[..., Any]) -> None:
-        self.py_func = fn
-        self.__name__ = fn.__name__
-        self.__doc__ = fn.__doc__
-        self.__wrapped__ = fn
+        self.py_func = fn  # kp.func() gives it fn's __name__, __doc__ and __wrapped__
         self.source = Source(fn)
         try:
             tree = ast.parse(self.source.text)
@@ -76,14 +73,7 @@ class KernelFunction:
         args = node.args
         if args.vararg or args.kwarg or args.kwonlyargs or args.posonlyargs or args.defaults:
             self.source.error(node, "kp.func parameters must be plain positional parameters without defaults")
-        hints = dict(getattr(fn, "__annotations__", {}))
-        namespace = _namespace(fn)
-        for key, hint in hints.items():
-            if isinstance(hint, str):
-                try:
-                    hints[key] = eval(hint, dict(namespace))
-                except Exception:
-                    hints[key] = None
+        hints = annotations(fn)
         params = []
         for arg in args.args:
             hint = hints.get(arg.arg)
@@ -359,7 +349,7 @@ class _Renamer(ast.NodeTransformer):
 
     def __init__(self, fn: KernelFunction, prefix: str, renames: dict[str, str], alias: Callable[[Any], str]) -> None:
         self.fn, self.prefix, self.renames, self.alias = fn, prefix, dict(renames), alias
-        self.namespace = _namespace(fn.py_func)
+        self.namespace = namespace(fn.py_func)
         self.globals: dict[str, str] = {}
 
     def rename(self, body: list[ast.stmt]) -> None:
@@ -393,20 +383,11 @@ class _Renamer(ast.NodeTransformer):
         return node
 
 
-def _namespace(fn: Callable[..., Any]) -> dict[str, Any]:
-    namespace = dict(getattr(fn, "__globals__", {}))
-    code = getattr(fn, "__code__", None)
-    for name, cell in zip(getattr(code, "co_freevars", ()), getattr(fn, "__closure__", None) or (), strict=True):
-        with contextlib.suppress(ValueError):  # an empty cell
-            namespace[name] = cell.cell_contents
-    return namespace
-
-
 def _resolve(fn: Callable[..., Any], node: ast.expr) -> Any:
     """The object ``node`` names in ``fn``'s module (for calls in its body), or None."""
     if isinstance(node, ast.Name):
-        namespace = _namespace(fn)
-        return namespace[node.id] if node.id in namespace else getattr(builtins, node.id, None)
+        names = namespace(fn)
+        return names[node.id] if node.id in names else getattr(builtins, node.id, None)
     if isinstance(node, ast.Attribute):
         base = _resolve(fn, node.value)
         return getattr(base, node.attr, None) if base is not None else None

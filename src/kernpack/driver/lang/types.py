@@ -72,10 +72,7 @@ class ScalarType:
         return self.kind == "i"
 
     def __getitem__(self, dims: Any) -> ArrayType:
-        dims = dims if isinstance(dims, tuple) else (dims,)
-        if not dims or len(dims) > 3 or any(d != slice(None) for d in dims):
-            raise TypeError(f"write an array type as {self.name}[:], {self.name}[:, :] or {self.name}[:, :, :]")
-        return ArrayType(self, len(dims))
+        return ArrayType(self, _rank(self.name, dims))
 
     def __call__(self, value: Any) -> Any:
         # Outside a kernel a cast is numpy's, so kernels also run as plain Python.
@@ -123,10 +120,7 @@ class TypeVar:
         self.allowed = allowed
 
     def __getitem__(self, dims: Any) -> GenericArrayType:
-        dims = dims if isinstance(dims, tuple) else (dims,)
-        if not dims or len(dims) > 3 or any(d != slice(None) for d in dims):
-            raise TypeError(f"write an array type as {self.name}[:], {self.name}[:, :] or {self.name}[:, :, :]")
-        return GenericArrayType(self, len(dims))
+        return GenericArrayType(self, _rank(self.name, dims))
 
     def __call__(self, value: Any) -> Any:
         raise TypeError(f"{self.name} is a type variable: it casts only inside a specialised kernel")
@@ -148,6 +142,14 @@ class GenericArrayType:
 
     def __repr__(self) -> str:
         return f"{self.var.name}[{', '.join(':' * self.ndim)}]"
+
+
+def _rank(name: str, dims: Any) -> int:
+    """The rank ``name[:, :]`` spells (1 to 3), or the TypeError that says how to write one."""
+    dims = dims if isinstance(dims, tuple) else (dims,)
+    if not dims or len(dims) > 3 or any(d != slice(None) for d in dims):
+        raise TypeError(f"write an array type as {name}[:], {name}[:, :] or {name}[:, :, :]")
+    return len(dims)
 
 
 def _scalar(name: str, ctype: str) -> ScalarType:
