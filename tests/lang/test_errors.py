@@ -163,7 +163,9 @@ def test_print():
                 out[i] = x[i]
 
         kp.build([k])
-    check(info, "print", "either")
+    check(info, "print", "syntax")
+    assert "print() is not supported in kernels yet" in str(info.value)
+    assert "output array" in str(info.value)
 
 
 def test_call_to_unknown_function():

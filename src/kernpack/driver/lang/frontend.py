@@ -262,6 +262,12 @@ class _Checker:
             call = node.value
             if isinstance(call, ast.Call) and CALLABLES.get(id(self.resolve(call.func))) == "atomic_add":
                 return self.atomic_add(call, line)
+            if isinstance(call, ast.Call) and self.resolve(call.func) is builtins.print:
+                self.error(
+                    call,
+                    "print() is not supported in kernels yet; write the values into an output array and "
+                    "print them after the call",
+                )
             if isinstance(call, ast.Call):
                 self.error(call, f"calling {ast.unparse(call.func)!r} as a statement does nothing in a kernel")
             self.error(node, "an expression statement has no effect in a kernel")
