@@ -271,9 +271,27 @@ def _grid(k: KernelSource, target: Target) -> tuple[str, ...]:
     if not target.device:
         return ()
     try:
+        _check_host_only(k.kir, target.name)
         return tuple(grid_expressions(k.kir))
     except CompileError as exc:
         raise _blame(k, target.name, exc) from None
+
+
+def _check_host_only(kernel: kir.Kernel, target: str) -> None:
+    """Refuse what device targets do not run yet: statements after the grid, and so reductions."""
+    if not kernel.epilogue:
+        return
+    reduce = next((s for s in kir.walk(kernel.grid.body) if isinstance(s, kir.Reduce)), None)
+    what, line = (
+        (f"the reduction into {reduce.name!r}", reduce.line)
+        if reduce
+        else ("statements after the grid loop", kernel.epilogue[0].line)
+    )
+    raise CompileError(
+        f"kernel {kernel.name!r}, line {line}: {what} runs on the cpu target only in this version, not on "
+        f"{target}; for {target} combine into an output array in the grid with kp.atomic_add(out, 0, value) "
+        "(a sum), or build this kernel for cpu"
+    )
 
 
 def write_dump(

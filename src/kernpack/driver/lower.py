@@ -32,6 +32,7 @@ __all__ = [
     "llvm_type",
     "memory_type",
     "merge",
+    "state_type",
 ]
 
 # The IRBuilder method for each arithmetic op: (float, integer).
@@ -137,6 +138,22 @@ def check_narrow_atomics(kernel: kir.Kernel, target: str) -> None:
             )
 
 
+def _state_fields(kernel: kir.Kernel) -> list[tuple[str, ScalarType]]:
+    """The scalars a CPU chunk hands the epilogue, as :class:`KernelBody` allocates them."""
+    fields = [(name, t) for name, t in kernel.params if not isinstance(t, ArrayType)]
+    given = {name for name, _ in fields}
+    return fields + [(name, t) for name, t in kernel.locals.items() if name not in given]
+
+
+def state_type(kernel: kir.Kernel) -> ir.LiteralStructType:
+    """What each CPU chunk of a kernel with an epilogue leaves for it (``k.finish``).
+
+    Every scalar as the prologue left it, then each reduction's partial over the chunk.
+    """
+    scalars = [llvm_type(t) for _, t in _state_fields(kernel)]
+    return ir.LiteralStructType(scalars + [llvm_type(kernel.locals[r]) for r in kernel.reductions])
+
+
 class KernelBody:
     """Emits a kernel's statements into one function.
 
@@ -188,10 +205,18 @@ class KernelBody:
 
     # ------------------------------------------------------------------ entry points
     def emit_range(self) -> None:
-        lo, hi = self.rest
+        """The grid's outer indices ``[lo, hi)`` on this thread (then ``state``, with an epilogue)."""
+        lo, hi, *state = self.rest
         self.block(self.kernel.prologue)
         grid = self.kernel.grid
         extents = [self.expr(e) for e in grid.extents]
+        if state:
+            # The epilogue needs the prologue's locals; each reduction's partial over this
+            # chunk starts from the operation's identity (the starting value joins once, later).
+            self.save_state(state[0], scalars=True)
+            for name, op in self.kernel.reductions.items():
+                typ = self.var_types[name]
+                self.b.store(ir.Constant(typ, kir.identity(op, self.kernel.locals[name])), self.vars[name])
         # Every grid point starts from the locals as the prologue left them (points are
         # independent): what one point assigns must not leak into the next on this thread.
         changed = sorted(set(assigned_names(grid.body)) - set(grid.vars))
@@ -199,7 +224,67 @@ class KernelBody:
         start = self._max(lo, _I64(0))
         stop = self._min(hi, extents[0])
         self.grid_loops(grid, [start, *[_I64(0)] * (len(extents) - 1)], [stop, *extents[1:]], 0)
+        if state:
+            self.save_state(state[0], scalars=False)
         self.b.ret_void()
+
+    def save_state(self, state: ir.Value, scalars: bool) -> None:
+        """Store the scalars (``scalars``) or the reductions' partials into a :func:`state_type`."""
+        struct = state_type(self.kernel)
+        fields = _state_fields(self.kernel)
+        names = [n for n, _ in fields] if scalars else list(self.kernel.reductions)
+        first = 0 if scalars else len(fields)
+        for k, name in enumerate(names):
+            value = self.b.load(self.vars[name], typ=self.var_types[name])
+            self.b.store(value, gep(self.b, state, [_I32(0), _I32(first + k)], struct))
+
+    def emit_finish(self) -> None:
+        """The epilogue, after every chunk: ``states`` holds ``count`` :func:`state_type` records.
+
+        Each reduction is its chunks' partials combined in chunk order, then its starting
+        value: the same grouping whatever the threads' timing, so a run repeats exactly.
+        """
+        states, count = self.rest
+        b = self.b
+        struct = state_type(self.kernel)
+        fields = _state_fields(self.kernel)
+        for k, (name, _) in enumerate(fields):
+            value = b.load(gep(b, states, [_I64(0), _I32(k)], struct), typ=self.var_types[name])
+            b.store(value, self.vars[name])
+        if self.kernel.reductions:
+            reductions = [(name, op, self.kernel.locals[name]) for name, op in self.kernel.reductions.items()]
+            units = [ir.Constant(self.var_types[name], kir.identity(op, t)) for name, op, t in reductions]
+            entry = b.block
+            loop = self.fn.append_basic_block("combine")
+            done = self.fn.append_basic_block("combined")
+            b.cbranch(b.icmp_signed(">", count, _I64(0)), loop, done)
+            b.position_at_end(loop)
+            chunk = b.phi(_I64, name="chunk")
+            totals = [b.phi(unit.type, name=f"{r[0]}.total") for r, unit in zip(reductions, units, strict=True)]
+            partials = [
+                b.load(gep(b, states, [chunk, _I32(len(fields) + k)], struct), typ=unit.type)
+                for k, unit in enumerate(units)
+            ]
+            combined = [
+                self.combine(op, t, total, partial)
+                for (_, op, t), total, partial in zip(reductions, totals, partials, strict=True)
+            ]
+            following = b.add(chunk, _I64(1))
+            b.cbranch(b.icmp_signed("<", following, count), loop, done)
+            b.position_at_end(done)
+            results = [b.phi(unit.type) for unit in units]
+            chunk.add_incoming(_I64(0), entry)
+            chunk.add_incoming(following, loop)
+            for phis in (totals, results):
+                for phi, unit, value in zip(phis, units, combined, strict=True):
+                    phi.add_incoming(unit, entry)
+                    phi.add_incoming(value, loop)
+            for (name, op, t), result in zip(reductions, results, strict=True):
+                start = b.load(self.vars[name], typ=self.var_types[name])
+                b.store(self.combine(op, t, start, result), self.vars[name])
+        self.block(self.kernel.epilogue)
+        if not b.block.is_terminated:
+            b.ret_void()
 
     def device_point(self, global_id: Callable[[ir.IRBuilder, int], ir.Value]) -> ir.Value:
         """Run the prologue, set the grid variables to this work-item's point; True if inside."""
@@ -339,6 +424,10 @@ class KernelBody:
         elif isinstance(s, kir.AtomicAdd):
             ptr, dtype = self.address(s.array, s.indices)
             self.atomic_add(ptr, self.expr(s.value), dtype)
+        elif isinstance(s, kir.Reduce):
+            slot, typ = self.vars[s.name], self.var_types[s.name]
+            contribution = self.expr(s.value)
+            b.store(self.combine(s.op, s.value.type, b.load(slot, typ=typ), contribution), slot)
         elif isinstance(s, kir.If):
             cond = self.expr(s.cond)
             then = self.fn.append_basic_block("if.then")
@@ -381,6 +470,23 @@ class KernelBody:
             b.branch(self.loops[-1][0])
         else:  # pragma: no cover - the front end produces nothing else
             raise AssertionError(f"unexpected statement {s!r}")
+
+    def combine(self, op: str, t: ScalarType, x: ir.Value, y: ir.Value) -> ir.Value:
+        """Two values of a reduction combined (:func:`kernpack.driver.lang.interpret.combine`).
+
+        A float sum may be reassociated (``reassoc``): that is what lets LLVM keep several
+        partial sums in SIMD lanes, and why a float reduction's result is exact only up to
+        rounding. ``min``/``max`` of floats propagate NaN (LLVM's ``minimum``/``maximum``).
+        """
+        b = self.b
+        if op == "add":
+            return b.fadd(x, y, flags=("reassoc",)) if t.is_float else b.add(x, y)
+        if t.is_float:
+            ty = llvm_type(t)
+            name = f"llvm.{'minimum' if op == 'min' else 'maximum'}.{ty}"
+            return b.call(declare(self.module, name, ty, [ty, ty]), [x, y])
+        cmp = b.icmp_signed if t.is_signed else b.icmp_unsigned
+        return b.select(cmp("<" if op == "min" else ">", x, y), x, y)
 
     def atomic_add(self, ptr: ir.Value, value: ir.Value, dtype: ScalarType) -> None:
         """``*ptr += value`` atomically; a target without atomics of some width overrides it."""

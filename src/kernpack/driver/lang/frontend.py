@@ -88,6 +88,11 @@ class _Checker:
         self.written: set[str] = set()
         self.loops: list[str] = []  # "serial" or "grid", innermost last
         self.in_grid = False
+        self.in_epilogue = False
+        self.grid_vars: set[str] = set()
+        # Locals the grid assigns and the epilogue reads: each must be a reduction.
+        self.reductions: set[str] = set()
+        self.reduce_ops: dict[str, tuple[str, int]] = {}  # reduction -> (operation, first line)
         self.aliases: list[Any] = []
 
     def source(self, node: ast.AST) -> Source:
@@ -148,12 +153,14 @@ class _Checker:
             self.error(node, "a kernel needs one 'for ... in kp.grid(...)' loop")
         if len(grids) > 1:
             self.error(body[grids[1]], "a kernel has exactly one grid loop; put the work in the first one")
-        if grids[0] != len(body) - 1:
-            self.error(body[grids[0] + 1], "the grid loop must be the kernel's last statement")
-        prologue = self.block(body[:-1])
-        grid = self.grid(body[-1])
+        grid_node, after = body[grids[0]], body[grids[0] + 1 :]
+        self.reductions = _reduction_candidates(grid_node, after)
+        prologue = self.block(body[: grids[0]])
+        grid = self.grid(grid_node)
+        epilogue = self.epilogue(after)
         name = "__".join([node.name, *(t.name for t in self.types.values())]) if self.types else node.name
-        return kir.Kernel(name, self.params, self.locals, prologue, grid, self.written)
+        reductions = {n: op for n, (op, _) in self.reduce_ops.items()}
+        return kir.Kernel(name, self.params, self.locals, prologue, grid, self.written, epilogue, reductions)
 
     def concrete(self, hint: Any, node: ast.AST) -> Any:
         """``hint`` with a type variable replaced by its binding (other hints as they are)."""
@@ -193,12 +200,60 @@ class _Checker:
         for name, target in zip(var_names, names, strict=True):
             self.declare_loop_var(name, target)
         self.in_grid = True
+        self.grid_vars = set(var_names)
         self.loops.append("grid")
         body = self.block(node.body)
         self.loops.pop()
+        self.in_grid = False
         return kir.Grid(var_names, extents, body, line=self.line(node))
 
+    def epilogue(self, stmts: list[ast.stmt]) -> list[kir.Stmt]:
+        """The statements after the grid: they run once, when every point is done."""
+        self.in_epilogue = True
+        epilogue = self.block(stmts)
+        self.in_epilogue = False
+        return epilogue
+
+    # ------------------------------------------------------------------ reductions
+    def reduction(self, node: ast.Assign | ast.AugAssign, line: int) -> kir.Stmt:
+        """``acc += v``, ``acc = acc + v``, ``acc = min(acc, v)``, ``acc = max(acc, v)`` in the grid."""
+        name = node.target.id if isinstance(node, ast.AugAssign) else node.targets[0].id  # type: ignore[union-attr]
+        op, value = _reduction_form(node, name, self.resolve)
+        if op is None or value is None:
+            self.error(
+                node,
+                f"{name!r} is read after the grid loop, so the grid may only combine into it, as a reduction: "
+                f"write {name} += v, {name} = min({name}, v) or {name} = max({name}, v) (if it is another value "
+                "there, give it another name)",
+            )
+        if name not in self.scalars:
+            self.error(node, f"reduction {name!r} needs a starting value before the grid loop, e.g. {name} = 0")
+        first = self.reduce_ops.setdefault(name, (op, line))
+        if first[0] != op:
+            self.error(
+                node,
+                f"reduction {name!r} combines with {first[0]} on line {first[1]}; one reduction has one operation "
+                "(use another local for the other)",
+            )
+        acc = self.scalars[name]
+        if acc is bool_:
+            self.type_error(node, f"reduction {name!r} is a bool; reduce numbers (e.g. count with an int)")
+        contribution = self.expr(value)
+        # Type the update as the same statement anywhere else would be typed, so the same
+        # programs are accepted; the point contributes its value converted to the local's type.
+        combined = self.binop(op, kir.Var(acc, name), contribution, node)
+        if op != "add" and combined.type is not acc:
+            self.type_error(
+                node,
+                f"reduction {name!r} is {acc} but {op}() here computes in {combined.type}; convert the value: "
+                f"{name} = {op}({name}, kp.{acc}(...))",
+            )
+        self.store_convert(combined, acc, node)
+        return kir.Reduce(name, op, self.store_convert(self.convert(contribution, acc), acc, node), line=line)
+
     def declare_loop_var(self, name: str, node: ast.AST) -> None:
+        if self.in_grid and name in self.reductions:
+            self.error(node, f"{name!r} is read after the grid loop (a reduction); use another loop variable")
         if name in self.arrays:
             self.error(node, f"{name!r} is an array parameter; use another name for the loop variable")
         if name in self.scalars and self.scalars[name] is not i64:
@@ -222,6 +277,8 @@ class _Checker:
 
     def stmt(self, node: ast.stmt) -> kir.Stmt | None:
         line = self.line(node)
+        if isinstance(node, (ast.Assign, ast.AugAssign)) and self.in_grid and _assigns(node) & self.reductions:
+            return self.reduction(node, line)
         if isinstance(node, ast.Assign):
             if len(node.targets) != 1:
                 self.error(node, "assign one target at a time")
@@ -294,8 +351,8 @@ class _Checker:
             return kir.Assign(name, value, line=line)
         if isinstance(target, ast.Subscript):
             array, indices = self.subscript(target)
-            if not self.in_grid:
-                self.error(target, "arrays can be written only inside the grid loop")
+            if not self.in_grid and not self.in_epilogue:
+                self.error(target, "arrays can be written only in the grid loop or after it")
             self.written.add(array)
             value = self.store_convert(value, self.arrays[array].dtype, node)
             return kir.Store(array, indices, value, line=line)
@@ -338,8 +395,8 @@ class _Checker:
         if not isinstance(target, ast.Name) or target.id not in self.arrays:
             self.error(target, "the first argument of kp.atomic_add must be an array parameter")
         array = self.arrays[target.id]
-        if not self.in_grid:
-            self.error(call, "kp.atomic_add belongs inside the grid loop")
+        if not self.in_grid and not self.in_epilogue:
+            self.error(call, "kp.atomic_add belongs in the grid loop or after it")
         if array.dtype is bool_:
             self.type_error(target, "kp.atomic_add needs a numeric array, not bool")
         elts = index.elts if isinstance(index, ast.Tuple) else [index]
@@ -410,6 +467,14 @@ class _Checker:
         self.error(node, f"{type(node).__name__} expressions are not part of the kernel language")
 
     def name(self, node: ast.Name) -> kir.Expr:
+        if self.in_grid and node.id in self.reductions:
+            self.error(
+                node,
+                f"grid points cannot read reduction {node.id!r}: its value is known only after the grid loop. "
+                f"Combine into it ({node.id} += v, {node.id} = min({node.id}, v) or max) and read it after the loop",
+            )
+        if self.in_epilogue and node.id in self.grid_vars:
+            self.error(node, f"grid variable {node.id!r} has no value after the grid loop")
         if node.id in self.scalars:
             return kir.Var(self.scalars[node.id], node.id)
         if node.id in self.arrays:
@@ -664,6 +729,47 @@ def _fold_cast(value: int | float | bool, type_: ScalarType) -> int | float | bo
     if type_.is_int:
         return wrap(int(value), type_)
     return type_.dtype.type(value).item()
+
+
+def _assigns(node: ast.Assign | ast.AugAssign) -> set[str]:
+    """The local names an assignment statement binds."""
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+    return {t.id for t in targets if isinstance(t, ast.Name)}
+
+
+def _reduction_candidates(grid: ast.For, after: list[ast.stmt]) -> set[str]:
+    """Names the grid loop assigns (its own variables aside) and a statement after it reads."""
+    read = {n.id for s in after for n in ast.walk(s) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    targets = grid.target.elts if isinstance(grid.target, ast.Tuple) else [grid.target]
+    own = {t.id for t in targets if isinstance(t, ast.Name)}
+    stored = {n.id for s in grid.body for n in ast.walk(s) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    return (stored - own) & read
+
+
+def _reduction_form(
+    node: ast.Assign | ast.AugAssign, name: str, resolve: Callable[[ast.expr], Any]
+) -> tuple[str | None, ast.expr | None]:
+    """(operation, contributed value) of a reduction update of ``name``, or (None, None)."""
+    if isinstance(node, ast.AugAssign):
+        return ("add", node.value) if isinstance(node.op, ast.Add) else (None, None)
+    if len(node.targets) != 1:
+        return None, None
+    value = node.value
+
+    def other(a: ast.expr, b: ast.expr) -> ast.expr | None:
+        """The operand that is not ``name`` itself, if exactly one is."""
+        is_a, is_b = (isinstance(x, ast.Name) and x.id == name for x in (a, b))
+        return b if is_a and not is_b else a if is_b and not is_a else None
+
+    if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add):
+        found = other(value.left, value.right)
+        return ("add", found) if found is not None else (None, None)
+    if isinstance(value, ast.Call) and len(value.args) == 2 and not value.keywords:
+        op = CALLABLES.get(id(resolve(value.func)))
+        found = other(*value.args)
+        if op in ("min", "max") and found is not None:
+            return op, found
+    return None, None
 
 
 def _as_load(target: ast.expr) -> ast.expr:

@@ -33,7 +33,7 @@ from .types import ArrayType, ScalarType, wrap
 if TYPE_CHECKING:
     from fractions import Fraction
 
-__all__ = ["TRANSCENDENTALS", "interpret"]
+__all__ = ["TRANSCENDENTALS", "combine", "interpret"]
 
 #: Functions whose results are not correctly rounded on every target; ``perturb`` moves these.
 TRANSCENDENTALS = ("exp", "log", "sin", "cos", "tanh")
@@ -95,6 +95,7 @@ def interpret(
     with np.errstate(all="ignore"):
         prologue(env)
         body = program.block(grid.body)
+        epilogue = program.block(kernel.epilogue)
         ranges = [range(extent(env)) for extent in extents]
         start = dict(env)
         for point in itertools.product(*ranges):
@@ -103,6 +104,12 @@ def interpret(
             env = dict(start)
             env.update(zip(grid.vars, point, strict=True))
             body(env)
+        # The epilogue sees the prologue's locals, each reduction combined over every point
+        # (the points' contributions first, then the starting value, as the CPU target does).
+        env = dict(start)
+        for name, op in kernel.reductions.items():
+            env[name] = combine(op, kernel.locals[name], start[name], program.partials[name])
+        epilogue(env)
 
 
 # ------------------------------------------------------------------------ scalar semantics
@@ -132,6 +139,15 @@ def cast(value: Any, src: ScalarType, dst: ScalarType) -> Any:
         # One rounding, from the exact integer (np.float32(int) would round through float64).
         return np.array(int(value), dtype=src.dtype if src.kind != "b" else np.uint8).astype(dst.dtype)[()]
     return wrap(int(value), dst)
+
+
+def combine(op: str, type_: ScalarType, a: Any, b: Any) -> Any:
+    """Two values of a reduction combined: integers wrap, ``min``/``max`` propagate NaN."""
+    if type_.is_float:
+        return a + b if op == "add" else (np.minimum if op == "min" else np.maximum)(a, b)
+    if op == "add":
+        return wrap(a + b, type_)
+    return min(a, b) if op == "min" else max(a, b)
 
 
 def fmod(x: Any, y: Any) -> Any:
@@ -304,6 +320,9 @@ class _Compiler:
         self.alternate = alternate
         self.sites = 0  # transcendental calls compiled so far (for ``alternate``)
         self.line = kernel.grid.line
+        # Each reduction's combined contributions of the points run so far.
+        self.partials = {name: _from_numpy(kir.identity(op, kernel.locals[name]), kernel.locals[name])
+                         for name, op in kernel.reductions.items()}  # fmt: skip
 
     # ------------------------------------------------------------------ statements
     def block(self, stmts: list[kir.Stmt]) -> _StmtFn:
@@ -331,6 +350,13 @@ class _Compiler:
             return assign
         if isinstance(s, (kir.Store, kir.AtomicAdd)):
             return self.store(s)
+        if isinstance(s, kir.Reduce):
+            partials, name, op, t, contribution = self.partials, s.name, s.op, s.value.type, self.expr(s.value)
+
+            def reduce(env: _Env) -> None:
+                partials[name] = combine(op, t, partials[name], contribution(env))
+
+            return reduce
         if isinstance(s, kir.If):
             cond, body, orelse = self.expr(s.cond), self.block(s.body), self.block(s.orelse)
             return lambda env: body(env) if cond(env) else orelse(env)

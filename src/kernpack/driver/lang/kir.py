@@ -11,12 +11,18 @@ promotion rules themselves. ``str(kernel)`` prints the IR, e.g.::
     kernel saxpy(a: f32, x: f32[:], y: f32[:], out: f32[:]):
       grid (i) in (out.shape[0]):
         out[i] = add.f32(mul.f32(a, x[i]), y[i])
+
+A kernel may end with an epilogue, statements after the grid that run once when every point
+is done; a prologue local the epilogue reads and the grid combines into (:class:`Reduce`) is
+a reduction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from .types import ArrayType, ScalarType
 
@@ -39,6 +45,8 @@ __all__ = [
     "Kernel",
     "Load",
     "Not",
+    "REDUCTIONS",
+    "Reduce",
     "Select",
     "Shape",
     "Stmt",
@@ -47,6 +55,7 @@ __all__ = [
     "While",
     "children",
     "exprs_of",
+    "identity",
     "walk",
     "walk_expr",
 ]
@@ -218,6 +227,34 @@ class AtomicAdd(Stmt):
     value: Expr
 
 
+#: The operations a reduction combines with; each is associative and commutative, so the
+#: points may be combined in any grouping (floating-point sums up to rounding).
+REDUCTIONS = ("add", "min", "max")
+
+
+def identity(op: str, type_: ScalarType) -> int | float:
+    """The value ``op`` leaves unchanged in ``type_``: where each partial of a reduction starts."""
+    if op == "add":
+        return 0.0 if type_.is_float else 0
+    if type_.is_float:
+        return float("inf") if op == "min" else float("-inf")
+    info = np.iinfo(type_.dtype)
+    return int(info.max) if op == "min" else int(info.min)
+
+
+@dataclass
+class Reduce(Stmt):
+    """``name op= value`` in the grid: the point's contribution to a reduction.
+
+    ``value`` has the local's type. ``min`` and ``max`` are NaN-propagating (numpy's
+    ``minimum``/``maximum``), so the result does not depend on the order of the points.
+    """
+
+    name: str
+    op: str
+    value: Expr
+
+
 @dataclass
 class If(Stmt):
     """``if cond: body else: orelse``."""
@@ -267,7 +304,10 @@ class Grid(Stmt):
 
 @dataclass
 class Kernel:
-    """A checked kernel: parameters, locals with their types, scalar prologue, grid."""
+    """A checked kernel: parameters, locals with their types, scalar prologue, grid, epilogue.
+
+    ``reductions`` maps each reduction local to its operation (one of :data:`REDUCTIONS`).
+    """
 
     name: str
     params: list[tuple[str, ScalarType | ArrayType]]
@@ -275,6 +315,8 @@ class Kernel:
     prologue: list[Stmt]
     grid: Grid
     written: set[str]
+    epilogue: list[Stmt] = field(default_factory=list)
+    reductions: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
         lines = [f"kernel {self.name}({', '.join(f'{n}: {t}' for n, t in self.params)}):"]
@@ -282,6 +324,7 @@ class Kernel:
             lines.append(f"  local {name}: {type_}")
         _print(self.prologue, lines, 1)
         _print([self.grid], lines, 1)
+        _print(self.epilogue, lines, 1)
         return "\n".join(lines)
 
 
@@ -292,6 +335,8 @@ def _print(stmts: list[Stmt], out: list[str], depth: int) -> None:
             out.append(f"{pad}{s.name} = {s.value}")
         elif isinstance(s, Store):
             out.append(f"{pad}{s.array}[{', '.join(map(str, s.indices))}] = {s.value}")
+        elif isinstance(s, Reduce):
+            out.append(f"{pad}reduce.{s.op}({s.name}, {s.value})")
         elif isinstance(s, AtomicAdd):
             out.append(f"{pad}atomic_add({s.array}[{', '.join(map(str, s.indices))}], {s.value})")
         elif isinstance(s, If):

@@ -9,7 +9,11 @@ For a kernel ``k`` the module defines:
   thread runs. Its inner loop is plain, unit-stride code that LLVM's loop vectorizer turns
   into SIMD code;
 * ``k.extent`` (internal): the prologue plus the grid's extents, which the launcher needs to
-  split the work; ``k.worker`` (internal): the ``pthread_create`` entry.
+  split the work; ``k.worker`` (internal): the ``pthread_create`` entry;
+* ``k.finish`` (internal, for a kernel with statements after its grid): the epilogue. Each
+  chunk's ``k.range`` then also fills a record (``lower.state_type``) with the prologue's
+  locals and its partial of every reduction; ``k.finish`` combines the partials in chunk
+  order and runs the epilogue once, after every thread has joined.
 
 A module of its own so that :mod:`.cpu` (options, stages) imports no llvmlite: a build found in
 the compile cache runs without it.
@@ -24,7 +28,7 @@ import llvmlite.ir as ir
 from ...runtime import abi
 from ..lang import kir
 from ..lang.types import ArrayType, ScalarType, bool_
-from ..lower import KernelBody, abi_types, declare, gep, llvm_type, merge
+from ..lower import KernelBody, abi_types, declare, gep, llvm_type, merge, state_type
 
 __all__ = ["MIN_PARALLEL_WORK", "lower_kernels"]
 
@@ -54,10 +58,12 @@ class _KernelCodegen:
         self.kernel = kernel
         self.threads = max(1, threads)
         self.abi = abi_types(kernel)
+        # With an epilogue each chunk's range also takes the record it fills for k.finish.
+        self.chunk_args = [_I64, _I64, _PTR] if kernel.epilogue else [_I64, _I64]
 
     def emit(self) -> None:
         name = self.kernel.name
-        range_fn = self._function(f"{name}.range", _VOID, [*self.abi, _I64, _I64], internal=True)
+        range_fn = self._function(f"{name}.range", _VOID, [*self.abi, *self.chunk_args], internal=True)
         if self.threads > 1:
             # The launcher calls it from several places (serial path, each chunk, the worker);
             # inlined into each, its vectorized loop was optimized and JIT-compiled 3-4 times
@@ -66,8 +72,12 @@ class _KernelCodegen:
         KernelBody(self.module, range_fn, self.kernel).emit_range()
         extent_fn = self._function(f"{name}.extent", _I64, [*self.abi, _PTR], internal=True)
         KernelBody(self.module, extent_fn, self.kernel).emit_extent()
+        finish_fn = None
+        if self.kernel.epilogue:
+            finish_fn = self._function(f"{name}.finish", _VOID, [*self.abi, _PTR, _I64], internal=True)
+            KernelBody(self.module, finish_fn, self.kernel).emit_finish()
         worker = self._worker(range_fn)
-        launcher = self._launcher(range_fn, extent_fn, worker)
+        launcher = self._launcher(range_fn, extent_fn, worker, finish_fn)
         _fast_entry(self.module, self.kernel, launcher)
 
     def _function(self, name: str, ret: ir.Type, args: list[ir.Type], internal: bool) -> ir.Function:
@@ -78,7 +88,7 @@ class _KernelCodegen:
         return fn
 
     def _closure_type(self) -> ir.LiteralStructType:
-        return ir.LiteralStructType([*self.abi, _I64, _I64])
+        return ir.LiteralStructType([*self.abi, *self.chunk_args])
 
     def _worker(self, range_fn: ir.Function) -> ir.Function:
         worker = self._function(f"{self.kernel.name}.worker", _PTR, [_PTR], internal=True)
@@ -93,18 +103,33 @@ class _KernelCodegen:
         b.ret(ir.Constant(_PTR, None))
         return worker
 
-    def _launcher(self, range_fn: ir.Function, extent_fn: ir.Function, worker: ir.Function) -> ir.Function:
+    def _launcher(
+        self, range_fn: ir.Function, extent_fn: ir.Function, worker: ir.Function, finish_fn: ir.Function | None
+    ) -> ir.Function:
         fn = self._function(self.kernel.name, _VOID, self.abi, internal=False)
         params = list(fn.args)
         for arg, name in zip(params, _arg_names(self.kernel), strict=True):
             arg.name = name
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         serial = fn.append_basic_block("serial")
-        if self.threads == 1:
+        t = self.threads
+        states = b.alloca(state_type(self.kernel), size=_I32(t), name="states") if finish_fn else None
+
+        def run(lo: ir.Value, hi: ir.Value, chunk: int) -> None:
+            """Chunk ``chunk``'s range, on this thread."""
+            record = [gep(b, states, [_I32(chunk)], state_type(self.kernel))] if states is not None else []
+            b.call(range_fn, [*params, lo, hi, *record])
+
+        def finish(chunks: int) -> None:
+            if finish_fn is not None:
+                b.call(finish_fn, [*params, states, _I64(chunks)])
+            b.ret_void()
+
+        if t == 1:
             b.branch(serial)
             b.position_at_end(serial)
-            b.call(range_fn, [*params, _I64(0), _I64(2**63 - 1)])
-            b.ret_void()
+            run(_I64(0), _I64(2**63 - 1), 0)
+            finish(1)
             return fn
         outer = b.alloca(_I64, name="outer")
         work = b.call(extent_fn, [*params, outer])
@@ -114,11 +139,10 @@ class _KernelCodegen:
         big = b.and_(b.icmp_signed(">=", work, _I64(threshold)), b.icmp_signed(">", n0, _I64(1)))
         b.cbranch(big, parallel, serial)
         b.position_at_end(serial)
-        b.call(range_fn, [*params, _I64(0), _I64(2**63 - 1)])
-        b.ret_void()
+        run(_I64(0), _I64(2**63 - 1), 0)
+        finish(1)
 
         b.position_at_end(parallel)
-        t = self.threads
         closure = self._closure_type()
         closures = b.alloca(closure, size=_I32(t), name="closures")
         tids = b.alloca(_I64, size=_I32(t), name="tids")
@@ -130,7 +154,8 @@ class _KernelCodegen:
             lo = b.mul(chunk, _I64(k))
             hi = b.add(lo, chunk)
             slot = gep(b, closures, [_I32(k)], closure)
-            for index, value in enumerate([*params, lo, hi]):
+            record = [gep(b, states, [_I32(k)], state_type(self.kernel))] if states is not None else []
+            for index, value in enumerate([*params, lo, hi, *record]):
                 b.store(value, gep(b, closures, [_I32(k), _I32(index)], closure))
             tid = gep(b, tids, [_I32(k)], _I64)
             rc = b.call(pthread_create, [tid, ir.Constant(_PTR, None), worker, slot])
@@ -138,14 +163,14 @@ class _KernelCodegen:
             b.store(ok, gep(b, started, [_I32(k)], _I1))
             # A thread that could not start: its chunk runs here instead.
             with b.if_then(b.not_(ok)):
-                b.call(range_fn, [*params, lo, hi])
-        b.call(range_fn, [*params, _I64(0), chunk])
+                run(lo, hi, k)
+        run(_I64(0), chunk, 0)
         for k in range(1, t):
             ok = b.load(gep(b, started, [_I32(k)], _I1), typ=_I1)
             with b.if_then(ok):
                 tid = b.load(gep(b, tids, [_I32(k)], _I64), typ=_I64)
                 b.call(pthread_join, [tid, ir.Constant(_PTR, None)])
-        b.ret_void()
+        finish(t)
         return fn
 
 

@@ -1,0 +1,252 @@
+"""Reductions: a prologue local combined over the grid (+=, min, max) and read after it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import kernpack as kp
+from tests.lang.test_functions import _import
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "kernel-language.md"
+
+KERNELS = """
+import kernpack as kp
+
+@kp.kernel
+def dot(x: kp.f32[:], y: kp.f32[:], out: kp.f32[:]):
+    acc = kp.f32(0.0)
+    for i in kp.grid(x.shape[0]):
+        acc += x[i] * y[i]
+    out[0] = acc
+
+@kp.kernel
+def stats(x: kp.i32[:, :], start: kp.i64, out: kp.i64[:]):
+    total = start
+    lo = kp.i32(2147483647)
+    hi = kp.i32(-2147483648)
+    count = 0
+    for i, j in kp.grid(x.shape[0], x.shape[1]):
+        v = x[i, j]
+        total = total + v
+        lo = min(lo, v)
+        hi = max(v, hi)
+        if v % 2 == 0:
+            count += 1
+            continue
+        for k in range(2):
+            count += 0
+    out[0] = total
+    out[1] = lo
+    out[2] = hi
+    out[3] = count
+
+@kp.kernel
+def fmin(x: kp.f64[:], out: kp.f64[:]):
+    lo = 1e300
+    hi = -1e300
+    for i in kp.grid(x.shape[0]):
+        lo = min(lo, x[i])
+        hi = max(hi, x[i])
+    out[0] = lo
+    out[1] = hi
+
+@kp.kernel
+def wraps(x: kp.u8[:], out: kp.u8[:]):
+    s = kp.u8(250)
+    for i in kp.grid(x.shape[0]):
+        s += x[i]
+    out[0] = s
+
+@kp.kernel
+def epilogue_only(n: kp.i64, out: kp.f64[:]):
+    half = n // 2
+    for i in kp.grid(n):
+        out[i] = 1.0
+    if half > 0:
+        for k in range(half):
+            out[k] = out[k] + half
+    out[0] = out[0] * 2.0
+"""
+
+
+@pytest.fixture(scope="module")
+def kernels(tmp_path_factory):
+    return _import(tmp_path_factory.mktemp("reductions"), KERNELS, "reduction_kernels")
+
+
+def test_the_documented_example_runs(tmp_path):
+    section = DOCS.read_text().split("## Reductions", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    _import(tmp_path, block, "doc_reductions")
+
+
+def _float_sum_tolerance(terms: np.ndarray) -> float:
+    """The documented bound: n * 2**-p of the sum of the terms' magnitudes."""
+    eps = np.finfo(terms.dtype).eps
+    return float(len(terms) * eps * np.abs(terms.astype(np.float64)).sum()) + float(np.finfo(terms.dtype).tiny)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 1000, 1 << 16, (1 << 20) + 3])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_dot_matches_numpy_within_the_documented_tolerance(kernels, n, threads):
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal(n).astype(np.float32)
+    y = rng.standard_normal(n).astype(np.float32)
+    out = np.full(1, np.nan, np.float32)
+    dot = kp.build([kernels.dot], threads=threads)["dot"]
+    dot(x, y, out)
+    exact = float(np.dot(x.astype(np.float64), y.astype(np.float64)))
+    assert abs(float(out[0]) - exact) <= _float_sum_tolerance(x * y)
+    again = np.zeros_like(out)
+    dot(x, y, again)
+    assert again[0] == out[0]  # the same grouping on every run
+
+
+def test_integer_reductions_are_exact_and_agree_with_the_interpreter(kernels):
+    rng = np.random.default_rng(1)
+    x = rng.integers(-(2**31), 2**31, size=(301, 257), dtype=np.int32)
+    out = np.zeros(4, np.int64)
+    kernels.stats(x, 5, out)
+    expected = [5 + int(x.astype(np.int64).sum()), x.min(), x.max(), int((x % 2 == 0).sum())]
+    assert out.tolist() == expected
+    ref = np.zeros(4, np.int64)
+    small = x[:20, :30].copy()
+    kernels.stats.interpret(small, 5, ref)
+    kernels.stats(small, 5, out)
+    assert out.tolist() == ref.tolist()
+
+
+def test_an_empty_grid_leaves_the_starting_values(kernels):
+    out = np.zeros(4, np.int64)
+    kernels.stats(np.zeros((0, 3), np.int32), 9, out)
+    assert out.tolist() == [9, 2**31 - 1, -(2**31), 0]
+    lohi = np.zeros(2)
+    kernels.fmin(np.zeros(0), lohi)
+    assert lohi.tolist() == [1e300, -1e300]
+
+
+def test_float_min_max_propagate_nan_whatever_the_order(kernels):
+    x = np.random.default_rng(2).random(100_000)
+    for where in (0, 1, 50_000, 99_999):
+        y = x.copy()
+        y[where] = np.nan
+        out = np.zeros(2)
+        kernels.fmin(y, out)
+        assert np.isnan(out).all(), where
+        ref = np.zeros(2)
+        kernels.fmin.interpret(y[:100] if where < 100 else y[where - 50 : where + 50], ref)
+        assert np.isnan(ref).all()
+    out = np.zeros(2)
+    kernels.fmin(x, out)
+    assert out.tolist() == [x.min(), x.max()]
+
+
+def test_integer_sums_wrap_in_the_local_type(kernels):
+    x = np.full(1000, 3, np.uint8)
+    out = np.zeros(1, np.uint8)
+    kernels.wraps(x, out)
+    assert out[0] == (250 + 3000) % 256
+
+
+def test_statements_after_the_grid_run_once_after_every_point(kernels):
+    for n in (0, 1, 6, 100_001):
+        out = np.zeros(max(n, 1))
+        kernels.epilogue_only(n, out)
+        ref = np.zeros(max(n, 1))
+        if n < 1000:
+            kernels.epilogue_only.interpret(n, ref)
+        else:
+            ref[:n] = 1.0
+            ref[: n // 2] += n // 2
+            ref[0] *= 2.0
+        assert out.tolist() == ref.tolist(), n
+
+
+def test_reductions_export_and_load(kernels, tmp_path):
+    path = tmp_path / "dot.so"
+    kp.build([kernels.dot, kernels.stats]).export_library(str(path))
+    lib = kp.load_module(str(path))
+    x = np.arange(100, dtype=np.float32)
+    out = np.zeros(1, np.float32)
+    lib["dot"](x, x, out)
+    assert out[0] == float((np.arange(100) ** 2).sum())
+
+
+@pytest.mark.parametrize("target", ["opencl", "vulkan", "cuda"])
+def test_devices_refuse_reductions_by_name_and_line(kernels, target):
+    with pytest.raises(kp.CompileError) as info:
+        kp.build([kernels.dot], target)
+    message = str(info.value)
+    assert "reduction_kernels.py:8" in message and "'acc'" in message and target in message
+    assert "kp.atomic_add" in message
+
+
+# ---------------------------------------------------------------------------- errors
+def _error(tmp_path, body: str) -> kp.CompileError:
+    source = "import kernpack as kp\n\n@kp.kernel\ndef k(x: kp.f32[:], out: kp.f32[:]):\n" + body
+    with pytest.raises(kp.CompileError) as info:
+        _import(tmp_path, source, "bad_reduction")
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "words"),
+    [
+        (
+            "    s = 0.0\n    for i in kp.grid(x.shape[0]):\n        s += x[i]\n        out[i] = s\n    out[0] = s\n",
+            8,
+            "grid points cannot read reduction 's'",
+        ),
+        (
+            "    s = 0.0\n    for i in kp.grid(x.shape[0]):\n        s = x[i]\n    out[0] = s\n",
+            7,
+            "'s' is read after the grid loop",
+        ),
+        (
+            "    s = 0.0\n    for i in kp.grid(x.shape[0]):\n        s *= x[i]\n    out[0] = s\n",
+            7,
+            "s += v, s = min(s, v) or s = max(s, v)",
+        ),
+        (
+            "    s = 0.0\n    for i in kp.grid(x.shape[0]):\n        s += x[i]\n        s = min(s, x[i])\n"
+            "    out[0] = s\n",
+            8,
+            "combines with add on line 7",
+        ),
+        (
+            "    for i in kp.grid(x.shape[0]):\n        s += x[i]\n    out[0] = s\n",
+            6,
+            "needs a starting value before the grid loop",
+        ),
+        (
+            "    s = kp.f32(0.0)\n    for i in kp.grid(x.shape[0]):\n        s = max(s, kp.f64(x[i]))\n"
+            "    out[0] = s\n",
+            7,
+            "s = max(s, kp.f32(...))",
+        ),
+        (
+            "    s = False\n    for i in kp.grid(x.shape[0]):\n        s += x[i] > 0\n    out[0] = 1.0\n"
+            "    if s:\n        out[0] = 2.0\n",
+            7,
+            "reduce numbers",
+        ),
+        (
+            "    for i in kp.grid(x.shape[0]):\n        out[i] = x[i]\n    out[i] = 0.0\n",
+            7,
+            "grid variable 'i' has no value after the grid loop",
+        ),
+        (
+            "    s = 0\n    for i in kp.grid(x.shape[0]):\n        s += x[i]\n    out[0] = s\n",
+            7,
+            "cannot store f32 into i64",
+        ),
+    ],
+)
+def test_errors_name_the_line_and_what_to_write(tmp_path, body, line, words):
+    err = _error(tmp_path, body)
+    assert err.lineno == line, err
+    assert words in str(err), err
