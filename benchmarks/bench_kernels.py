@@ -27,6 +27,10 @@ the machine slows both alike.
   without ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` (set on some machines because old
   OpenBLAS builds crash on their CPU; they slow a current OpenBLAS). The faster of the two is
   the baseline; both are in the JSON.
+* **reductions**: a dot product of two float32 vectors of 2**20 (``acc += x[i] * y[i]`` over
+  the grid, then ``out[0] = acc``), built with ``threads=1`` and ``threads=2``, against
+  ``np.dot(x, y)`` (BLAS's sdot); and the largest element of one (``top = max(top, x[i])``,
+  2 threads) against ``np.max(x)``.
 * **compile**: vadd and saxpy from source to their first call with nothing cached, beside
   Apache TVM 0.27 compiling the same kernel for "llvm": the median of 9 runs (``--quick``: 3),
   each a new kernel, taken in 3 rounds that alternate kernpack and TVM, after a warm-up run
@@ -71,6 +75,7 @@ from benchmarks._common import fmt_time, median_seconds, report, tvm_peer, tvm_p
 
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 MATMUL_N = 512
+REDUCTION_N = 2**20
 
 
 @kp.kernel
@@ -133,6 +138,22 @@ def matmul_rows4(A: kp.f32[:, :], B: kp.f32[:, :], C: kp.f32[:, :]):
                 C[i + 3, j] += a3 * b
 
 
+@kp.kernel
+def dot(x: kp.f32[:], y: kp.f32[:], out: kp.f32[:]):
+    acc = kp.f32(0.0)
+    for i in kp.grid(x.shape[0]):
+        acc += x[i] * y[i]
+    out[0] = acc
+
+
+@kp.kernel
+def vmax(x: kp.f32[:], out: kp.f32[:]):
+    top = x[0]
+    for i in kp.grid(x.shape[0]):
+        top = max(top, x[i])
+    out[0] = top
+
+
 MATMULS = {
     "2-D grid i,j, dot over k": ("matmul_dot", matmul_dot),
     "grid over rows, i-k-j": ("matmul_rows", matmul_rows),
@@ -164,6 +185,7 @@ def compile_times(build_threads: list[int]) -> tuple[dict[str, dict], dict[str, 
     small = [np.ones((4, 4), np.float32) for _ in range(3)]
     kernels = [("vadd", vadd, tiny), ("saxpy", saxpy, [2.0, *tiny])]
     kernels += [(name, kernel, small) for name, kernel in MATMULS.values()]
+    kernels += [("dot", dot, tiny), ("vmax", vmax, tiny[:2])]
     compiles = {}
     for name, kernel, args in kernels:
         first = timed(kernel, *args)
@@ -287,6 +309,28 @@ def bench_numba(funcs: dict, n: int, repeat: int, extra: dict) -> list[dict]:
         row(f"vadd f32 n={size}, 1 thread vs numba", t["kernpack vadd"], t["numba vadd"], "numba @njit loop"),
         row(f"saxpy f32 n={size}, 1 thread vs numba", t["kernpack saxpy"], t["numba saxpy"], "numba @njit loop"),
     ]
+
+
+def bench_reductions(funcs: dict, repeat: int) -> list[dict]:
+    n = REDUCTION_N
+    rng = np.random.default_rng(0)
+    x, y = rng.random(n, dtype=np.float32), rng.random(n, dtype=np.float32)
+    out = np.zeros(1, np.float32)
+    for threads in (1, 2):
+        funcs["dot", threads](x, y, out)
+        np.testing.assert_allclose(out[0], np.dot(x.astype(np.float64), y), rtol=1e-5)
+    funcs["vmax", 2](x, out)
+    assert out[0] == x.max()
+    fns = {"np.dot": lambda: np.dot(x, y), "np.max": lambda: np.max(x)}
+    for threads in (1, 2):
+        fns[f"dot {threads}"] = lambda fn=funcs["dot", threads]: fn(x, y, out)
+    fns["vmax 2"] = lambda: funcs["vmax", 2](x, out)
+    t = medians(fns, repeat)
+    rows = [
+        row(f"dot f32 n=2^20, {threads_label(threads)}", t[f"dot {threads}"], t["np.dot"], "np.dot")
+        for threads in (1, 2)
+    ]
+    return [*rows, row("max f32 n=2^20, 2 threads", t["vmax 2"], t["np.max"], "np.max")]
 
 
 def numpy_matmul_child(n: int, repeat: int) -> dict:
@@ -427,6 +471,7 @@ def main() -> None:
         bench_vectors(funcs, n, repeat, extra)
         + bench_numba(funcs, n, repeat, extra)
         + bench_matmul(funcs, matmul_repeat, extra)
+        + bench_reductions(funcs, repeat * 4)
         + bench_compile(tvm, compile_rounds, compile_per_round, extra)
     )
     extra["loadavg_1_5_15"] = {"before": load_before, "after": os.getloadavg()}

@@ -138,7 +138,7 @@ class ArgSpec:
 
     name: str
     t: str
-    role: str  # "scalar", "in", "out", "atomic", "shape-only"
+    role: str  # "scalar", "in", "out", "atomic", "shape-only", "result" (of a reduction)
     shape: tuple[int, ...] | None = None
     value: Any = None
     profile: str = "plain"
@@ -209,6 +209,7 @@ class _Gen:
         self.budget = 0
         self.mutable_prologue = False
         self.index_depth = 0  # indices inside indices: bounded, or loads would nest forever
+        self.reductions: list[tuple[str, str, str, ArgSpec]] = []  # (local, type, op, result array)
 
     # ------------------------------------------------------------------ names
     def fresh(self, prefix: str) -> str:
@@ -611,6 +612,8 @@ class _Gen:
     def statement(self, depth: int, pad: str) -> list[str]:
         self.budget -= 1
         choices = ["store", "store", "local", "local", "reassign"] if self.in_grid else ["local", "local", "reassign"]
+        if self.in_grid and self.reductions:
+            choices += ["reduce", "reduce"]
         if depth < 3:
             choices += ["if", "if", "for"] + (["while"] if self.loops < 2 else [])
             if self.loops >= 2:
@@ -626,6 +629,8 @@ class _Gen:
             return self.maybe_local(depth, pad)
         if what == "store":
             return self.store(pad)
+        if what == "reduce":
+            return self.reduce(pad, self.r.choice(self.reductions))
         if what == "local":
             return self.new_local(pad, prologue=not self.in_grid)
         if what == "reassign":
@@ -710,6 +715,64 @@ class _Gen:
         body = [f"{pad}    {name} += 1", *self.block(depth + 1, pad + "    ", first_store=self.chance(0.5))]
         self.loops -= 1
         return head + body
+
+    # ------------------------------------------------------------------ reductions
+    def plan_reductions(self) -> None:
+        """Sometimes one or two reductions, each with a result array the epilogue writes."""
+        if not self.chance(0.3):
+            return
+        self.flags.add("reduction")
+        for _ in range(self.r.choice([1, 1, 2])):
+            t = self.r.choice(INTS + FLOATS)
+            op = self.r.choice(["add", "add", "min", "max"])
+            result = ArgSpec(self.fresh("s"), t, "result", (2,))
+            self.args.append(result)
+            self.reductions.append((self.fresh("r"), t, op, result))
+
+    def reduction_starts(self, pad: str) -> list[str]:
+        """The reductions' starting values (not visible to the grid: it may not read them)."""
+        lines = []
+        for name, t, op, _ in self.reductions:
+            if op == "add" and t in FLOATS:
+                # Float sums get terms with few significant bits, so any order gives the same sum.
+                start = f"kp.{t}({self.r.choice(['0.0', '0.5', '1.5', '(-2.25)', '3.0', '0.25'])})"
+            else:
+                start = str(self.to_type(self.fit(self.value_for(t, 1, True), t), t))
+            lines.append(f"{pad}{name} = {start}")
+        return lines
+
+    def reduce(self, pad: str, reduction: tuple[str, str, str, ArgSpec]) -> list[str]:
+        """One point's contribution: ``r += v``, ``r = r + v``, ``r = min(r, v)``, ..."""
+        name, t, op, _ = reduction
+        if op == "add":
+            if t in FLOATS:
+                v = f"kp.i32(({self.expr('int', 1, True)}) % 7) - 3"  # small integers: exact sums
+            else:
+                v = str(self.fit(self.expr("int", 2, True), t))
+            return [pad + self.r.choice([f"{name} += {v}", f"{name} = {name} + ({v})", f"{name} = ({v}) + {name}"])]
+        v = str(self.to_type(self.fit(self.value_for(t, 2, True), t), t))  # min/max compute in the local's type
+        return [pad + self.r.choice([f"{name} = {op}({name}, {v})", f"{name} = {op}({v}, {name})"])]
+
+    def epilogue(self, pad: str) -> list[str]:
+        """After the grid: each reduction into its result, and a value computed from it."""
+        self.in_grid = False
+        saved = self.scopes
+        # Readable here: the prologue's locals the grid leaves alone, and the reductions.
+        self.scopes = [{n: v for n, v in scope.items() if not v.mutable} for scope in saved]
+        self.scopes.append({name: Var(name, t, mutable=False) for name, t, _, _ in self.reductions})
+        lines = []
+        for name, t, _, result in self.reductions:
+            lines.append(f"{pad}{result.name}[0] = {name}")
+            value = self.value_for(t, 2, True)
+            if t in INTS and value.t in FLOATS:
+                value = self.cast(value, t)
+            if self.chance(0.5):
+                lines += [f"{pad}if {self.cond(1)}:", f"{pad}    {result.name}[1] = {self.fit(value, t)}"]
+                lines += [f"{pad}else:", f"{pad}    {result.name}[1] = {name}"]
+            else:
+                lines.append(f"{pad}{result.name}[1] = {self.fit(value, t)}")
+        self.scopes = saved
+        return lines
 
     # ------------------------------------------------------------------ the kernel
     def params(self) -> None:
@@ -833,6 +896,7 @@ class _Gen:
         g = r.choice([1, 1, 1, 2, 2, 3])
         self.params()
         self.outputs(g)
+        self.plan_reductions()
         r.shuffle(self.args)
         for a in self.args:
             if a.role == "scalar":
@@ -842,6 +906,7 @@ class _Gen:
         pad = "    "
         self.budget = r.randint(4, 18)
         lines = self.prologue(pad)
+        lines += self.reduction_starts(pad)
         extents = self.extents(g)
         self.grid_vars = [f"i{d}" for d in range(g)]
         grid = f"{pad}for {', '.join(self.grid_vars)} in kp.grid({', '.join(extents)}):"
@@ -851,9 +916,13 @@ class _Gen:
         for out in self.arrays("out"):
             target = f"{out.name}[{self.own_index(out)}]"
             body.append(f"{pad * 2}{target} = {self.value_for(out.t, 2, out.value != 'taint')}")
+        for reduction in self.reductions:  # every reduction gets at least one contribution
+            body += self.reduce(pad * 2, reduction)
+        self.scopes.pop()
+        epilogue = self.epilogue(pad) if self.reductions else []
         head = f"import math\n\nimport kernpack as kp\n\n{GLOBALS}\n\n{HELPERS}\n\n"
         source = head + f"@kp.kernel\ndef {name}({params}):\n"
-        source += "\n".join([*lines, grid, *body]) + "\n"
+        source += "\n".join([*lines, grid, *body, *epilogue]) + "\n"
         return Case(self.seed, name, source, self.args, self.flags)
 
 

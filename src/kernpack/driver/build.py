@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import CompileError
+from ..runtime.device import with_scratch
 from ..runtime.module import Module
 from ..runtime.signature import Signature
 from . import cache as disk
@@ -140,7 +141,7 @@ def compile_kernels(
     dump: str | os.PathLike[str] | None = None,
 ) -> Module:
     """The target's module of ``kernels``: lower, run the stages (or find them cached), package."""
-    functions = [Function(k.name, k.signature, _grid(k, target)) for k in kernels]
+    functions = [Function(k.name, _signature(k, target), _grid(k, target)) for k in kernels]
     if target.per_kernel:
         units = [Unit(f.name, options, [f], [k.kir]) for k, f in zip(kernels, functions, strict=True)]
     else:
@@ -266,32 +267,19 @@ def _blame(k: KernelSource, target: str, exc: CompileError) -> CompileError:
     return CompileError(f"kernel {k.name!r}{where} could not be compiled for {target}: {message}")
 
 
+def _signature(k: KernelSource, target: Target) -> Signature:
+    """The kernel's signature as the target's module declares it (with a device epilogue's scratch)."""
+    return with_scratch(k.signature) if target.device and k.kir.epilogue else k.signature
+
+
 def _grid(k: KernelSource, target: Target) -> tuple[str, ...]:
     """The kernel's grid extents as host expressions (for a device target), or a named refusal."""
     if not target.device:
         return ()
     try:
-        _check_host_only(k.kir, target.name)
         return tuple(grid_expressions(k.kir))
     except CompileError as exc:
         raise _blame(k, target.name, exc) from None
-
-
-def _check_host_only(kernel: kir.Kernel, target: str) -> None:
-    """Refuse what device targets do not run yet: statements after the grid, and so reductions."""
-    if not kernel.epilogue:
-        return
-    reduce = next((s for s in kir.walk(kernel.grid.body) if isinstance(s, kir.Reduce)), None)
-    what, line = (
-        (f"the reduction into {reduce.name!r}", reduce.line)
-        if reduce
-        else ("statements after the grid loop", kernel.epilogue[0].line)
-    )
-    raise CompileError(
-        f"kernel {kernel.name!r}, line {line}: {what} runs on the cpu target only in this version, not on "
-        f"{target}; for {target} combine into an output array in the grid with kp.atomic_add(out, 0, value) "
-        "(a sum), or build this kernel for cpu"
-    )
 
 
 def write_dump(

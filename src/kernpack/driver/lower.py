@@ -12,15 +12,17 @@ division by zero giving 0 (never a trap), float-to-int conversions that saturate
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import llvmlite.ir as ir
 
 from ..errors import CompileError
-from ..runtime.abi import SCALARS
+from ..runtime.abi import SCALARS, SCRATCH_PARAM, device_axis
 from .lang import kir
 from .lang.kir import assigned_names
-from .lang.types import ArrayType, ScalarType, bool_
+from .lang.types import ArrayType, ScalarType, bool_, i32, u32
 
 __all__ = [
     "KernelBody",
@@ -28,6 +30,8 @@ __all__ = [
     "check_narrow_atomics",
     "declare",
     "device_abi_types",
+    "device_attrs",
+    "device_kernel",
     "gep",
     "llvm_type",
     "memory_type",
@@ -136,6 +140,40 @@ def check_narrow_atomics(kernel: kir.Kernel, target: str) -> None:
                 "4-byte word around the element, so the plain store could be lost. Write it only with "
                 "kp.atomic_add, or use a 32-bit array"
             )
+
+
+def device_kernel(kernel: kir.Kernel) -> kir.Kernel:
+    """The kernel as a device target lowers it: with an epilogue, the scratch is its last array.
+
+    (``kernpack.runtime.abi.SCRATCH_PARAM``: where workgroups leave their partials.)
+    """
+    if not kernel.epilogue:
+        return kernel
+    params = [*kernel.params, (SCRATCH_PARAM, ArrayType(u32, 1))]
+    return dataclasses.replace(kernel, params=params, written=kernel.written | {SCRATCH_PARAM})
+
+
+def _wide(t: ScalarType) -> ScalarType:
+    """The type a device combines a reduction of ``t`` in: 8- and 16-bit integers as 32-bit ones.
+
+    (Integer sums wrap, and narrowing commutes with them; min and max of extended values are
+    the extended min and max.) Workgroup memory and the scratch then hold 32 or 64 bits only.
+    """
+    if t.is_int and t.bits < 32:
+        return i32 if t.is_signed else u32
+    return t
+
+
+def _words(t: ScalarType) -> int:
+    """The 32-bit scratch words one partial of a reduction of ``t`` takes."""
+    return _wide(t).bits // 32
+
+
+def device_attrs(kernel: kir.Kernel, workgroup: tuple[int, int, int]) -> dict[str, Any]:
+    """What the function table says of a device kernel with an epilogue (``abi.scratch_words``)."""
+    if not kernel.epilogue:
+        return {}
+    return {"scratch": sum(_words(kernel.locals[r]) for r in kernel.reductions), "workgroup": list(workgroup)}
 
 
 def _state_fields(kernel: kir.Kernel) -> list[tuple[str, ScalarType]]:
@@ -287,20 +325,37 @@ class KernelBody:
             b.ret_void()
 
     def device_point(self, global_id: Callable[[ir.IRBuilder, int], ir.Value]) -> ir.Value:
-        """Run the prologue, set the grid variables to this work-item's point; True if inside."""
+        """Run the prologue, set the grid variables to this work-item's point; True if inside.
+
+        Each reduction's local then holds the operation's identity (this work-item's
+        contribution so far), its starting value kept aside for the epilogue.
+        """
         b = self.b
         self.block(self.kernel.prologue)
         grid = self.kernel.grid
         inside = None
+        self.point: list[tuple[ir.Value, ir.Value]] = []  # (index, extent) per grid dimension
         for d, (var, extent) in enumerate(zip(grid.vars, grid.extents, strict=True)):
             index = global_id(b, d)
             b.store(index, self.vars[var])
-            ok = b.icmp_signed("<", index, self.expr(extent))
+            bound = self.expr(extent)
+            self.point.append((index, bound))
+            ok = b.icmp_signed("<", index, bound)
             inside = ok if inside is None else b.and_(inside, ok)
+        self.starts: dict[str, ir.Value] = {}
+        for name, op in self.kernel.reductions.items():
+            typ = self.var_types[name]
+            self.starts[name] = self.slot(typ, f"{name}.start")
+            b.store(b.load(self.vars[name], typ=typ), self.starts[name])
+            b.store(ir.Constant(typ, kir.identity(op, self.kernel.locals[name])), self.vars[name])
         return inside
 
-    def emit_device(self, global_id: Callable[[ir.IRBuilder, int], ir.Value]) -> None:
-        """One work-item per grid point: ``global_id(builder, d)`` is its index in dimension d."""
+    def emit_device(self, global_id: Callable[[ir.IRBuilder, int], ir.Value], workgroup: tuple[int, int, int]) -> None:
+        """One work-item per grid point: ``global_id(builder, d)`` is its index in dimension d.
+
+        ``workgroup`` is the launch's workgroup along x, y, z, which a kernel with an epilogue
+        is launched with (see :meth:`device_epilogue`).
+        """
         b = self.b
         grid = self.kernel.grid
         inside = self.device_point(global_id)
@@ -314,7 +369,191 @@ class KernelBody:
         if not b.block.is_terminated:
             b.branch(end)
         b.position_at_end(end)
+        self.device_epilogue(workgroup)
         b.ret_void()
+
+    # ------------------------------------------------------------------ device epilogue
+    def device_epilogue(self, workgroup: tuple[int, int, int]) -> None:
+        """After every work-item's point: the reductions and the epilogue (``abi.SCRATCH_PARAM``).
+
+        Every work-item of a workgroup (those outside the grid too, with the identity) gets
+        here; a tree in workgroup memory combines their contributions, and the first work-item
+        writes the group's partial to the scratch and counts the group done. The last group to
+        finish (an acquire-release count: it sees every partial) combines them in group order,
+        then its starting value, and runs the epilogue: one grouping for a geometry, so a run
+        repeats exactly. No atomic per point, no second launch.
+        """
+        kernel = self.kernel
+        if not kernel.epilogue:
+            return
+        b = self.b
+        local, group, groups = self._group_position(workgroup)
+        size = workgroup[0] * workgroup[1] * workgroup[2]  # a power of two
+        reductions = [(name, op, t, _wide(t)) for name, op in kernel.reductions.items() for t in [kernel.locals[name]]]
+        shared = [self.shared_array(f"{name}.group", llvm_type(w), size) for name, _, _, w in reductions]
+        local32 = b.trunc(local, _I32)
+        for (name, _, t, w), array in zip(reductions, shared, strict=True):
+            own = self._widen(b.load(self.vars[name], typ=self.var_types[name]), t, w)
+            b.store(own, array(local32))
+        self.barrier()
+        step = size // 2
+        while step:
+
+            def fold(step: int = step) -> None:
+                for (_, op, _, w), array in zip(reductions, shared, strict=True):
+                    mine, other = array(local32), array(b.add(local32, _I32(step)))
+                    x, y = b.load(mine, typ=llvm_type(w)), b.load(other, typ=llvm_type(w))
+                    b.store(self.combine(op, w, x, y), mine)
+
+            self.when(b.icmp_unsigned("<", local32, _I32(step)), fold)
+            self.barrier()
+            step //= 2
+        # Where reduction r's partial of group g lies: 1 + groups * (words before r) + g * words.
+        offsets, before = [], 0
+        for *_, w in reductions:
+            offsets.append(before)
+            before += w.bits // 32
+
+        def partial(k: int, g: ir.Value) -> ir.Value:
+            return b.add(_I64(1), b.add(b.mul(groups, _I64(offsets[k])), b.mul(g, _I64(reductions[k][3].bits // 32))))
+
+        def leader() -> None:
+            for k, ((*_, w), array) in enumerate(zip(reductions, shared, strict=True)):
+                self._store_words(b.load(array(_I32(0)), typ=llvm_type(w)), partial(k, group))
+            done = self.count_done(self.scratch_word(_I64(0)))
+            self.when(b.icmp_unsigned("==", b.zext(done, _I64), b.sub(groups, _I64(1))), finish)
+
+        def finish() -> None:
+            totals = []
+            for name, op, _, w in reductions:
+                total = self.slot(llvm_type(w), f"{name}.total")
+                b.store(ir.Constant(llvm_type(w), kir.identity(op, w)), total)
+                totals.append(total)
+
+            def add(g: ir.Value) -> None:
+                for k, ((_, op, _, w), total) in enumerate(zip(reductions, totals, strict=True)):
+                    value = self._load_words(w, partial(k, g))
+                    b.store(self.combine(op, w, b.load(total, typ=llvm_type(w)), value), total)
+
+            self.repeat(groups, add)
+            for (name, op, t, w), total in zip(reductions, totals, strict=True):
+                start = self._widen(b.load(self.starts[name], typ=self.var_types[name]), t, w)
+                result = self.combine(op, w, start, b.load(total, typ=llvm_type(w)))
+                b.store(self.cast(result, w, t) if w is not t else result, self.vars[name])
+            self.block(kernel.epilogue)
+
+        self.when(b.icmp_unsigned("==", local, _I64(0)), leader)
+
+    def _group_position(self, workgroup: tuple[int, int, int]) -> tuple[ir.Value, ir.Value, ir.Value]:
+        """The work-item's index in its group, its group's index, and the number of groups (i64).
+
+        From the grid indices alone: the launch has ``abi.group_counts`` groups, at least one
+        along each axis; the last grid dimension is axis x (``abi.device_axis``).
+        """
+        b = self.b
+        ndim = len(self.point)
+        along = [(_I64(0), _I64(1))] * 3  # (index, extent) along x, y, z
+        for d, (index, extent) in enumerate(self.point):
+            along[device_axis(d, ndim)] = (index, extent)
+        local, group, groups = _I64(0), _I64(0), _I64(1)
+        for (index, extent), width in reversed(list(zip(along, workgroup, strict=True))):
+            count = b.udiv(b.add(self._max(extent, _I64(1)), _I64(width - 1)), _I64(width))
+            local = b.add(b.mul(local, _I64(width)), b.urem(index, _I64(width)))
+            group = b.add(b.mul(group, count), b.udiv(index, _I64(width)))
+            groups = b.mul(groups, count)
+        return local, group, groups
+
+    def _widen(self, v: ir.Value, t: ScalarType, w: ScalarType) -> ir.Value:
+        return v if w is t else self.cast(v, t, w)  # the target's conversion, with its workarounds
+
+    def _store_words(self, v: ir.Value, at: ir.Value) -> None:
+        """A 32- or 64-bit value into the scratch at word ``at`` (low word first)."""
+        b = self.b
+        bits = ir.IntType(v.type.width if isinstance(v.type, ir.IntType) else (32 if str(v.type) == "float" else 64))
+        raw = b.bitcast(v, bits) if bits != v.type else v
+        b.store(b.trunc(raw, _I32) if bits.width == 64 else raw, self.scratch_word(at))
+        if bits.width == 64:
+            b.store(b.trunc(b.lshr(raw, _I64(32)), _I32), self.scratch_word(b.add(at, _I64(1))))
+
+    def _load_words(self, t: ScalarType, at: ir.Value) -> ir.Value:
+        b = self.b
+        low = b.load(self.scratch_word(at), typ=_I32)
+        raw = low
+        if t.bits == 64:
+            high = b.load(self.scratch_word(b.add(at, _I64(1))), typ=_I32)
+            raw = b.or_(b.zext(low, _I64), b.shl(b.zext(high, _I64), _I64(32)))
+        return b.bitcast(raw, llvm_type(t)) if t.is_float else raw
+
+    # The device hooks: a device target's body defines them (the CPU never calls them).
+    def scratch_word(self, index: ir.Value) -> ir.Value:
+        """The address of word ``index`` (i64) of the scratch."""
+        ptr, _, _ = self.arrays[SCRATCH_PARAM]
+        return self.b.gep(ptr, [index], source_etype=_I32)
+
+    def shared_array(self, name: str, element: ir.Type, count: int) -> Callable[[ir.Value], ir.Value]:
+        """An array in workgroup memory; the returned function gives element ``k``'s address (i32 k)."""
+        array_type = ir.ArrayType(element, count)
+        array = ir.GlobalVariable(self.module, array_type, f"kp.{self.kernel.name}.{name}", addrspace=3)
+        array.linkage = "internal"
+        array.initializer = ir.Constant(array_type, ir.Undefined)
+
+        def element_address(k: ir.Value) -> ir.Value:
+            address = self.b.gep(array, [_I32(0), k], inbounds=True, source_etype=array_type)
+            address.type = ir.PointerType(addrspace=3)
+            return address
+
+        return element_address
+
+    def count_done(self, counter: ir.Value) -> ir.Value:
+        """Add 1 to the i32 at ``counter`` (the scratch's count of groups done); return the old value.
+
+        Acquire-release at device scope: this group's partial is written before, and the last
+        group reads every other group's after.
+        """
+        return self.b.atomic_rmw("add", counter, _I32(1), "acq_rel")
+
+    def barrier(self) -> None:
+        """Wait for every work-item of the workgroup; their workgroup-memory writes are then seen."""
+        raise NotImplementedError(f"{type(self).__name__} has no workgroup barrier")
+
+    def when(self, cond: ir.Value, then: Callable[[], None]) -> None:
+        """Run what ``then`` emits where ``cond`` holds."""
+        b = self.b
+        body = self.fn.append_basic_block("when")
+        end = self.fn.append_basic_block("when.end")
+        b.cbranch(cond, body, end)
+        b.position_at_end(body)
+        then()
+        if not b.block.is_terminated:
+            b.branch(end)
+        b.position_at_end(end)
+
+    def repeat(self, count: ir.Value, body: Callable[[ir.Value], None]) -> None:
+        """Run what ``body(k)`` emits for k = 0 .. count - 1 (i64)."""
+        b = self.b
+        counter = self.slot(_I64, "repeat")
+        b.store(_I64(0), counter)
+        test = self.fn.append_basic_block("repeat")
+        inside = self.fn.append_basic_block("repeat.body")
+        end = self.fn.append_basic_block("repeat.end")
+        b.branch(test)
+        b.position_at_end(test)
+        k = b.load(counter, typ=_I64)
+        b.cbranch(b.icmp_signed("<", k, count), inside, end)
+        b.position_at_end(inside)
+        body(k)
+        b.store(b.add(b.load(counter, typ=_I64), _I64(1)), counter)
+        b.branch(test)
+        b.position_at_end(end)
+
+    def slot(self, ty: ir.Type, name: str) -> ir.Value:
+        """An alloca in the entry block (where SROA and the backends promote it to a register)."""
+        entry = self.fn.entry_basic_block
+        if self.b.block is entry:
+            return self.b.alloca(ty, name=name)  # another builder would leave self.b's position stale
+        b = ir.IRBuilder(entry)
+        b.position_before(entry.instructions[0])
+        return b.alloca(ty, name=name)
 
     def emit_extent(self) -> None:
         (outer,) = self.rest
@@ -476,17 +715,32 @@ class KernelBody:
 
         A float sum may be reassociated (``reassoc``): that is what lets LLVM keep several
         partial sums in SIMD lanes, and why a float reduction's result is exact only up to
-        rounding. ``min``/``max`` of floats propagate NaN (LLVM's ``minimum``/``maximum``).
+        rounding. ``min``/``max`` of floats are IEEE 754's ``minimum``/``maximum`` (LLVM's
+        intrinsics): NaN if either operand is, -0.0 below 0.0.
         """
         b = self.b
         if op == "add":
             return b.fadd(x, y, flags=("reassoc",)) if t.is_float else b.add(x, y)
-        if t.is_float:
+        if t.is_float and self.minmax_intrinsics:
             ty = llvm_type(t)
             name = f"llvm.{'minimum' if op == 'min' else 'maximum'}.{ty}"
             return b.call(declare(self.module, name, ty, [ty, ty]), [x, y])
+        if t.is_float:  # spelled out where a backend may not have the intrinsics
+            better = b.fcmp_ordered("<" if op == "min" else ">", y, x)
+            # Equal: zeros of either sign (min takes the negative one) or the same value.
+            tie = b.select(self.signbit(y, t), y, x) if op == "min" else b.select(self.signbit(y, t), x, y)
+            pick = b.select(b.fcmp_ordered("==", x, y), tie, b.select(better, y, x))
+            return b.select(self.is_nan(y, t), y, b.select(self.is_nan(x, t), x, pick))
         cmp = b.icmp_signed if t.is_signed else b.icmp_unsigned
         return b.select(cmp("<" if op == "min" else ">", x, y), x, y)
+
+    #: Float min/max of reductions as LLVM's ``minimum``/``maximum`` (which the CPU's loop
+    #: vectorizer knows); a device target spells them out instead.
+    minmax_intrinsics = True
+
+    def is_nan(self, v: ir.Value, t: ScalarType) -> ir.Value:
+        """True if the float ``v`` is a NaN."""
+        return self.b.fcmp_unordered("!=", v, v)
 
     def atomic_add(self, ptr: ir.Value, value: ir.Value, dtype: ScalarType) -> None:
         """``*ptr += value`` atomically; a target without atomics of some width overrides it."""

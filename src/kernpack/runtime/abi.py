@@ -29,14 +29,18 @@ __all__ = [
     "METH_FASTCALL",
     "METH_KEYWORDS",
     "OBJECT_TYPE",
+    "OPENCL_WORKGROUP",
     "SCALARS",
     "SCALAR_VALUE",
+    "SCRATCH_PARAM",
     "VULKAN_WORKGROUP",
     "Scalar",
     "axis_extents",
     "device_axis",
     "fast_symbols",
+    "group_counts",
     "parameter_binding",
+    "scratch_words",
 ]
 
 
@@ -113,6 +117,35 @@ def axis_extents(grid: tuple[int, ...]) -> tuple[int, int, int]:
 CUDA_BLOCK: dict[int, tuple[int, int, int]] = {1: (256, 1, 1), 2: (16, 16, 1), 3: (8, 8, 4)}
 #: Invocations per Vulkan workgroup by grid rank, along axes x, y, z (the shader's LocalSize).
 VULKAN_WORKGROUP: dict[int, tuple[int, int, int]] = {1: (64, 1, 1), 2: (8, 8, 1), 3: (4, 4, 4)}
+#: Work-items per OpenCL workgroup by grid rank, for a kernel that needs to know it (one with
+#: statements after its grid); other kernels leave the choice to the driver.
+OPENCL_WORKGROUP: dict[int, tuple[int, int, int]] = {1: (64, 1, 1), 2: (8, 8, 1), 3: (4, 4, 4)}
+
+
+# ------------------------------------------------------------------------------ reductions
+# A device kernel with statements after its grid (an epilogue, and so its reductions) takes
+# one more array parameter, last: the scratch, ``uint32_t kp_scratch[:]``, which the launcher
+# allocates zeroed for each launch. Word 0 counts the workgroups that are done; then, for each
+# reduction in turn, one partial per workgroup in workgroup order (one word, two for a 64-bit
+# type, low word first). The last workgroup to finish combines the partials in that order and
+# runs the epilogue. The function table says how many words each workgroup needs
+# (``"scratch"``) and the workgroup (``"workgroup"``), from which the launcher sizes it.
+SCRATCH_PARAM = "kp_scratch"
+
+
+def group_counts(grid: tuple[int, ...], workgroup: tuple[int, ...] | list[int]) -> tuple[int, int, int]:
+    """Workgroups along x, y, z that a kernel with an epilogue is launched with.
+
+    At least one along each axis: the epilogue runs even when the grid is empty.
+    """
+    x, y, z = (-(-max(1, n) // w) for n, w in zip(axis_extents(grid), workgroup, strict=True))
+    return x, y, z
+
+
+def scratch_words(grid: tuple[int, ...], workgroup: tuple[int, ...] | list[int], per_group: int) -> int:
+    """The length of the scratch (in 32-bit words) of one launch over ``grid``."""
+    x, y, z = group_counts(grid, workgroup)
+    return 1 + x * y * z * per_group
 
 
 # ------------------------------------------------------------------------------ Vulkan resources

@@ -22,6 +22,7 @@ Payload layout (``save_to_bytes``)::
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 import json
 import os
@@ -34,6 +35,7 @@ from typing import Any, ClassVar, Self, TypeVar, cast
 import numpy as np
 
 from ..errors import ArgumentError, DeviceUnavailableError, FormatError, LoadError, UnsupportedOperationError
+from .abi import SCRATCH_PARAM, scratch_words
 from .calling import as_array, convert_scalar
 from .devices import Device, DeviceArray
 from .module import Module, ModulePropertyMask
@@ -51,6 +53,7 @@ __all__ = [
     "load_binary_file",
     "read_side_file",
     "runtime_once",
+    "with_scratch",
 ]
 
 _MAGIC = b"KPDEVM\x00\x01"
@@ -335,13 +338,24 @@ class DeviceModule(Module):
         return f"Module[{self.kind}](functions={list(self.functions)}{state})"
 
 
+def with_scratch(signature: Signature) -> Signature:
+    """``signature`` with the scratch a kernel with an epilogue takes last (``abi.SCRATCH_PARAM``)."""
+    scratch = Param(SCRATCH_PARAM, "uint32_t", pointer=True, ndim=1)
+    return dataclasses.replace(signature, params=(*signature.params, scratch))
+
+
 class DeviceFunction:
     """A kernel of a device module, called like the CPU kernel: arrays in, results written back."""
 
     def __init__(self, module: DeviceModule, entry: KernelEntry) -> None:
         self.module = module
         self.entry = entry
+        # A kernel with statements after its grid takes the launch's scratch last: the caller
+        # does not see it (see kernpack.runtime.abi).
+        self.scratch = entry.attrs.get("scratch")
         self.signature = entry.signature
+        if self.scratch is not None:
+            self.signature = dataclasses.replace(entry.signature, params=entry.signature.params[:-1])
 
     @property
     def name(self) -> str:
@@ -378,7 +392,10 @@ class DeviceFunction:
                     f"{self.name}(): argument {param.name!r} (parameter {index + 1} of {len(params)}, {param}): {err}"
                 ) from None
         grid = self.entry.extents(arrays, scalars)
-        if min(grid) <= 0:
+        if self.scratch is not None:
+            grid = tuple(max(1, n) for n in grid)  # the epilogue runs even for an empty grid
+            values.append(np.zeros(scratch_words(grid, self.entry.attrs["workgroup"], self.scratch), np.uint32))
+        elif min(grid) <= 0:
             return
         self.module._launch(self.entry, values, grid)
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DeviceUnavailableError, FormatError, LoadError
-from .abi import axis_extents
+from .abi import axis_extents, group_counts
 from .device import DeviceModule, KernelEntry, is_spirv, load_binary_file, runtime_once
 from .devices import Device, DeviceArray, register_device_kind
 from .registry import register_file_loader, register_loader
@@ -193,7 +193,7 @@ class OpenCLModule(DeviceModule):
             values.extend(np.int64(extent) for extent in value.shape[: param.ndim])  # none for a plain T *
         with self._lock:  # one kernel object per name: its arguments are set and enqueued together
             self._set_args(cl, entry.name, kernel, values, remember=not host_arrays)
-            cl.enqueue_nd_range_kernel(queue, kernel, axis_extents(grid)[: len(grid)], None)
+            cl.enqueue_nd_range_kernel(queue, kernel, *_geometry(entry, grid))
         dev.launched(entry.name)
         if not host_arrays:
             return  # device arrays only: the launch runs while the caller goes on
@@ -223,6 +223,20 @@ class OpenCLModule(DeviceModule):
                     kernel.set_arg(index, new)
         if remember:
             self._last_args[name] = values
+
+
+def _geometry(entry: KernelEntry, grid: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    """(global size, local size) of a launch: the driver's choice, unless the kernel fixes a workgroup.
+
+    A kernel with an epilogue knows its workgroup (``attrs["workgroup"]``): it is launched with
+    whole workgroups, the extra work-items outside the grid.
+    """
+    ndim = len(grid)
+    workgroup = entry.attrs.get("workgroup")
+    if workgroup is None:
+        return axis_extents(grid)[:ndim], None
+    groups = group_counts(grid, workgroup)
+    return tuple(g * w for g, w in zip(groups, workgroup, strict=True))[:ndim], tuple(workgroup[:ndim])
 
 
 def opencl_module(spirv: bytes, functions: Iterable[dict[str, Any] | KernelEntry]) -> OpenCLModule:

@@ -538,7 +538,7 @@ def vulkan_module(shaders: dict[str, bytes], functions: Iterable[dict[str, Any] 
         entry = KernelEntry.of(f)
         code = shaders[entry.name]
         workgroup = entry.attrs.get("workgroup") or (f.get("workgroup") if isinstance(f, dict) else None)
-        attrs = {"offset": len(blob), "size": len(code), "workgroup": list(workgroup or (64, 1, 1))}
+        attrs = {**entry.attrs, "offset": len(blob), "size": len(code), "workgroup": list(workgroup or (64, 1, 1))}
         entries.append(KernelEntry(entry.name, entry.signature, entry.grid, attrs))
         blob += code + bytes(-len(code) % 16)
     return VulkanModule(bytes(blob), entries)

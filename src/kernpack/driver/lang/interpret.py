@@ -142,11 +142,19 @@ def cast(value: Any, src: ScalarType, dst: ScalarType) -> Any:
 
 
 def combine(op: str, type_: ScalarType, a: Any, b: Any) -> Any:
-    """Two values of a reduction combined: integers wrap, ``min``/``max`` propagate NaN."""
-    if type_.is_float:
-        return a + b if op == "add" else (np.minimum if op == "min" else np.maximum)(a, b)
+    """Two values of a reduction combined, in an order that cannot show.
+
+    Integers wrap; float ``min``/``max`` are IEEE 754's ``minimum``/``maximum``: NaN if either
+    operand is, and -0.0 below 0.0.
+    """
     if op == "add":
-        return wrap(a + b, type_)
+        return a + b if type_.is_float else wrap(a + b, type_)
+    if type_.is_float:
+        if math.isnan(a) or math.isnan(b):
+            return a if math.isnan(a) else b
+        if a == b:  # equal values, or zeros of either sign: min takes the negative one
+            negative = math.copysign(1.0, a) < 0
+            return a if negative == (op == "min") else b
     return min(a, b) if op == "min" else max(a, b)
 
 

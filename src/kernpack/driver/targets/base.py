@@ -144,8 +144,13 @@ class Target:
 
 
 def kernel_entries(unit: Unit, attrs: Mapping[str, Any] | None = None) -> list[KernelEntry]:
-    """The function table a device module of ``unit`` carries (``attrs`` for every kernel)."""
-    return [KernelEntry(f.name, f.signature, f.grid, attrs) for f in unit.functions]
+    """The function table a device module of ``unit`` carries.
+
+    ``attrs`` go to every kernel, and ``unit.notes["attrs"][name]`` (what lowering found, such
+    as a reduction's scratch) to kernel ``name``.
+    """
+    own = unit.notes.get("attrs", {})
+    return [KernelEntry(f.name, f.signature, f.grid, {**(attrs or {}), **own.get(f.name, {})}) for f in unit.functions]
 
 
 def emit(text: str, triple: str, unit: Unit, **keywords: Any) -> bytes:

@@ -24,12 +24,12 @@ from typing import Any, ClassVar
 import llvmlite.ir as ir
 
 from ...errors import CompileError
-from ...runtime.abi import device_axis
+from ...runtime.abi import CUDA_BLOCK, device_axis
 from ...runtime.cuda import cuda_module
 from ...runtime.module import Module
 from ..isolate import triple_of
 from ..lang import kir
-from ..lower import KernelBody, check_narrow_atomics, declare, device_abi_types, llvm_type
+from ..lower import KernelBody, check_narrow_atomics, declare, device_abi_types, device_attrs, device_kernel, llvm_type
 from .base import IRContract, Options, Stage, Target, Unit, emit, kernel_entries
 
 __all__ = ["CUDA_TRIPLE", "DEFAULT_ARCH", "TARGET", "CUDAOptions", "assemble_cubin", "find_libdevice", "find_ptxas"]
@@ -68,6 +68,20 @@ def find_libdevice() -> str | None:
 
 
 class _CudaBody(KernelBody):
+    minmax_intrinsics = False
+
+    def barrier(self) -> None:
+        fn = declare(self.module, "llvm.nvvm.barrier0", ir.VoidType(), [])
+        self.b.call(fn, [])
+
+    def count_done(self, counter: ir.Value) -> ir.Value:
+        # NVPTX emits an acquire-release atomicrmw as a relaxed atom.add: fences around it,
+        # as CUDA's __threadfence() before the count (the threadFenceReduction pattern).
+        self.b.fence("release")
+        old = self.b.atomic_rmw("add", counter, ir.Constant(ir.IntType(32), 1), "monotonic")
+        self.b.fence("acquire")
+        return old
+
     def call(self, e: kir.Call) -> ir.Value:
         if e.func not in _LIBDEVICE:
             return super().call(e)
@@ -80,7 +94,7 @@ def lower_cuda(kernels: list[kir.Kernel], module_name: str) -> ir.Module:
     """Build the LLVM module of CUDA kernels."""
     module = ir.Module(name=module_name)
     module.triple = CUDA_TRIPLE
-    for kernel in kernels:
+    for kernel in map(device_kernel, kernels):
         abi = device_abi_types(kernel, _GLOBAL)
         fn = ir.Function(module, ir.FunctionType(ir.VoidType(), abi), name=kernel.name)
         fn.calling_convention = "ptx_kernel"
@@ -96,7 +110,7 @@ def lower_cuda(kernels: list[kir.Kernel], module_name: str) -> ir.Module:
             return b.add(b.mul(block, size), thread)
 
         check_narrow_atomics(kernel, "cuda")
-        _CudaBody(module, fn, kernel).emit_device(global_id)
+        _CudaBody(module, fn, kernel).emit_device(global_id, CUDA_BLOCK[ndim])
     return module
 
 
@@ -114,6 +128,7 @@ class CUDAOptions(Options):
 
 
 def _lower(_: bytes, unit: Unit) -> bytes:
+    unit.notes["attrs"] = {k.name: device_attrs(k, CUDA_BLOCK[len(k.grid.vars)]) for k in unit.kernels}
     return str(lower_cuda(unit.kernels, unit.label)).encode()
 
 

@@ -3,7 +3,8 @@
 Each kernel becomes a ``spir_kernel`` whose arrays are global pointers (address space 1), each
 followed by its ``i64`` extents, as on the CPU. One work-item runs one grid point: grid
 dimension d is ``get_global_id(device_axis(d, ndim))`` (the last is 0: ``kernpack.runtime.abi``),
-and points outside the extents return at once.
+and points outside the extents skip the body. A kernel with statements after its grid runs
+in workgroups of ``abi.OPENCL_WORKGROUP`` (``KernelBody.device_epilogue``).
 SPIR-V 1.2 because strict OpenCL consumers (``spirv-val --target-env opencl2.2``) refuse 1.4.
 The package is an ``opencl`` module.
 """
@@ -14,13 +15,14 @@ from dataclasses import dataclass
 
 import llvmlite.ir as ir
 
-from ...runtime.abi import device_axis
+from ...runtime.abi import OPENCL_WORKGROUP, device_axis
 from ...runtime.module import Module
 from ...runtime.opencl import opencl_module
 from ..isolate import triple_of
 from ..lang import kir
 from ..lang.types import ScalarType, i64, u32
-from ..lower import KernelBody, check_narrow_atomics, declare, device_abi_types
+from ..lower import KernelBody, check_narrow_atomics, declare, device_abi_types, device_attrs, device_kernel
+from . import spirvbin
 from .base import IRContract, Options, Stage, Target, Unit, emit, kernel_entries
 
 __all__ = ["OPENCL_TRIPLE", "TARGET", "OpenCLOptions", "lower_opencl"]
@@ -34,6 +36,16 @@ _I64 = ir.IntType(64)
 
 
 class _OpenCLBody(KernelBody):
+    minmax_intrinsics = False
+
+    def barrier(self) -> None:
+        # barrier(CLK_LOCAL_MEM_FENCE): the backend makes it an OpControlBarrier.
+        fn = declare(self.module, "_Z7barrierj", ir.VoidType(), [_I32])
+        fn.calling_convention = "spir_func"
+        fn.attributes.add("convergent")
+        call = self.b.call(fn, [_I32(1)])
+        call.calling_convention = "spir_func"
+
     def cast(self, v: ir.Value, src: ScalarType, dst: ScalarType) -> ir.Value:
         if src.is_float and src.bits == 32 and dst is u32:
             # Intel's runtime converts a float32 NaN to 0xFFFFFFFF under SaturatedConversion
@@ -80,7 +92,7 @@ def lower_opencl(kernels: list[kir.Kernel], module_name: str) -> ir.Module:
     get_global_id = declare(module, "_Z13get_global_idj", _I64, [_I32])
     get_global_id.calling_convention = "spir_func"
 
-    for kernel in kernels:
+    for kernel in map(device_kernel, kernels):
         ndim = len(kernel.grid.vars)
 
         def global_id(b: ir.IRBuilder, d: int, ndim: int = ndim) -> ir.Value:
@@ -91,7 +103,7 @@ def lower_opencl(kernels: list[kir.Kernel], module_name: str) -> ir.Module:
         fn = ir.Function(module, ir.FunctionType(ir.VoidType(), device_abi_types(kernel, _GLOBAL)), name=kernel.name)
         fn.calling_convention = "spir_kernel"
         check_narrow_atomics(kernel, "opencl")
-        _OpenCLBody(module, fn, kernel).emit_device(global_id)
+        _OpenCLBody(module, fn, kernel).emit_device(global_id, OPENCL_WORKGROUP[ndim])
     return module
 
 
@@ -103,6 +115,7 @@ class OpenCLOptions(Options):
 
 
 def _lower(_: bytes, unit: Unit) -> bytes:
+    unit.notes["attrs"] = {k.name: device_attrs(k, OPENCL_WORKGROUP[len(k.grid.vars)]) for k in unit.kernels}
     return str(lower_opencl(unit.kernels, unit.label)).encode()
 
 
@@ -112,7 +125,9 @@ def _spirv(src: bytes, unit: Unit) -> bytes:
     # which spirv-val and Intel's runtime refuse). The driver optimizes the SPIR-V anyway.
     text = src.decode()
     triple = triple_of(text, OPENCL_TRIPLE)
-    return emit(text, triple, unit, opt_level=unit.options.opt_level, codegen_opt=0, options=_LLVM_OPTIONS)
+    spirv = emit(text, triple, unit, opt_level=unit.options.opt_level, codegen_opt=0, options=_LLVM_OPTIONS)
+    # The count of finished workgroups must order global memory (CrossWorkgroupMemory).
+    return spirvbin.with_storage_semantics(spirv, {spirvbin.OP_ATOMIC_IADD: (spirvbin.ACQUIRE_RELEASE, 0x208)})
 
 
 def _package(units: list[Unit], name: str) -> Module:

@@ -27,14 +27,22 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ...errors import CompileError
-from ...runtime.abi import DESCRIPTOR_SET, EXTENTS_BINDING, VULKAN_WORKGROUP, device_axis, parameter_binding
+from ...runtime.abi import (
+    DESCRIPTOR_SET,
+    EXTENTS_BINDING,
+    SCRATCH_PARAM,
+    VULKAN_WORKGROUP,
+    device_axis,
+    parameter_binding,
+)
 from ...runtime.module import Module
 from ...runtime.vulkan import vulkan_module
 from .. import softmath
 from ..isolate import triple_of
 from ..lang import kir
 from ..lang.types import ArrayType, ScalarType
-from ..lower import KernelBody, declare, llvm_type, memory_type
+from ..lower import KernelBody, declare, device_attrs, device_kernel, llvm_type, memory_type
+from . import spirvbin
 from .base import IRContract, Options, Stage, Target, Unit, emit, kernel_entries
 
 __all__ = ["TARGET", "VULKAN_TRIPLE", "VulkanOptions", "float64_atomic_refusal", "lower_vulkan"]
@@ -61,6 +69,12 @@ _NAN_BITS = {32: 0x7FC00000, 64: 0x7FF8000000000000}
 _OP_CAPABILITY = 17
 _OP_EXECUTION_MODE = 16
 _OP_FUNCTION = 54
+# What a workgroup barrier and the count of finished workgroups must order, which LLVM leaves
+# out: workgroup memory (GLSL's barrier()), and the storage buffers (Uniform memory).
+_SEMANTICS = {
+    spirvbin.OP_CONTROL_BARRIER: (spirvbin.SEQUENTIALLY_CONSISTENT, 0x108),
+    spirvbin.OP_ATOMIC_IADD: (spirvbin.ACQUIRE_RELEASE, 0x48),
+}
 _SIGNED_ZERO_INF_NAN_PRESERVE = 4466  # the capability
 _SIGNED_ZERO_INF_NAN_PRESERVE_MODE = 4461  # the execution mode that needs it
 
@@ -234,15 +248,49 @@ class _VulkanBody(KernelBody):
         self.b = builder
 
     # ------------------------------------------------------------------ structured control flow
-    def _slot(self, ty: ir.Type, name: str) -> ir.Value:
-        """An alloca in the entry block (where SROA and the backend promote it to a register)."""
-        entry = self.fn.entry_basic_block
-        if self.b.block is entry:
-            return self.b.alloca(ty, name=name)  # another builder would leave self.b's position stale
-        b = ir.IRBuilder(entry)
-        b.position_before(entry.instructions[0])
-        return b.alloca(ty, name=name)
+    # ------------------------------------------------------------------ the device epilogue's hooks
+    minmax_intrinsics = False
 
+    def barrier(self) -> None:
+        # HLSL's GroupMemoryBarrierWithGroupSync: OpControlBarrier, workgroup scope.
+        fn = declare(self.module, "llvm.spv.group.memory.barrier.with.group.sync", ir.VoidType(), [])
+        fn.attributes.add("convergent")
+        self.b.call(fn, [])
+
+    def scratch_word(self, index: ir.Value) -> ir.Value:
+        handle, _, _ = self.arrays[SCRATCH_PARAM]
+        return self._pointer(handle, _I32, self.b.trunc(index, _I32))
+
+    def shared_array(self, name: str, element: ir.Type, count: int) -> Callable[[ir.Value], ir.Value]:
+        # Element 0 is never used: where its address folds to the variable itself (index 0 is
+        # a constant, or known to be 0 under a branch), LLVM's SPIR-V backend aborts on the
+        # store ("Unsupported ptrcast use in store").
+        address = super().shared_array(name, element, count + 1)
+        return lambda k: address(self.b.add(k, _I32(1)))
+
+    def when(self, cond: ir.Value, then: Callable[[], None]) -> None:
+        self._if(cond, then)
+
+    def repeat(self, count: ir.Value, body: Callable[[ir.Value], None]) -> None:
+        b = self.b
+        counter = self.slot(_I64, "vk.repeat")
+        b.store(_I64(0), counter)
+
+        def run() -> None:
+            body(b.load(counter, typ=_I64))
+
+        def test() -> ir.Value:
+            return b.icmp_signed("<", b.load(counter, typ=_I64), count)
+
+        self._loop(_Loop(None, None), test, run, lambda: b.store(b.add(b.load(counter, typ=_I64), _I64(1)), counter))
+
+    def is_nan(self, v: ir.Value, t: ScalarType) -> ir.Value:
+        # On the bits: an fcmp NaN test can become OpUnordered, which Vulkan does not allow.
+        ity = ir.IntType(t.bits)
+        magnitude = self.b.and_(self.b.bitcast(v, ity), ir.Constant(ity, (1 << (t.bits - 1)) - 1))
+        return self.b.icmp_unsigned(">", magnitude, ir.Constant(ity, _INF_BITS[t.bits]))
+
+    # ------------------------------------------------------------------ structured control flow
     def _if(self, cond: ir.Value, then: Callable[[], None], orelse: Callable[[], None] | None = None) -> None:
         """One diamond: ``cond`` branches to two arms that both end in the merge block."""
         b = self.b
@@ -288,8 +336,8 @@ class _VulkanBody(KernelBody):
         b.position_at_end(end)
 
     def _flags(self, body: list[kir.Stmt]) -> _Loop:
-        skip = self._slot(_I1, "vk.skip") if _exits(body, (kir.Break, kir.Continue)) else None
-        broke = self._slot(_I1, "vk.broke") if _exits(body, (kir.Break,)) else None
+        skip = self.slot(_I1, "vk.skip") if _exits(body, (kir.Break, kir.Continue)) else None
+        broke = self.slot(_I1, "vk.broke") if _exits(body, (kir.Break,)) else None
         return _Loop(skip, broke)
 
     def _guarded_test(self, flags: _Loop, cond: Callable[[], ir.Value], safe: bool) -> ir.Value:
@@ -299,7 +347,7 @@ class _VulkanBody(KernelBody):
             return cond()
         if safe:
             return b.and_(b.not_(b.load(flags.broke, typ=_I1)), cond())
-        result = self._slot(_I1, "vk.test")
+        result = self.slot(_I1, "vk.test")
         b.store(_I1(0), result)
         self._if(b.not_(b.load(flags.broke, typ=_I1)), lambda: b.store(cond(), result))
         return b.load(result, typ=_I1)
@@ -343,7 +391,7 @@ class _VulkanBody(KernelBody):
             # Python's iterations first (no wrap-around near the ends of i64, none for step 0).
             unit = isinstance(s.step, kir.Const) and s.step.value in (1, -1)
             trips = None if unit else self._trip_count(start, stop, step, positive)
-            counter = self._slot(_I64, f"{s.var}.vk.counter")
+            counter = self.slot(_I64, f"{s.var}.vk.counter")
             b.store(start if trips is None else _I64(0), counter)
             flags = self._flags(s.body)
 
@@ -369,12 +417,12 @@ class _VulkanBody(KernelBody):
         else:
             super().stmt(s)
 
-    def emit_device(self, global_id: Callable[[ir.IRBuilder, int], ir.Value]) -> None:
+    def emit_device(self, global_id: Callable[[ir.IRBuilder, int], ir.Value], workgroup: tuple[int, int, int]) -> None:
         b = self.b
         grid = self.kernel.grid
         inside = self.device_point(global_id)
         # continue in the grid body ends this work-item: a skip flag, as in a loop body.
-        flags = _Loop(self._slot(_I1, "vk.skip") if _exits(grid.body, (kir.Continue,)) else None, None)
+        flags = _Loop(self.slot(_I1, "vk.skip") if _exits(grid.body, (kir.Continue,)) else None, None)
 
         def body() -> None:
             if flags.skip is not None:
@@ -384,6 +432,7 @@ class _VulkanBody(KernelBody):
             self.flow.pop()
 
         self._if(inside, body)
+        self.device_epilogue(workgroup)
         b.ret_void()
 
     def short_circuit(self, e: kir.BoolOp) -> ir.Value:
@@ -396,7 +445,7 @@ class _VulkanBody(KernelBody):
             return result
         # One diamond per operand, one after the other (not nested: nested selections sharing
         # a merge block are what the structurizer gets wrong).
-        slot = self._slot(_I1, f"vk.{e.op}")
+        slot = self.slot(_I1, f"vk.{e.op}")
         b.store(self.expr(e.values[0]), slot)
         for v in e.values[1:]:
             current = b.load(slot, typ=_I1)
@@ -453,7 +502,7 @@ class _VulkanBody(KernelBody):
         cond = self.expr(e.cond)
         if not (_has_load(e.a) or _has_load(e.b)):
             return b.select(cond, self.expr(e.a), self.expr(e.b))
-        slot = self._slot(llvm_type(e.type), "vk.sel")
+        slot = self.slot(llvm_type(e.type), "vk.sel")
         self._if(cond, lambda: b.store(self.expr(e.a), slot), lambda: b.store(self.expr(e.b), slot))
         return b.load(slot, typ=llvm_type(e.type))
 
@@ -485,8 +534,8 @@ class _VulkanBody(KernelBody):
         my, ey = self._mantissa(b.zext(ay, _I64), p)
         my = b.select(b.icmp_unsigned("==", my, _I64(0)), _I64(1), my)  # never 0 where it is used
         step = 63 - (p + 1)  # bits of the remainder (< my < 2**(p+1)) that fit into 64 bits
-        rest = self._slot(_I64, "vk.fmod.r")
-        todo = self._slot(_I64, "vk.fmod.d")
+        rest = self.slot(_I64, "vk.fmod.r")
+        todo = self.slot(_I64, "vk.fmod.d")
         b.store(b.urem(mx, my), rest)
         b.store(b.select(general, b.sub(ex, ey), _I64(0)), todo)
 
@@ -648,6 +697,7 @@ class _VulkanBody(KernelBody):
 
 def lower_vulkan(kernel: kir.Kernel) -> str:
     """The LLVM IR text of one kernel as a compute shader (entry point ``main``)."""
+    kernel = device_kernel(kernel)
     module = ir.Module(name=kernel.name)
     module.triple = VULKAN_TRIPLE
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), []), name="main")
@@ -658,12 +708,12 @@ def lower_vulkan(kernel: kir.Kernel) -> str:
     def global_id(b: ir.IRBuilder, d: int) -> ir.Value:
         return b.zext(b.call(thread_id, [_I32(device_axis(d, ndim))]), _I64)
 
-    _VulkanBody(module, fn, kernel).emit_device(global_id)
     x, y, z = VULKAN_WORKGROUP[ndim]
+    _VulkanBody(module, fn, kernel).emit_device(global_id, (x, y, z))
     # llvmlite cannot spell string attributes or atomic scopes: the shader stage goes in as an
     # attribute group, and atomics get device scope (Vulkan forbids the default, cross-device).
     text = str(module).replace('define void @"main"()', 'define void @"main"() #0', 1)
-    text = re.sub(r"(atomicrmw (?:add|fadd) .*?) (monotonic|seq_cst)", r'\1 syncscope("device") \2', text)
+    text = re.sub(r"(atomicrmw (?:add|fadd) .*?) (monotonic|acq_rel|seq_cst)", r'\1 syncscope("device") \2', text)
     # SignedZeroInfNanPreserve (4461) for both float widths: without it the driver's optimizer
     # may treat -0.0 as 0.0 and assume no inf or NaN (1 / -0.0 came out +inf on lavapipe).
     mode = _SIGNED_ZERO_INF_NAN_PRESERVE_MODE
@@ -708,6 +758,7 @@ def _lower(_: bytes, unit: Unit) -> bytes:
     (kernel,) = unit.kernels
     _check_supported(kernel)
     unit.notes["workgroup"] = list(VULKAN_WORKGROUP[len(kernel.grid.vars)])
+    unit.notes["attrs"] = {kernel.name: device_attrs(kernel, VULKAN_WORKGROUP[len(kernel.grid.vars)])}
     return lower_vulkan(kernel).encode()
 
 
@@ -721,7 +772,7 @@ def _spirv(src: bytes, unit: Unit) -> bytes:
     shader = emit(text, triple, unit, opt_level=VULKAN_CODEGEN_OPT, options=_LLVM_OPTIONS, passes=VULKAN_PASSES)
     if _has_execution_mode(shader, _SIGNED_ZERO_INF_NAN_PRESERVE_MODE):
         shader = _with_capability(shader, _SIGNED_ZERO_INF_NAN_PRESERVE)
-    return shader
+    return spirvbin.with_storage_semantics(shader, _SEMANTICS)
 
 
 def _package(units: list[Unit], name: str) -> Module:
