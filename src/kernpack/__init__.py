@@ -79,6 +79,7 @@ if TYPE_CHECKING:
         i16,
         i32,
         i64,
+        local,
         math,
         u8,
         u16,
@@ -105,7 +106,7 @@ _LAZY = {
     "func": "kernpack.driver.lang.functions",
     **dict.fromkeys(
         [
-            *("grid", "atomic_add", "math", "ArrayType", "ScalarType", "TypeVar"),
+            *("grid", "atomic_add", "local", "math", "ArrayType", "ScalarType", "TypeVar"),
             *("bool_", "f32", "f64", "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64"),
         ],
         "kernpack.driver.lang",
@@ -152,6 +153,7 @@ __all__ = [
     "i32",
     "i64",
     "kernel",
+    "local",
     "math",
     "u8",
     "u16",

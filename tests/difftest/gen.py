@@ -138,7 +138,7 @@ class ArgSpec:
 
     name: str
     t: str
-    role: str  # "scalar", "in", "out", "atomic", "shape-only", "result" (of a reduction)
+    role: str  # "scalar", "in", "out", "atomic", "shape-only", "result" (of a reduction), "local" (kp.local)
     shape: tuple[int, ...] | None = None
     value: Any = None
     profile: str = "plain"
@@ -210,6 +210,7 @@ class _Gen:
         self.mutable_prologue = False
         self.index_depth = 0  # indices inside indices: bounded, or loads would nest forever
         self.reductions: list[tuple[str, str, str, ArgSpec]] = []  # (local, type, op, result array)
+        self.private: list[ArgSpec] = []  # kp.local arrays of the grid body (role "local")
 
     # ------------------------------------------------------------------ names
     def fresh(self, prefix: str) -> str:
@@ -302,7 +303,7 @@ class _Gen:
     def readable(self, kind: str) -> list[ArgSpec]:
         ok = [a for a in self.arrays("in") if kind_of(a.t) == kind]
         if self.in_grid:
-            ok += [a for a in self.arrays("out") if kind_of(a.t) == kind]
+            ok += [a for a in self.arrays("out") + self.private if kind_of(a.t) == kind]
         return ok
 
     def load(self, a: ArgSpec) -> Ex:
@@ -538,9 +539,10 @@ class _Gen:
         atomics = self.arrays("atomic")
         if atomics and self.chance(0.25):
             return [pad + self.atomic(self.r.choice(atomics))]
-        a = self.r.choice(outs)
+        a = self.r.choice(outs + self.private)
         notaint = a.value != "taint"
-        target = f"{a.name}[{self.own_index(a)}]"
+        own = self.own_index(a) if a.role == "out" else ", ".join(self.index(a, d) for d in range(len(a.shape or ())))
+        target = f"{a.name}[{own}]"
         if self.chance(0.2) and a.t != "bool":
             return [pad + self.augassign(target, a.t, notaint)]
         return [f"{pad}{target} = {self.via(self.value_for(a.t, self.r.choice([1, 2, 3]), notaint))}"]
@@ -715,6 +717,22 @@ class _Gen:
         body = [f"{pad}    {name} += 1", *self.block(depth + 1, pad + "    ", first_store=self.chance(0.5))]
         self.loops -= 1
         return head + body
+
+    # ------------------------------------------------------------------ local arrays
+    def private_arrays(self, pad: str) -> list[str]:
+        """Sometimes kp.local arrays at the top of the grid body, then read and written in it."""
+        if not self.chance(0.25):
+            return []
+        self.flags.add("local-array")
+        lines = []
+        for _ in range(self.r.choice([1, 1, 2])):
+            shape = tuple(self.r.randint(1, 4) for _ in range(self.r.choice([1, 1, 2, 3])))
+            spec = ArgSpec(self.fresh("l"), self.r.choice(ALL), "local", shape)
+            spec.value = "taint" if self.chance(0.5) else "exact"
+            self.private.append(spec)
+            extents = str(shape[0]) if len(shape) == 1 and self.chance(0.5) else f"({', '.join(map(str, shape))},)"
+            lines.append(f"{pad}{spec.name} = kp.local({kp_type(spec.t)}, {extents})")
+        return lines
 
     # ------------------------------------------------------------------ reductions
     def plan_reductions(self) -> None:
@@ -912,7 +930,8 @@ class _Gen:
         grid = f"{pad}for {', '.join(self.grid_vars)} in kp.grid({', '.join(extents)}):"
         self.in_grid = True
         self.scopes.append({v: Var(v, "i64", mutable=False) for v in self.grid_vars})
-        body = self.block(0, pad * 2)
+        body = self.private_arrays(pad * 2)
+        body += self.block(0, pad * 2)
         for out in self.arrays("out"):
             target = f"{out.name}[{self.own_index(out)}]"
             body.append(f"{pad * 2}{target} = {self.value_for(out.t, 2, out.value != 'taint')}")

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import llvmlite.ir as ir
+import numpy as np
 
 from ..errors import CompileError
 from ..runtime.abi import SCALARS, SCRATCH_PARAM, device_axis
@@ -230,6 +231,12 @@ class KernelBody:
                 self.var_types[name] = llvm_type(t)
         self.rest = list(args)
         self.point_start: list[tuple[ir.Value, ir.Value]] = []  # (slot, value) set at each grid point
+        # kp.local arrays: element k's address, for each (storage in the entry block).
+        self.private: dict[str, Callable[[ir.Value], ir.Value]] = {}
+        for local in kir.local_arrays(kernel):
+            count = int(np.prod(local.shape))
+            self.private[local.name] = self.private_array(local.name, memory_type(local.dtype), count)
+            self.arrays[local.name] = (ir.Constant(_PTR, None), [_I64(n) for n in local.shape], local.dtype)
         for name, t in kernel.locals.items():
             if name not in self.vars:
                 slot = self.b.alloca(llvm_type(t), name=f"{name}.addr")
@@ -663,6 +670,15 @@ class KernelBody:
         elif isinstance(s, kir.AtomicAdd):
             ptr, dtype = self.address(s.array, s.indices)
             self.atomic_add(ptr, self.expr(s.value), dtype)
+        elif isinstance(s, kir.LocalArray):
+            zero = ir.Constant(memory_type(s.dtype), 0)
+            element = self.private[s.name]
+            count = int(np.prod(s.shape))
+            if count <= 16:
+                for k in range(count):
+                    b.store(zero, element(_I64(k)))
+            else:
+                self.repeat(_I64(count), lambda k: b.store(zero, element(k)))
         elif isinstance(s, kir.Reduce):
             slot, typ = self.vars[s.name], self.var_types[s.name]
             contribution = self.expr(s.value)
@@ -753,7 +769,15 @@ class KernelBody:
         offset = self.expr(indices[0])
         for extent, index in zip(extents[1:], indices[1:], strict=True):
             offset = b.add(b.mul(offset, extent), self.expr(index))
+        if array in self.private:
+            return self.private[array](offset), dtype
         return b.gep(ptr, [offset], source_etype=memory_type(dtype)), dtype
+
+    def private_array(self, name: str, element: ir.Type, count: int) -> Callable[[ir.Value], ir.Value]:
+        """Storage for a kp.local array; the returned function gives element ``k``'s address (i64 k)."""
+        array_type = ir.ArrayType(element, count)
+        storage = self.slot(array_type, f"{name}.local")
+        return lambda k: gep(self.b, storage, [_I64(0), k], array_type)
 
     def expr(self, e: kir.Expr) -> ir.Value:
         b = self.b

@@ -47,6 +47,8 @@ _FOLD: dict[str, Callable[[Any, Any], Any]] = {
     "pow": operator.pow,
 }
 _UNARY_MATH = ("sqrt", "exp", "log", "sin", "cos", "tanh")
+#: The most elements a kp.local array may have.
+MAX_LOCAL_ELEMENTS = 1024
 
 
 def parse_kernel(fn: Callable[..., Any], types: Mapping[TypeVar, ScalarType] | None = None) -> kir.Kernel:
@@ -93,6 +95,8 @@ class _Checker:
         # Locals the grid assigns and the epilogue reads: each must be a reduction.
         self.reductions: set[str] = set()
         self.reduce_ops: dict[str, tuple[str, int]] = {}  # reduction -> (operation, first line)
+        self.local_arrays: dict[str, tuple[int, ...]] = {}  # kp.local arrays -> shape
+        self.grid_top: set[int] = set()  # ids of the grid body's top-level statements
         self.aliases: list[Any] = []
 
     def source(self, node: ast.AST) -> Source:
@@ -160,7 +164,8 @@ class _Checker:
         epilogue = self.epilogue(after)
         name = "__".join([node.name, *(t.name for t in self.types.values())]) if self.types else node.name
         reductions = {n: op for n, (op, _) in self.reduce_ops.items()}
-        return kir.Kernel(name, self.params, self.locals, prologue, grid, self.written, epilogue, reductions)
+        written = self.written - set(self.local_arrays)
+        return kir.Kernel(name, self.params, self.locals, prologue, grid, written, epilogue, reductions)
 
     def concrete(self, hint: Any, node: ast.AST) -> Any:
         """``hint`` with a type variable replaced by its binding (other hints as they are)."""
@@ -201,6 +206,7 @@ class _Checker:
             self.declare_loop_var(name, target)
         self.in_grid = True
         self.grid_vars = set(var_names)
+        self.grid_top = {id(s) for s in node.body}
         self.loops.append("grid")
         body = self.block(node.body)
         self.loops.pop()
@@ -213,6 +219,52 @@ class _Checker:
         epilogue = self.block(stmts)
         self.in_epilogue = False
         return epilogue
+
+    # ------------------------------------------------------------------ local arrays
+    def local_array(self, node: ast.Assign, line: int) -> kir.Stmt:
+        """``name = kp.local(dtype, shape)``: an array private to the grid point."""
+        call = node.value
+        assert isinstance(call, ast.Call)
+        target = node.targets[0] if len(node.targets) == 1 else None
+        if not isinstance(target, ast.Name):
+            self.error(node, "assign kp.local(...) to one name: buf = kp.local(kp.f32, 9)")
+        name = target.id
+        if not self.in_grid or id(node) not in self.grid_top:
+            self.error(
+                node,
+                "kp.local(...) makes an array private to a grid point: create it at the top level of the grid loop's "
+                "body (not in the prologue, an if or a loop)",
+            )
+        if name in self.arrays or name in self.scalars:
+            self.error(
+                target,
+                f"{name!r} is already a {'array' if name in self.arrays else 'value'}; name the local array anew",
+            )
+        if call.keywords or len(call.args) != 2:
+            self.error(call, "kp.local takes (dtype, shape): kp.local(kp.f32, 9) or kp.local(kp.i32, (3, 3))")
+        dtype = self.concrete(self.resolve(call.args[0]), call.args[0])
+        if not isinstance(dtype, ScalarType):
+            self.error(call.args[0], "the first argument of kp.local is a scalar type such as kp.f32")
+        dims = call.args[1].elts if isinstance(call.args[1], ast.Tuple) else [call.args[1]]
+        shape = tuple(self.constant_int(d) for d in dims)
+        if not 1 <= len(shape) <= 3 or min(shape) < 1:
+            self.error(call.args[1], "a local array has 1 to 3 dimensions, each at least 1")
+        if int(np.prod(shape)) > MAX_LOCAL_ELEMENTS:
+            self.error(
+                call.args[1],
+                f"a local array holds at most {MAX_LOCAL_ELEMENTS} elements (it lives in each work-item's registers "
+                f"or stack); {shape} has {int(np.prod(shape))}. Use an array parameter for more",
+            )
+        self.arrays[name] = ArrayType(dtype, len(shape))
+        self.local_arrays[name] = shape
+        return kir.LocalArray(name, dtype, shape, line=line)
+
+    def constant_int(self, node: ast.expr) -> int:
+        """A compile-time integer: a literal, or a global int (a local array's extent)."""
+        value = self.expr(node)
+        if not (isinstance(value, kir.Const) and value.type.is_int):
+            self.error(node, "a local array's extents are integer constants (literals or global ints)")
+        return int(value.value)
 
     # ------------------------------------------------------------------ reductions
     def reduction(self, node: ast.Assign | ast.AugAssign, line: int) -> kir.Stmt:
@@ -277,6 +329,8 @@ class _Checker:
 
     def stmt(self, node: ast.stmt) -> kir.Stmt | None:
         line = self.line(node)
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and self._calls(node.value, "local"):
+            return self.local_array(node, line)
         if isinstance(node, (ast.Assign, ast.AugAssign)) and self.in_grid and _assigns(node) & self.reductions:
             return self.reduction(node, line)
         if isinstance(node, ast.Assign):
@@ -336,7 +390,8 @@ class _Checker:
         if isinstance(target, ast.Name):
             name = target.id
             if name in self.arrays:
-                self.error(target, f"cannot rebind array parameter {name!r}; write into it with {name}[...] = ...")
+                what = "local array" if name in self.local_arrays else "array parameter"
+                self.error(target, f"cannot rebind {what} {name!r}; write into it with {name}[...] = ...")
             if name in self.loop_vars:
                 self.error(target, f"cannot assign to loop variable {name!r}")
             if name in self.scalars:
@@ -394,6 +449,10 @@ class _Checker:
         target, index, value = call.args
         if not isinstance(target, ast.Name) or target.id not in self.arrays:
             self.error(target, "the first argument of kp.atomic_add must be an array parameter")
+        if target.id in self.local_arrays:
+            self.error(
+                target, f"{target.id!r} is a local array, private to this point: update it with {target.id}[...] += v"
+            )
         array = self.arrays[target.id]
         if not self.in_grid and not self.in_epilogue:
             self.error(call, "kp.atomic_add belongs in the grid loop or after it")
@@ -500,13 +559,23 @@ class _Checker:
         dim = node.slice
         if not (isinstance(dim, ast.Constant) and isinstance(dim.value, int) and 0 <= dim.value < array.ndim):
             self.error(dim, f"{base.value.id}.shape takes a constant index from 0 to {array.ndim - 1}")
+        if base.value.id in self.local_arrays:
+            self.outside_point(base.value)
+            return kir.Const(i64, self.local_arrays[base.value.id][dim.value], weak=True)
         return kir.Shape(i64, base.value.id, dim.value)
+
+    def outside_point(self, node: ast.Name) -> None:
+        """Refuse a local array after the grid loop (it belongs to a grid point)."""
+        if self.in_epilogue:
+            self.error(node, f"local array {node.id!r} belongs to a grid point; it has no value after the grid loop")
 
     def subscript(self, node: ast.Subscript) -> tuple[str, list[kir.Expr]]:
         if not isinstance(node.value, ast.Name) or node.value.id not in self.arrays:
             self.error(node.value, f"{ast.unparse(node.value)!r} is not an array parameter")
         name = node.value.id
         array = self.arrays[name]
+        if name in self.local_arrays:
+            self.outside_point(node.value)
         elts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
         if any(isinstance(e, ast.Slice) for e in elts):
             self.error(node.slice, "slices are not part of the kernel language; index one element at a time")
@@ -564,8 +633,10 @@ class _Checker:
                 return kir.Compare(bool_, "ne", self.strong(value), zero)
             return self.convert(self.strong(value), target)
         name = CALLABLES.get(id(target)) if target is not None else None
-        if name is None or name in ("grid", "atomic_add", "range"):
+        if name is None or name in ("grid", "atomic_add", "range", "local"):
             what = ast.unparse(node.func)
+            if name == "local":
+                self.error(node, "kp.local(...) makes an array: assign it to a name, buf = kp.local(kp.f32, 9)")
             if name in ("grid", "range"):
                 self.error(node, f"{what}(...) can only be the iterable of a for loop")
             if name == "atomic_add":

@@ -295,7 +295,11 @@ class Inliner:
         for (name, type_), arg in zip(fn.params, call.args, strict=True):
             if isinstance(type_, ArrayType):
                 if not (isinstance(arg, ast.Name) and arg.id in self.arrays):
-                    self._error(arg, f"{fn.__name__}(): {name!r} is an array parameter; pass an array of the kernel")
+                    self._error(
+                        arg,
+                        f"{fn.__name__}(): {name!r} is an array parameter; pass an array parameter of the kernel "
+                        "(a kp.local array cannot be passed to a function in this version)",
+                    )
                 if self.arrays[arg.id] != type_:
                     self._error(
                         arg,

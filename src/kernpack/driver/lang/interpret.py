@@ -328,6 +328,7 @@ class _Compiler:
         self.alternate = alternate
         self.sites = 0  # transcendental calls compiled so far (for ``alternate``)
         self.line = kernel.grid.line
+        self.local = {a.name: a.shape for a in kir.local_arrays(kernel)}  # kp.local arrays: shapes
         # Each reduction's combined contributions of the points run so far.
         self.partials = {name: _from_numpy(kir.identity(op, kernel.locals[name]), kernel.locals[name])
                          for name, op in kernel.reductions.items()}  # fmt: skip
@@ -358,6 +359,9 @@ class _Compiler:
             return assign
         if isinstance(s, (kir.Store, kir.AtomicAdd)):
             return self.store(s)
+        if isinstance(s, kir.LocalArray):
+            name, size, dtype = s.name, int(np.prod(s.shape)), s.dtype.dtype
+            return lambda env: env.__setitem__(name, np.zeros(size, dtype))
         if isinstance(s, kir.Reduce):
             partials, name, op, t, contribution = self.partials, s.name, s.op, s.value.type, self.expr(s.value)
 
@@ -381,6 +385,13 @@ class _Compiler:
     def store(self, s: kir.Store | kir.AtomicAdd) -> _StmtFn:
         offset = self.offset(s.array, s.indices)
         value = self.expr(s.value)
+        if s.array in self.local:
+            name = s.array
+
+            def store_local(env: _Env) -> None:
+                env[name][offset(env)] = value(env)
+
+            return store_local
         flat = self.arrays[s.array].reshape(-1)
         if isinstance(s, kir.Store):
 
@@ -431,7 +442,7 @@ class _Compiler:
 
     # ------------------------------------------------------------------ expressions
     def offset(self, array: str, indices: list[kir.Expr]) -> _ExprFn:
-        shape = self.arrays[array].shape
+        shape = self.local[array] if array in self.local else self.arrays[array].shape
         fns = [self.expr(i) for i in indices]
         line, name = self.line, self.kernel.name
 
@@ -462,10 +473,11 @@ class _Compiler:
             return lambda env: extent
         if isinstance(e, kir.Load):
             offset = self.offset(e.array, e.indices)
+            convert = (lambda v: v) if t.is_float else bool if t.kind == "b" else int
+            if e.array in self.local:  # the grid point's own array, in its environment
+                name = e.array
+                return lambda env: convert(env[name][offset(env)])
             flat = self.arrays[e.array].reshape(-1)
-            if t.is_float:
-                return lambda env: flat[offset(env)]
-            convert = bool if t.kind == "b" else int
             return lambda env: convert(flat[offset(env)])
         if isinstance(e, kir.Cast):
             operand, src = self.expr(e.operand), e.operand.type

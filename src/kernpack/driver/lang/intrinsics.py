@@ -1,4 +1,4 @@
-"""The functions kernels call: ``kp.grid``, ``kp.atomic_add`` and ``kp.math``.
+"""The functions kernels call: ``kp.grid``, ``kp.atomic_add``, ``kp.local`` and ``kp.math``.
 
 Inside a kernel the front end recognizes these objects and compiles them. Outside, they are
 ordinary Python (numpy) functions, so a kernel's Python function also runs as plain Python:
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_add", "grid", "math"]
+__all__ = ["atomic_add", "grid", "local", "math"]
 
 
 def grid(*extents: int) -> Any:
@@ -33,6 +33,15 @@ def grid(*extents: int) -> Any:
 def atomic_add(array: np.ndarray, index: Any, value: Any) -> None:
     """Add ``value`` to ``array[index]`` atomically (safe when grid points collide)."""
     array[index] += value
+
+
+def local(dtype: Any, shape: int | tuple[int, ...]) -> np.ndarray:
+    """A zeroed array private to one grid point: ``buf = kp.local(kp.f32, 9)`` or ``(3, 3)``.
+
+    In a kernel its type and shape are fixed when it is compiled; in plain Python it is
+    ``np.zeros(shape, dtype)``.
+    """
+    return np.zeros(shape, dtype.dtype)
 
 
 def _fma(a: Any, b: Any, c: Any) -> Any:
@@ -61,6 +70,7 @@ for _name, _impl in {
 CALLABLES: dict[int, str] = {
     id(grid): "grid",
     id(atomic_add): "atomic_add",
+    id(local): "local",
     id(range): "range",
     id(abs): "abs",
     id(min): "min",

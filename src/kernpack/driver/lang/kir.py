@@ -44,6 +44,7 @@ __all__ = [
     "If",
     "Kernel",
     "Load",
+    "LocalArray",
     "Not",
     "REDUCTIONS",
     "Reduce",
@@ -56,6 +57,7 @@ __all__ = [
     "children",
     "exprs_of",
     "identity",
+    "local_arrays",
     "walk",
     "walk_expr",
 ]
@@ -256,6 +258,19 @@ class Reduce(Stmt):
 
 
 @dataclass
+class LocalArray(Stmt):
+    """``name = kp.local(dtype, shape)`` at the top of the grid body: a zeroed private array.
+
+    Each grid point has its own; the statement zeroes it. It is read and written with
+    :class:`Load` and :class:`Store` like a parameter (its shape is known: ``shape``).
+    """
+
+    name: str
+    dtype: ScalarType
+    shape: tuple[int, ...]
+
+
+@dataclass
 class If(Stmt):
     """``if cond: body else: orelse``."""
 
@@ -335,6 +350,8 @@ def _print(stmts: list[Stmt], out: list[str], depth: int) -> None:
             out.append(f"{pad}{s.name} = {s.value}")
         elif isinstance(s, Store):
             out.append(f"{pad}{s.array}[{', '.join(map(str, s.indices))}] = {s.value}")
+        elif isinstance(s, LocalArray):
+            out.append(f"{pad}{s.name} = local.{s.dtype}{list(s.shape)}")
         elif isinstance(s, Reduce):
             out.append(f"{pad}reduce.{s.op}({s.name}, {s.value})")
         elif isinstance(s, AtomicAdd):
@@ -393,6 +410,11 @@ def exprs_of(s: Stmt) -> list[Expr]:
     """The expressions a statement evaluates itself (not those of the statements it holds)."""
     found = [e for a in ("value", "cond", "start", "stop", "step") if isinstance(e := getattr(s, a, None), Expr)]
     return [*found, *getattr(s, "indices", []), *getattr(s, "extents", [])]
+
+
+def local_arrays(kernel: Kernel) -> list[LocalArray]:
+    """The kernel's local arrays (their statements, at the top of the grid body)."""
+    return [s for s in kernel.grid.body if isinstance(s, LocalArray)]
 
 
 def assigned_names(stmts: list[Stmt]) -> list[str]:

@@ -261,12 +261,24 @@ class _VulkanBody(KernelBody):
         handle, _, _ = self.arrays[SCRATCH_PARAM]
         return self._pointer(handle, _I32, self.b.trunc(index, _I32))
 
+    # Element 0 of a workgroup or private array is never used: where its address folds to the
+    # variable itself (index 0 is a constant, or known to be 0 under a branch), LLVM's SPIR-V
+    # backend aborts on the store ("Unsupported ptrcast use in store").
     def shared_array(self, name: str, element: ir.Type, count: int) -> Callable[[ir.Value], ir.Value]:
-        # Element 0 is never used: where its address folds to the variable itself (index 0 is
-        # a constant, or known to be 0 under a branch), LLVM's SPIR-V backend aborts on the
-        # store ("Unsupported ptrcast use in store").
         address = super().shared_array(name, element, count + 1)
         return lambda k: address(self.b.add(k, _I32(1)))
+
+    def private_array(self, name: str, element: ir.Type, count: int) -> Callable[[ir.Value], ir.Value]:
+        array_type = ir.ArrayType(element, count + 1)
+        storage = self.slot(array_type, f"{name}.local")
+
+        def address(k: ir.Value) -> ir.Value:
+            index = self.b.add(self.b.trunc(k, _I32), _I32(1))  # 32-bit indices, as for buffers
+            pointer = self.b.gep(storage, [_I32(0), index], inbounds=True, source_etype=array_type)
+            pointer.type = ir.PointerType()
+            return pointer
+
+        return address
 
     def when(self, cond: ir.Value, then: Callable[[], None]) -> None:
         self._if(cond, then)
@@ -671,6 +683,8 @@ class _VulkanBody(KernelBody):
         return offset
 
     def address(self, array: str, indices: list[kir.Expr]) -> tuple[ir.Value, ScalarType]:
+        if array in self.private:
+            return super().address(array, indices)
         handle, _, dtype = self.arrays[array]
         offset = self._offset(array, indices)
         return self._pointer(handle, memory_type(dtype), self.b.trunc(offset, _I32)), dtype
