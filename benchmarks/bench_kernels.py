@@ -31,6 +31,9 @@ the machine slows both alike.
   the grid, then ``out[0] = acc``), built with ``threads=1`` and ``threads=2``, against
   ``np.dot(x, y)`` (BLAS's sdot); and the largest element of one (``top = max(top, x[i])``,
   2 threads) against ``np.max(x)``.
+* **boundscheck**: what checking every index costs: saxpy (10**7, 2 threads), the dot product
+  (2**20, 2 threads) and the row-form matmul (512, 1 thread), each built with
+  ``boundscheck=True`` against the same kernel built without checks.
 * **compile**: vadd and saxpy from source to their first call with nothing cached, beside
   Apache TVM 0.27 compiling the same kernel for "llvm": the median of 9 runs (``--quick``: 3),
   each a new kernel, taken in 3 rounds that alternate kernpack and TVM, after a warm-up run
@@ -333,6 +336,29 @@ def bench_reductions(funcs: dict, repeat: int) -> list[dict]:
     return [*rows, row("max f32 n=2^20, 2 threads", t["vmax 2"], t["np.max"], "np.max")]
 
 
+def bench_boundscheck(n: int, repeat: int) -> list[dict]:
+    rng = np.random.default_rng(0)
+    x, y, out = rng.random(n, dtype=np.float32), rng.random(n, dtype=np.float32), np.zeros(n, np.float32)
+    dx, dy, one = x[:REDUCTION_N].copy(), y[:REDUCTION_N].copy(), np.zeros(1, np.float32)
+    a, b = rng.random((MATMUL_N, MATMUL_N), dtype=np.float32), rng.random((MATMUL_N, MATMUL_N), dtype=np.float32)
+    c = np.zeros((MATMUL_N, MATMUL_N), np.float32)
+    cases = {
+        f"saxpy f32 n=10^{len(str(n)) - 1}, 2 threads": (saxpy, 2, (2.5, x, y, out)),
+        "dot f32 n=2^20, 2 threads": (dot, 2, (dx, dy, one)),
+        f"matmul {MATMUL_N}² f32, grid over rows, i-k-j, 1 thread": (matmul_rows, 1, (a, b, c)),
+    }
+    fns, rows = {}, []
+    for what, (kernel, threads, args) in cases.items():
+        for checked in (False, True):
+            fn = kp.build([kernel], threads=threads, boundscheck=checked)[kernel.__name__]
+            fn(*args)
+            fns[what, checked] = lambda fn=fn, args=args: fn(*args)
+    t = medians(fns, repeat)
+    for what in cases:
+        rows.append(row(f"{what}, boundscheck", t[what, True], t[what, False], "the same kernel unchecked"))
+    return rows
+
+
 def numpy_matmul_child(n: int, repeat: int) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_VARS}
     argv = [sys.executable, "-c", MATMUL_CHILD, str(n), str(repeat), *OPENBLAS_VARS]
@@ -472,6 +498,7 @@ def main() -> None:
         + bench_numba(funcs, n, repeat, extra)
         + bench_matmul(funcs, matmul_repeat, extra)
         + bench_reductions(funcs, repeat * 4)
+        + bench_boundscheck(n, max(5, repeat // 2))
         + bench_compile(tvm, compile_rounds, compile_per_round, extra)
     )
     extra["loadavg_1_5_15"] = {"before": load_before, "after": os.getloadavg()}

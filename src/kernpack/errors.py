@@ -101,7 +101,7 @@ class KernelTypeError(KernelSyntaxError):
 
 
 class KernelIndexError(KernpackError, IndexError):
-    """An index left its array while a kernel ran under the interpreter (``k.interpret``)."""
+    """An index left its array (under ``k.interpret``, or in a kernel built with boundscheck)."""
 
 
 class LinkError(KernpackError):

@@ -55,12 +55,13 @@ def normalize(outcome: Outcome) -> str:
 
 def table(outcomes: list[Outcome], targets: list[str]) -> str:
     columns = [*CLASSES, "other"]
-    rows = [f"{'target':<8} " + " ".join(f"{c:>17}" for c in columns)]
+    width = max(8, *map(len, targets))
+    rows = [f"{'target':<{width}} " + " ".join(f"{c:>17}" for c in columns)]
     for target in targets:
         mine = [o for o in outcomes if o.target == target]
         counts = collections.Counter(o.cls if o.cls in CLASSES else "other" for o in mine)
         n = max(1, len(mine))
-        rows.append(f"{target:<8} " + " ".join(f"{counts[c]:>8} ({100 * counts[c] / n:5.1f}%)" for c in columns))
+        rows.append(f"{target:<{width}} " + " ".join(f"{counts[c]:>8} ({100 * counts[c] / n:5.1f}%)" for c in columns))
     return "\n".join(rows)
 
 
@@ -79,7 +80,7 @@ def report(outcomes: list[Outcome], targets: list[str], save: Path | None) -> st
         lines.append(f"         targets {dict(by_target)}; seeds {seeds[:8]}{' ...' if len(seeds) > 8 else ''}")
     lines.append("")
     for o in failures:
-        lines.append(f"  seed {o.seed:<6} {o.target:<7} {o.cls:<10} {first_line(o.message)[:150]}")
+        lines.append(f"  seed {o.seed:<6} {o.target:<12} {o.cls:<10} {first_line(o.message)[:150]}")
         lines.append(f"      replay: {REPLAY.format(seed=o.seed, target=o.target)}")
     ill = [o for o in outcomes if o.cls == "ill-conditioned"]
     if ill:

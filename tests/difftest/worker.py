@@ -29,6 +29,12 @@ TARGETS: dict[str, tuple[str, dict[str, Any]]] = {
     "opencl": ("opencl", {}),
     "vulkan": ("vulkan", {}),
     "cuda": ("cuda", {}),
+    # The same with every index checked: generated indices are in range, so the results must
+    # not change and no check may fire.
+    "cpu-check": ("cpu", {"opt_level": 3, "threads": 2, "cache": False, "boundscheck": True}),
+    "opencl-check": ("opencl", {"boundscheck": True}),
+    "vulkan-check": ("vulkan", {"boundscheck": True}),
+    "cuda-check": ("cuda", {"boundscheck": True}),
 }
 PERTURB = 4
 _TRANSCENDENTAL = re.compile(rf"\b({'|'.join(TRANSCENDENTALS)})\.f(32|64)\(")

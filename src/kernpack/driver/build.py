@@ -8,6 +8,7 @@ per-kernel target at once (each stage that compiles runs in a child process of i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -15,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import CompileError
-from ..runtime.device import with_scratch
+from ..runtime.device import with_hidden
 from ..runtime.module import Module
 from ..runtime.signature import Signature
 from . import cache as disk
@@ -45,6 +46,7 @@ def build(
     cache: bool = True,
     devices: Iterable[str] | Mapping[str, Mapping[str, Any]] = (),
     dump: str | os.PathLike[str] | None = None,
+    boundscheck: bool | None = None,
     **options: Any,
 ) -> Module:
     """Compile kernels into one module.
@@ -71,6 +73,12 @@ def build(
     dump : path, optional
         Write every stage's output here: ``<kernel>.kir``, then ``<unit>.<target>.<suffix>``
         for each stage (``.ll``, ``.ptx``, ``.cubin``, ``.spv``, ``.bc``, ``.o``).
+    boundscheck : bool, optional
+        Check every index against its array's extent: the first out-of-range access of a call
+        raises :class:`~kernpack.KernelIndexError` (an ``IndexError``) after it, naming the
+        kernel, the array, the indices, the shape and the line. By default as each kernel was
+        declared (``@kp.kernel(boundscheck=True)``, or ``KERNPACK_BOUNDSCHECK=1``); off
+        otherwise, as checks cost time (``docs/kernel-language.md``).
     **options
         The target's options, named for what they are: ``opt_level`` (LLVM's level, 0-3) for
         every target but vulkan, which has one pipeline; ``cpu`` (this machine's by default, or
@@ -108,12 +116,11 @@ def build(
     wanted = _devices(devices)
     if wanted and spec.device:
         raise ValueError(f"devices= goes with a host target such as 'cpu'; {target!r} is itself a device target")
-    module = compile_kernels(spec, kernels, spec.make_options(options), label, cache=cache, dump=dump)
+    checks = {"cache": cache, "dump": dump, "boundscheck": boundscheck}
+    module = compile_kernels(spec, kernels, spec.make_options(options), label, **checks)
     for device, device_options in wanted.items():
         device_spec = get_target(device)
-        device_module = compile_kernels(
-            device_spec, kernels, device_spec.make_options(device_options), label, cache=cache, dump=dump
-        )
+        device_module = compile_kernels(device_spec, kernels, device_spec.make_options(device_options), label, **checks)
         module.import_module(device_module)
     return module
 
@@ -139,13 +146,20 @@ def compile_kernels(
     *,
     cache: bool = True,
     dump: str | os.PathLike[str] | None = None,
+    boundscheck: bool | None = None,
 ) -> Module:
-    """The target's module of ``kernels``: lower, run the stages (or find them cached), package."""
-    functions = [Function(k.name, _signature(k, target), _grid(k, target)) for k in kernels]
+    """The target's module of ``kernels``: lower, run the stages (or find them cached), package.
+
+    ``boundscheck``: check every index (True), none (False), or as each kernel says (None).
+    """
+    kirs = [_checked(k, boundscheck) for k in kernels]
+    functions = [
+        Function(k.name, _signature(k, ir, target), _grid(k, target)) for k, ir in zip(kernels, kirs, strict=True)
+    ]
     if target.per_kernel:
-        units = [Unit(f.name, options, [f], [k.kir]) for k, f in zip(kernels, functions, strict=True)]
+        units = [Unit(f.name, options, [f], [ir]) for ir, f in zip(kirs, functions, strict=True)]
     else:
-        units = [Unit(label, options, functions, [k.kir for k in kernels])]
+        units = [Unit(label, options, functions, kirs)]
     for unit, error in zip(units, _run_all(target, units, None, [b""] * len(units), cache), strict=True):
         if error is not None:
             raise _named(target, unit, error, kernels) from None
@@ -267,9 +281,19 @@ def _blame(k: KernelSource, target: str, exc: CompileError) -> CompileError:
     return CompileError(f"kernel {k.name!r}{where} could not be compiled for {target}: {message}")
 
 
-def _signature(k: KernelSource, target: Target) -> Signature:
-    """The kernel's signature as the target's module declares it (with a device epilogue's scratch)."""
-    return with_scratch(k.signature) if target.device and k.kir.epilogue else k.signature
+def _checked(k: KernelSource, boundscheck: bool | None) -> kir.Kernel:
+    """The kernel IR to build: with bounds checks where the build or the kernel asks for them."""
+    if not (boundscheck if boundscheck is not None else getattr(k, "boundscheck", False)):
+        return k.kir
+    code = getattr(getattr(k, "py_func", None), "__code__", None)
+    return dataclasses.replace(k.kir, boundscheck=True, filename=code.co_filename if code else "")
+
+
+def _signature(k: KernelSource, ir: kir.Kernel, target: Target) -> Signature:
+    """The kernel's signature as the target's module declares it (a device kernel's hidden arrays too)."""
+    if not target.device:
+        return k.signature
+    return with_hidden(k.signature, scratch=bool(ir.epilogue), check=ir.boundscheck)
 
 
 def _grid(k: KernelSource, target: Target) -> tuple[str, ...]:

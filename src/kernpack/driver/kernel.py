@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -53,8 +54,12 @@ class Kernel:
         The kernel's signature, arrays written ``T name[:]``.
     """
 
-    def __init__(self, fn: Callable[..., Any], types: Mapping[TypeVar, ScalarType] | None = None) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], types: Mapping[TypeVar, ScalarType] | None = None, *, boundscheck: bool = False
+    ) -> None:
         self.py_func = fn
+        #: Built with every index checked (``kp.build`` may say otherwise).
+        self.boundscheck = boundscheck
         self._types = dict(types or {})  # a specialisation of a generic kernel: its type variables, bound
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
@@ -63,7 +68,8 @@ class Kernel:
         self._call: Callable[..., Any] | None = None
         self._lock = threading.RLock()  # compile() holds it while the build reads self.kir
         self._kir: kir.Kernel | None = None
-        self._index_key = _index_key(fn, self._types)
+        # A checked kernel is not in the index: it maps a definition to its unchecked code.
+        self._index_key = None if boundscheck else _index_key(fn, self._types)
         entry = _index_load(self._index_key)
         if entry is not None:  # this definition passed the front end before: it would again
             self._name, self.signature, self._cached_code = entry
@@ -79,7 +85,7 @@ class Kernel:
         if self._kir is None:
             with self._lock:
                 if self._kir is None:
-                    if _index_key(self.py_func, self._types) != self._index_key:
+                    if self._index_key is not None and _index_key(self.py_func, self._types) != self._index_key:
                         # Parsed now, it would not be the kernel that runs: its file or a value it
                         # names changed since it was decorated (when it would have been parsed).
                         code = self.py_func.__code__
@@ -156,12 +162,25 @@ class Kernel:
         return f"<kernpack kernel {self.signature}>"
 
 
-def kernel(fn: Callable[..., Any]) -> Kernel:
-    """Decorate a Python function as a kernpack kernel.
+def kernel(
+    fn: Callable[..., Any] | None = None, *, boundscheck: bool | None = None
+) -> Kernel | GenericKernel | Callable[[Callable[..., Any]], Kernel | GenericKernel]:
+    """Decorate a Python function as a kernpack kernel: ``@kp.kernel`` or ``@kp.kernel(boundscheck=True)``.
 
     The function is checked against the kernel language at once; anything outside it raises
     :class:`~kernpack.KernelSyntaxError` or :class:`~kernpack.KernelTypeError` pointing at the
     line.
+
+    Parameters
+    ----------
+    fn : callable
+        The kernel's Python function.
+    boundscheck : bool, optional
+        Check every index against its array's extent on every target: the first out-of-range
+        access of a call raises :class:`~kernpack.KernelIndexError` (an ``IndexError``) naming
+        the kernel, the array, the indices, the shape and the file and line. Off by default
+        (``KERNPACK_BOUNDSCHECK=1`` turns it on for every kernel); ``kp.build(...,
+        boundscheck=)`` overrides it for a build.
 
     Examples
     --------
@@ -175,9 +194,14 @@ def kernel(fn: Callable[..., Any]) -> Kernel:
     >>> out
     array([0., 3., 6., 9.], dtype=float32)
     """
-    if _type_variables(fn):
-        return functools.update_wrapper(GenericKernel(fn), fn, updated=())
-    return functools.update_wrapper(Kernel(fn), fn, updated=())
+    checked = boundscheck if boundscheck is not None else os.environ.get("KERNPACK_BOUNDSCHECK", "0") not in ("", "0")
+
+    def decorate(fn: Callable[..., Any]) -> Kernel | GenericKernel:
+        if _type_variables(fn):
+            return functools.update_wrapper(GenericKernel(fn, boundscheck=checked), fn, updated=())
+        return functools.update_wrapper(Kernel(fn, boundscheck=checked), fn, updated=())
+
+    return decorate if fn is None else decorate(fn)
 
 
 def kernel_signature(k: kir.Kernel) -> Signature:
@@ -242,8 +266,9 @@ class GenericKernel:
     ``k.specialize(T=kp.f32)`` names a specialisation, for ``kp.build`` and for devices.
     """
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], *, boundscheck: bool = False) -> None:
         self.py_func = fn  # kp.kernel() gives it fn's __name__, __doc__ and __wrapped__
+        self.boundscheck = boundscheck  # given to each specialisation
         self.params = _annotations(fn)
         self.type_variables = _type_variables(fn)
         self._specialisations: dict[tuple[ScalarType, ...], Kernel] = {}
@@ -275,7 +300,8 @@ class GenericKernel:
             with self._lock:
                 kernel = self._specialisations.get(key)
                 if kernel is None:
-                    kernel = Kernel(self.py_func, dict(zip(self.type_variables, bound, strict=True)))
+                    types = dict(zip(self.type_variables, bound, strict=True))
+                    kernel = Kernel(self.py_func, types, boundscheck=self.boundscheck)
                     self._specialisations[key] = kernel
         return kernel
 

@@ -207,6 +207,9 @@ class LLVMModule(Module):
         definition, table = (engine.get_global_value_address(s) for s in abi.fast_symbols(signature.name)[1:])
         if definition and table:  # a kernel of kp.build: it has a native entry point
             fn.attach_native_entry(definition, table)
+        record, sites = (engine.get_global_value_address(s) for s in abi.check_symbols(signature.name))
+        if record and sites:  # built with boundscheck
+            fn.attach_bounds_check(record, sites)
         return fn
 
     def _jit(self) -> Any:

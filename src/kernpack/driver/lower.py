@@ -20,7 +20,7 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ..errors import CompileError
-from ..runtime.abi import SCALARS, SCRATCH_PARAM, device_axis
+from ..runtime.abi import CHECK_PARAM, SCALARS, SCRATCH_PARAM, device_axis
 from .lang import kir
 from .lang.kir import assigned_names
 from .lang.types import ArrayType, ScalarType, bool_, i32, u32
@@ -32,6 +32,7 @@ __all__ = [
     "declare",
     "device_abi_types",
     "device_attrs",
+    "check_sites",
     "device_kernel",
     "gep",
     "llvm_type",
@@ -144,14 +145,16 @@ def check_narrow_atomics(kernel: kir.Kernel, target: str) -> None:
 
 
 def device_kernel(kernel: kir.Kernel) -> kir.Kernel:
-    """The kernel as a device target lowers it: with an epilogue, the scratch is its last array.
+    """The kernel as a device target lowers it, with its hidden last arrays (``runtime.abi``).
 
-    (``kernpack.runtime.abi.SCRATCH_PARAM``: where workgroups leave their partials.)
+    With an epilogue, the scratch (``SCRATCH_PARAM``: where workgroups leave their partials);
+    with bounds checks, then the record of the first out-of-range access (``CHECK_PARAM``).
     """
-    if not kernel.epilogue:
+    hidden = [name for name, wanted in ((SCRATCH_PARAM, kernel.epilogue), (CHECK_PARAM, kernel.boundscheck)) if wanted]
+    if not hidden:
         return kernel
-    params = [*kernel.params, (SCRATCH_PARAM, ArrayType(u32, 1))]
-    return dataclasses.replace(kernel, params=params, written=kernel.written | {SCRATCH_PARAM})
+    params = [*kernel.params, *((name, ArrayType(u32, 1)) for name in hidden)]
+    return dataclasses.replace(kernel, params=params, written=kernel.written | set(hidden))
 
 
 def _wide(t: ScalarType) -> ScalarType:
@@ -170,11 +173,26 @@ def _words(t: ScalarType) -> int:
     return _wide(t).bits // 32
 
 
-def device_attrs(kernel: kir.Kernel, workgroup: tuple[int, int, int]) -> dict[str, Any]:
-    """What the function table says of a device kernel with an epilogue (``abi.scratch_words``)."""
-    if not kernel.epilogue:
-        return {}
-    return {"scratch": sum(_words(kernel.locals[r]) for r in kernel.reductions), "workgroup": list(workgroup)}
+def device_attrs(kernel: kir.Kernel, workgroup: tuple[int, int, int], body: KernelBody) -> dict[str, Any]:
+    """What the function table says of a device kernel beyond its signature and grid.
+
+    With an epilogue, its scratch per workgroup and its workgroup (``abi.scratch_words``);
+    with bounds checks, its checked accesses (``"checks"``, see :func:`check_sites`).
+    """
+    attrs: dict[str, Any] = {}
+    if kernel.epilogue:
+        attrs["scratch"] = sum(_words(kernel.locals[r]) for r in kernel.reductions)
+        attrs["workgroup"] = list(workgroup)
+    if kernel.boundscheck:
+        attrs["checks"] = check_sites(kernel, body.sites)
+    return attrs
+
+
+def check_sites(kernel: kir.Kernel, sites: list[tuple[str, int]]) -> dict[str, Any]:
+    """The table a bounds-check record's site indexes (``runtime.checks.index_error``)."""
+    ranks = {name: t.ndim for name, t in kernel.params if isinstance(t, ArrayType)}
+    ranks.update((a.name, len(a.shape)) for a in kir.local_arrays(kernel))
+    return {"file": kernel.filename, "sites": [list(site) for site in sites], "ndim": ranks}
 
 
 def _state_fields(kernel: kir.Kernel) -> list[tuple[str, ScalarType]]:
@@ -231,6 +249,11 @@ class KernelBody:
                 self.var_types[name] = llvm_type(t)
         self.rest = list(args)
         self.point_start: list[tuple[ir.Value, ir.Value]] = []  # (slot, value) set at each grid point
+        # Bounds checks: the record (the CPU's global; devices take kp_check), and the checked
+        # accesses (array, line) in order; a CPU kernel's functions share one list.
+        self.check_record: ir.GlobalVariable | None = None
+        self.sites: list[tuple[str, int]] = []
+        self.line = 0
         # kp.local arrays: element k's address, for each (storage in the entry block).
         self.private: dict[str, Callable[[ir.Value], ir.Value]] = {}
         for local in kir.local_arrays(kernel):
@@ -661,15 +684,18 @@ class KernelBody:
 
     def stmt(self, s: kir.Stmt) -> None:
         b = self.b
+        self.line = s.line or self.line
         if isinstance(s, kir.Assign):
             b.store(self.expr(s.value), self.vars[s.name])
         elif isinstance(s, kir.Store):
-            ptr, dtype = self.address(s.array, s.indices)
+            dtype = self.arrays[s.array][2]
             value = self.expr(s.value)
-            b.store(b.zext(value, _I8) if dtype is bool_ else value, ptr)
+            value = b.zext(value, _I8) if dtype is bool_ else value
+            self.access(s.array, s.indices, lambda ptr: b.store(value, ptr))
         elif isinstance(s, kir.AtomicAdd):
-            ptr, dtype = self.address(s.array, s.indices)
-            self.atomic_add(ptr, self.expr(s.value), dtype)
+            dtype = self.arrays[s.array][2]
+            value = self.expr(s.value)
+            self.access(s.array, s.indices, lambda ptr: self.atomic_add(ptr, value, dtype))
         elif isinstance(s, kir.LocalArray):
             zero = ir.Constant(memory_type(s.dtype), 0)
             element = self.private[s.name]
@@ -763,15 +789,65 @@ class KernelBody:
         self.b.atomic_rmw("fadd" if dtype.is_float else "add", ptr, value, "monotonic")
 
     # ------------------------------------------------------------------ expressions
-    def address(self, array: str, indices: list[kir.Expr]) -> tuple[ir.Value, ScalarType]:
-        ptr, extents, dtype = self.arrays[array]
+    def access(self, array: str, indices: list[kir.Expr], use: Callable[[ir.Value], object]) -> None:
+        """Emit ``use(address of array[indices])``; with bounds checks, only where it is in range."""
+        values = [self.expr(i) for i in indices]
+        if not self.kernel.boundscheck:
+            use(self.element(array, values))
+            return
+        self.when(self.in_bounds(array, values), lambda: use(self.element(array, values)))
+
+    def in_bounds(self, array: str, values: list[ir.Value]) -> ir.Value:
+        """True if every index is within its extent; else the access is recorded (``abi.CHECK_WORDS``)."""
         b = self.b
-        offset = self.expr(indices[0])
-        for extent, index in zip(extents[1:], indices[1:], strict=True):
-            offset = b.add(b.mul(offset, extent), self.expr(index))
+        extents = self.arrays[array][1]
+        ok = None
+        for value, extent in zip(values, extents, strict=True):
+            inside = b.icmp_unsigned("<", value, extent)  # a negative index is a huge unsigned one
+            ok = inside if ok is None else b.and_(ok, inside)
+        assert ok is not None
+        site = len(self.sites)
+        self.sites.append((array, self.line))
+
+        def record() -> None:
+            earlier = b.atomic_rmw("add", self.check_word(0), _I32(1), "monotonic")
+
+            def first() -> None:
+                b.store(_I32(site), self.check_word(1))
+                for d in range(3):
+                    index, extent = (values[d], extents[d]) if d < len(values) else (_I64(0), _I64(0))
+                    for k, word in ((2 + 2 * d, index), (8 + 2 * d, extent)):
+                        b.store(b.trunc(word, _I32), self.check_word(k))
+                        b.store(b.trunc(b.lshr(word, _I64(32)), _I32), self.check_word(k + 1))
+
+            self.when(b.icmp_unsigned("==", earlier, _I32(0)), first)
+
+        self.when(b.not_(ok), record)
+        return ok
+
+    def check_word(self, k: int) -> ir.Value:
+        """The address of word ``k`` of the bounds-check record (the CPU's global, or ``kp_check``)."""
+        if self.check_record is not None:
+            return gep(self.b, self.check_record, [_I32(0), _I32(k)], self.check_record.value_type)
+        ptr, _, _ = self.arrays[CHECK_PARAM]
+        return self.b.gep(ptr, [_I64(k)], source_etype=_I32)
+
+    def element(self, array: str, values: list[ir.Value]) -> ir.Value:
+        """The address of ``array[values]`` (i64 indices, not checked)."""
+        _, _, dtype = self.arrays[array]
+        offset = self.linear(array, values)
         if array in self.private:
-            return self.private[array](offset), dtype
-        return b.gep(ptr, [offset], source_etype=memory_type(dtype)), dtype
+            return self.private[array](offset)
+        return self.b.gep(self.arrays[array][0], [offset], source_etype=memory_type(dtype))
+
+    def linear(self, array: str, values: list[ir.Value]) -> ir.Value:
+        """The offset of ``array[values]`` in elements, C order."""
+        b = self.b
+        extents = self.arrays[array][1]
+        offset = values[0]
+        for extent, index in zip(extents[1:], values[1:], strict=True):
+            offset = b.add(b.mul(offset, extent), index)
+        return offset
 
     def private_array(self, name: str, element: ir.Type, count: int) -> Callable[[ir.Value], ir.Value]:
         """Storage for a kp.local array; the returned function gives element ``k``'s address (i64 k)."""
@@ -788,8 +864,15 @@ class KernelBody:
         if isinstance(e, kir.Shape):
             return self.arrays[e.array][1][e.dim]
         if isinstance(e, kir.Load):
-            ptr, dtype = self.address(e.array, e.indices)
-            value = b.load(ptr, typ=memory_type(dtype))
+            dtype = self.arrays[e.array][2]
+            typ = memory_type(dtype)
+            if not self.kernel.boundscheck:
+                value = b.load(self.element(e.array, [self.expr(i) for i in e.indices]), typ=typ)
+            else:  # a skipped load gives 0
+                slot = self.slot(typ, f"{e.array}.checked")
+                b.store(ir.Constant(typ, 0), slot)
+                self.access(e.array, e.indices, lambda ptr: b.store(b.load(ptr, typ=typ), slot))
+                value = b.load(slot, typ=typ)
             return b.icmp_unsigned("!=", value, _I8(0)) if dtype is bool_ else value
         if isinstance(e, kir.Cast):
             return self.cast(self.expr(e.operand), e.operand.type, e.type)

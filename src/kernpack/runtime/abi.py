@@ -16,6 +16,8 @@ import numpy as np
 
 __all__ = [
     "ARRAY_C_CONTIGUOUS",
+    "CHECK_PARAM",
+    "CHECK_WORDS",
     "ARRAY_DATA",
     "ARRAY_DESCR",
     "ARRAY_DIMENSIONS",
@@ -36,6 +38,7 @@ __all__ = [
     "VULKAN_WORKGROUP",
     "Scalar",
     "axis_extents",
+    "check_symbols",
     "device_axis",
     "fast_symbols",
     "group_counts",
@@ -131,6 +134,24 @@ OPENCL_WORKGROUP: dict[int, tuple[int, int, int]] = {1: (64, 1, 1), 2: (8, 8, 1)
 # runs the epilogue. The function table says how many words each workgroup needs
 # (``"scratch"``) and the workgroup (``"workgroup"``), from which the launcher sizes it.
 SCRATCH_PARAM = "kp_scratch"
+
+
+# ------------------------------------------------------------------------------ bounds checks
+# A kernel built with boundscheck=True checks every index against its extent. The first
+# out-of-range access of a launch is recorded in 32-bit words: 0, the number of out-of-range
+# accesses (the first one, finding 0, writes the rest); 1, its site (an index into the sites the
+# function table or the module lists: array, line); 2-7, the index along each dimension, and
+# 8-13 the extents, as int64 (low word first). The access itself is skipped (a load gives 0).
+# A device kernel takes the record as one more array parameter after the scratch,
+# ``uint32_t kp_check[:]``; on the CPU it is the module's global ``<kernel>.kp.bounds`` and the
+# sites are the JSON text ``<kernel>.kp.sites`` (check_symbols), read after each call.
+CHECK_PARAM = "kp_check"
+CHECK_WORDS = 14
+
+
+def check_symbols(kernel: str) -> tuple[str, str]:
+    """The CPU symbols of a bounds-checked kernel: its record, and its sites (JSON, NUL-ended)."""
+    return f"{kernel}.kp.bounds", f"{kernel}.kp.sites"
 
 
 def group_counts(grid: tuple[int, ...], workgroup: tuple[int, ...] | list[int]) -> tuple[int, int, int]:

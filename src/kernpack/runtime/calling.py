@@ -14,7 +14,9 @@ knows every C type a :class:`Signature` can spell. Pointers are declared ``void 
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import json
 import operator
 import types
 from collections.abc import Callable
@@ -23,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArgumentError
+from .abi import CHECK_WORDS
+from .checks import index_error
 from .devices import DeviceArray
 from .fastcall import native_entry
 from .signature import Param, Signature
@@ -98,6 +102,27 @@ class NativeFunction:
         if entry is not None:
             self.native_entry = entry
             type(self).__call__ = entry  # type: ignore[method-assign,assignment]
+
+    def attach_bounds_check(self, record: int, sites: int) -> None:
+        """Raise the first out-of-range access of each call (a kernel built with boundscheck).
+
+        ``record`` and ``sites`` are the addresses of its ``abi.check_symbols``: the record is
+        cleared by the kernel on entry and read here after the call. Calls of one such kernel
+        from several threads at once share the record.
+        """
+        words = (ctypes.c_uint32 * CHECK_WORDS).from_address(record)
+        table = json.loads(ctypes.string_at(sites).decode())
+        inner = type(self).__call__
+
+        def checked(self: NativeFunction, *args: Any, **kwargs: Any) -> Any:
+            result = inner(self, *args, **kwargs)
+            if words[0]:
+                error = index_error(self.name, list(words), table)
+                if error is not None:
+                    raise error
+            return result
+
+        type(self).__call__ = checked  # type: ignore[method-assign]
 
     @property
     def address(self) -> int:

@@ -35,8 +35,9 @@ from typing import Any, ClassVar, Self, TypeVar, cast
 import numpy as np
 
 from ..errors import ArgumentError, DeviceUnavailableError, FormatError, LoadError, UnsupportedOperationError
-from .abi import SCRATCH_PARAM, scratch_words
+from .abi import CHECK_PARAM, CHECK_WORDS, SCRATCH_PARAM, scratch_words
 from .calling import as_array, convert_scalar
+from .checks import index_error
 from .devices import Device, DeviceArray
 from .module import Module, ModulePropertyMask
 from .registry import register_describer
@@ -53,7 +54,7 @@ __all__ = [
     "load_binary_file",
     "read_side_file",
     "runtime_once",
-    "with_scratch",
+    "with_hidden",
 ]
 
 _MAGIC = b"KPDEVM\x00\x01"
@@ -338,10 +339,15 @@ class DeviceModule(Module):
         return f"Module[{self.kind}](functions={list(self.functions)}{state})"
 
 
-def with_scratch(signature: Signature) -> Signature:
-    """``signature`` with the scratch a kernel with an epilogue takes last (``abi.SCRATCH_PARAM``)."""
-    scratch = Param(SCRATCH_PARAM, "uint32_t", pointer=True, ndim=1)
-    return dataclasses.replace(signature, params=(*signature.params, scratch))
+def with_hidden(signature: Signature, *, scratch: bool, check: bool) -> Signature:
+    """``signature`` with the arrays a device kernel takes after its own (``kernpack.runtime.abi``).
+
+    The scratch of a kernel with an epilogue (``SCRATCH_PARAM``), then the bounds-check record
+    of a checked one (``CHECK_PARAM``).
+    """
+    names = [name for name, wanted in ((SCRATCH_PARAM, scratch), (CHECK_PARAM, check)) if wanted]
+    hidden = tuple(Param(name, "uint32_t", pointer=True, ndim=1) for name in names)
+    return dataclasses.replace(signature, params=(*signature.params, *hidden))
 
 
 class DeviceFunction:
@@ -350,12 +356,14 @@ class DeviceFunction:
     def __init__(self, module: DeviceModule, entry: KernelEntry) -> None:
         self.module = module
         self.entry = entry
-        # A kernel with statements after its grid takes the launch's scratch last: the caller
-        # does not see it (see kernpack.runtime.abi).
+        # A kernel with statements after its grid takes the launch's scratch, a bounds-checked
+        # one its record, after its own parameters: the caller does not see them (see abi).
         self.scratch = entry.attrs.get("scratch")
+        self.checks = entry.attrs.get("checks")
+        hidden = (self.scratch is not None) + (self.checks is not None)
         self.signature = entry.signature
-        if self.scratch is not None:
-            self.signature = dataclasses.replace(entry.signature, params=entry.signature.params[:-1])
+        if hidden:
+            self.signature = dataclasses.replace(entry.signature, params=entry.signature.params[:-hidden])
 
     @property
     def name(self) -> str:
@@ -397,7 +405,14 @@ class DeviceFunction:
             values.append(np.zeros(scratch_words(grid, self.entry.attrs["workgroup"], self.scratch), np.uint32))
         elif min(grid) <= 0:
             return
+        record = np.zeros(CHECK_WORDS, np.uint32) if self.checks is not None else None
+        if record is not None:
+            values.append(record)
         self.module._launch(self.entry, values, grid)
+        if record is not None:  # read back with the results: the launch waited for them
+            error = index_error(self.name, record, self.checks)
+            if error is not None:
+                raise error
 
     def _on_device(self, param: Param, array: DeviceArray, device: Device | None) -> DeviceArray:
         """``array`` if this kernel (on ``device``) can take it as it is: its device, dtype, rank."""

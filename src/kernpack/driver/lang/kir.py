@@ -332,9 +332,14 @@ class Kernel:
     written: set[str]
     epilogue: list[Stmt] = field(default_factory=list)
     reductions: dict[str, str] = field(default_factory=dict)
+    #: Checked indices (a build's ``boundscheck``), and the file the kernel is in (for messages).
+    boundscheck: bool = False
+    filename: str = ""
 
     def __str__(self) -> str:
         lines = [f"kernel {self.name}({', '.join(f'{n}: {t}' for n, t in self.params)}):"]
+        if self.boundscheck:
+            lines.append(f"  boundscheck {self.filename}")
         for name, type_ in self.locals.items():
             lines.append(f"  local {name}: {type_}")
         _print(self.prologue, lines, 1)

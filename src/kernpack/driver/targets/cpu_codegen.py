@@ -21,6 +21,7 @@ the compile cache runs without it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import llvmlite.ir as ir
@@ -28,7 +29,7 @@ import llvmlite.ir as ir
 from ...runtime import abi
 from ..lang import kir
 from ..lang.types import ArrayType, ScalarType, bool_
-from ..lower import KernelBody, abi_types, declare, gep, llvm_type, merge, state_type
+from ..lower import KernelBody, abi_types, check_sites, declare, gep, llvm_type, merge, state_type
 
 __all__ = ["MIN_PARALLEL_WORK", "lower_kernels"]
 
@@ -58,6 +59,14 @@ class _KernelCodegen:
         self.kernel = kernel
         self.threads = max(1, threads)
         self.abi = abi_types(kernel)
+        # With bounds checks: the record of the first out-of-range access (abi.CHECK_WORDS),
+        # cleared by each call, and the checked accesses of all the kernel's functions.
+        self.record: ir.GlobalVariable | None = None
+        self.sites: list[tuple[str, int]] = []
+        if kernel.boundscheck:
+            record_type = ir.ArrayType(_I32, abi.CHECK_WORDS)
+            self.record = ir.GlobalVariable(module, record_type, abi.check_symbols(kernel.name)[0])
+            self.record.initializer = ir.Constant(record_type, None)
         # With an epilogue each chunk's range also takes the record it fills for k.finish.
         self.chunk_args = [_I64, _I64, _PTR] if kernel.epilogue else [_I64, _I64]
 
@@ -69,16 +78,30 @@ class _KernelCodegen:
             # inlined into each, its vectorized loop was optimized and JIT-compiled 3-4 times
             # over (3x the compile time) to save one call per chunk.
             range_fn.attributes.add("noinline")
-        KernelBody(self.module, range_fn, self.kernel).emit_range()
+        self._body(range_fn).emit_range()
         extent_fn = self._function(f"{name}.extent", _I64, [*self.abi, _PTR], internal=True)
-        KernelBody(self.module, extent_fn, self.kernel).emit_extent()
+        self._body(extent_fn).emit_extent()
         finish_fn = None
         if self.kernel.epilogue:
             finish_fn = self._function(f"{name}.finish", _VOID, [*self.abi, _PTR, _I64], internal=True)
-            KernelBody(self.module, finish_fn, self.kernel).emit_finish()
+            self._body(finish_fn).emit_finish()
         worker = self._worker(range_fn)
         launcher = self._launcher(range_fn, extent_fn, worker, finish_fn)
-        _fast_entry(self.module, self.kernel, launcher)
+        if self.record is not None:
+            # The runtime reads the record after each call, in the Python path: no native entry.
+            sites = json.dumps(check_sites(self.kernel, self.sites)).encode() + b"\0"
+            table = ir.GlobalVariable(self.module, ir.ArrayType(_I8, len(sites)), abi.check_symbols(name)[1])
+            table.initializer = ir.Constant(ir.ArrayType(_I8, len(sites)), bytearray(sites))
+            table.global_constant = True
+        else:
+            _fast_entry(self.module, self.kernel, launcher)
+
+    def _body(self, fn: ir.Function) -> KernelBody:
+        """A body for one of the kernel's functions; with bounds checks, sharing their record and sites."""
+        body = KernelBody(self.module, fn, self.kernel)
+        body.check_record = self.record
+        body.sites = self.sites
+        return body
 
     def _function(self, name: str, ret: ir.Type, args: list[ir.Type], internal: bool) -> ir.Function:
         fn = ir.Function(self.module, ir.FunctionType(ret, args), name=name)
@@ -112,6 +135,8 @@ class _KernelCodegen:
             arg.name = name
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         serial = fn.append_basic_block("serial")
+        if self.record is not None:
+            b.store(_I32(0), gep(b, self.record, [_I32(0), _I32(0)], self.record.value_type))
         t = self.threads
         states = b.alloca(state_type(self.kernel), size=_I32(t), name="states") if finish_fn else None
 

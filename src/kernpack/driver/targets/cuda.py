@@ -90,8 +90,8 @@ class _CudaBody(KernelBody):
         return self.b.call(declare(self.module, name, ty, [ty]), [self.expr(e.args[0])])
 
 
-def lower_cuda(kernels: list[kir.Kernel], module_name: str) -> ir.Module:
-    """Build the LLVM module of CUDA kernels."""
+def lower_cuda(kernels: list[kir.Kernel], module_name: str, attrs: dict[str, Any] | None = None) -> ir.Module:
+    """Build the LLVM module of CUDA kernels (``attrs``: their function-table attributes)."""
     module = ir.Module(name=module_name)
     module.triple = CUDA_TRIPLE
     for kernel in map(device_kernel, kernels):
@@ -110,7 +110,10 @@ def lower_cuda(kernels: list[kir.Kernel], module_name: str) -> ir.Module:
             return b.add(b.mul(block, size), thread)
 
         check_narrow_atomics(kernel, "cuda")
-        _CudaBody(module, fn, kernel).emit_device(global_id, CUDA_BLOCK[ndim])
+        body = _CudaBody(module, fn, kernel)
+        body.emit_device(global_id, CUDA_BLOCK[ndim])
+        if attrs is not None:
+            attrs[kernel.name] = device_attrs(kernel, CUDA_BLOCK[ndim], body)
     return module
 
 
@@ -128,8 +131,8 @@ class CUDAOptions(Options):
 
 
 def _lower(_: bytes, unit: Unit) -> bytes:
-    unit.notes["attrs"] = {k.name: device_attrs(k, CUDA_BLOCK[len(k.grid.vars)]) for k in unit.kernels}
-    return str(lower_cuda(unit.kernels, unit.label)).encode()
+    unit.notes["attrs"] = {}
+    return str(lower_cuda(unit.kernels, unit.label, unit.notes["attrs"])).encode()
 
 
 def _ptx(src: bytes, unit: Unit) -> bytes:

@@ -12,6 +12,7 @@ The package is an ``opencl`` module.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import llvmlite.ir as ir
 
@@ -85,8 +86,8 @@ class _OpenCLBody(KernelBody):
         return None
 
 
-def lower_opencl(kernels: list[kir.Kernel], module_name: str) -> ir.Module:
-    """Build the LLVM module of OpenCL kernels."""
+def lower_opencl(kernels: list[kir.Kernel], module_name: str, attrs: dict[str, Any] | None = None) -> ir.Module:
+    """Build the LLVM module of OpenCL kernels (``attrs``: their function-table attributes)."""
     module = ir.Module(name=module_name)
     module.triple = OPENCL_TRIPLE
     get_global_id = declare(module, "_Z13get_global_idj", _I64, [_I32])
@@ -103,7 +104,10 @@ def lower_opencl(kernels: list[kir.Kernel], module_name: str) -> ir.Module:
         fn = ir.Function(module, ir.FunctionType(ir.VoidType(), device_abi_types(kernel, _GLOBAL)), name=kernel.name)
         fn.calling_convention = "spir_kernel"
         check_narrow_atomics(kernel, "opencl")
-        _OpenCLBody(module, fn, kernel).emit_device(global_id, OPENCL_WORKGROUP[ndim])
+        body = _OpenCLBody(module, fn, kernel)
+        body.emit_device(global_id, OPENCL_WORKGROUP[ndim])
+        if attrs is not None:
+            attrs[kernel.name] = device_attrs(kernel, OPENCL_WORKGROUP[ndim], body)
     return module
 
 
@@ -115,8 +119,8 @@ class OpenCLOptions(Options):
 
 
 def _lower(_: bytes, unit: Unit) -> bytes:
-    unit.notes["attrs"] = {k.name: device_attrs(k, OPENCL_WORKGROUP[len(k.grid.vars)]) for k in unit.kernels}
-    return str(lower_opencl(unit.kernels, unit.label)).encode()
+    unit.notes["attrs"] = {}
+    return str(lower_opencl(unit.kernels, unit.label, unit.notes["attrs"])).encode()
 
 
 def _spirv(src: bytes, unit: Unit) -> bytes:

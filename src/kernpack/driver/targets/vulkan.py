@@ -22,12 +22,14 @@ import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import llvmlite.ir as ir
 import numpy as np
 
 from ...errors import CompileError
 from ...runtime.abi import (
+    CHECK_PARAM,
     DESCRIPTOR_SET,
     EXTENTS_BINDING,
     SCRATCH_PARAM,
@@ -384,6 +386,7 @@ class _VulkanBody(KernelBody):
 
     def stmt(self, s: kir.Stmt) -> None:
         b = self.b
+        self.line = s.line or self.line
         if isinstance(s, kir.If):
             cond = self.expr(s.cond)
             self._if(cond, lambda: self.block(s.body), lambda: self.block(s.orelse))
@@ -674,20 +677,15 @@ class _VulkanBody(KernelBody):
         is_nan = b.icmp_unsigned(">", magnitude, ir.Constant(ity, _INF_BITS[src.bits]))
         return b.select(is_nan, ir.Constant(to, 0), clamped)
 
-    def _offset(self, array: str, indices: list[kir.Expr]) -> ir.Value:
-        _, extents, _ = self.arrays[array]
-        b = self.b
-        offset = self.expr(indices[0])
-        for extent, index in zip(extents[1:], indices[1:], strict=True):
-            offset = b.add(b.mul(offset, extent), self.expr(index))
-        return offset
-
-    def address(self, array: str, indices: list[kir.Expr]) -> tuple[ir.Value, ScalarType]:
+    def element(self, array: str, values: list[ir.Value]) -> ir.Value:
         if array in self.private:
-            return super().address(array, indices)
+            return super().element(array, values)
         handle, _, dtype = self.arrays[array]
-        offset = self._offset(array, indices)
-        return self._pointer(handle, memory_type(dtype), self.b.trunc(offset, _I32)), dtype
+        return self._pointer(handle, memory_type(dtype), self.b.trunc(self.linear(array, values), _I32))
+
+    def check_word(self, k: int) -> ir.Value:
+        handle, _, _ = self.arrays[CHECK_PARAM]
+        return self._pointer(handle, _I32, _I32(k))
 
     def _atomic_add64(self, s: kir.AtomicAdd) -> None:
         """A 64-bit integer atomic add as two 32-bit ones: low word, then high word plus carry.
@@ -700,17 +698,28 @@ class _VulkanBody(KernelBody):
         """
         b = self.b
         words = self.words[s.array]
-        low_index = b.trunc(b.shl(self._offset(s.array, s.indices), _I64(1)), _I32)
+        values = [self.expr(i) for i in s.indices]
         value = self.expr(s.value)
-        low, high = b.trunc(value, _I32), b.trunc(b.lshr(value, _I64(32)), _I32)
-        old = b.atomic_rmw("add", self._pointer(words, _I32, low_index), low, "monotonic")
-        carry = b.zext(b.icmp_unsigned("<", b.add(old, low), old), _I32)
-        high_word = self._pointer(words, _I32, b.add(low_index, _I32(1)))
-        b.atomic_rmw("add", high_word, b.add(high, carry), "monotonic")
+
+        def add() -> None:
+            low_index = b.trunc(b.shl(self.linear(s.array, values), _I64(1)), _I32)
+            low, high = b.trunc(value, _I32), b.trunc(b.lshr(value, _I64(32)), _I32)
+            old = b.atomic_rmw("add", self._pointer(words, _I32, low_index), low, "monotonic")
+            carry = b.zext(b.icmp_unsigned("<", b.add(old, low), old), _I32)
+            high_word = self._pointer(words, _I32, b.add(low_index, _I32(1)))
+            b.atomic_rmw("add", high_word, b.add(high, carry), "monotonic")
+
+        if self.kernel.boundscheck:
+            self.when(self.in_bounds(s.array, values), add)
+        else:
+            add()
 
 
-def lower_vulkan(kernel: kir.Kernel) -> str:
-    """The LLVM IR text of one kernel as a compute shader (entry point ``main``)."""
+def lower_vulkan(kernel: kir.Kernel, attrs: dict[str, Any] | None = None) -> str:
+    """The LLVM IR text of one kernel as a compute shader (entry point ``main``).
+
+    ``attrs``, if given, gets the kernel's function-table attributes (``lower.device_attrs``).
+    """
     kernel = device_kernel(kernel)
     module = ir.Module(name=kernel.name)
     module.triple = VULKAN_TRIPLE
@@ -723,7 +732,10 @@ def lower_vulkan(kernel: kir.Kernel) -> str:
         return b.zext(b.call(thread_id, [_I32(device_axis(d, ndim))]), _I64)
 
     x, y, z = VULKAN_WORKGROUP[ndim]
-    _VulkanBody(module, fn, kernel).emit_device(global_id, (x, y, z))
+    body = _VulkanBody(module, fn, kernel)
+    body.emit_device(global_id, (x, y, z))
+    if attrs is not None:
+        attrs[kernel.name] = device_attrs(kernel, (x, y, z), body)
     # llvmlite cannot spell string attributes or atomic scopes: the shader stage goes in as an
     # attribute group, and atomics get device scope (Vulkan forbids the default, cross-device).
     text = str(module).replace('define void @"main"()', 'define void @"main"() #0', 1)
@@ -772,8 +784,8 @@ def _lower(_: bytes, unit: Unit) -> bytes:
     (kernel,) = unit.kernels
     _check_supported(kernel)
     unit.notes["workgroup"] = list(VULKAN_WORKGROUP[len(kernel.grid.vars)])
-    unit.notes["attrs"] = {kernel.name: device_attrs(kernel, VULKAN_WORKGROUP[len(kernel.grid.vars)])}
-    return lower_vulkan(kernel).encode()
+    unit.notes["attrs"] = {}
+    return lower_vulkan(kernel, unit.notes["attrs"]).encode()
 
 
 def _spirv(src: bytes, unit: Unit) -> bytes:
