@@ -293,7 +293,7 @@ def _signature(k: KernelSource, ir: kir.Kernel, target: Target) -> Signature:
     """The kernel's signature as the target's module declares it (a device kernel's hidden arrays too)."""
     if not target.device:
         return k.signature
-    return with_hidden(k.signature, scratch=bool(ir.epilogue), check=ir.boundscheck)
+    return with_hidden(k.signature, scratch=bool(ir.epilogue), check=ir.boundscheck, prints=kir.prints(ir))
 
 
 def _grid(k: KernelSource, target: Target) -> tuple[str, ...]:

@@ -207,6 +207,9 @@ class LLVMModule(Module):
         definition, table = (engine.get_global_value_address(s) for s in abi.fast_symbols(signature.name)[1:])
         if definition and table:  # a kernel of kp.build: it has a native entry point
             fn.attach_native_entry(definition, table)
+        printer, prints = (engine.get_global_value_address(s) for s in abi.print_symbols(signature.name))
+        if printer and prints:  # it calls print()
+            fn.attach_printer(printer, prints)
         record, sites = (engine.get_global_value_address(s) for s in abi.check_symbols(signature.name))
         if record and sites:  # built with boundscheck
             fn.attach_bounds_check(record, sites)

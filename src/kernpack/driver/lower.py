@@ -20,10 +20,10 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ..errors import CompileError
-from ..runtime.abi import CHECK_PARAM, SCALARS, SCRATCH_PARAM, device_axis
+from ..runtime.abi import CHECK_PARAM, PRINT_PARAM, SCALARS, SCRATCH_PARAM, device_axis
 from .lang import kir
 from .lang.kir import assigned_names
-from .lang.types import ArrayType, ScalarType, bool_, i32, u32
+from .lang.types import ArrayType, ScalarType, bool_, i32, i64, u32
 
 __all__ = [
     "KernelBody",
@@ -38,6 +38,7 @@ __all__ = [
     "llvm_type",
     "memory_type",
     "merge",
+    "print_sites",
     "state_type",
 ]
 
@@ -148,13 +149,30 @@ def device_kernel(kernel: kir.Kernel) -> kir.Kernel:
     """The kernel as a device target lowers it, with its hidden last arrays (``runtime.abi``).
 
     With an epilogue, the scratch (``SCRATCH_PARAM``: where workgroups leave their partials);
-    with bounds checks, then the record of the first out-of-range access (``CHECK_PARAM``).
+    with bounds checks, then the record of the first out-of-range access (``CHECK_PARAM``);
+    with print() calls, then the buffer their records go to (``PRINT_PARAM``).
     """
-    hidden = [name for name, wanted in ((SCRATCH_PARAM, kernel.epilogue), (CHECK_PARAM, kernel.boundscheck)) if wanted]
+    wants = ((SCRATCH_PARAM, kernel.epilogue), (CHECK_PARAM, kernel.boundscheck), (PRINT_PARAM, kir.prints(kernel)))
+    hidden = [name for name, wanted in wants if wanted]
     if not hidden:
         return kernel
     params = [*kernel.params, *((name, ArrayType(u32, 1)) for name in hidden)]
     return dataclasses.replace(kernel, params=params, written=kernel.written | set(hidden))
+
+
+def print_sites(sites: list[kir.Print]) -> list[dict[str, list[str]]]:
+    """The table of a kernel's print() calls (``abi.PRINT_PARAM``): text around typed values."""
+    table = []
+    for site in sites:
+        text, types = [""], []
+        for part in site.parts:
+            if isinstance(part, str):
+                text[-1] += part
+            else:
+                types.append(part.type.name)
+                text.append("")
+        table.append({"text": text, "types": types})
+    return table
 
 
 def _wide(t: ScalarType) -> ScalarType:
@@ -185,6 +203,8 @@ def device_attrs(kernel: kir.Kernel, workgroup: tuple[int, int, int], body: Kern
         attrs["workgroup"] = list(workgroup)
     if kernel.boundscheck:
         attrs["checks"] = check_sites(kernel, body.sites)
+    if body.print_sites:
+        attrs["prints"] = print_sites(body.print_sites)
     return attrs
 
 
@@ -253,6 +273,10 @@ class KernelBody:
         # accesses (array, line) in order; a CPU kernel's functions share one list.
         self.check_record: ir.GlobalVariable | None = None
         self.sites: list[tuple[str, int]] = []
+        # print(): the calls in order (a CPU kernel's functions share one list), and on the CPU
+        # the global holding the printer's address (abi.print_symbols).
+        self.print_sites: list[kir.Print] = []
+        self.printer: ir.GlobalVariable | None = None
         self.line = 0
         # kp.local arrays: element k's address, for each (storage in the entry block).
         self.private: dict[str, Callable[[ir.Value], ir.Value]] = {}
@@ -517,8 +541,7 @@ class KernelBody:
     # The device hooks: a device target's body defines them (the CPU never calls them).
     def scratch_word(self, index: ir.Value) -> ir.Value:
         """The address of word ``index`` (i64) of the scratch."""
-        ptr, _, _ = self.arrays[SCRATCH_PARAM]
-        return self.b.gep(ptr, [index], source_etype=_I32)
+        return self.word(SCRATCH_PARAM, index)
 
     def shared_array(self, name: str, element: ir.Type, count: int) -> Callable[[ir.Value], ir.Value]:
         """An array in workgroup memory; the returned function gives element ``k``'s address (i32 k)."""
@@ -696,6 +719,10 @@ class KernelBody:
             dtype = self.arrays[s.array][2]
             value = self.expr(s.value)
             self.access(s.array, s.indices, lambda ptr: self.atomic_add(ptr, value, dtype))
+        elif isinstance(s, kir.Print):
+            values = [self.print_word(self.expr(p), p.type) for p in s.parts if isinstance(p, kir.Expr)]
+            self.print_sites.append(s)
+            self.emit_print(len(self.print_sites) - 1, values)
         elif isinstance(s, kir.LocalArray):
             zero = ir.Constant(memory_type(s.dtype), 0)
             element = self.private[s.name]
@@ -829,8 +856,93 @@ class KernelBody:
         """The address of word ``k`` of the bounds-check record (the CPU's global, or ``kp_check``)."""
         if self.check_record is not None:
             return gep(self.b, self.check_record, [_I32(0), _I32(k)], self.check_record.value_type)
-        ptr, _, _ = self.arrays[CHECK_PARAM]
-        return self.b.gep(ptr, [_I64(k)], source_etype=_I32)
+        return self.word(CHECK_PARAM, _I64(k))
+
+    def word(self, array: str, index: ir.Value) -> ir.Value:
+        """The address of 32-bit word ``index`` (i64) of a hidden ``uint32_t`` array."""
+        return self.b.gep(self.arrays[array][0], [index], source_etype=_I32)
+
+    # ------------------------------------------------------------------ print
+    def print_word(self, v: ir.Value, t: ScalarType) -> ir.Value:
+        """A printed value as its 64-bit word (``abi.PRINT_PARAM``)."""
+        b = self.b
+        if t is bool_:
+            return b.zext(v, _I64)
+        if t.is_float:
+            return b.bitcast(v, _I64) if t.bits == 64 else b.zext(b.bitcast(v, _I32), _I64)
+        return self.cast(v, t, i64) if t.bits < 64 else v
+
+    def emit_print(self, site: int, values: list[ir.Value]) -> None:
+        """Send one print's site and values: to the printer on the CPU, else into ``kp_print``."""
+        if self.printer is not None:
+            self.cpu_print(site, values)
+            return
+        b = self.b
+        need = 1 + 2 * len(values)
+        at = b.zext(b.atomic_rmw("add", self.word(PRINT_PARAM, _I64(0)), _I32(need), "monotonic"), _I64)
+        capacity = b.sub(self.arrays[PRINT_PARAM][1][0], _I64(2))
+
+        def write() -> None:
+            start = b.add(at, _I64(2))
+            b.store(_I32(site + 1), self.word(PRINT_PARAM, start))
+            for k, value in enumerate(values):
+                for half, word in enumerate((b.trunc(value, _I32), b.trunc(b.lshr(value, _I64(32)), _I32))):
+                    b.store(word, self.word(PRINT_PARAM, b.add(start, _I64(1 + 2 * k + half))))
+
+        fits = b.icmp_unsigned("<=", b.add(at, _I64(need)), capacity)
+        self.when(fits, write)
+        self.when(b.not_(fits), lambda: b.atomic_rmw("add", self.word(PRINT_PARAM, _I64(1)), _I32(1), "monotonic"))
+
+    def cpu_print(self, site: int, values: list[ir.Value]) -> None:
+        """Call the runtime's printer with the values; where there is none (C), C's printf."""
+        b = self.b
+        assert self.printer is not None
+        words = self.slot(ir.ArrayType(_I64, max(1, len(values))), "print.values")
+        for k, value in enumerate(values):
+            b.store(value, gep(b, words, [_I32(0), _I32(k)], words.allocated_type))
+        # The printer's type: void (int32_t site, const uint64_t *values).
+        printer = b.load(self.printer, typ=ir.PointerType(ir.FunctionType(ir.VoidType(), [_I32, _PTR])))
+        with b.if_else(b.icmp_unsigned("!=", printer, ir.Constant(printer.type, None))) as (runtime, plain):
+            with runtime:
+                b.call(printer, [_I32(site), gep(b, words, [_I32(0), _I32(0)], words.allocated_type)])
+            with plain:
+                self._printf(self.print_sites[site], values)
+
+    def _printf(self, site: kir.Print, values: list[ir.Value]) -> None:
+        """The print with C's printf (a program calling the exported kernel without kernpack)."""
+        b = self.b
+        pieces, args = [], []
+        value = iter(values)
+        for part in site.parts:
+            if isinstance(part, str):
+                pieces.append(part.replace("%", "%%"))
+                continue
+            word, t = next(value), part.type
+            if t is bool_:
+                true, false = (self._c_string(text) for text in ("True", "False"))
+                pieces.append("%s")
+                args.append(b.select(b.trunc(word, _I1), true, false))
+            elif t.is_float:
+                pieces.append("%.9g" if t.bits == 32 else "%.17g")
+                bits = b.trunc(word, _I32) if t.bits == 32 else word
+                as_float = b.bitcast(bits, llvm_type(t))
+                args.append(b.fpext(as_float, ir.DoubleType()) if t.bits == 32 else as_float)
+            else:
+                pieces.append("%lld" if t.is_signed else "%llu")
+                args.append(word)
+        printf = self.module.globals.get("printf") or ir.Function(
+            self.module, ir.FunctionType(_I32, [_PTR], var_arg=True), name="printf"
+        )
+        b.call(printf, [self._c_string("".join(pieces)), *args])
+
+    def _c_string(self, text: str) -> ir.Value:
+        """A NUL-terminated constant string of the module."""
+        data = bytearray(text.encode() + b"\0")
+        name = f"kp.str.{len(self.module.globals)}"
+        string = ir.GlobalVariable(self.module, ir.ArrayType(_I8, len(data)), name)
+        string.initializer = ir.Constant(ir.ArrayType(_I8, len(data)), data)
+        string.global_constant, string.linkage = True, "internal"
+        return gep(self.b, string, [_I32(0), _I32(0)], string.value_type)
 
     def element(self, array: str, values: list[ir.Value]) -> ir.Value:
         """The address of ``array[values]`` (i64 indices, not checked)."""

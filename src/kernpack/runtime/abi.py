@@ -32,6 +32,8 @@ __all__ = [
     "METH_KEYWORDS",
     "OBJECT_TYPE",
     "OPENCL_WORKGROUP",
+    "PRINT_PARAM",
+    "PRINT_WORDS",
     "SCALARS",
     "SCALAR_VALUE",
     "SCRATCH_PARAM",
@@ -43,6 +45,7 @@ __all__ = [
     "fast_symbols",
     "group_counts",
     "parameter_binding",
+    "print_symbols",
     "scratch_words",
 ]
 
@@ -152,6 +155,26 @@ CHECK_WORDS = 14
 def check_symbols(kernel: str) -> tuple[str, str]:
     """The CPU symbols of a bounds-checked kernel: its record, and its sites (JSON, NUL-ended)."""
     return f"{kernel}.kp.bounds", f"{kernel}.kp.sites"
+
+
+# ------------------------------------------------------------------------------ print
+# Each print() of a kernel is a site: the text around its values, and their types
+# (``{"text": [...], "types": [...]}``, len(text) == len(types) + 1). A print sends its site and
+# each value as a 64-bit word (an integer sign- or zero-extended, a float's bits, a bool 0 or 1),
+# and the host writes the line (``kernpack.runtime.printing``), as Python prints those values.
+# On the CPU the kernel calls the function whose address the runtime stores in the global
+# ``<kernel>.kp.print`` (``void (int32_t site, const uint64_t *values)``; C's printf where it is
+# null), its sites the JSON text ``<kernel>.kp.prints``. A device kernel takes one more array
+# after the others, ``uint32_t kp_print[:]``: word 0 counts the words used, word 1 the prints
+# that did not fit; each print then appends its site + 1 and its values (low word first) from
+# word 2, where it fits (so the prints that fit are the first ones, and a 0 ends them).
+PRINT_PARAM = "kp_print"
+PRINT_WORDS = 1 << 18
+
+
+def print_symbols(kernel: str) -> tuple[str, str]:
+    """The CPU symbols of a kernel that prints: the printer's address, and its sites (JSON, NUL-ended)."""
+    return f"{kernel}.kp.print", f"{kernel}.kp.prints"
 
 
 def group_counts(grid: tuple[int, ...], workgroup: tuple[int, ...] | list[int]) -> tuple[int, int, int]:

@@ -29,6 +29,7 @@ from .abi import CHECK_WORDS
 from .checks import index_error
 from .devices import DeviceArray
 from .fastcall import native_entry
+from .printing import cpu_printer
 from .signature import Param, Signature
 
 __all__ = ["NativeFunction", "as_array", "convert_scalar", "ffi"]
@@ -123,6 +124,11 @@ class NativeFunction:
             return result
 
         type(self).__call__ = checked  # type: ignore[method-assign]
+
+    def attach_printer(self, printer: int, sites: int) -> None:
+        """Give a kernel that prints (``abi.print_symbols``) the printer that writes its lines."""
+        table = json.loads(ctypes.string_at(sites).decode())
+        ctypes.c_void_p.from_address(printer).value = cpu_printer(table)
 
     @property
     def address(self) -> int:

@@ -35,11 +35,12 @@ from typing import Any, ClassVar, Self, TypeVar, cast
 import numpy as np
 
 from ..errors import ArgumentError, DeviceUnavailableError, FormatError, LoadError, UnsupportedOperationError
-from .abi import CHECK_PARAM, CHECK_WORDS, SCRATCH_PARAM, scratch_words
+from .abi import CHECK_PARAM, CHECK_WORDS, PRINT_PARAM, PRINT_WORDS, SCRATCH_PARAM, scratch_words
 from .calling import as_array, convert_scalar
 from .checks import index_error
 from .devices import Device, DeviceArray
 from .module import Module, ModulePropertyMask
+from .printing import print_records
 from .registry import register_describer
 from .signature import Param, Signature
 
@@ -339,13 +340,14 @@ class DeviceModule(Module):
         return f"Module[{self.kind}](functions={list(self.functions)}{state})"
 
 
-def with_hidden(signature: Signature, *, scratch: bool, check: bool) -> Signature:
+def with_hidden(signature: Signature, *, scratch: bool, check: bool, prints: bool) -> Signature:
     """``signature`` with the arrays a device kernel takes after its own (``kernpack.runtime.abi``).
 
-    The scratch of a kernel with an epilogue (``SCRATCH_PARAM``), then the bounds-check record
-    of a checked one (``CHECK_PARAM``).
+    The scratch of a kernel with an epilogue (``SCRATCH_PARAM``), the bounds-check record of a
+    checked one (``CHECK_PARAM``), the print buffer of one that prints (``PRINT_PARAM``).
     """
-    names = [name for name, wanted in ((SCRATCH_PARAM, scratch), (CHECK_PARAM, check)) if wanted]
+    wanted = ((SCRATCH_PARAM, scratch), (CHECK_PARAM, check), (PRINT_PARAM, prints))
+    names = [name for name, wants in wanted if wants]
     hidden = tuple(Param(name, "uint32_t", pointer=True, ndim=1) for name in names)
     return dataclasses.replace(signature, params=(*signature.params, *hidden))
 
@@ -360,7 +362,8 @@ class DeviceFunction:
         # one its record, after its own parameters: the caller does not see them (see abi).
         self.scratch = entry.attrs.get("scratch")
         self.checks = entry.attrs.get("checks")
-        hidden = (self.scratch is not None) + (self.checks is not None)
+        self.prints = entry.attrs.get("prints")
+        hidden = sum(attr is not None for attr in (self.scratch, self.checks, self.prints))
         self.signature = entry.signature
         if hidden:
             self.signature = dataclasses.replace(entry.signature, params=entry.signature.params[:-hidden])
@@ -408,8 +411,14 @@ class DeviceFunction:
         record = np.zeros(CHECK_WORDS, np.uint32) if self.checks is not None else None
         if record is not None:
             values.append(record)
+        prints = np.zeros(PRINT_WORDS, np.uint32) if self.prints is not None else None
+        if prints is not None:
+            values.append(prints)
         self.module._launch(self.entry, values, grid)
-        if record is not None:  # read back with the results: the launch waited for them
+        # Both are read back with the results: the launch waited for them.
+        if prints is not None:
+            print_records(self.name, prints, self.prints)
+        if record is not None:
             error = index_error(self.name, record, self.checks)
             if error is not None:
                 raise error

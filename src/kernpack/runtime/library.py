@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import FormatError, FunctionNotFoundError, LoadError, UnsupportedOperationError
-from .abi import check_symbols, fast_symbols
+from .abi import check_symbols, fast_symbols, print_symbols
 from .blob import BLOB_END_SYMBOL, BLOB_SYMBOL, HOST_KIND, BlobIndex
 from .calling import NativeFunction, ffi
 from .elfcheck import check_shared_object
@@ -188,6 +188,9 @@ class LibraryModule(_InTree, Module):
             definition, table = (dso.symbol(symbol) for symbol in fast_symbols(sig.name)[1:])
             if definition is not None and table is not None:
                 fn.attach_native_entry(_address(definition), _address(table))
+            printer, prints = (dso.symbol(symbol) for symbol in print_symbols(sig.name))
+            if printer is not None and prints is not None:  # it calls print()
+                fn.attach_printer(_address(printer), _address(prints))
             record, sites = (dso.symbol(symbol) for symbol in check_symbols(sig.name))
             if record is not None and sites is not None:  # built with boundscheck
                 fn.attach_bounds_check(_address(record), _address(sites))

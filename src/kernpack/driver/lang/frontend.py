@@ -220,6 +220,46 @@ class _Checker:
         self.in_epilogue = False
         return epilogue
 
+    # ------------------------------------------------------------------ print
+    def print(self, call: ast.Call, line: int) -> kir.Stmt:
+        """``print(...)`` of string literals, f-strings and scalar values, ``sep=`` and ``end=`` literals."""
+        if not self.in_grid and not self.in_epilogue:
+            self.error(
+                call,
+                "print() in the prologue is not supported (it would run once per thread or work-item); "
+                "print in the grid loop or after it",
+            )
+        text = {"sep": " ", "end": "\n"}
+        for keyword in call.keywords:
+            value = keyword.value
+            if keyword.arg not in text or not (isinstance(value, ast.Constant) and isinstance(value.value, str)):
+                self.error(keyword, "print() in a kernel takes sep= and end= as string literals, and nothing else")
+            text[keyword.arg] = value.value
+        parts: list[str | kir.Expr] = []
+        for k, arg in enumerate(call.args):
+            if k:
+                parts.append(text["sep"])
+            pieces = arg.values if isinstance(arg, ast.JoinedStr) else [arg]
+            for piece in pieces:
+                if isinstance(piece, ast.Constant) and isinstance(piece.value, str):
+                    parts.append(piece.value)
+                    continue
+                if isinstance(piece, ast.FormattedValue):
+                    if piece.conversion != -1 or piece.format_spec is not None:
+                        self.error(piece, "an f-string in a kernel formats {value} only: no !r, !s or :spec")
+                    piece = piece.value
+                if isinstance(piece, ast.Starred):
+                    self.error(piece, "print(*...) is not supported in a kernel; pass the values one by one")
+                parts.append(self.strong(self.expr(piece)))
+        parts.append(text["end"])
+        merged: list[str | kir.Expr] = []
+        for part in parts:  # adjacent text as one piece
+            if isinstance(part, str) and merged and isinstance(merged[-1], str):
+                merged[-1] += part
+            elif part != "":
+                merged.append(part)
+        return kir.Print(merged, line=line)
+
     # ------------------------------------------------------------------ local arrays
     def local_array(self, node: ast.Assign, line: int) -> kir.Stmt:
         """``name = kp.local(dtype, shape)``: an array private to the grid point."""
@@ -374,11 +414,7 @@ class _Checker:
             if isinstance(call, ast.Call) and CALLABLES.get(id(self.resolve(call.func))) == "atomic_add":
                 return self.atomic_add(call, line)
             if isinstance(call, ast.Call) and self.resolve(call.func) is builtins.print:
-                self.error(
-                    call,
-                    "print() is not supported in kernels yet; write the values into an output array and "
-                    "print them after the call",
-                )
+                return self.print(call, line)
             if isinstance(call, ast.Call):
                 self.error(call, f"calling {ast.unparse(call.func)!r} as a statement does nothing in a kernel")
             self.error(node, "an expression statement has no effect in a kernel")

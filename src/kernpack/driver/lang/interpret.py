@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -359,6 +360,14 @@ class _Compiler:
             return assign
         if isinstance(s, (kir.Store, kir.AtomicAdd)):
             return self.store(s)
+        if isinstance(s, kir.Print):
+            pieces = [p if isinstance(p, str) else self.expr(p) for p in s.parts]
+
+            def show(env: _Env) -> None:
+                text = "".join(p if isinstance(p, str) else str(p(env)) for p in pieces)
+                sys.stdout.write(text)
+
+            return show
         if isinstance(s, kir.LocalArray):
             name, size, dtype = s.name, int(np.prod(s.shape)), s.dtype.dtype
             return lambda env: env.__setitem__(name, np.zeros(size, dtype))

@@ -46,6 +46,7 @@ __all__ = [
     "Load",
     "LocalArray",
     "Not",
+    "Print",
     "REDUCTIONS",
     "Reduce",
     "Select",
@@ -58,6 +59,7 @@ __all__ = [
     "exprs_of",
     "identity",
     "local_arrays",
+    "prints",
     "walk",
     "walk_expr",
 ]
@@ -271,6 +273,16 @@ class LocalArray(Stmt):
 
 
 @dataclass
+class Print(Stmt):
+    """``print(...)``: literal text and scalar values, in order (the separators and end as text).
+
+    Values print as Python prints them (``str`` of an int, a bool, a numpy float32/float64).
+    """
+
+    parts: list[str | Expr]
+
+
+@dataclass
 class If(Stmt):
     """``if cond: body else: orelse``."""
 
@@ -355,6 +367,8 @@ def _print(stmts: list[Stmt], out: list[str], depth: int) -> None:
             out.append(f"{pad}{s.name} = {s.value}")
         elif isinstance(s, Store):
             out.append(f"{pad}{s.array}[{', '.join(map(str, s.indices))}] = {s.value}")
+        elif isinstance(s, Print):
+            out.append(f"{pad}print({', '.join(repr(p) if isinstance(p, str) else str(p) for p in s.parts)})")
         elif isinstance(s, LocalArray):
             out.append(f"{pad}{s.name} = local.{s.dtype}{list(s.shape)}")
         elif isinstance(s, Reduce):
@@ -414,7 +428,13 @@ def walk_expr(e: Expr) -> Iterator[Expr]:
 def exprs_of(s: Stmt) -> list[Expr]:
     """The expressions a statement evaluates itself (not those of the statements it holds)."""
     found = [e for a in ("value", "cond", "start", "stop", "step") if isinstance(e := getattr(s, a, None), Expr)]
-    return [*found, *getattr(s, "indices", []), *getattr(s, "extents", [])]
+    printed = [p for p in getattr(s, "parts", []) if isinstance(p, Expr)]
+    return [*found, *getattr(s, "indices", []), *getattr(s, "extents", []), *printed]
+
+
+def prints(kernel: Kernel) -> bool:
+    """True if the kernel calls print() (in the grid or after it: the prologue may not)."""
+    return any(isinstance(s, Print) for s in walk([*kernel.grid.body, *kernel.epilogue]))
 
 
 def local_arrays(kernel: Kernel) -> list[LocalArray]:

@@ -29,7 +29,7 @@ import llvmlite.ir as ir
 from ...runtime import abi
 from ..lang import kir
 from ..lang.types import ArrayType, ScalarType, bool_
-from ..lower import KernelBody, abi_types, check_sites, declare, gep, llvm_type, merge, state_type
+from ..lower import KernelBody, abi_types, check_sites, declare, gep, llvm_type, merge, print_sites, state_type
 
 __all__ = ["MIN_PARALLEL_WORK", "lower_kernels"]
 
@@ -63,6 +63,12 @@ class _KernelCodegen:
         # cleared by each call, and the checked accesses of all the kernel's functions.
         self.record: ir.GlobalVariable | None = None
         self.sites: list[tuple[str, int]] = []
+        # With print(): the global the runtime stores its printer's address in, and the calls.
+        self.printer: ir.GlobalVariable | None = None
+        self.print_sites: list[kir.Print] = []
+        if kir.prints(kernel):
+            self.printer = ir.GlobalVariable(module, _PTR, abi.print_symbols(kernel.name)[0])
+            self.printer.initializer = ir.Constant(_PTR, None)
         if kernel.boundscheck:
             record_type = ir.ArrayType(_I32, abi.CHECK_WORDS)
             self.record = ir.GlobalVariable(module, record_type, abi.check_symbols(kernel.name)[0])
@@ -87,20 +93,28 @@ class _KernelCodegen:
             self._body(finish_fn).emit_finish()
         worker = self._worker(range_fn)
         launcher = self._launcher(range_fn, extent_fn, worker, finish_fn)
+        if self.printer is not None:
+            self._text(abi.print_symbols(name)[1], print_sites(self.print_sites))
         if self.record is not None:
             # The runtime reads the record after each call, in the Python path: no native entry.
-            sites = json.dumps(check_sites(self.kernel, self.sites)).encode() + b"\0"
-            table = ir.GlobalVariable(self.module, ir.ArrayType(_I8, len(sites)), abi.check_symbols(name)[1])
-            table.initializer = ir.Constant(ir.ArrayType(_I8, len(sites)), bytearray(sites))
-            table.global_constant = True
+            self._text(abi.check_symbols(name)[1], check_sites(self.kernel, self.sites))
         else:
             _fast_entry(self.module, self.kernel, launcher)
 
+    def _text(self, symbol: str, table: object) -> None:
+        """A table the runtime reads, as NUL-terminated JSON text under ``symbol``."""
+        data = json.dumps(table).encode() + b"\0"
+        text = ir.GlobalVariable(self.module, ir.ArrayType(_I8, len(data)), symbol)
+        text.initializer = ir.Constant(ir.ArrayType(_I8, len(data)), bytearray(data))
+        text.global_constant = True
+
     def _body(self, fn: ir.Function) -> KernelBody:
-        """A body for one of the kernel's functions; with bounds checks, sharing their record and sites."""
+        """A body for one of the kernel's functions, sharing their bounds-check record and print sites."""
         body = KernelBody(self.module, fn, self.kernel)
         body.check_record = self.record
         body.sites = self.sites
+        body.printer = self.printer
+        body.print_sites = self.print_sites
         return body
 
     def _function(self, name: str, ret: ir.Type, args: list[ir.Type], internal: bool) -> ir.Function:

@@ -29,10 +29,8 @@ import numpy as np
 
 from ...errors import CompileError
 from ...runtime.abi import (
-    CHECK_PARAM,
     DESCRIPTOR_SET,
     EXTENTS_BINDING,
-    SCRATCH_PARAM,
     VULKAN_WORKGROUP,
     device_axis,
     parameter_binding,
@@ -259,8 +257,8 @@ class _VulkanBody(KernelBody):
         fn.attributes.add("convergent")
         self.b.call(fn, [])
 
-    def scratch_word(self, index: ir.Value) -> ir.Value:
-        handle, _, _ = self.arrays[SCRATCH_PARAM]
+    def word(self, array: str, index: ir.Value) -> ir.Value:
+        handle, _, _ = self.arrays[array]
         return self._pointer(handle, _I32, self.b.trunc(index, _I32))
 
     # Element 0 of a workgroup or private array is never used: where its address folds to the
@@ -682,10 +680,6 @@ class _VulkanBody(KernelBody):
             return super().element(array, values)
         handle, _, dtype = self.arrays[array]
         return self._pointer(handle, memory_type(dtype), self.b.trunc(self.linear(array, values), _I32))
-
-    def check_word(self, k: int) -> ir.Value:
-        handle, _, _ = self.arrays[CHECK_PARAM]
-        return self._pointer(handle, _I32, _I32(k))
 
     def _atomic_add64(self, s: kir.AtomicAdd) -> None:
         """A 64-bit integer atomic add as two 32-bit ones: low word, then high word plus carry.
