@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+import kernpack as kp
+
 INTS = ("i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64")
 FLOATS = ("f32", "f64")
 ALL = ("bool", *INTS, *FLOATS)
@@ -153,6 +155,12 @@ class Case:
     source: str
     args: list[ArgSpec]
     flags: set[str] = field(default_factory=set)
+    generic: str | None = None  # a generic kernel: the type its T is specialised to
+
+    @property
+    def kernel_name(self) -> str:
+        """The kernel's name in built modules (a specialisation's carries its type)."""
+        return f"{self.name}__{self.generic}" if self.generic else self.name
 
     def make_args(self) -> list[Any]:
         """Fresh arguments, the same on every call (numpy scalars and C-contiguous arrays)."""
@@ -211,6 +219,7 @@ class _Gen:
         self.index_depth = 0  # indices inside indices: bounded, or loads would nest forever
         self.reductions: list[tuple[str, str, str, ArgSpec]] = []  # (local, type, op, result array)
         self.private: list[ArgSpec] = []  # kp.local arrays of the grid body (role "local")
+        self.generic: str | None = None  # the parameters' type written as the type variable T
 
     # ------------------------------------------------------------------ names
     def fresh(self, prefix: str) -> str:
@@ -282,12 +291,13 @@ class _Gen:
         if v.weak and v.value is not None and t == "i64" and not fits(v.value, "i64"):
             v = self.int_lit("i64")
         src = str(v)
+        spelled = "T" if t == self.generic and self.chance(0.5) else kp_type(t)  # T(v) in a generic kernel
         if v.t in FLOATS and t in INTS:
             if self.chance(0.9):
                 src = f"({v} if {v} == {v} else 0.0)"
             else:
                 self.flags.add("nan-int-cast")
-        return Ex(f"{kp_type(t)}({src})", t, taint=v.taint)
+        return Ex(f"{spelled}({src})", t, taint=v.taint)
 
     def to_type(self, v: Ex, t: str) -> Ex:
         return v if (v.t == t and not v.weak) else self.cast(v, t)
@@ -920,7 +930,11 @@ class _Gen:
             if a.role == "scalar":
                 self.scopes[0][a.name] = Var(a.name, a.t, mutable=False)
         name = f"kern_{self.seed}"
-        params = ", ".join(f"{a.name}: {kp_type(a.t)}{_dims(a)}" for a in self.args)
+        if self.chance(0.15):
+            # A generic kernel: one type of its parameters written as T, specialised to it.
+            self.generic = r.choice([a.t for a in self.args])
+            self.flags.add("generic")
+        params = ", ".join(f"{a.name}: {'T' if a.t == self.generic else kp_type(a.t)}{_dims(a)}" for a in self.args)
         pad = "    "
         self.budget = r.randint(4, 18)
         lines = self.prologue(pad)
@@ -939,10 +953,10 @@ class _Gen:
             body += self.reduce(pad * 2, reduction)
         self.scopes.pop()
         epilogue = self.epilogue(pad) if self.reductions else []
-        head = f"import math\n\nimport kernpack as kp\n\n{GLOBALS}\n\n{HELPERS}\n\n"
+        head = f"import math\n\nimport kernpack as kp\n\n{GLOBALS}\nT = kp.TypeVar('T')\n\n{HELPERS}\n\n"
         source = head + f"@kp.kernel\ndef {name}({params}):\n"
         source += "\n".join([*lines, grid, *body, *epilogue]) + "\n"
-        return Case(self.seed, name, source, self.args, self.flags)
+        return Case(self.seed, name, source, self.args, self.flags, self.generic)
 
 
 def _dims(a: ArgSpec) -> str:
@@ -967,4 +981,7 @@ def load_kernel(case: Case, directory: str | Path) -> Any:
         spec.loader.exec_module(module)
     finally:
         sys.modules.pop(module_name, None)
-    return getattr(module, case.name)
+    kernel = getattr(module, case.name)
+    if case.generic:
+        kernel = kernel.specialize(T=getattr(kp, "bool_" if case.generic == "bool" else case.generic))
+    return kernel

@@ -140,7 +140,7 @@ class Runner:
 
     def validate(self, target: str, seed: int, module: Any) -> str | None:
         kind = TARGETS[target][0]
-        name = self.cases[seed].name
+        name = self.cases[seed].kernel_name
         if kind == "vulkan":
             complaint = spirv_val(module.shader(name), "vulkan1.3")
         elif kind == "opencl":
@@ -177,7 +177,7 @@ class Runner:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                module[case.name](*args)
+                module[case.kernel_name](*args)
         except Exception as exc:
             if not alone and isinstance(exc, kp.DeviceUnavailableError):
                 return self.retry_alone(target, seed)  # the driver refused the batch: whose kernel was it?
