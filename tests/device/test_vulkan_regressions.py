@@ -524,3 +524,41 @@ def test_fma_rounds_once_like_the_interpreter(device, dtype, bits):
 
 def test_fma_shader_validates_for_vulkan_1_3(tmp_path):
     assert spirv_val(shader(fused64), "vulkan1.3", tmp_path) == ""
+
+
+# ----------------------------------------------------------- lavapipe's loop limit
+@kp.kernel
+def long_sum(x: kp.f32[:], out: kp.f64[:]):
+    for i in kp.grid(1):
+        s = 0.0
+        for k in range(x.shape[0]):
+            s += x[k]
+        out[i] = s
+
+
+@kp.kernel
+def nested_sum(n: kp.i64, m: kp.i64, out: kp.f64[:]):
+    for i in kp.grid(1):
+        s = 0.0
+        for _a in range(n):
+            for _b in range(m):
+                s += 1.0
+        out[i] = s
+
+
+def test_a_work_item_past_lavapipes_loop_limit_raises_instead_of_a_wrong_sum(device):
+    # vulkan_loop_limit_wrong_sum: llvmpipe ends all of an invocation's loops after 65535
+    # iterations together (a sum of 10**5 twos came out 131070): the shader counts, and the
+    # launcher raises where the driver has the limit.
+    module = kp.build([long_sum, nested_sum], target="vulkan")
+    out = np.zeros(1)
+    module["long_sum"](np.full(60_000, 2.0, np.float32), out)
+    assert out[0] == 120_000.0
+    module["nested_sum"](200, 300, out)
+    assert out[0] == 60_000.0
+    if module.loop_limit() is None:
+        pytest.skip("this Vulkan driver has no loop limit")
+    with pytest.raises(kp.LaunchError, match=r"long_sum.*65000 or more loop iterations.*run it on cpu or opencl"):
+        module["long_sum"](np.full(100_000, 2.0, np.float32), out)
+    with pytest.raises(kp.LaunchError, match="nested_sum"):
+        module["nested_sum"](300, 300, out)

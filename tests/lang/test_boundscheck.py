@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 import kernpack as kp
 from tests.conftest import require_device
-from tests.lang.test_functions import _import
-
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "kernel-language.md"
+from tests.lang.helpers import import_source as _import
+from tests.lang.helpers import run_documented_example
 
 KERNELS = """
 import kernpack as kp
@@ -72,9 +68,7 @@ def _raises(call, kernel: str, array: str, index: str, shape: str, tag: str, ker
 
 
 def test_the_documented_example_runs(tmp_path):
-    section = DOCS.read_text().split("## Bounds checks", 1)[1].split("\n## ", 1)[0]
-    (block,) = re.findall(r"```python\n(.*?)```", section, re.S)
-    _import(tmp_path, block, "doc_boundscheck")
+    run_documented_example(tmp_path, "Bounds checks")
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -11,25 +11,15 @@ import pytest
 
 import kernpack as kp
 from tests.conftest import require_device
-
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "kernel-language.md"
+from tests.lang.helpers import import_source, run_documented_example
 
 
 def _import(tmp_path: Path, source: str, name: str = "fn_kernels"):
-    import importlib.util
-
-    path = tmp_path / f"{name}.py"
-    path.write_text(textwrap.dedent(source))
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_source(tmp_path, source, name)
 
 
 def test_the_documented_example_runs(tmp_path):
-    section = DOCS.read_text().split("## Device functions", 1)[1].split("\n## ", 1)[0]
-    (block,) = re.findall(r"```python\n(.*?)```", section, re.S)
-    _import(tmp_path, block, "doc_functions")  # its asserts check the results
+    run_documented_example(tmp_path, "Device functions")  # its asserts check the results
 
 
 KERNELS = """

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 import kernpack as kp
 from tests.conftest import require_device
-from tests.lang.test_functions import _import
-
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "kernel-language.md"
+from tests.lang.helpers import import_source as _import
+from tests.lang.helpers import run_documented_example
 
 KERNELS = """
 import kernpack as kp
@@ -34,9 +30,7 @@ def count(x: T[:], limit: T, hits: I[:]):
 
 
 def test_the_documented_example_runs(tmp_path):
-    section = DOCS.read_text().split("## Generic kernels", 1)[1].split("\n## ", 1)[0]
-    (block,) = re.findall(r"```python\n(.*?)```", section, re.S)
-    _import(tmp_path, block, "doc_generics")
+    run_documented_example(tmp_path, "Generic kernels")
 
 
 def test_a_call_specialises_for_the_argument_types(tmp_path):

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 import kernpack as kp
 from tests.conftest import require_device
-from tests.lang.test_functions import _import
-
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "kernel-language.md"
+from tests.lang.helpers import compile_error, run_documented_example
+from tests.lang.helpers import import_source as _import
 
 KERNELS = """
 import kernpack as kp
@@ -63,9 +59,7 @@ def kernels(tmp_path_factory):
 
 
 def test_the_documented_example_runs(tmp_path):
-    section = DOCS.read_text().split("## Local arrays", 1)[1].split("\n## ", 1)[0]
-    (block,) = re.findall(r"```python\n(.*?)```", section, re.S)
-    _import(tmp_path, block, "doc_local_arrays")
+    run_documented_example(tmp_path, "Local arrays")
 
 
 def _expected(kernels):
@@ -153,8 +147,4 @@ def test_in_plain_python_it_is_a_zeroed_numpy_array():
     ],
 )
 def test_errors_name_the_line_and_what_to_write(tmp_path, body, line, words):
-    source = "import kernpack as kp\n\n@kp.kernel\ndef k(x: kp.f32[:], out: kp.f32[:]):\n" + body
-    with pytest.raises(kp.CompileError) as info:
-        _import(tmp_path, source, "bad_local")
-    assert info.value.lineno == line, info.value
-    assert words in str(info.value), info.value
+    compile_error(tmp_path, "x: kp.f32[:], out: kp.f32[:]", body, line, words)

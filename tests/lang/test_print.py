@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +10,8 @@ import pytest
 import kernpack as kp
 from kernpack.runtime.abi import PRINT_WORDS, print_symbols
 from tests.conftest import require_device
-from tests.lang.test_functions import _import
-
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "kernel-language.md"
+from tests.lang.helpers import compile_error, run_documented_example
+from tests.lang.helpers import import_source as _import
 
 KERNELS = """
 import kernpack as kp
@@ -56,9 +53,7 @@ def _python(kernels, capsys) -> str:
 
 
 def test_the_documented_example_runs(tmp_path, capsys):
-    section = DOCS.read_text().split("## Printing", 1)[1].split("\n## ", 1)[0]
-    (block,) = re.findall(r"```python\n(.*?)```", section, re.S)
-    _import(tmp_path, block, "doc_print")
+    run_documented_example(tmp_path, "Printing")
     assert "point 3 value 0.5" in capsys.readouterr().out
 
 
@@ -131,8 +126,4 @@ def test_an_exported_kernel_prints_through_python_and_through_c_without_it(kerne
     ],
 )
 def test_errors_name_the_line_and_what_to_write(tmp_path, body, line, words):
-    source = "import kernpack as kp\n\n@kp.kernel\ndef k(x: kp.f32[:]):\n" + body
-    with pytest.raises(kp.CompileError) as info:
-        _import(tmp_path, source, "bad_print")
-    assert info.value.lineno == line, info.value
-    assert words in str(info.value), info.value
+    compile_error(tmp_path, "x: kp.f32[:]", body, line, words)

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import math
-import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import kernpack as kp
 from tests.conftest import require_device
-from tests.lang.test_functions import _import
-
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "kernel-language.md"
+from tests.lang.helpers import compile_error, run_documented_example
+from tests.lang.helpers import import_source as _import
 
 KERNELS = """
 import kernpack as kp
@@ -91,9 +88,7 @@ def kernels(tmp_path_factory):
 
 
 def test_the_documented_example_runs(tmp_path):
-    section = DOCS.read_text().split("## Reductions", 1)[1].split("\n## ", 1)[0]
-    (block,) = re.findall(r"```python\n(.*?)```", section, re.S)
-    _import(tmp_path, block, "doc_reductions")
+    run_documented_example(tmp_path, "Reductions")
 
 
 def _check_sum(got: float, terms: np.ndarray) -> None:
@@ -263,13 +258,6 @@ def test_device_reductions_export_and_load(kernels, on_devices, tmp_path):
 
 
 # ---------------------------------------------------------------------------- errors
-def _error(tmp_path, body: str) -> kp.CompileError:
-    source = "import kernpack as kp\n\n@kp.kernel\ndef k(x: kp.f32[:], out: kp.f32[:]):\n" + body
-    with pytest.raises(kp.CompileError) as info:
-        _import(tmp_path, source, "bad_reduction")
-    return info.value
-
-
 @pytest.mark.parametrize(
     ("body", "line", "words"),
     [
@@ -324,6 +312,4 @@ def _error(tmp_path, body: str) -> kp.CompileError:
     ],
 )
 def test_errors_name_the_line_and_what_to_write(tmp_path, body, line, words):
-    err = _error(tmp_path, body)
-    assert err.lineno == line, err
-    assert words in str(err), err
+    compile_error(tmp_path, "x: kp.f32[:], out: kp.f32[:]", body, line, words)

@@ -20,7 +20,7 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ..errors import CompileError
-from ..runtime.abi import CHECK_PARAM, PRINT_PARAM, SCALARS, SCRATCH_PARAM, device_axis
+from ..runtime.abi import CHECK_PARAM, LOOPS_PARAM, PRINT_PARAM, SCALARS, SCRATCH_PARAM, device_axis
 from .lang import kir
 from .lang.kir import assigned_names
 from .lang.types import ArrayType, ScalarType, bool_, i32, i64, u32
@@ -145,14 +145,20 @@ def check_narrow_atomics(kernel: kir.Kernel, target: str) -> None:
             )
 
 
-def device_kernel(kernel: kir.Kernel) -> kir.Kernel:
+def device_kernel(kernel: kir.Kernel, *, loop_guard: bool = False) -> kir.Kernel:
     """The kernel as a device target lowers it, with its hidden last arrays (``runtime.abi``).
 
     With an epilogue, the scratch (``SCRATCH_PARAM``: where workgroups leave their partials);
     with bounds checks, then the record of the first out-of-range access (``CHECK_PARAM``);
-    with print() calls, then the buffer their records go to (``PRINT_PARAM``).
+    with print() calls, then the buffer their records go to (``PRINT_PARAM``); with
+    ``loop_guard`` (a Vulkan shader with loops), the word its loop guard sets (``LOOPS_PARAM``).
     """
-    wants = ((SCRATCH_PARAM, kernel.epilogue), (CHECK_PARAM, kernel.boundscheck), (PRINT_PARAM, kir.prints(kernel)))
+    wants = (
+        (SCRATCH_PARAM, kernel.epilogue),
+        (CHECK_PARAM, kernel.boundscheck),
+        (PRINT_PARAM, kir.prints(kernel)),
+        (LOOPS_PARAM, loop_guard),
+    )
     hidden = [name for name, wanted in wants if wanted]
     if not hidden:
         return kernel
@@ -433,9 +439,10 @@ class KernelBody:
         Every work-item of a workgroup (those outside the grid too, with the identity) gets
         here; a tree in workgroup memory combines their contributions, and the first work-item
         writes the group's partial to the scratch and counts the group done. The last group to
-        finish (an acquire-release count: it sees every partial) combines them in group order,
-        then its starting value, and runs the epilogue: one grouping for a geometry, so a run
-        repeats exactly. No atomic per point, no second launch.
+        finish (an acquire-release count: it sees every partial) combines the partials, each of
+        its work-items a strided share of them in group order and then a tree, adds the
+        starting value and runs the epilogue in its first work-item: one grouping for a
+        geometry, so a run repeats exactly. No atomic per point, no second launch.
         """
         kernel = self.kernel
         if not kernel.epilogue:
@@ -445,23 +452,12 @@ class KernelBody:
         size = workgroup[0] * workgroup[1] * workgroup[2]  # a power of two
         reductions = [(name, op, t, _wide(t)) for name, op in kernel.reductions.items() for t in [kernel.locals[name]]]
         shared = [self.shared_array(f"{name}.group", llvm_type(w), size) for name, _, _, w in reductions]
+        last = self.shared_array("last", _I32, 1)
         local32 = b.trunc(local, _I32)
         for (name, _, t, w), array in zip(reductions, shared, strict=True):
             own = self._widen(b.load(self.vars[name], typ=self.var_types[name]), t, w)
             b.store(own, array(local32))
-        self.barrier()
-        step = size // 2
-        while step:
-
-            def fold(step: int = step) -> None:
-                for (_, op, _, w), array in zip(reductions, shared, strict=True):
-                    mine, other = array(local32), array(b.add(local32, _I32(step)))
-                    x, y = b.load(mine, typ=llvm_type(w)), b.load(other, typ=llvm_type(w))
-                    b.store(self.combine(op, w, x, y), mine)
-
-            self.when(b.icmp_unsigned("<", local32, _I32(step)), fold)
-            self.barrier()
-            step //= 2
+        self._tree(reductions, shared, local32, size)
         # Where reduction r's partial of group g lies: 1 + groups * (words before r) + g * words.
         offsets, before = [], 0
         for *_, w in reductions:
@@ -475,28 +471,58 @@ class KernelBody:
             for k, ((*_, w), array) in enumerate(zip(reductions, shared, strict=True)):
                 self._store_words(b.load(array(_I32(0)), typ=llvm_type(w)), partial(k, group))
             done = self.count_done(self.scratch_word(_I64(0)))
-            self.when(b.icmp_unsigned("==", b.zext(done, _I64), b.sub(groups, _I64(1))), finish)
+            b.store(b.zext(b.icmp_unsigned("==", b.zext(done, _I64), b.sub(groups, _I64(1))), _I32), last(_I32(0)))
 
-        def finish() -> None:
+        def finish() -> None:  # every work-item of the last group
             totals = []
             for name, op, _, w in reductions:
                 total = self.slot(llvm_type(w), f"{name}.total")
                 b.store(ir.Constant(llvm_type(w), kir.identity(op, w)), total)
                 totals.append(total)
 
-            def add(g: ir.Value) -> None:
-                for k, ((_, op, _, w), total) in enumerate(zip(reductions, totals, strict=True)):
-                    value = self._load_words(w, partial(k, g))
+            def add(k: ir.Value) -> None:  # partial local + k * size
+                g = b.add(local, b.mul(k, _I64(size)))
+                for r, ((_, op, _, w), total) in enumerate(zip(reductions, totals, strict=True)):
+                    value = self._load_words(w, partial(r, g))
                     b.store(self.combine(op, w, b.load(total, typ=llvm_type(w)), value), total)
 
-            self.repeat(groups, add)
-            for (name, op, t, w), total in zip(reductions, totals, strict=True):
-                start = self._widen(b.load(self.starts[name], typ=self.var_types[name]), t, w)
-                result = self.combine(op, w, start, b.load(total, typ=llvm_type(w)))
-                b.store(self.cast(result, w, t) if w is not t else result, self.vars[name])
-            self.block(kernel.epilogue)
+            share = b.udiv(b.add(b.sub(groups, self._min(local, groups)), _I64(size - 1)), _I64(size))
+            self.repeat(share, add)
+            for total, (*_, w), array in zip(totals, reductions, shared, strict=True):
+                b.store(b.load(total, typ=llvm_type(w)), array(local32))
+            self._tree(reductions, shared, local32, size)
+
+            def epilogue() -> None:
+                for (name, op, t, w), array in zip(reductions, shared, strict=True):
+                    start = self._widen(b.load(self.starts[name], typ=self.var_types[name]), t, w)
+                    result = self.combine(op, w, start, b.load(array(_I32(0)), typ=llvm_type(w)))
+                    b.store(self.cast(result, w, t) if w is not t else result, self.vars[name])
+                self.block(kernel.epilogue)
+
+            self.when(b.icmp_unsigned("==", local, _I64(0)), epilogue)
 
         self.when(b.icmp_unsigned("==", local, _I64(0)), leader)
+        self.barrier()  # every work-item learns whether its group is the last
+        self.when(b.icmp_unsigned("!=", b.load(last(_I32(0)), typ=_I32), _I32(0)), finish)
+
+    def _tree(
+        self, reductions: list[tuple[str, str, ScalarType, ScalarType]], shared: list[Any], local: ir.Value, size: int
+    ) -> None:
+        """Combine the workgroup's values in workgroup memory into element 0 (barriers between steps)."""
+        b = self.b
+        self.barrier()
+        step = size // 2
+        while step:
+
+            def fold(step: int = step) -> None:
+                for (_, op, _, w), array in zip(reductions, shared, strict=True):
+                    mine, other = array(local), array(b.add(local, _I32(step)))
+                    x, y = b.load(mine, typ=llvm_type(w)), b.load(other, typ=llvm_type(w))
+                    b.store(self.combine(op, w, x, y), mine)
+
+            self.when(b.icmp_unsigned("<", local, _I32(step)), fold)
+            self.barrier()
+            step //= 2
 
     def _group_position(self, workgroup: tuple[int, int, int]) -> tuple[ir.Value, ir.Value, ir.Value]:
         """The work-item's index in its group, its group's index, and the number of groups (i64).

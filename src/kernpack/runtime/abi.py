@@ -28,6 +28,8 @@ __all__ = [
     "DESCRIPTOR_SET",
     "EXTENTS_BINDING",
     "FAST_TABLE",
+    "LOOPS_PARAM",
+    "LOOP_GUARD",
     "METH_FASTCALL",
     "METH_KEYWORDS",
     "OBJECT_TYPE",
@@ -170,6 +172,14 @@ def check_symbols(kernel: str) -> tuple[str, str]:
 # word 2, where it fits (so the prints that fit are the first ones, and a 0 ends them).
 PRINT_PARAM = "kp_print"
 PRINT_WORDS = 1 << 18
+
+
+# A Vulkan shader with loops counts each work-item's loop iterations, and one that reaches
+# LOOP_GUARD sets word 0 of one more array after the others, ``uint32_t kp_loops[:]``: lavapipe
+# cuts an invocation's loops short after 65535 iterations in all, and the launcher raises rather
+# than return such results (the function table's ``"loop_guard"``).
+LOOPS_PARAM = "kp_loops"
+LOOP_GUARD = 65000
 
 
 def print_symbols(kernel: str) -> tuple[str, str]:

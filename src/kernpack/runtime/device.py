@@ -35,10 +35,10 @@ from typing import Any, ClassVar, Self, TypeVar, cast
 import numpy as np
 
 from ..errors import ArgumentError, DeviceUnavailableError, FormatError, LoadError, UnsupportedOperationError
-from .abi import CHECK_PARAM, CHECK_WORDS, PRINT_PARAM, PRINT_WORDS, SCRATCH_PARAM, scratch_words
+from .abi import CHECK_PARAM, CHECK_WORDS, LOOPS_PARAM, PRINT_PARAM, PRINT_WORDS, SCRATCH_PARAM, scratch_words
 from .calling import as_array, convert_scalar
 from .checks import index_error
-from .devices import Device, DeviceArray
+from .devices import Device, DeviceArray, LaunchError
 from .module import Module, ModulePropertyMask
 from .printing import print_records
 from .registry import register_describer
@@ -335,18 +335,23 @@ class DeviceModule(Module):
         """The device this module launches on, for kinds that have device arrays (else None)."""
         return None
 
+    def loop_limit(self) -> int | None:
+        """The loop iterations after which this kind's driver cuts a work-item short (None: no limit)."""
+        return None
+
     def __repr__(self) -> str:
         state = ", closed" if self._closed else ""
         return f"Module[{self.kind}](functions={list(self.functions)}{state})"
 
 
-def with_hidden(signature: Signature, *, scratch: bool, check: bool, prints: bool) -> Signature:
+def with_hidden(signature: Signature, *, scratch: bool, check: bool, prints: bool, loops: bool = False) -> Signature:
     """``signature`` with the arrays a device kernel takes after its own (``kernpack.runtime.abi``).
 
     The scratch of a kernel with an epilogue (``SCRATCH_PARAM``), the bounds-check record of a
-    checked one (``CHECK_PARAM``), the print buffer of one that prints (``PRINT_PARAM``).
+    checked one (``CHECK_PARAM``), the print buffer of one that prints (``PRINT_PARAM``), the
+    loop guard's word of a Vulkan shader with loops (``LOOPS_PARAM``).
     """
-    wanted = ((SCRATCH_PARAM, scratch), (CHECK_PARAM, check), (PRINT_PARAM, prints))
+    wanted = ((SCRATCH_PARAM, scratch), (CHECK_PARAM, check), (PRINT_PARAM, prints), (LOOPS_PARAM, loops))
     names = [name for name, wants in wanted if wants]
     hidden = tuple(Param(name, "uint32_t", pointer=True, ndim=1) for name in names)
     return dataclasses.replace(signature, params=(*signature.params, *hidden))
@@ -363,7 +368,8 @@ class DeviceFunction:
         self.scratch = entry.attrs.get("scratch")
         self.checks = entry.attrs.get("checks")
         self.prints = entry.attrs.get("prints")
-        hidden = sum(attr is not None for attr in (self.scratch, self.checks, self.prints))
+        self.loop_guard = entry.attrs.get("loop_guard")
+        hidden = sum(attr is not None for attr in (self.scratch, self.checks, self.prints, self.loop_guard))
         self.signature = entry.signature
         if hidden:
             self.signature = dataclasses.replace(entry.signature, params=entry.signature.params[:-hidden])
@@ -414,7 +420,18 @@ class DeviceFunction:
         prints = np.zeros(PRINT_WORDS, np.uint32) if self.prints is not None else None
         if prints is not None:
             values.append(prints)
+        loops = np.zeros(1, np.uint32) if self.loop_guard is not None else None
+        if loops is not None:
+            values.append(loops)
         self.module._launch(self.entry, values, grid)
+        if loops is not None and loops[0] and self.module.loop_limit() is not None:
+            driver = getattr(self.module._device(), "name", self.module.kind)
+            raise LaunchError(
+                f"kernel {self.name!r} on {self.module.kind}: a work-item ran {self.loop_guard} or more loop "
+                f"iterations, and this driver ({driver}) stops a work-item's loops after "
+                f"{self.module.loop_limit()} in all without a word, so its results would be wrong; run it on "
+                "cpu or opencl, or give each grid point less serial work"
+            )
         # Both are read back with the results: the launch waited for them.
         if prints is not None:
             print_records(self.name, prints, self.prints)

@@ -399,6 +399,10 @@ class VulkanModule(DeviceModule):
     def _device(self) -> Device:
         return _runtime()
 
+    def loop_limit(self) -> int | None:
+        # llvmpipe (lavapipe) ends an invocation's loops after 65535 iterations in all.
+        return 65535 if "llvmpipe" in _runtime().name else None
+
     @staticmethod
     def _release(loaded: dict[str, Any]) -> None:
         # Vulkan objects are not garbage-collected: destroy each kernel's pipeline, layouts and

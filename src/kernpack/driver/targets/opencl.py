@@ -40,11 +40,12 @@ class _OpenCLBody(KernelBody):
     minmax_intrinsics = False
 
     def barrier(self) -> None:
-        # barrier(CLK_LOCAL_MEM_FENCE): the backend makes it an OpControlBarrier.
+        # barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE), an OpControlBarrier: the epilogue
+        # (after the last one) may read what any work-item of the group stored to an array.
         fn = declare(self.module, "_Z7barrierj", ir.VoidType(), [_I32])
         fn.calling_convention = "spir_func"
         fn.attributes.add("convergent")
-        call = self.b.call(fn, [_I32(1)])
+        call = self.b.call(fn, [_I32(3)])
         call.calling_convention = "spir_func"
 
     def cast(self, v: ir.Value, src: ScalarType, dst: ScalarType) -> ir.Value:
@@ -130,8 +131,13 @@ def _spirv(src: bytes, unit: Unit) -> bytes:
     text = src.decode()
     triple = triple_of(text, OPENCL_TRIPLE)
     spirv = emit(text, triple, unit, opt_level=unit.options.opt_level, codegen_opt=0, options=_LLVM_OPTIONS)
-    # The count of finished workgroups must order global memory (CrossWorkgroupMemory).
-    return spirvbin.with_storage_semantics(spirv, {spirvbin.OP_ATOMIC_IADD: (spirvbin.ACQUIRE_RELEASE, 0x208)})
+    # The count of finished workgroups must order global memory (CrossWorkgroupMemory), and a
+    # barrier make it visible at device scope (the epilogue, in another group, may read it).
+    fixes = {
+        spirvbin.ATOMIC_IADD_SEMANTICS: (spirvbin.ACQUIRE_RELEASE, 0x208),
+        spirvbin.CONTROL_BARRIER_MEMORY_SCOPE: (spirvbin.WORKGROUP, spirvbin.DEVICE),
+    }
+    return spirvbin.with_storage_semantics(spirv, fixes)
 
 
 def _package(units: list[Unit], name: str) -> Module:

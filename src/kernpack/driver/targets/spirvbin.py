@@ -10,35 +10,43 @@ from collections.abc import Mapping
 
 __all__ = [
     "ACQUIRE_RELEASE",
-    "OP_ATOMIC_IADD",
-    "OP_CONTROL_BARRIER",
+    "ATOMIC_IADD_SEMANTICS",
+    "CONTROL_BARRIER_MEMORY_SCOPE",
+    "CONTROL_BARRIER_SEMANTICS",
+    "DEVICE",
     "SEQUENTIALLY_CONSISTENT",
+    "WORKGROUP",
     "with_storage_semantics",
 ]
 
 OP_CONSTANT = 43
 OP_CONTROL_BARRIER = 224
 OP_ATOMIC_IADD = 234
-# The word (after the opcode's) of each instruction's Memory Semantics operand.
-_SEMANTICS_OPERAND = {OP_CONTROL_BARRIER: 3, OP_ATOMIC_IADD: 5}
+#: Where an operand is: (opcode, the word after the opcode's).
+CONTROL_BARRIER_MEMORY_SCOPE = (OP_CONTROL_BARRIER, 2)
+CONTROL_BARRIER_SEMANTICS = (OP_CONTROL_BARRIER, 3)
+ATOMIC_IADD_SEMANTICS = (OP_ATOMIC_IADD, 5)
+DEVICE = 1
+WORKGROUP = 2
 ACQUIRE_RELEASE = 0x8
 SEQUENTIALLY_CONSISTENT = 0x10
 
 
-def with_storage_semantics(shader: bytes, fixes: Mapping[int, tuple[int, int]]) -> bytes:
-    """The module with the memory semantics of some instructions completed.
+def with_storage_semantics(shader: bytes, fixes: Mapping[tuple[int, int], tuple[int, int]]) -> bytes:
+    """The module with the memory scopes and semantics of some instructions completed.
 
-    LLVM emits a workgroup barrier (SequentiallyConsistent) and an acquire-release atomic
-    (AcquireRelease) without naming a storage class, and in SPIR-V's memory model such
-    semantics order no memory at all: lavapipe moved workgroup-memory loads across the
-    barrier, so a reduction's tree read stale values. ``fixes`` maps an opcode to (the
-    semantics LLVM gives it, the semantics it needs); each such operand is pointed at a new
-    constant, defined next to the old one (which other instructions may use as a number).
-    Other semantics (a relaxed atomic) are left as they are.
+    LLVM emits a workgroup barrier (SequentiallyConsistent, workgroup scope) and an
+    acquire-release atomic (AcquireRelease) without naming a storage class, and in SPIR-V's
+    memory model such semantics order no memory at all: lavapipe moved workgroup-memory loads
+    across the barrier, so a reduction's tree read stale values, and another workgroup did not
+    see an array's elements stored before it. ``fixes`` maps an operand (``*_SEMANTICS``,
+    ``*_SCOPE``) to (the value LLVM gives it, the value it needs); each such operand is pointed
+    at a constant of that value: an existing one, or a new one defined next to the old (which
+    other instructions may use as a number). Other values (a relaxed atomic) are left alone.
     """
     words = list(struct.unpack(f"<{len(shader) // 4}I", shader))
     constants: dict[int, tuple[int, int, int]] = {}  # id -> (position, type, value)
-    operands: list[tuple[int, int, int]] = []  # (position of the semantics word, given, needed)
+    operands: list[tuple[int, int, int]] = []  # (position of the operand, given, needed)
     position = 5
     while position < len(words):
         count, opcode = words[position] >> 16, words[position] & 0xFFFF
@@ -46,10 +54,11 @@ def with_storage_semantics(shader: bytes, fixes: Mapping[int, tuple[int, int]]) 
             break
         if opcode == OP_CONSTANT and count == 4:
             constants[words[position + 2]] = (position, words[position + 1], words[position + 3])
-        elif opcode in fixes:
-            operands.append((position + _SEMANTICS_OPERAND[opcode], *fixes[opcode]))
+        for (op, offset), (given, needed) in fixes.items():
+            if op == opcode:
+                operands.append((position + offset, given, needed))
         position += count
-    made: dict[tuple[int, int], int] = {}  # (type, value) -> the new constant's id
+    made = {(type_id, value): id_ for id_, (_, type_id, value) in constants.items()}  # (type, value) -> id
     inserts: list[tuple[int, list[int]]] = []
     for at, given, needed in operands:
         where, type_id, value = constants.get(words[at], (0, 0, -1))

@@ -31,10 +31,13 @@ from ...errors import CompileError
 from ...runtime.abi import (
     DESCRIPTOR_SET,
     EXTENTS_BINDING,
+    LOOP_GUARD,
+    LOOPS_PARAM,
     VULKAN_WORKGROUP,
     device_axis,
     parameter_binding,
 )
+from ...runtime.device import KernelEntry, with_hidden
 from ...runtime.module import Module
 from ...runtime.vulkan import vulkan_module
 from .. import softmath
@@ -61,6 +64,8 @@ VULKAN_PASSES = ("sroa", "sccp")
 # Code generation at -O0: at -O2 the backend's own passes merge the empty blocks that keep
 # each construct's merge block apart (OpSelectionMerge must immediately precede ...).
 VULKAN_CODEGEN_OPT = 0
+#: The most iterations a loop runs before its outer loop starts it again (see _VulkanBody._loop).
+LOOP_ROUND = 32768
 _I1, _I8, _I32, _I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 _F64 = ir.DoubleType()
 _STORAGE = ir.PointerType(addrspace=11)
@@ -70,10 +75,13 @@ _OP_CAPABILITY = 17
 _OP_EXECUTION_MODE = 16
 _OP_FUNCTION = 54
 # What a workgroup barrier and the count of finished workgroups must order, which LLVM leaves
-# out: workgroup memory (GLSL's barrier()), and the storage buffers (Uniform memory).
+# out: the barrier, workgroup memory and the storage buffers at device scope (GLSL's barrier()
+# and memoryBarrierBuffer(): the epilogue, in another workgroup, may read what any work-item
+# stored); the count, the storage buffers (Uniform memory).
 _SEMANTICS = {
-    spirvbin.OP_CONTROL_BARRIER: (spirvbin.SEQUENTIALLY_CONSISTENT, 0x108),
-    spirvbin.OP_ATOMIC_IADD: (spirvbin.ACQUIRE_RELEASE, 0x48),
+    spirvbin.CONTROL_BARRIER_MEMORY_SCOPE: (spirvbin.WORKGROUP, spirvbin.DEVICE),
+    spirvbin.CONTROL_BARRIER_SEMANTICS: (spirvbin.SEQUENTIALLY_CONSISTENT, 0x148),
+    spirvbin.ATOMIC_IADD_SEMANTICS: (spirvbin.ACQUIRE_RELEASE, 0x48),
 }
 _SIGNED_ZERO_INF_NAN_PRESERVE = 4466  # the capability
 _SIGNED_ZERO_INF_NAN_PRESERVE_MODE = 4461  # the execution mode that needs it
@@ -241,11 +249,14 @@ class _VulkanBody(KernelBody):
 
     def __init__(self, module: ir.Module, fn: ir.Function, kernel: kir.Kernel) -> None:
         self.flow: list[_Loop] = []
+        self.looped = False  # whether the shader has a loop
         self.words: dict[str, ir.Value] = {}  # 64-bit integer arrays seen as 32-bit words, for atomics
         super().__init__(module, fn, kernel)
         builder = _Builder(self.b.block)
         builder.position_at_end(self.b.block)
         self.b = builder
+        self.iterations = self.b.alloca(_I32, name="vk.iterations")  # the work-item's loop iterations so far
+        self.b.store(_I32(0), self.iterations)
 
     # ------------------------------------------------------------------ structured control flow
     # ------------------------------------------------------------------ the device epilogue's hooks
@@ -320,7 +331,10 @@ class _VulkanBody(KernelBody):
     def _loop(
         self, flags: _Loop, test: Callable[[], ir.Value], body: Callable[[], None], step: Callable[[], None]
     ) -> None:
-        """A loop with one exit: header -> test -> body -> latch -> header, or test -> end."""
+        """A loop with one exit: header -> test -> body -> latch -> header, or test -> end.
+
+        Each iteration counts toward the work-item's loop iterations (see :meth:`loop_guard`).
+        """
         b = self.b
         header = self.fn.append_basic_block("vk.loop")
         test_block = self.fn.append_basic_block("vk.test")
@@ -329,6 +343,7 @@ class _VulkanBody(KernelBody):
         end = self.fn.append_basic_block("vk.loop_end")
         if flags.broke is not None:
             b.store(_I1(0), flags.broke)
+        self.looped = True
         b.branch(header)
         b.position_at_end(header)
         b.branch(test_block)  # the header holds only the loop merge: the test may be a diamond
@@ -344,6 +359,7 @@ class _VulkanBody(KernelBody):
         b.branch(latch)
         b.position_at_end(latch)
         step()
+        b.store(b.add(b.load(self.iterations, typ=_I32), _I32(1)), self.iterations)
         b.branch(header)
         b.position_at_end(end)
 
@@ -446,7 +462,21 @@ class _VulkanBody(KernelBody):
 
         self._if(inside, body)
         self.device_epilogue(workgroup)
+        self.loop_guard()
         b.ret_void()
+
+    def loop_guard(self) -> None:
+        """Report a work-item that ran ``abi.LOOP_GUARD`` loop iterations or more (``LOOPS_PARAM``).
+
+        lavapipe ends all the loops of a shader invocation once they have run 65535 iterations
+        together (llvmpipe's guard against endless loops), without a word: a sum over 10**5
+        elements stopped at 65535 of them. The launcher raises instead of returning such results.
+        """
+        if not self.looped or LOOPS_PARAM not in self.arrays:
+            return
+        b = self.b
+        many = b.icmp_unsigned(">=", b.load(self.iterations, typ=_I32), _I32(LOOP_GUARD))
+        self._if(many, lambda: b.store(_I32(1), self.word(LOOPS_PARAM, _I64(0))))
 
     def short_circuit(self, e: kir.BoolOp) -> ir.Value:
         b = self.b
@@ -709,12 +739,14 @@ class _VulkanBody(KernelBody):
             add()
 
 
-def lower_vulkan(kernel: kir.Kernel, attrs: dict[str, Any] | None = None) -> str:
+def lower_vulkan(kernel: kir.Kernel, attrs: dict[str, Any] | None = None, *, loop_guard: bool = False) -> str:
     """The LLVM IR text of one kernel as a compute shader (entry point ``main``).
 
     ``attrs``, if given, gets the kernel's function-table attributes (``lower.device_attrs``).
+    A shader with loops takes one more buffer, its loop guard's (``_VulkanBody.loop_guard``).
     """
-    kernel = device_kernel(kernel)
+    source = kernel
+    kernel = device_kernel(kernel, loop_guard=loop_guard)
     module = ir.Module(name=kernel.name)
     module.triple = VULKAN_TRIPLE
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), []), name="main")
@@ -728,8 +760,13 @@ def lower_vulkan(kernel: kir.Kernel, attrs: dict[str, Any] | None = None) -> str
     x, y, z = VULKAN_WORKGROUP[ndim]
     body = _VulkanBody(module, fn, kernel)
     body.emit_device(global_id, (x, y, z))
+    if body.looped and not loop_guard:
+        # It has loops: lowered again with the buffer its loop guard reports into.
+        return lower_vulkan(source, attrs, loop_guard=True)
     if attrs is not None:
         attrs[kernel.name] = device_attrs(kernel, (x, y, z), body)
+        if loop_guard:
+            attrs[kernel.name]["loop_guard"] = LOOP_GUARD
     # llvmlite cannot spell string attributes or atomic scopes: the shader stage goes in as an
     # attribute group, and atomics get device scope (Vulkan forbids the default, cross-device).
     text = str(module).replace('define void @"main"()', 'define void @"main"() #0', 1)
@@ -797,7 +834,13 @@ def _spirv(src: bytes, unit: Unit) -> bytes:
 
 def _package(units: list[Unit], name: str) -> Module:
     shaders = {unit.functions[0].name: unit.artifacts["spirv"] for unit in units}
-    table = [entry for unit in units for entry in kernel_entries(unit, {"workgroup": unit.notes["workgroup"]})]
+    table = []
+    for unit in units:
+        for entry in kernel_entries(unit, {"workgroup": unit.notes["workgroup"]}):
+            if entry.attrs.get("loop_guard"):  # its loop guard's buffer, last (lowering decides)
+                signature = with_hidden(entry.signature, scratch=False, check=False, prints=False, loops=True)
+                entry = KernelEntry(entry.name, signature, entry.grid, entry.attrs)
+            table.append(entry)
     return vulkan_module(shaders, table)
 
 
