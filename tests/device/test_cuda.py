@@ -84,3 +84,27 @@ def test_cubin_is_assembled_beside_the_ptx_and_the_architecture_is_configurable(
         kp.build([K.saxpy], target="cuda", arch="ampere")
     with pytest.raises(ValueError, match=r"not cpu \(the GPU architecture is arch="):
         kp.build([K.saxpy], target="cuda", cpu="sm_90")
+
+
+SAXPY_ENTRY = {
+    "name": "saxpy",
+    "signature": "void saxpy(float a, const float x[:], const float y[:], float out[:])",
+    "grid": ["out.shape[0]"],
+}
+
+
+def test_user_ptx_is_assembled_by_ptxas_and_packed_with_its_cubin(tmp_path):
+    require_tool(find_ptxas(), "ptxas", "pip install nvidia-cuda-nvcc")
+    ptx = kp.build([K.saxpy], target="cuda", arch="sm_90").inspect_source()
+    module = kp.cuda_module(ptx, [SAXPY_ENTRY])  # PTX as a user brings it: no cubin given
+    assert bytes(module.sections["cubin"][:4]) == b"\x7fELF"
+    again = kp.load_from_bytes("cuda", module.save_to_bytes())
+    assert bytes(again.sections["cubin"]) == bytes(module.sections["cubin"])
+
+
+def test_user_ptx_that_ptxas_rejects_is_a_compile_error_with_its_log_and_a_repro():
+    require_tool(find_ptxas(), "ptxas", "pip install nvidia-cuda-nvcc")
+    ptx = kp.build([K.saxpy], target="cuda").inspect_source().replace("ld.param", "ld.parm", 1)
+    with pytest.raises(kp.CompileError, match=r"(?s)ptxas rejected the PTX of saxpy \(exit \d+\):.*repro: .*ptxas"):
+        kp.cuda_module(ptx, [SAXPY_ENTRY])
+    assert "cubin" not in kp.cuda_module(ptx, [SAXPY_ENTRY], assemble=False).sections  # when asked not to

@@ -19,6 +19,7 @@ from ..errors import DeviceUnavailableError
 from .abi import CUDA_BLOCK, SCALARS, axis_extents
 from .device import DeviceModule, KernelEntry, load_binary_file, runtime_once
 from .devices import register_device_kind
+from .ptxas import assemble_cubin, ptx_target
 from .registry import register_file_loader, register_loader
 
 __all__ = ["CUDAModule", "cuda_module"]
@@ -68,8 +69,11 @@ class CUDAModule(DeviceModule):
 
     @classmethod
     def from_binary(cls, binary: bytes, functions: list[Any], path: str) -> CUDAModule:
-        """A CUDA module of a PTX file's kernels (the driver checks the PTX when it loads it)."""
-        return cuda_module(binary, functions)
+        """A CUDA module of a PTX file's kernels (the driver checks the PTX when it loads it).
+
+        Not assembled here: loading a file stays as cheap as reading it.
+        """
+        return cuda_module(binary, functions, assemble=False)
 
     def _inspect_source(self, fmt: str | None) -> str:
         return bytes(self.binary).decode()
@@ -139,15 +143,41 @@ class CUDAModule(DeviceModule):
 
 
 def cuda_module(
-    ptx: str | bytes, functions: Iterable[dict[str, Any] | KernelEntry], cubin: bytes | None = None
+    ptx: str | bytes,
+    functions: Iterable[dict[str, Any] | KernelEntry],
+    cubin: bytes | None = None,
+    *,
+    assemble: bool = True,
 ) -> CUDAModule:
     """Wrap PTX that you bring (kernels with kernpack's convention; see :func:`opencl_module`).
 
-    A ``cubin`` assembled from the same PTX is loaded instead where its architecture matches.
+    Parameters
+    ----------
+    ptx : str or bytes
+        The PTX module.
+    functions : iterable of dict or KernelEntry
+        For each kernel: its name, signature and grid.
+    cubin : bytes, optional
+        Machine code assembled from the same PTX, loaded instead where its architecture
+        matches the GPU's (the driver compiles the PTX otherwise).
+    assemble : bool, default True
+        Without a ``cubin``, assemble one with ptxas where it is installed, for the
+        architecture the PTX names (``.target``): it also checks the PTX now, not when a GPU
+        first loads it.
+
+    Raises
+    ------
+    CompileError
+        If ptxas rejects the PTX: its log and a command that reproduces it.
     """
     entries = [KernelEntry.of(f) for f in functions]
+    text = ptx.encode() if isinstance(ptx, str) else bytes(ptx)
+    if cubin is None and assemble:
+        source = text.decode(errors="replace")
+        label = "+".join(e.name for e in entries) or "the PTX"
+        cubin = assemble_cubin(source, ptx_target(source) or "sm_52", label)
     sections = {"cubin": cubin} if cubin else {}
-    return CUDAModule(ptx.encode() if isinstance(ptx, str) else bytes(ptx), entries, sections)
+    return CUDAModule(text, entries, sections)
 
 
 @register_file_loader(".ptx")

@@ -10,13 +10,8 @@ installed (it also checks the PTX); the package is a ``cuda`` module with both.
 
 from __future__ import annotations
 
-import glob
 import os
 import re
-import shlex
-import subprocess
-import sys
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -27,6 +22,7 @@ from ...errors import CompileError
 from ...runtime.abi import CUDA_BLOCK, device_axis
 from ...runtime.cuda import cuda_module
 from ...runtime.module import Module
+from ...runtime.ptxas import assemble_cubin, find_ptxas, nvidia_dirs
 from ..isolate import triple_of
 from ..lang import kir
 from ..lower import KernelBody, check_narrow_atomics, declare, device_abi_types, device_attrs, device_kernel, llvm_type
@@ -42,25 +38,9 @@ _I64 = ir.IntType(64)
 _LIBDEVICE = ("exp", "log", "sin", "cos", "tanh")
 
 
-def _nvidia_dirs() -> list[str]:
-    roots = [os.path.join(p, "nvidia") for p in sys.path if os.path.isdir(os.path.join(p, "nvidia"))]
-    return [d for root in roots for d in sorted(glob.glob(os.path.join(root, "cu*")))] + ["/usr/local/cuda"]
-
-
-def find_ptxas() -> str | None:
-    """Find ptxas: the ``nvidia-cuda-nvcc`` wheel's, a CUDA toolkit's, or one on PATH."""
-    import shutil
-
-    for base in _nvidia_dirs():
-        path = os.path.join(base, "bin", "ptxas")
-        if os.access(path, os.X_OK):
-            return path
-    return shutil.which("ptxas")
-
-
 def find_libdevice() -> str | None:
     """libdevice.10.bc from the ``nvidia-cuda-nvcc`` wheel or a CUDA toolkit."""
-    for base in _nvidia_dirs():
+    for base in nvidia_dirs():
         path = os.path.join(base, "nvvm", "libdevice", "libdevice.10.bc")
         if os.path.exists(path):
             return path
@@ -151,7 +131,9 @@ def _cubin(src: bytes, unit: Unit) -> bytes:
 
 def _package(units: list[Unit], name: str) -> Module:
     (unit,) = units
-    return cuda_module(unit.artifacts["ptx"].decode(), kernel_entries(unit), cubin=unit.artifacts["cubin"] or None)
+    # The cubin stage assembled it already (or found no ptxas): not again.
+    cubin = unit.artifacts["cubin"] or None
+    return cuda_module(unit.artifacts["ptx"].decode(), kernel_entries(unit), cubin=cubin, assemble=False)
 
 
 TARGET = Target(
@@ -183,30 +165,3 @@ def _ptx_options(label: str, arch: str, uses_libdevice: bool) -> dict[str, Any]:
             )
         link = (libdevice,)
     return {"kind": "assembly", "cpu": arch, "link": link}
-
-
-def assemble_cubin(ptx: str, arch: str, label: str) -> bytes | None:
-    """The cubin of ``ptx`` for ``arch`` from ptxas, or None when ptxas is not installed.
-
-    Raises
-    ------
-    CompileError
-        If ptxas rejects the PTX; the message gives ptxas's exit code, its output and a
-        command that reproduces it.
-    """
-    ptxas = find_ptxas()
-    if ptxas is None:
-        return None
-    with tempfile.TemporaryDirectory(prefix="kernpack-ptxas-") as tmp:
-        source, target = os.path.join(tmp, f"{label}.ptx"), os.path.join(tmp, f"{label}.cubin")
-        with open(source, "w") as f:
-            f.write(ptx)
-        command = [ptxas, f"-arch={arch}", "-O3", source, "-o", target]
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise CompileError(
-                f"ptxas rejected the PTX of {label} (exit {result.returncode}):\n{result.stderr.strip()}\n"
-                f"repro: {shlex.join(command)} (the PTX is the module's inspect_source())"
-            )
-        with open(target, "rb") as f:
-            return f.read()
