@@ -79,7 +79,7 @@ def device_module(kind: str, i: int, code: bytes) -> kp.Module:
     name = f"k{i}"
     entry = {"name": name, "signature": f"void {name}(float x[:])", "grid": ["x.shape[0]"]}
     if kind == "opencl":
-        return kp.opencl_module(code, [entry])
+        return kp.opencl_module(code, [entry], validate=False)  # stand-in code
     if kind == "vulkan":
         return kp.vulkan_module({name: code}, [entry])
     return kp.cuda_module(code, [entry], assemble=False)  # stand-in code: not PTX that ptxas takes

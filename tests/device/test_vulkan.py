@@ -110,3 +110,35 @@ def test_one_library_with_all_four_targets_runs_every_kernel_on_cpu_opencl_and_v
         "vulkan": len(ON_VULKAN),
         "llvmlite": False,
     }
+
+
+def _with_local_size(code: bytes, size: tuple[int, int, int]) -> bytes:
+    """The shader with its OpExecutionMode LocalSize changed to ``size`` (as another compiler would write it)."""
+    import struct
+
+    words = list(struct.unpack(f"<{len(code) // 4}I", code))
+    position = 5
+    while position < len(words):
+        count, opcode = words[position] >> 16, words[position] & 0xFFFF
+        if opcode == 16 and words[position + 2] == 17:  # OpExecutionMode ... LocalSize x y z
+            words[position + 3 : position + 6] = size
+        position += count
+    return struct.pack(f"<{len(words)}I", *words)
+
+
+def test_a_shaders_workgroup_is_read_from_it_and_a_given_one_checked(device):
+    # A shader whose LocalSize is 32: with [64, 1, 1] assumed, half the workgroups were launched
+    # and half the output stayed unset.
+    built = kp.build([K.vadd_f32], target="vulkan")
+    entry = {k: v for k, v in built.functions["vadd_f32"].to_json().items() if k != "attrs"}
+    code = _with_local_size(bytes(built.shader("vadd_f32")), (32, 1, 1))
+    module = kp.vulkan_module({"vadd_f32": code}, [entry])
+    assert module.functions["vadd_f32"].attrs["workgroup"] == [32, 1, 1]
+    a, b = np.arange(1000, dtype=np.float32), np.ones(1000, np.float32)
+    out = np.zeros_like(a)
+    module["vadd_f32"](a, b, out)
+    assert np.array_equal(out, a + b)
+    with pytest.raises(
+        kp.ArgumentError, match=r"workgroup \[64, 1, 1\] was given, but its shader declares LocalSize \[32, 1, 1\]"
+    ):
+        kp.vulkan_module({"vadd_f32": code}, [{**entry, "workgroup": [64, 1, 1]}])

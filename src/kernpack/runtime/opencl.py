@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DeviceUnavailableError, FormatError, LoadError
+from ..errors import ArgumentError, CompileError, DeviceUnavailableError, FormatError, LoadError
 from .abi import axis_extents, group_counts
 from .device import DeviceModule, KernelEntry, is_spirv, load_binary_file, runtime_once
 from .devices import Device, DeviceArray, register_device_kind
 from .registry import register_file_loader, register_loader
+from .tools import disassemble_spirv, validate_spirv
 
 __all__ = ["OpenCLDevice", "OpenCLModule", "opencl_module"]
 
@@ -136,11 +137,9 @@ class OpenCLModule(DeviceModule):
         """An OpenCL module of a SPIR-V file's kernels."""
         if not is_spirv(binary):
             raise LoadError(f"cannot load {path!r}: not a SPIR-V module (no SPIR-V magic number and header)")
-        return opencl_module(binary, functions)
+        return opencl_module(binary, functions, validate=False)
 
     def _inspect_source(self, fmt: str | None) -> str:
-        from .tools import disassemble_spirv
-
         return disassemble_spirv(bytes(self.binary))
 
     def _kernel(self, name: str) -> Any:
@@ -157,7 +156,9 @@ class OpenCLModule(DeviceModule):
                     raise DeviceUnavailableError(f"the OpenCL driver refused this module's SPIR-V: {exc}") from None
             kernel = self._loaded.get(name)
             if kernel is None:
-                kernel = self._loaded[name] = cl.Kernel(self._loaded["program"], name)
+                kernel = cl.Kernel(self._loaded["program"], name)
+                _check_arguments(self.functions[name], kernel.get_info(cl.kernel_info.NUM_ARGS))
+                self._loaded[name] = kernel
             return kernel
 
     def _launch(self, entry: KernelEntry, args: list[Any], grid: tuple[int, ...]) -> None:
@@ -225,6 +226,20 @@ class OpenCLModule(DeviceModule):
             self._last_args[name] = values
 
 
+def _check_arguments(entry: KernelEntry, count: int) -> None:
+    """Refuse a signature that passes another number of arguments than the kernel takes.
+
+    Each array is a pointer and then one ``int64_t`` per dimension (kernpack's convention);
+    pyopencl would fail at the launch with its own TypeError.
+    """
+    passed = sum(1 + p.ndim if p.pointer else 1 for p in entry.signature.params)
+    if passed != count:
+        raise ArgumentError(
+            f"kernel {entry.name!r} takes {count} OpenCL arguments, but its signature {entry.signature} passes "
+            f"{passed} (each array as a pointer then one int64_t per dimension); give the kernel's own signature"
+        )
+
+
 def _geometry(entry: KernelEntry, grid: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
     """(global size, local size) of a launch: the driver's choice, unless the kernel fixes a workgroup.
 
@@ -239,7 +254,9 @@ def _geometry(entry: KernelEntry, grid: tuple[int, ...]) -> tuple[tuple[int, ...
     return tuple(g * w for g, w in zip(groups, workgroup, strict=True))[:ndim], tuple(workgroup[:ndim])
 
 
-def opencl_module(spirv: bytes, functions: Iterable[dict[str, Any] | KernelEntry]) -> OpenCLModule:
+def opencl_module(
+    spirv: bytes, functions: Iterable[dict[str, Any] | KernelEntry], *, validate: bool = True
+) -> OpenCLModule:
     """Wrap a SPIR-V binary for OpenCL that you bring.
 
     Parameters
@@ -250,8 +267,20 @@ def opencl_module(spirv: bytes, functions: Iterable[dict[str, Any] | KernelEntry
     functions : iterable of dict or KernelEntry
         For each kernel: ``{"name": ..., "signature": "void k(float x[:], int64_t n)", "grid":
         ["x.shape[0]"]}``.
+    validate : bool, default True
+        Check the module with ``spirv-val`` (for its own SPIR-V version) where it is installed.
+
+    Raises
+    ------
+    CompileError
+        If spirv-val rejects the module: its message.
     """
     entries = [KernelEntry.of(f) for f in functions]
+    if validate:
+        complaint = validate_spirv(bytes(spirv))
+        if complaint is not None:
+            names = ", ".join(e.name for e in entries)
+            raise CompileError(f"the SPIR-V of {names} is not valid SPIR-V (spirv-val): {complaint}")
     return OpenCLModule(bytes(spirv), entries)
 
 

@@ -29,3 +29,21 @@ def disassemble_spirv(binary: bytes) -> str:
         f.flush()
         result = subprocess.run([tool, f.name], capture_output=True, text=True)
     return result.stdout if result.returncode == 0 else f"; spirv-dis failed: {result.stderr.strip()}"
+
+
+def validate_spirv(binary: bytes, env: str | None = None) -> str | None:
+    """spirv-val's complaint about ``binary`` (None if it validates, or spirv-val is not installed).
+
+    ``env`` is spirv-val's ``--target-env``; by default the SPIR-V version the module declares.
+    """
+    tool = find_tool("spirv-val")
+    if tool is None:
+        return None
+    if env is None:
+        version = int.from_bytes(binary[4:8], "little") if len(binary) >= 8 else 0x10000
+        env = f"spv{version >> 16 & 0xFF}.{version >> 8 & 0xFF}"
+    with tempfile.NamedTemporaryFile(suffix=".spv") as f:
+        f.write(binary)
+        f.flush()
+        result = subprocess.run([tool, "--target-env", env, f.name], capture_output=True, text=True)
+    return None if result.returncode == 0 else (result.stderr or result.stdout).strip()

@@ -23,11 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DeviceUnavailableError, FormatError, LoadError
+from ..errors import ArgumentError, DeviceUnavailableError, FormatError, LoadError
 from .abi import DESCRIPTOR_SET, EXTENTS_BINDING, SCALARS, axis_extents, parameter_binding
 from .device import DeviceModule, KernelEntry, is_spirv, runtime_once
 from .devices import Device, DeviceArray, register_device_kind
 from .registry import register_loader
+from .spirv import local_size
 
 __all__ = ["VulkanDevice", "VulkanModule", "vulkan_module"]
 
@@ -534,15 +535,35 @@ def _pieces(count: int, limit: int) -> list[tuple[int, int]]:
 def vulkan_module(shaders: dict[str, bytes], functions: Iterable[dict[str, Any] | KernelEntry]) -> VulkanModule:
     """Wrap SPIR-V compute shaders that you bring, one per kernel (entry point ``main``).
 
-    ``functions`` as for :func:`opencl_module`, plus ``"workgroup": [x, y, z]`` per kernel; the
-    shaders' resources follow kernpack's Vulkan layout (binding 0 extents, 1 + k parameter k).
+    ``functions`` as for :func:`opencl_module`; the shaders' resources follow kernpack's Vulkan
+    layout (binding 0 extents, 1 + k parameter k). Each shader's workgroup is the one it
+    declares (``LocalSize`` or ``LocalSizeId``); a ``"workgroup": [x, y, z]`` given for a kernel
+    must be the same.
+
+    Raises
+    ------
+    ArgumentError
+        If a given workgroup is not the one the shader declares, or the shader declares none
+        and none is given.
     """
     blob, entries = bytearray(), []
     for f in functions:
         entry = KernelEntry.of(f)
         code = shaders[entry.name]
-        workgroup = entry.attrs.get("workgroup") or (f.get("workgroup") if isinstance(f, dict) else None)
-        attrs = {**entry.attrs, "offset": len(blob), "size": len(code), "workgroup": list(workgroup or (64, 1, 1))}
+        given = entry.attrs.get("workgroup") or (f.get("workgroup") if isinstance(f, dict) else None)
+        declared = local_size(code)
+        if given is not None and declared is not None and tuple(given) != declared:
+            raise ArgumentError(
+                f"kernel {entry.name!r}: workgroup {list(given)} was given, but its shader declares "
+                f"LocalSize {list(declared)}; give the shader's (or leave it out: it is read from the shader)"
+            )
+        workgroup = given or declared
+        if workgroup is None:
+            raise ArgumentError(
+                f"kernel {entry.name!r}: its shader declares no LocalSize for entry point main; give "
+                '"workgroup": [x, y, z]'
+            )
+        attrs = {**entry.attrs, "offset": len(blob), "size": len(code), "workgroup": list(workgroup)}
         entries.append(KernelEntry(entry.name, entry.signature, entry.grid, attrs))
         blob += code + bytes(-len(code) % 16)
     return VulkanModule(bytes(blob), entries)
