@@ -142,3 +142,23 @@ def test_a_shaders_workgroup_is_read_from_it_and_a_given_one_checked(device):
         kp.ArgumentError, match=r"workgroup \[64, 1, 1\] was given, but its shader declares LocalSize \[32, 1, 1\]"
     ):
         kp.vulkan_module({"vadd_f32": code}, [{**entry, "workgroup": [64, 1, 1]}])
+
+
+def test_a_shader_whose_buffers_start_at_binding_0_is_refused_not_run_to_zeros():
+    # The usual layout of a shader written elsewhere: its first input at binding 0, where kernpack
+    # binds the extents. It ran and gave zeros; now its bindings are checked against the layout.
+    import struct
+
+    built = kp.build([K.vadd_f32], target="vulkan")
+    entry = {k: v for k, v in built.functions["vadd_f32"].to_json().items() if k != "attrs"}
+    words = list(struct.unpack(f"<{len(built.shader('vadd_f32')) // 4}I", bytes(built.shader("vadd_f32"))))
+    position = 5
+    while position < len(words):
+        count, opcode = words[position] >> 16, words[position] & 0xFFFF
+        if opcode == 71 and words[position + 2] == 33:  # OpDecorate ... Binding n
+            words[position + 3] = words[position + 3] - 1 if words[position + 3] else 7
+        position += count
+    shifted = struct.pack(f"<{len(words)}I", *words)
+    with pytest.raises(kp.ArgumentError, match=r"buffer at set 0, binding 0 holds f32, but there kernpack binds"):
+        kp.vulkan_module({"vadd_f32": shifted}, [entry])
+    assert kp.vulkan_module({"vadd_f32": bytes(built.shader("vadd_f32"))}, [entry])  # its own layout: taken

@@ -53,3 +53,61 @@ def local_size(code: bytes, entry: str = "main") -> tuple[int, int, int] | None:
             if ops[1] == _LOCAL_SIZE_ID and all(i in constants for i in ops[2:5]):
                 return constants[ops[2]], constants[ops[3]], constants[ops[4]]
     return None
+
+
+_OP_DECORATE = 71
+_OP_VARIABLE = 59
+_OP_TYPE_INT = 21
+_OP_TYPE_FLOAT = 22
+_OP_TYPE_ARRAY = 28
+_OP_TYPE_RUNTIME_ARRAY = 29
+_OP_TYPE_STRUCT = 30
+_OP_TYPE_POINTER = 32
+_BINDING = 33
+_DESCRIPTOR_SET = 34
+
+
+def buffer_bindings(code: bytes) -> dict[tuple[int, int], set[str | None]]:
+    """Each (set, binding) the shader declares, with the scalars its variables there hold.
+
+    A scalar (``"f32"``, ``"u64"``) is that of the buffer's first member, or of the array it is;
+    None where it is something else (a struct of several types, an image). A binding may have
+    several variables: views of one buffer as different types.
+    """
+    instructions = _instructions(bytes(code))
+    decorations: dict[int, dict[int, int]] = {}
+    types: dict[int, tuple[int, tuple[int, ...]]] = {}
+    variables: dict[int, int] = {}
+    for op, ops in instructions:
+        if op == _OP_DECORATE and len(ops) >= 3 and ops[1] in (_BINDING, _DESCRIPTOR_SET):
+            decorations.setdefault(ops[0], {})[ops[1]] = ops[2]
+        elif (
+            op in (_OP_TYPE_INT, _OP_TYPE_FLOAT, _OP_TYPE_ARRAY, _OP_TYPE_RUNTIME_ARRAY, _OP_TYPE_STRUCT)
+            or op == _OP_TYPE_POINTER
+        ):
+            types[ops[0]] = (op, ops[1:])
+        elif op == _OP_VARIABLE:
+            variables[ops[1]] = ops[0]
+
+    def scalar(type_id: int, depth: int = 0) -> str | None:
+        op, ops = types.get(type_id, (0, ()))
+        if depth > 8:
+            return None
+        if op == _OP_TYPE_INT:
+            return f"{'i' if ops[1] else 'u'}{ops[0]}"
+        if op == _OP_TYPE_FLOAT:
+            return f"f{ops[0]}"
+        if op in (_OP_TYPE_ARRAY, _OP_TYPE_RUNTIME_ARRAY):
+            return scalar(ops[0], depth + 1)
+        if op == _OP_TYPE_STRUCT and ops:
+            return scalar(ops[0], depth + 1)
+        if op == _OP_TYPE_POINTER:
+            return scalar(ops[1], depth + 1)
+        return None
+
+    found: dict[tuple[int, int], set[str | None]] = {}
+    for variable, pointer in variables.items():
+        where = decorations.get(variable, {})
+        if _BINDING in where:
+            found.setdefault((where.get(_DESCRIPTOR_SET, 0), where[_BINDING]), set()).add(scalar(pointer))
+    return found

@@ -28,7 +28,7 @@ from .abi import DESCRIPTOR_SET, EXTENTS_BINDING, SCALARS, axis_extents, paramet
 from .device import DeviceModule, KernelEntry, is_spirv, runtime_once
 from .devices import Device, DeviceArray, register_device_kind
 from .registry import register_loader
-from .spirv import local_size
+from .spirv import buffer_bindings, local_size
 
 __all__ = ["VulkanDevice", "VulkanModule", "vulkan_module"]
 
@@ -563,10 +563,56 @@ def vulkan_module(shaders: dict[str, bytes], functions: Iterable[dict[str, Any] 
                 f"kernel {entry.name!r}: its shader declares no LocalSize for entry point main; give "
                 '"workgroup": [x, y, z]'
             )
+        _check_bindings(entry, code)
         attrs = {**entry.attrs, "offset": len(blob), "size": len(code), "workgroup": list(workgroup)}
         entries.append(KernelEntry(entry.name, entry.signature, entry.grid, attrs))
         blob += code + bytes(-len(code) % 16)
     return VulkanModule(bytes(blob), entries)
+
+
+def _check_bindings(entry: KernelEntry, code: bytes) -> None:
+    """Refuse a shader whose buffers are not where kernpack's layout binds the arguments.
+
+    Set 0: binding 0 the extents of the arrays (64-bit integers), binding 1 + k parameter k
+    (its elements; a scalar in a buffer of one). A shader laid out otherwise (its first input
+    at binding 0, the usual case) would read the wrong buffers and give zeros, not an error.
+    """
+    wanted: dict[tuple[int, int], tuple[str, str]] = {(DESCRIPTOR_SET, EXTENTS_BINDING): ("the arrays' extents", "i64")}
+    for k, param in enumerate(entry.signature.params):
+        dtype = SCALARS[param.ctype].dtype if param.ctype in SCALARS else None
+        kind = "?" if dtype is None else f"{'f' if dtype.kind == 'f' else 'i'}{dtype.itemsize * 8}"
+        wanted[DESCRIPTOR_SET, parameter_binding(k)] = (f"parameter {param.name!r} ({param})", kind)
+    layout = "kernpack binds set 0: binding 0 the arrays' extents (int64), binding 1 + k parameter k"
+    for (set_, binding), scalars in sorted(buffer_bindings(code).items()):
+        if (set_, binding) not in wanted:
+            raise ArgumentError(
+                f"kernel {entry.name!r}: its shader declares a buffer at set {set_}, binding {binding}, where "
+                f"nothing is bound ({layout}; its signature {entry.signature} has {len(entry.signature.params)} "
+                "parameters)"
+            )
+        what, kind = wanted[set_, binding]
+        # Several variables may share a binding (views of one buffer as different types): one
+        # of them, or one whose type is not a plain scalar, must hold the argument's kind.
+        words = binding != EXTENTS_BINDING  # a 64-bit integer parameter may be seen as 32-bit words
+        if not any(_holds(scalar, kind, words) for scalar in scalars):
+            held = ", ".join(sorted(s for s in scalars if s is not None))
+            raise ArgumentError(
+                f"kernel {entry.name!r}: its shader's buffer at set {set_}, binding {binding} holds {held}, "
+                f"but there {layout}, so {what} ({kind}); declare the shader's buffers in that layout"
+            )
+
+
+def _holds(scalar: str | None, kind: str, words: bool) -> bool:
+    """True if a buffer of ``scalar`` ("f32", "u64"; None: not read) can hold ``kind`` ("i64"), any signedness.
+
+    With ``words``, a 32-bit integer view of a 64-bit integer buffer too (how kernpack's
+    shaders do 64-bit atomic adds).
+    """
+    if scalar is None or kind == "?":
+        return True
+    if words and scalar[0] != "f" and kind[0] != "f" and scalar[1:] == "32" and kind[1:] == "64":
+        return True
+    return (scalar[0] == "f") == (kind[0] == "f") and scalar[1:] == kind[1:]
 
 
 @register_loader("vulkan")
