@@ -11,7 +11,7 @@ For a kernel ``k`` the module defines:
 * ``k.extent`` (internal): the prologue plus the grid's extents, which the launcher needs to
   split the work; ``k.worker`` (internal): the ``pthread_create`` entry;
 * ``k.finish`` (internal, for a kernel with statements after its grid): the epilogue. Each
-  chunk's ``k.range`` then also fills a record (``lower.state_type``) with the prologue's
+  chunk's ``k.range`` then also fills a state (``lower.state_type``) with the prologue's
   locals and its partial of every reduction; ``k.finish`` combines the partials in chunk
   order and runs the epilogue once, after every thread has joined.
 
@@ -73,7 +73,7 @@ class _KernelCodegen:
             record_type = ir.ArrayType(_I32, abi.CHECK_WORDS)
             self.record = ir.GlobalVariable(module, record_type, abi.check_symbols(kernel.name)[0])
             self.record.initializer = ir.Constant(record_type, None)
-        # With an epilogue each chunk's range also takes the record it fills for k.finish.
+        # With an epilogue each chunk's range also takes the state it fills for k.finish.
         self.chunk_args = [_I64, _I64, _PTR] if kernel.epilogue else [_I64, _I64]
 
     def emit(self) -> None:
@@ -156,8 +156,8 @@ class _KernelCodegen:
 
         def run(lo: ir.Value, hi: ir.Value, chunk: int) -> None:
             """Chunk ``chunk``'s range, on this thread."""
-            record = [gep(b, states, [_I32(chunk)], state_type(self.kernel))] if states is not None else []
-            b.call(range_fn, [*params, lo, hi, *record])
+            state = [gep(b, states, [_I32(chunk)], state_type(self.kernel))] if states is not None else []
+            b.call(range_fn, [*params, lo, hi, *state])
 
         def finish(chunks: int) -> None:
             if finish_fn is not None:
@@ -193,8 +193,8 @@ class _KernelCodegen:
             lo = b.mul(chunk, _I64(k))
             hi = b.add(lo, chunk)
             slot = gep(b, closures, [_I32(k)], closure)
-            record = [gep(b, states, [_I32(k)], state_type(self.kernel))] if states is not None else []
-            for index, value in enumerate([*params, lo, hi, *record]):
+            state = [gep(b, states, [_I32(k)], state_type(self.kernel))] if states is not None else []
+            for index, value in enumerate([*params, lo, hi, *state]):
                 b.store(value, gep(b, closures, [_I32(k), _I32(index)], closure))
             tid = gep(b, tids, [_I32(k)], _I64)
             rc = b.call(pthread_create, [tid, ir.Constant(_PTR, None), worker, slot])
