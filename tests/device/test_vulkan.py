@@ -162,3 +162,20 @@ def test_a_shader_whose_buffers_start_at_binding_0_is_refused_not_run_to_zeros()
     with pytest.raises(kp.ArgumentError, match=r"buffer at set 0, binding 0 holds f32, but there kernpack binds"):
         kp.vulkan_module({"vadd_f32": shifted}, [entry])
     assert kp.vulkan_module({"vadd_f32": bytes(built.shader("vadd_f32"))}, [entry])  # its own layout: taken
+
+
+def test_a_shader_is_entered_where_the_kernel_says(device, tmp_path):
+    built = kp.build([K.vadd_f32], target="vulkan")
+    entry = {k: v for k, v in built.functions["vadd_f32"].to_json().items() if k != "attrs"}
+    code = bytes(built.shader("vadd_f32")).replace(b"main\0\0\0\0", b"add2\0\0\0\0")  # as glslang may name it
+    with pytest.raises(kp.ArgumentError, match=r"no compute entry point 'main' \(it has: add2\)"):
+        kp.vulkan_module({"vadd_f32": code}, [entry])
+    module = kp.vulkan_module({"vadd_f32": code}, [{**entry, "entry": "add2"}])
+    a = np.arange(100, dtype=np.float32)
+    out = np.zeros_like(a)
+    module["vadd_f32"](a, a, out)
+    assert np.array_equal(out, 2 * a)
+    again = kp.load_from_bytes("vulkan", module.save_to_bytes())  # the entry point travels with it
+    out[:] = 0
+    again["vadd_f32"](a, a, out)
+    assert np.array_equal(out, 2 * a)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-__all__ = ["local_size"]
+__all__ = ["buffer_bindings", "compute_entry_points", "local_size"]
 
 _OP_ENTRY_POINT = 15
 _OP_EXECUTION_MODE = 16
@@ -32,6 +32,13 @@ def _string(operands: tuple[int, ...]) -> str:
     """A literal string at the start of ``operands`` (NUL-terminated, packed in words)."""
     data = b"".join(struct.pack("<I", w) for w in operands)
     return data.split(b"\0", 1)[0].decode(errors="replace")
+
+
+def compute_entry_points(code: bytes) -> list[str]:
+    """The names of the module's GLCompute entry points."""
+    return [
+        _string(ops[2:]) for op, ops in _instructions(bytes(code)) if op == _OP_ENTRY_POINT and ops[0] == _GL_COMPUTE
+    ]
 
 
 def local_size(code: bytes, entry: str = "main") -> tuple[int, int, int] | None:

@@ -28,7 +28,7 @@ from .abi import DESCRIPTOR_SET, EXTENTS_BINDING, SCALARS, axis_extents, paramet
 from .device import DeviceModule, KernelEntry, is_spirv, runtime_once
 from .devices import Device, DeviceArray, register_device_kind
 from .registry import register_loader
-from .spirv import buffer_bindings, local_size
+from .spirv import buffer_bindings, compute_entry_points, local_size
 
 __all__ = ["VulkanDevice", "VulkanModule", "vulkan_module"]
 
@@ -288,7 +288,7 @@ _SLOTS = 3  # launches of one kernel in flight at once before the next waits for
 class _Kernel:
     """A kernel's pipeline and layouts, and its launch slots."""
 
-    def __init__(self, dev: VulkanDevice, code: bytes, count: int, name: str) -> None:
+    def __init__(self, dev: VulkanDevice, code: bytes, count: int, name: str, entry_point: str = "main") -> None:
         vk = dev.vk
         bindings = [
             vk.VkDescriptorSetLayoutBinding(
@@ -311,12 +311,11 @@ class _Kernel:
             sType=vk.VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO, codeSize=len(code), pCode=code
         )
         self.shader = vk.vkCreateShaderModule(dev.device, shader_info, None)
-        entry_point = vk.ffi.new("char[]", b"main")
         stage = vk.VkPipelineShaderStageCreateInfo(
             sType=vk.VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
             stage=vk.VK_SHADER_STAGE_COMPUTE_BIT,
             module=self.shader,
-            pName=entry_point,
+            pName=vk.ffi.new("char[]", entry_point.encode()),
         )
         pipeline_info = vk.VkComputePipelineCreateInfo(
             sType=vk.VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
@@ -421,7 +420,9 @@ class VulkanModule(DeviceModule):
             kernel = self._loaded.get(entry.name)
             if kernel is None:
                 count = 1 + len(entry.signature.params)  # the extents, then one buffer per parameter
-                kernel = self._loaded[entry.name] = _Kernel(dev, self.shader(entry.name), count, entry.name)
+                kernel = self._loaded[entry.name] = _Kernel(
+                    dev, self.shader(entry.name), count, entry.name, entry.attrs.get("entry", "main")
+                )
             return kernel
 
     def _launch(self, entry: KernelEntry, args: list[Any], grid: tuple[int, ...]) -> None:
@@ -536,9 +537,9 @@ def vulkan_module(shaders: dict[str, bytes], functions: Iterable[dict[str, Any] 
     """Wrap SPIR-V compute shaders that you bring, one per kernel (entry point ``main``).
 
     ``functions`` as for :func:`opencl_module`; the shaders' resources follow kernpack's Vulkan
-    layout (binding 0 extents, 1 + k parameter k). Each shader's workgroup is the one it
-    declares (``LocalSize`` or ``LocalSizeId``); a ``"workgroup": [x, y, z]`` given for a kernel
-    must be the same.
+    layout (binding 0 extents, 1 + k parameter k). A shader is entered at ``main``, or at the
+    ``"entry"`` a kernel names. Its workgroup is the one it declares (``LocalSize`` or
+    ``LocalSizeId``); a ``"workgroup": [x, y, z]`` given for a kernel must be the same.
 
     Raises
     ------
@@ -551,7 +552,14 @@ def vulkan_module(shaders: dict[str, bytes], functions: Iterable[dict[str, Any] 
         entry = KernelEntry.of(f)
         code = shaders[entry.name]
         given = entry.attrs.get("workgroup") or (f.get("workgroup") if isinstance(f, dict) else None)
-        declared = local_size(code)
+        name = entry.attrs.get("entry") or (f.get("entry") if isinstance(f, dict) else None) or "main"
+        if name not in compute_entry_points(code):
+            found = ", ".join(compute_entry_points(code)) or "none"
+            raise ArgumentError(
+                f"kernel {entry.name!r}: its shader has no compute entry point {name!r} (it has: {found}); "
+                'name one with "entry"'
+            )
+        declared = local_size(code, name)
         if given is not None and declared is not None and tuple(given) != declared:
             raise ArgumentError(
                 f"kernel {entry.name!r}: workgroup {list(given)} was given, but its shader declares "
@@ -560,11 +568,13 @@ def vulkan_module(shaders: dict[str, bytes], functions: Iterable[dict[str, Any] 
         workgroup = given or declared
         if workgroup is None:
             raise ArgumentError(
-                f"kernel {entry.name!r}: its shader declares no LocalSize for entry point main; give "
+                f"kernel {entry.name!r}: its shader declares no LocalSize for entry point {name}; give "
                 '"workgroup": [x, y, z]'
             )
         _check_bindings(entry, code)
         attrs = {**entry.attrs, "offset": len(blob), "size": len(code), "workgroup": list(workgroup)}
+        if name != "main":
+            attrs["entry"] = name
         entries.append(KernelEntry(entry.name, entry.signature, entry.grid, attrs))
         blob += code + bytes(-len(code) % 16)
     return VulkanModule(bytes(blob), entries)
@@ -629,6 +639,8 @@ def _load(data: bytes | memoryview) -> VulkanModule:
             raise FormatError(f"vulkan module: kernel {entry.name!r}'s shader lies outside the payload")
         if not is_spirv(module.binary[offset : offset + size]):
             raise FormatError(f"vulkan module: kernel {entry.name!r}'s shader is not SPIR-V")
+        if not isinstance(attrs.get("entry", "main"), str):
+            raise FormatError(f"vulkan module: kernel {entry.name!r} has a bad entry point {attrs['entry']!r}")
         if not (
             isinstance(workgroup, list)
             and len(workgroup) == 3
