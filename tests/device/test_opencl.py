@@ -8,6 +8,7 @@ failure, not a skip.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -128,3 +129,16 @@ def test_user_spirv_that_spirv_val_rejects_is_a_compile_error():
     broken = bytes(built.binary)[:-8]  # the last instruction cut short
     with pytest.raises(kp.CompileError, match=r"the SPIR-V of vadd_f32 is not valid SPIR-V \(spirv-val\)"):
         kp.opencl_module(broken, [entry])
+
+
+@pytest.mark.parametrize(
+    ("signature", "grid", "words"),
+    [
+        ("void k(float *x, int64_t n)", "x.shape[0]", "'x' is a plain pointer (float *x), which carries no length"),
+        ("void k(float x[:], int64_t n)", "m", "'m' is not a parameter (x, n)"),
+        ("void k(float x[:], int64_t n)", "x", "'x' is an array: use x.shape[0]"),
+    ],
+)
+def test_a_grid_the_launcher_cannot_compute_says_why(signature, grid, words):
+    with pytest.raises(kp.FormatError, match=re.escape(words)):
+        kp.opencl_module(b"", [{"name": "k", "signature": signature, "grid": [grid]}], validate=False)

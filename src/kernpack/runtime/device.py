@@ -533,7 +533,27 @@ def _compile_extent(text: str, signature: Signature) -> Callable[[Mapping[str, A
             if not parts or node.keywords:
                 raise FormatError(f"grid extent {text!r}: {node.func.id} needs arguments")
             return lambda arrays, scalars: pick(p(arrays, scalars) for p in parts)
-        raise FormatError(f"grid extent {text!r} of {signature.name} uses {ast.unparse(node)!r}, which is not allowed")
+        raise FormatError(f"grid extent {text!r} of {signature.name} uses {ast.unparse(node)!r}: {why(node)}")
+
+    def why(node: ast.expr) -> str:
+        """What is wrong with a part of an extent, and what to write instead."""
+        allowed = (
+            "an extent is built from integer literals, integer parameters, a[:]'s a.shape[d], "
+            "+ - * // %, min, max and the casts i8() .. u64()"
+        )
+        shape_of = isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute)
+        name = node.value.value if shape_of and isinstance(node.value.value, ast.Name) else node  # type: ignore[union-attr]
+        if isinstance(name, ast.Name) and name.id not in params:
+            return f"{name.id!r} is not a parameter ({', '.join(params) or 'it has none'}); {allowed}"
+        param = params.get(name.id) if isinstance(name, ast.Name) else None
+        if param is not None and param.pointer and not param.ndim:
+            return (
+                f"{param.name!r} is a plain pointer ({param}), which carries no length; declare it "
+                f"{param.ctype} {param.name}[:] (its extents are then passed after it) or use an integer parameter"
+            )
+        if param is not None and param.pointer and not shape_of:
+            return f"{param.name!r} is an array: use {param.name}.shape[0] (or another dimension); {allowed}"
+        return allowed
 
     return build(_parse_extent(text))
 
