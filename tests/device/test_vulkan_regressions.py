@@ -331,6 +331,15 @@ def _conditional_store_args() -> list:
     return [np.full((2, 1), 99, np.uint64), x4, o1]
 
 
+@kp.kernel
+def select_zero_sign(o: kp.f32[:], s: kp.f64[:], c: kp.bool_):
+    # vulkan_select_zero_sign: lavapipe turns a select of 0.0 and -1.0 into -(float)(!c), -0.0
+    # where 0.0 was chosen: x // (0.0 if c else -1.0) gave the infinity of the wrong sign.
+    for i in kp.grid(o.shape[0]):
+        o[i] //= kp.f32(0.0) if c else kp.f32(-1.0)
+        s[i] = (-1.0 if c else 0.0) + (0.0 if c else -1.0)
+
+
 CASES: dict[str, tuple[kp.Kernel, Callable[[], list]]] = {
     "loop_in_if_arm": (loop_in_if_arm, lambda: [np.arange(16, dtype=np.uint32), np.zeros((3, 4, 2)), np.int16(4)]),
     "continue_after_select": (continue_after_select, lambda: [np.array([0.0, -1.0, 2.0, 0.0]), np.zeros(4, np.int8),
@@ -348,6 +357,7 @@ CASES: dict[str, tuple[kp.Kernel, Callable[[], list]]] = {
                                                                   np.arange(70, dtype=np.uint32),
                                                                   np.arange(5, dtype=np.int32), np.int64(3),
                                                                   np.int8(1), rng().integers(-3, 3, (3, 3))]),
+    "select_zero_sign": (select_zero_sign, lambda: [np.array([-2.5, 2.5, -0.0, 0.0], np.float32), np.zeros(4), True]),
     "zero_times_int": (zero_times_int, lambda: [np.int32(-3), np.ones(4)]),
     "clamped_index": (clamped_index, lambda: [np.arange(10, dtype=np.int32), np.zeros(10, np.int32)]),
     "narrowing_casts": (narrowing_casts, lambda: [np.int64(-3), np.int32(1000),

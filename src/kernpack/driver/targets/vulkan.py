@@ -172,6 +172,20 @@ class _Builder(ir.IRBuilder):
                 total = self.select(plus_zero, fixed, total)
         return total
 
+    def select(
+        self, cond: ir.Value, lhs: ir.Value, rhs: ir.Value, name: str = "", flags: tuple[str, ...] = ()
+    ) -> ir.Value:
+        # A choice between floats is made on their bits, as b ^ ((a ^ b) & mask): lavapipe
+        # rewrites a select of 0.0 and -1.0 as -(float)(!c), which gives -0.0 where 0.0 was
+        # chosen (x // (0.0 if c else -1.0) came out as the wrong infinity:
+        # vulkan_select_zero_sign), and an operand may become such a constant for it.
+        if str(lhs.type) not in ("float", "double"):
+            return super().select(cond, lhs, rhs, name, flags)
+        ity = ir.IntType(32 if str(lhs.type) == "float" else 64)
+        x, y = self.bitcast(lhs, ity), self.bitcast(rhs, ity)
+        mask = self.sub(ir.Constant(ity, 0), self.zext(cond, ity))
+        return self.bitcast(self.xor(y, self.and_(self.xor(x, y), mask)), lhs.type)
+
     def fsub(self, lhs: ir.Value, rhs: ir.Value, name: str = "", flags: tuple[str, ...] = ()) -> ir.Value:
         # The same folding seen through x - y = x + (-y): 0.0 - x becomes -x (wrong for x = +0.0)
         # and x - (-0.0) becomes x (wrong for x = -0.0); both exact sums are +0.0.
@@ -200,7 +214,10 @@ def _may_fold(v: ir.Value) -> bool:
     if isinstance(v, ir.Constant):
         return isinstance(v.constant, float)
     if isinstance(v, ir.CastInstr):
-        return v.opname in ("sitofp", "uitofp") or (v.opname in ("fpext", "fptrunc") and _may_fold(v.operands[0]))
+        # A bitcast of integer bits: a choice between floats is made on them (_Builder.select).
+        return v.opname in ("sitofp", "uitofp", "bitcast") or (
+            v.opname in ("fpext", "fptrunc") and _may_fold(v.operands[0])
+        )
     if isinstance(v, ir.LoadInstr):
         return isinstance(v.operands[0], ir.AllocaInstr)
     return isinstance(v, (ir.SelectInstr, ir.PhiInstr))
