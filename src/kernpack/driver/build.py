@@ -21,6 +21,7 @@ from ..runtime.module import Module
 from ..runtime.signature import Signature
 from . import cache as disk
 from .gridexpr import grid_expressions
+from .hidden import hidden_params
 from .lang import kir
 from .targets import Function, Options, Target, Unit, device_targets, get_target
 
@@ -293,7 +294,7 @@ def _signature(k: KernelSource, ir: kir.Kernel, target: Target) -> Signature:
     """The kernel's signature as the target's module declares it (a device kernel's hidden arrays too)."""
     if not target.device:
         return k.signature
-    return with_hidden(k.signature, scratch=bool(ir.epilogue), check=ir.boundscheck, prints=kir.prints(ir))
+    return with_hidden(k.signature, hidden_params(ir))
 
 
 def _grid(k: KernelSource, target: Target) -> tuple[str, ...]:

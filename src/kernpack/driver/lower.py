@@ -20,7 +20,8 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ..errors import CompileError
-from ..runtime.abi import CHECK_PARAM, LOOPS_PARAM, PRINT_PARAM, SCALARS, SCRATCH_PARAM, device_axis
+from ..runtime.abi import CHECK_PARAM, PRINT_PARAM, SCALARS, SCRATCH_PARAM, device_axis
+from .hidden import hidden_params
 from .lang import kir
 from .lang.kir import assigned_names
 from .lang.types import ArrayType, ScalarType, bool_, i32, i64, u32
@@ -146,20 +147,8 @@ def check_narrow_atomics(kernel: kir.Kernel, target: str) -> None:
 
 
 def device_kernel(kernel: kir.Kernel, *, loop_guard: bool = False) -> kir.Kernel:
-    """The kernel as a device target lowers it, with its hidden last arrays (``runtime.abi``).
-
-    With an epilogue, the scratch (``SCRATCH_PARAM``: where workgroups leave their partials);
-    with bounds checks, then the record of the first out-of-range access (``CHECK_PARAM``);
-    with print() calls, then the buffer their records go to (``PRINT_PARAM``); with
-    ``loop_guard`` (a Vulkan shader with loops), the word its loop guard sets (``LOOPS_PARAM``).
-    """
-    wants = (
-        (SCRATCH_PARAM, kernel.epilogue),
-        (CHECK_PARAM, kernel.boundscheck),
-        (PRINT_PARAM, kir.prints(kernel)),
-        (LOOPS_PARAM, loop_guard),
-    )
-    hidden = [name for name, wanted in wants if wanted]
+    """The kernel as a device target lowers it, with its hidden last arrays (``driver.hidden``)."""
+    hidden = hidden_params(kernel, loop_guard=loop_guard)
     if not hidden:
         return kernel
     params = [*kernel.params, *((name, ArrayType(u32, 1)) for name in hidden)]
@@ -459,13 +448,11 @@ class KernelBody:
             b.store(own, array(local32))
         self._tree(reductions, shared, local32, size)
         # Where reduction r's partial of group g lies: 1 + groups * (words before r) + g * words.
-        offsets, before = [], 0
-        for *_, w in reductions:
-            offsets.append(before)
-            before += w.bits // 32
+        words = [_words(t) for _, _, t, _ in reductions]
+        offsets = [sum(words[:k]) for k in range(len(words))]
 
         def partial(k: int, g: ir.Value) -> ir.Value:
-            return b.add(_I64(1), b.add(b.mul(groups, _I64(offsets[k])), b.mul(g, _I64(reductions[k][3].bits // 32))))
+            return b.add(_I64(1), b.add(b.mul(groups, _I64(offsets[k])), b.mul(g, _I64(words[k]))))
 
         def leader() -> None:
             for k, ((*_, w), array) in enumerate(zip(reductions, shared, strict=True)):
@@ -551,9 +538,10 @@ class KernelBody:
         b = self.b
         bits = ir.IntType(v.type.width if isinstance(v.type, ir.IntType) else (32 if str(v.type) == "float" else 64))
         raw = b.bitcast(v, bits) if bits != v.type else v
-        b.store(b.trunc(raw, _I32) if bits.width == 64 else raw, self.scratch_word(at))
         if bits.width == 64:
-            b.store(b.trunc(b.lshr(raw, _I64(32)), _I32), self.scratch_word(b.add(at, _I64(1))))
+            self.store_halves(self.scratch_word, at, raw)
+        else:
+            b.store(raw, self.scratch_word(at))
 
     def _load_words(self, t: ScalarType, at: ir.Value) -> ir.Value:
         b = self.b
@@ -863,26 +851,31 @@ class KernelBody:
         self.sites.append((array, self.line))
 
         def record() -> None:
-            earlier = b.atomic_rmw("add", self.check_word(0), _I32(1), "monotonic")
+            earlier = b.atomic_rmw("add", self.check_word(_I64(0)), _I32(1), "monotonic")
 
             def first() -> None:
-                b.store(_I32(site), self.check_word(1))
+                b.store(_I32(site), self.check_word(_I64(1)))
                 for d in range(3):
                     index, extent = (values[d], extents[d]) if d < len(values) else (_I64(0), _I64(0))
-                    for k, word in ((2 + 2 * d, index), (8 + 2 * d, extent)):
-                        b.store(b.trunc(word, _I32), self.check_word(k))
-                        b.store(b.trunc(b.lshr(word, _I64(32)), _I32), self.check_word(k + 1))
+                    self.store_halves(self.check_word, _I64(2 + 2 * d), index)
+                    self.store_halves(self.check_word, _I64(8 + 2 * d), extent)
 
             self.when(b.icmp_unsigned("==", earlier, _I32(0)), first)
 
         self.when(b.not_(ok), record)
         return ok
 
-    def check_word(self, k: int) -> ir.Value:
-        """The address of word ``k`` of the bounds-check record (the CPU's global, or ``kp_check``)."""
+    def check_word(self, index: ir.Value) -> ir.Value:
+        """The address of word ``index`` of the bounds-check record (the CPU's global, or ``kp_check``)."""
         if self.check_record is not None:
-            return gep(self.b, self.check_record, [_I32(0), _I32(k)], self.check_record.value_type)
-        return self.word(CHECK_PARAM, _I64(k))
+            return gep(self.b, self.check_record, [_I32(0), index], self.check_record.value_type)
+        return self.word(CHECK_PARAM, index)
+
+    def store_halves(self, address: Callable[[ir.Value], ir.Value], at: ir.Value, value: ir.Value) -> None:
+        """An i64 as two 32-bit words, low first, at ``address(at)`` and ``address(at + 1)``."""
+        b = self.b
+        b.store(b.trunc(value, _I32), address(at))
+        b.store(b.trunc(b.lshr(value, _I64(32)), _I32), address(b.add(at, _I64(1))))
 
     def word(self, array: str, index: ir.Value) -> ir.Value:
         """The address of 32-bit word ``index`` (i64) of a hidden ``uint32_t`` array."""
@@ -912,8 +905,7 @@ class KernelBody:
             start = b.add(at, _I64(2))
             b.store(_I32(site + 1), self.word(PRINT_PARAM, start))
             for k, value in enumerate(values):
-                for half, word in enumerate((b.trunc(value, _I32), b.trunc(b.lshr(value, _I64(32)), _I32))):
-                    b.store(word, self.word(PRINT_PARAM, b.add(start, _I64(1 + 2 * k + half))))
+                self.store_halves(lambda i: self.word(PRINT_PARAM, i), b.add(start, _I64(1 + 2 * k)), value)
 
         fits = b.icmp_unsigned("<=", b.add(at, _I64(need)), capacity)
         self.when(fits, write)

@@ -28,6 +28,7 @@ __all__ = [
     "DESCRIPTOR_SET",
     "EXTENTS_BINDING",
     "FAST_TABLE",
+    "HIDDEN_PARAMS",
     "LOOPS_PARAM",
     "LOOP_GUARD",
     "METH_FASTCALL",
@@ -180,6 +181,16 @@ PRINT_WORDS = 1 << 18
 # than return such results (the function table's ``"loop_guard"``).
 LOOPS_PARAM = "kp_loops"
 LOOP_GUARD = 65000
+
+
+#: A device kernel's hidden arrays, in the order they follow its own parameters, each with the
+#: function-table attribute that announces it.
+HIDDEN_PARAMS: tuple[tuple[str, str], ...] = (
+    (SCRATCH_PARAM, "scratch"),
+    (CHECK_PARAM, "checks"),
+    (PRINT_PARAM, "prints"),
+    (LOOPS_PARAM, "loop_guard"),
+)
 
 
 def print_symbols(kernel: str) -> tuple[str, str]:

@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Self, TypeVar, cast
 import numpy as np
 
 from ..errors import ArgumentError, DeviceUnavailableError, FormatError, LoadError, UnsupportedOperationError
-from .abi import CHECK_PARAM, CHECK_WORDS, LOOPS_PARAM, PRINT_PARAM, PRINT_WORDS, SCRATCH_PARAM, scratch_words
+from .abi import CHECK_WORDS, HIDDEN_PARAMS, PRINT_WORDS, scratch_words
 from .calling import as_array, convert_scalar
 from .checks import index_error
 from .devices import Device, DeviceArray, LaunchError
@@ -344,15 +344,8 @@ class DeviceModule(Module):
         return f"Module[{self.kind}](functions={list(self.functions)}{state})"
 
 
-def with_hidden(signature: Signature, *, scratch: bool, check: bool, prints: bool, loops: bool = False) -> Signature:
-    """``signature`` with the arrays a device kernel takes after its own (``kernpack.runtime.abi``).
-
-    The scratch of a kernel with an epilogue (``SCRATCH_PARAM``), the bounds-check record of a
-    checked one (``CHECK_PARAM``), the print buffer of one that prints (``PRINT_PARAM``), the
-    loop guard's word of a Vulkan shader with loops (``LOOPS_PARAM``).
-    """
-    wanted = ((SCRATCH_PARAM, scratch), (CHECK_PARAM, check), (PRINT_PARAM, prints), (LOOPS_PARAM, loops))
-    names = [name for name, wants in wanted if wants]
+def with_hidden(signature: Signature, names: list[str]) -> Signature:
+    """``signature`` with the hidden arrays ``names`` after its own (``abi.HIDDEN_PARAMS``)."""
     hidden = tuple(Param(name, "uint32_t", pointer=True, ndim=1) for name in names)
     return dataclasses.replace(signature, params=(*signature.params, *hidden))
 
@@ -369,7 +362,7 @@ class DeviceFunction:
         self.checks = entry.attrs.get("checks")
         self.prints = entry.attrs.get("prints")
         self.loop_guard = entry.attrs.get("loop_guard")
-        hidden = sum(attr is not None for attr in (self.scratch, self.checks, self.prints, self.loop_guard))
+        hidden = sum(attr in entry.attrs for _, attr in HIDDEN_PARAMS)
         self.signature = entry.signature
         if hidden:
             self.signature = dataclasses.replace(entry.signature, params=entry.signature.params[:-hidden])

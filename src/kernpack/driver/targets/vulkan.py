@@ -64,8 +64,6 @@ VULKAN_PASSES = ("sroa", "sccp")
 # Code generation at -O0: at -O2 the backend's own passes merge the empty blocks that keep
 # each construct's merge block apart (OpSelectionMerge must immediately precede ...).
 VULKAN_CODEGEN_OPT = 0
-#: The most iterations a loop runs before its outer loop starts it again (see _VulkanBody._loop).
-LOOP_ROUND = 32768
 _I1, _I8, _I32, _I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 _F64 = ir.DoubleType()
 _STORAGE = ir.PointerType(addrspace=11)
@@ -717,10 +715,7 @@ class _VulkanBody(KernelBody):
         convert = b.fptosi if dst.is_signed else b.fptoui
         clamped = b.select(b.fcmp_ordered(">=", v, high), ir.Constant(to, int(info.max)), convert(v, to))
         clamped = b.select(b.fcmp_ordered("<=", v, low), ir.Constant(to, int(info.min)), clamped)
-        ity = ir.IntType(src.bits)
-        magnitude = b.and_(b.bitcast(v, ity), ir.Constant(ity, (1 << (src.bits - 1)) - 1))
-        is_nan = b.icmp_unsigned(">", magnitude, ir.Constant(ity, _INF_BITS[src.bits]))
-        return b.select(is_nan, ir.Constant(to, 0), clamped)
+        return b.select(self.is_nan(v, src), ir.Constant(to, 0), clamped)
 
     def element(self, array: str, values: list[ir.Value]) -> ir.Value:
         if array in self.private:
@@ -855,7 +850,7 @@ def _package(units: list[Unit], name: str) -> Module:
     for unit in units:
         for entry in kernel_entries(unit, {"workgroup": unit.notes["workgroup"]}):
             if entry.attrs.get("loop_guard"):  # its loop guard's buffer, last (lowering decides)
-                signature = with_hidden(entry.signature, scratch=False, check=False, prints=False, loops=True)
+                signature = with_hidden(entry.signature, [LOOPS_PARAM])
                 entry = KernelEntry(entry.name, signature, entry.grid, entry.attrs)
             table.append(entry)
     return vulkan_module(shaders, table)
