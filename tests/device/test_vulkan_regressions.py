@@ -340,6 +340,14 @@ def select_zero_sign(o: kp.f32[:], s: kp.f64[:], c: kp.bool_):
         s[i] = (-1.0 if c else 0.0) + (0.0 if c else -1.0)
 
 
+@kp.kernel
+def zero_over_negative(x: kp.f64[:], o: kp.f64[:]):
+    # vulkan_call_of_zero_folds: lavapipe folds 0.0 / y to +0.0; sqrt(0.0) is such a 0.0 for it,
+    # and -0.0 / ... must stay -0.0 for a negative y.
+    for i in kp.grid(o.shape[0]):
+        o[i] = kp.math.sqrt(kp.f32(0.0)) / x[i]
+
+
 CASES: dict[str, tuple[kp.Kernel, Callable[[], list]]] = {
     "loop_in_if_arm": (loop_in_if_arm, lambda: [np.arange(16, dtype=np.uint32), np.zeros((3, 4, 2)), np.int16(4)]),
     "continue_after_select": (continue_after_select, lambda: [np.array([0.0, -1.0, 2.0, 0.0]), np.zeros(4, np.int8),
@@ -358,6 +366,7 @@ CASES: dict[str, tuple[kp.Kernel, Callable[[], list]]] = {
                                                                   np.arange(5, dtype=np.int32), np.int64(3),
                                                                   np.int8(1), rng().integers(-3, 3, (3, 3))]),
     "select_zero_sign": (select_zero_sign, lambda: [np.array([-2.5, 2.5, -0.0, 0.0], np.float32), np.zeros(4), True]),
+    "zero_over_negative": (zero_over_negative, lambda: [np.array([-2.0, 3.0, -0.5]), np.zeros(3)]),
     "zero_times_int": (zero_times_int, lambda: [np.int32(-3), np.ones(4)]),
     "clamped_index": (clamped_index, lambda: [np.arange(10, dtype=np.int32), np.zeros(10, np.int32)]),
     "narrowing_casts": (narrowing_casts, lambda: [np.int64(-3), np.int32(1000),

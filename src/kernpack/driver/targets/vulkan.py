@@ -205,7 +205,8 @@ def _may_fold(v: ir.Value) -> bool:
     """True if the driver may see ``v`` as a constant.
 
     A literal; an integer converted (the integer may fold: ``kp.f64(q - q)``); a local (its
-    slot may hold a constant after SROA: ``v = 0.0``); a choice between such values. Array
+    slot may hold a constant after SROA: ``v = 0.0``); a choice between such values; a call of
+    such values (``sqrt(0.0)``). Array
     elements and float arithmetic are computed at run time (a product of a literal zero is
     made on the bits above).
     """
@@ -218,6 +219,10 @@ def _may_fold(v: ir.Value) -> bool:
         )
     if isinstance(v, ir.LoadInstr):
         return isinstance(v.operands[0], ir.AllocaInstr)
+    if isinstance(v, ir.CallInstr):  # a function of values that fold folds: sqrt(0.0) is 0.0
+        return bool(v.args) and all(
+            _may_fold(a) if str(a.type) in ("float", "double") else isinstance(a, ir.Constant) for a in v.args
+        )
     return isinstance(v, (ir.SelectInstr, ir.PhiInstr))
 
 
