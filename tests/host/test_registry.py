@@ -48,7 +48,9 @@ def test_load_c_by_suffix_finds_the_exported_functions(tmp_path):
 def test_unknown_suffix_lists_the_known_ones(tmp_path):
     path = tmp_path / "k.xyz"
     path.write_text("")
-    with pytest.raises(kp.LoadError, match=r"no loader handles '\.xyz' files; handled suffixes: .*\.bc, \.c, \.ll"):
+    with pytest.raises(
+        kp.LoadError, match=r"no loader handles '\.xyz' files; handled suffixes: .*\.bc, \.c, \.cl, \.ll"
+    ):
         kp.load_module(path)
 
 

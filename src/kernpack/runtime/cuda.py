@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DeviceUnavailableError
+from ..errors import ArgumentError, DeviceUnavailableError, FormatError
 from .abi import CUDA_BLOCK, SCALARS, axis_extents
 from .device import DeviceModule, KernelEntry, load_binary_file, runtime_once
 from .devices import register_device_kind
@@ -23,6 +23,9 @@ from .ptxas import assemble_cubin, ptx_target
 from .registry import register_file_loader, register_loader
 
 __all__ = ["CUDAModule", "cuda_module"]
+
+
+_DEFAULT_SHARED = 48 * 1024  # dynamic shared memory a kernel gets without opting in to more
 
 
 def _check(result: tuple[Any, ...], what: str) -> Any:
@@ -87,6 +90,11 @@ class CUDAModule(DeviceModule):
             driver.cuCtxSetCurrent(_context())
             driver.cuModuleUnload(module)
 
+    def _configure(self, entry: KernelEntry, options: dict[str, Any]) -> KernelEntry:
+        block, shared = options.pop("workgroup", None), options.pop("shared", None)
+        super()._configure(entry, options)  # refuses what is left
+        return _checked(entry.reconfigured(block, shared=shared))
+
     def _function(self, name: str) -> Any:
         from cuda.bindings import driver
 
@@ -127,10 +135,14 @@ class CUDAModule(DeviceModule):
                 for extent in value.shape[: param.ndim]:  # none for a plain T *
                     values.append(extent)
                     types.append(ctypes.c_int64)
-            block = CUDA_BLOCK[len(grid)]
+            block = (*entry.attrs.get("workgroup", CUDA_BLOCK[len(grid)]), 1, 1)[:3]
             blocks = [-(-n // b) for n, b in zip(axis_extents(grid), block, strict=True)]
+            shared = entry.evaluate(entry.attrs.get("shared", 0), args)
+            if shared > _DEFAULT_SHARED:  # more than 48 KiB of dynamic shared memory is asked for
+                attribute = driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+                _check(driver.cuFuncSetAttribute(function, attribute, shared), "cuFuncSetAttribute")
             _check(
-                driver.cuLaunchKernel(function, *blocks, *block, 0, 0, (tuple(values), tuple(types)), None),
+                driver.cuLaunchKernel(function, *blocks, *block, shared, 0, (tuple(values), tuple(types)), None),
                 "cuLaunchKernel",
             )
             _check(driver.cuCtxSynchronize(), "cuCtxSynchronize")
@@ -156,7 +168,11 @@ def cuda_module(
     ptx : str or bytes
         The PTX module.
     functions : iterable of dict or KernelEntry
-        For each kernel: its name, signature and grid.
+        For each kernel: its name, signature and grid (threads), and optionally its
+        ``"workgroup"`` (the block, ``[x, y, z]``; by default 256, 16 x 16 or 8 x 8 x 4 by
+        the grid's rank) and ``"shared"`` (bytes of dynamic shared memory, an integer or an
+        extent expression such as ``"4 * n"``). A call may give others
+        (``f.configure(workgroup=..., shared=...)``).
     cubin : bytes, optional
         Machine code assembled from the same PTX, loaded instead where its architecture
         matches the GPU's (the driver compiles the PTX otherwise).
@@ -169,8 +185,10 @@ def cuda_module(
     ------
     CompileError
         If ptxas rejects the PTX: its log and a command that reproduces it.
+    ArgumentError
+        If a block or shared-memory size is malformed, or a parameter is a struct by value.
     """
-    entries = [KernelEntry.of(f) for f in functions]
+    entries = [_checked(KernelEntry.of(f, ("workgroup", "shared"))) for f in functions]
     text = ptx.encode() if isinstance(ptx, str) else bytes(ptx)
     if cubin is None and assemble:
         source = text.decode(errors="replace")
@@ -178,6 +196,19 @@ def cuda_module(
         cubin = assemble_cubin(source, ptx_target(source) or "sm_52", label)
     sections = {"cubin": cubin} if cubin else {}
     return CUDAModule(text, entries, sections)
+
+
+def _checked(entry: KernelEntry) -> KernelEntry:
+    """Refuse a block or shared-memory size, or a parameter, that a CUDA launch cannot take."""
+    entry.check_workgroup(most=1024)
+    entry.check_size("shared memory", entry.attrs.get("shared", 0))
+    aggregate = next((p for p in entry.signature.params if p.layout is not None), None)
+    if aggregate is not None:
+        raise ArgumentError(
+            f"kernel {entry.name!r}: parameter {aggregate} is a vector or struct by value, which kernpack passes to "
+            "OpenCL and Vulkan kernels only; pass it through a pointer"
+        )
+    return entry
 
 
 @register_file_loader(".ptx")
@@ -188,4 +219,9 @@ def _load_ptx(path: str) -> DeviceModule:
 @register_loader("cuda")
 def _load(data: bytes | memoryview) -> CUDAModule:
     module = CUDAModule.from_bytes(data)
+    for entry in module.functions.values():
+        try:
+            _checked(entry)
+        except ArgumentError as exc:
+            raise FormatError(f"cuda module: {exc}") from None
     return module

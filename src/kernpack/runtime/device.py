@@ -25,6 +25,7 @@ import ast
 import dataclasses
 import functools
 import json
+import math
 import os
 import struct
 import threading
@@ -36,6 +37,7 @@ import numpy as np
 
 from ..errors import ArgumentError, DeviceUnavailableError, FormatError, LoadError, UnsupportedOperationError
 from .abi import CHECK_WORDS, HIDDEN_PARAMS, PRINT_WORDS, scratch_words
+from .aggregates import pack
 from .calling import as_array, convert_scalar
 from .checks import index_error
 from .devices import Device, DeviceArray, LaunchError
@@ -77,26 +79,106 @@ class KernelEntry:
     def __init__(
         self, name: str, signature: Signature | str, grid: Iterable[str], attrs: Mapping[str, Any] | None = None
     ) -> None:
-        self.signature = signature if isinstance(signature, Signature) else Signature.parse(signature)
+        self.attrs = dict(attrs or {})
+        types = self.attrs.get("types")  # structs the kernel takes by value
+        self.signature = signature if isinstance(signature, Signature) else Signature.parse(signature, types)
         if self.signature.name != name:
             raise ValueError(f"signature {self.signature} does not name kernel {name!r}")
         self.name = name
-        self.attrs = dict(attrs or {})
         self.grid = tuple(grid)
         if not 1 <= len(self.grid) <= 3:
             raise ValueError(f"kernel {name!r}: a grid has 1 to 3 extents, not {len(self.grid)}")
         self._extents = [_compile_extent(e, self.signature) for e in self.grid]
 
     @classmethod
-    def of(cls, spec: KernelEntry | Mapping[str, Any]) -> KernelEntry:
-        """An entry from a ``{"name", "signature", "grid"[, "attrs"]}`` mapping (or itself)."""
+    def of(cls, spec: KernelEntry | Mapping[str, Any], options: Iterable[str] = ()) -> KernelEntry:
+        """An entry from a ``{"name", "signature", "grid"[, "attrs"]}`` mapping (or itself).
+
+        ``options`` are the further keys the mapping may have (``"workgroup"``), which go into
+        the attributes.
+
+        Raises
+        ------
+        ArgumentError
+            If the mapping has another key, or lacks one of the three.
+        """
         if isinstance(spec, KernelEntry):
             return spec
-        return cls(spec["name"], spec["signature"], spec["grid"], spec.get("attrs"))
+        allowed = {"name", "signature", "grid", "attrs", "types", *options}
+        unknown = sorted(set(spec) - allowed)
+        missing = [k for k in ("name", "signature", "grid") if k not in spec]
+        if unknown or missing:
+            what = f"has no key {', '.join(map(repr, unknown))}" if unknown else f"lacks {', '.join(missing)}"
+            raise ArgumentError(
+                f"kernel description {spec.get('name', '?')!r} {what}; it takes {', '.join(sorted(allowed))}"
+            )
+        attrs = {k: v for k, v in spec.items() if k not in ("name", "signature", "grid", "attrs")}
+        return cls(spec["name"], spec["signature"], spec["grid"], {**attrs, **(spec.get("attrs") or {})})
 
     def extents(self, arrays: Mapping[str, np.ndarray], scalars: Mapping[str, Any]) -> tuple[int, ...]:
         """The grid extents for these arguments."""
         return tuple(int(f(arrays, scalars)) for f in self._extents)
+
+    def evaluate(self, size: int | str, args: list[Any]) -> int:
+        """A size given as bytes or as an extent expression (``"4 * n"``), for a launch's ``args``."""
+        if isinstance(size, int):
+            return size
+        params = self.signature.params
+        arrays = {p.name: v for p, v in zip(params, args, strict=True) if p.pointer and v is not None}
+        scalars = {p.name: v for p, v in zip(params, args, strict=True) if not p.pointer}
+        return int(_compile_extent(size, self.signature)(arrays, scalars))
+
+    def reconfigured(self, workgroup: list[int] | None, **attrs: Any) -> KernelEntry:
+        """The entry with another workgroup (None: the same) and the further ``attrs`` that are not None.
+
+        Raises
+        ------
+        ArgumentError
+            If the kernel combines its workgroup's values after its grid (an epilogue): its
+            workgroup is fixed when it is built.
+        """
+        changed = {**self.attrs, **{k: v for k, v in attrs.items() if v is not None}}
+        if workgroup is not None:
+            if "scratch" in self.attrs and list(workgroup) != list(self.attrs["workgroup"]):
+                raise ArgumentError(
+                    f"kernel {self.name!r} combines its workgroup's values after the grid: its workgroup "
+                    f"{self.attrs['workgroup']} is fixed when it is built"
+                )
+            changed["workgroup"] = list(workgroup)
+        return KernelEntry(self.name, self.signature, self.grid, changed)
+
+    def check_workgroup(self, most: int | None = None) -> None:
+        """Refuse a malformed ``attrs["workgroup"]``: 1 to 3 positive integers, at most ``most`` in all.
+
+        Raises
+        ------
+        ArgumentError
+            Naming the kernel and the workgroup.
+        """
+        workgroup = self.attrs.get("workgroup")
+        if workgroup is not None and not (
+            isinstance(workgroup, list | tuple)
+            and 1 <= len(workgroup) <= 3
+            and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in workgroup)
+            and (most is None or math.prod(workgroup) <= most)
+        ):
+            limit = "" if most is None else f" of at most {most} work-items in all"
+            raise ArgumentError(f"kernel {self.name!r}: workgroup {workgroup!r} is not 1 to 3 positive integers{limit}")
+
+    def check_size(self, what: str, size: Any) -> None:
+        """Refuse a size (``what``) that is neither bytes (an int >= 0) nor an extent expression.
+
+        Raises
+        ------
+        ArgumentError
+            Naming the kernel and ``what``.
+        """
+        if isinstance(size, bool) or not isinstance(size, int | str) or (isinstance(size, int) and size < 0):
+            raise ArgumentError(
+                f'kernel {self.name!r}: {what} has size {size!r}; give bytes (an int, or an extent such as "4 * n")'
+            )
+        if isinstance(size, str):
+            _compile_extent(size, self.signature)  # a bad expression is refused now
 
     def to_json(self) -> dict[str, Any]:
         """The entry as JSON-able data."""
@@ -335,6 +417,24 @@ class DeviceModule(Module):
         """The device this module launches on, for kinds that have device arrays (else None)."""
         return None
 
+    def _configure(self, entry: KernelEntry, options: dict[str, Any]) -> KernelEntry:
+        """``entry`` with launch ``options`` (see :meth:`DeviceFunction.configure`), checked.
+
+        Each kind takes the options it knows from ``options`` and calls this for the rest.
+
+        Raises
+        ------
+        ArgumentError
+            If an option is not one this kind takes.
+        """
+        unknown = [name for name, value in options.items() if value is not None]
+        if unknown:
+            raise ArgumentError(
+                f"kernel {entry.name!r} on {self.kind}: no launch option {', '.join(map(repr, unknown))} here "
+                f"(see DeviceFunction.configure for what each device kind takes)"
+            )
+        return entry
+
     def loop_limit(self) -> int | None:
         """The loop iterations after which this kind's driver cuts a work-item short (None: no limit)."""
         return None
@@ -363,14 +463,55 @@ class DeviceFunction:
         self.prints = entry.attrs.get("prints")
         self.loop_guard = entry.attrs.get("loop_guard")
         hidden = sum(attr in entry.attrs for _, attr in HIDDEN_PARAMS)
+        # OpenCL ``__local`` parameters get workgroup memory of a given size, not an argument.
+        self.local = entry.attrs.get("local") or {}
+        own = entry.signature.params[: len(entry.signature.params) - hidden]
         self.signature = entry.signature
-        if hidden:
-            self.signature = dataclasses.replace(entry.signature, params=entry.signature.params[:-hidden])
+        if hidden or self.local:
+            visible = tuple(p for p in own if p.name not in self.local)
+            self.signature = dataclasses.replace(entry.signature, params=visible)
+        self._own = own
 
     @property
     def name(self) -> str:
         """The kernel's name."""
         return self.entry.name
+
+    def configure(
+        self,
+        *,
+        workgroup: Iterable[int] | None = None,
+        shared: int | None = None,
+        local: Mapping[str, int] | None = None,
+        specialization: Mapping[str | int, Any] | None = None,
+    ) -> DeviceFunction:
+        """The kernel launched another way: a new function (this one is unchanged).
+
+        Parameters
+        ----------
+        workgroup : iterable of int, optional
+            Work-items per workgroup along x, y, z (OpenCL's local size, CUDA's block). On
+            Vulkan, the shader fixes it; a given one must agree.
+        shared : int, optional
+            CUDA: bytes of dynamic shared memory per block.
+        local : mapping of str to int, optional
+            OpenCL: bytes of each ``__local`` argument, by parameter name.
+        specialization : mapping, optional
+            Vulkan: values of specialization constants, by name or ``SpecId``, over the
+            module's; each set of values gets its own pipeline.
+
+        Raises
+        ------
+        ArgumentError
+            If this kind takes no such option, or a value does not fit the kernel.
+        """
+        options = {
+            "workgroup": None if workgroup is None else [int(w) for w in workgroup],
+            "shared": shared,
+            "local": local,
+            "specialization": specialization,
+        }
+        return DeviceFunction(self.module, self.module._configure(self.entry, options))
 
     def __call__(self, *args: Any, **kwargs: Any) -> None:
         if kwargs:
@@ -393,6 +534,8 @@ class DeviceFunction:
             try:
                 if param.pointer and isinstance(value, DeviceArray):
                     values.append(arrays.setdefault(param.name, self._on_device(param, value, device)))
+                elif param.layout is not None:
+                    values.append(pack(param.layout, value))
                 elif param.pointer:
                     values.append(arrays.setdefault(param.name, as_array(param, value)))
                 else:
@@ -402,6 +545,9 @@ class DeviceFunction:
                     f"{self.name}(): argument {param.name!r} (parameter {index + 1} of {len(params)}, {param}): {err}"
                 ) from None
         grid = self.entry.extents(arrays, scalars)
+        if self.local:  # a place for each __local parameter, which the launcher fills
+            given = iter(values)
+            values = [None if p.name in self.local else next(given) for p in self._own]
         if self.scratch is not None:
             grid = tuple(max(1, n) for n in grid)  # the epilogue runs even for an empty grid
             values.append(np.zeros(scratch_words(grid, self.entry.attrs["workgroup"], self.scratch), np.uint32))
@@ -484,7 +630,12 @@ def _compile_extent(text: str, signature: Signature) -> Callable[[Mapping[str, A
         if isinstance(node, ast.Constant) and type(node.value) is int:
             value = node.value
             return lambda arrays, scalars: value
-        if isinstance(node, ast.Name) and node.id in params and not params[node.id].pointer:
+        if (
+            isinstance(node, ast.Name)
+            and node.id in params
+            and params[node.id].dtype is not None
+            and not params[node.id].pointer
+        ):
             name = node.id
             return lambda arrays, scalars: int(scalars[name])
         if (

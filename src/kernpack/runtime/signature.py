@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ import numpy as np
 
 from ..errors import ArgumentError
 from .abi import SCALARS
+from .aggregates import struct_dtype, vector_dtype
 
 __all__ = ["SCALAR_TYPES", "Param", "Signature"]
 
@@ -82,6 +84,9 @@ class Param:
     ndim : int
         For an array parameter written ``T name[:, ...]``: its rank, whose extents are passed
         after the pointer. 0 for a plain pointer or a scalar.
+    layout : numpy.dtype or None
+        For a vector or struct passed by value (``float4 v``, ``struct params p``; device
+        kernels only): its memory layout, ``ctype`` then being the type's name.
     """
 
     name: str
@@ -89,6 +94,7 @@ class Param:
     pointer: bool = False
     const: bool = False
     ndim: int = 0
+    layout: np.dtype | None = None
 
     @property
     def dtype(self) -> np.dtype | None:
@@ -105,6 +111,11 @@ class Param:
         """The C types cffi passes: every pointer as ``void *``, then one ``int64_t`` per extent."""
         if self.pointer:
             return ("void *", *("int64_t",) * self.ndim)
+        if self.layout is not None:
+            raise ArgumentError(
+                f"parameter {self}: vectors and structs by value are for OpenCL and Vulkan kernels; "
+                "a CPU function takes a pointer to one"
+            )
         return ("_Bool" if self.ctype == "bool" else self.ctype,)
 
     def c_declaration(self) -> str:
@@ -149,19 +160,31 @@ class Signature:
     restype: str = "void"
 
     @staticmethod
-    def parse(prototype: str) -> Signature:
+    def parse(prototype: str, types: Mapping[str, Sequence[Sequence[str]]] | None = None) -> Signature:
         """Read a C prototype such as ``"double dot(const double *x, int64_t n)"``.
+
+        Parameters
+        ----------
+        prototype : str
+            The prototype.
+        types : mapping, optional
+            Structs that parameters may take by value, by name, each a list of ``[member,
+            type]`` (``{"params": [["scale", "float"], ["n", "int"]]}``): a parameter
+            ``struct params p`` (or ``params p``). OpenCL vector types (``float4``,
+            ``uint2``) need no declaration.
 
         Raises
         ------
         ArgumentError
             If the text is not a prototype of the supported types (fixed-width integers, the
-            usual C integer spellings, ``bool``, ``float``, ``double``, one level of pointer).
+            usual C integer spellings, ``bool``, ``float``, ``double``, one level of pointer,
+            vectors and declared structs by value).
         """
-        return _parse_prototype(prototype)
+        frozen = None if not types else tuple((k, tuple(tuple(f) for f in v)) for k, v in types.items())
+        return _parse_prototype(prototype, frozen)
 
     @classmethod
-    def _parse(cls, prototype: str) -> Signature:
+    def _parse(cls, prototype: str, types: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] | None) -> Signature:
         match = _PROTOTYPE.match(prototype)
         if match is None:
             raise ArgumentError(
@@ -172,8 +195,9 @@ class Signature:
         body = match["params"].strip()
         params: list[Param] = []
         if body and body != "void":
+            structs = _structs(types, prototype)
             for index, text in enumerate(_PARAM_SEPARATOR.split(body)):
-                params.append(_parse_param(text, index, prototype))
+                params.append(_parse_param(text, index, prototype, structs))
         names = [p.name for p in params]
         if len(set(names)) != len(names):
             raise ArgumentError(f"prototype {prototype!r} repeats a parameter name")
@@ -272,7 +296,40 @@ _ARRAY_SUFFIX = re.compile(r"\[\s*:(?:\s*,\s*:)*\s*\]\s*$")
 _CANONICAL_PARAM = re.compile(r"\s*(const )?(\w+) (\*)?([A-Za-z_]\w*)(\[:(?:, :)*\])?\s*$")
 
 
-def _parse_param(text: str, index: int, prototype: str) -> Param:
+def _structs(types: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] | None, prototype: str) -> dict[str, np.dtype]:
+    """The layouts of the structs a prototype may take by value, by name."""
+    out = {}
+    for name, members in types or ():
+        fields = []
+        for member in members:
+            if len(member) != 2:
+                raise ArgumentError(
+                    f"struct {name!r} of {prototype!r}: write each member as [name, type], not {member}"
+                )
+            field, text = member
+            ctype = _type_name(text.split())
+            dtype = SCALAR_TYPES[ctype] if ctype in SCALAR_TYPES else vector_dtype(text.strip())
+            if dtype is None:
+                raise ArgumentError(
+                    f"struct {name!r} of {prototype!r}: member {field!r} has type {text!r}; members are scalars "
+                    f"({', '.join(SCALAR_TYPES)}) or vectors (float4, int2, ...)"
+                )
+            fields.append((field, dtype))
+        out[name] = struct_dtype(fields)
+    return out
+
+
+def _aggregate(words: list[str], structs: Mapping[str, np.dtype]) -> tuple[str, np.dtype] | None:
+    """(type name, layout) of a by-value vector or struct parameter's type words, or None."""
+    text = " ".join(words)
+    bare = text.removeprefix("struct ").strip()
+    if bare in structs:
+        return f"struct {bare}", structs[bare]
+    layout = vector_dtype(text)
+    return None if layout is None else (text, layout)
+
+
+def _parse_param(text: str, index: int, prototype: str, structs: Mapping[str, np.dtype]) -> Param:
     canonical = _CANONICAL_PARAM.match(text)
     if canonical is not None:
         const, ctype, star, name, extents = canonical.groups()
@@ -281,7 +338,7 @@ def _parse_param(text: str, index: int, prototype: str) -> Param:
             return Param(name, ctype, pointer, pointer and bool(const), extents.count(":") if extents else 0)
     array = _ARRAY_SUFFIX.search(text)
     if array is not None:
-        param = _parse_param(text[: array.start()], index, prototype)
+        param = _parse_param(text[: array.start()], index, prototype, {})
         if param.pointer or param.ctype == "void" or param.name == f"arg{index}":
             raise ArgumentError(f"parameter {index} ({text.strip()!r}) of {prototype!r}: write arrays as 'T name[:]'")
         return Param(param.name, param.ctype, True, "const" in text[: array.start()].split(), array.group().count(":"))
@@ -299,6 +356,9 @@ def _parse_param(text: str, index: int, prototype: str) -> Param:
     ctype = _type_name(words)
     if ctype is None and len(words) > 1 and _IDENT.match(words[-1]):
         name, ctype = words[-1], _type_name(words[:-1])
+        aggregate = _aggregate(words[:-1], structs) if ctype is None and not stars else None
+        if aggregate is not None:
+            return Param(name, aggregate[0], layout=aggregate[1])
     if ctype is None or (ctype == "void" and not stars):
         raise ArgumentError(
             f"parameter {index} ({text.strip()!r}) of {prototype!r} has an unsupported type; "

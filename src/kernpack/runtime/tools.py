@@ -12,9 +12,13 @@ __all__ = ["disassemble_spirv", "find_tool"]
 
 
 def find_tool(name: str) -> str | None:
-    """The path of ``name`` on PATH or in this interpreter's bin directory (pip-installed tools)."""
+    """The path of ``name`` in this interpreter's bin directory (pip-installed tools), else on PATH.
+
+    The pip-installed one first: its version is the one the project pins, while a system
+    package (Debian's spirv-tools, which glslang-tools pulls in) may be years older.
+    """
     beside = os.path.join(os.path.dirname(sys.executable), name)
-    return shutil.which(name) or (beside if os.access(beside, os.X_OK) else None)
+    return beside if os.access(beside, os.X_OK) else shutil.which(name)
 
 
 def disassemble_spirv(binary: bytes) -> str:

@@ -3,10 +3,13 @@
 Any Vulkan 1.3 device with a compute queue runs them; on a machine without a GPU, Mesa's
 lavapipe (``apt-get install mesa-vulkan-drivers libvulkan1``) does, through the cffi-based
 ``vulkan`` package (``pip install kernpack[vulkan]``). One shader per kernel, laid end to end in
-the module's binary (the function table says where each starts). Resources follow
-:mod:`.abi` (binding 0 holds the array extents, binding 1 + k parameter k), as the shaders do.
-Each kernel keeps its pipeline and a few launch slots (descriptor set, command buffer, fence,
-buffers for the extents and scalars, staging buffers for numpy arrays), made once and reused.
+the module's binary (the function table says where each starts). Where the arguments go is
+the kernel's layout (:mod:`.vklayout`): kernpack's shaders follow :mod:`.abi` (binding 0 holds
+the array extents, binding 1 + k parameter k); a shader written elsewhere has the storage and
+uniform buffers, push constants and specialization constants its author describes. Each
+kernel keeps a pipeline per specialization and a few launch slots (descriptor sets, command
+buffer, fence, buffers for the extents and scalars, staging buffers for numpy arrays), made
+once and reused.
 A launch on device arrays (``kp.device("vulkan")``) returns at once; one with numpy arrays
 copies them into the slot's staging buffers, waits, and copies back the arrays it writes.
 
@@ -24,11 +27,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArgumentError, DeviceUnavailableError, FormatError, LoadError
-from .abi import DESCRIPTOR_SET, EXTENTS_BINDING, SCALARS, axis_extents, parameter_binding
+from .abi import DESCRIPTOR_SET, SCALARS, axis_extents
 from .device import DeviceModule, KernelEntry, is_spirv, runtime_once
 from .devices import Device, DeviceArray, register_device_kind
 from .registry import register_loader
-from .spirv import buffer_bindings, compute_entry_points, local_size
+from .signature import Param
+from .spirv import Shader
+from .vklayout import describe, layout_of, specialization, specialization_data
 
 __all__ = ["VulkanDevice", "VulkanModule", "vulkan_module"]
 
@@ -95,17 +100,28 @@ class VulkanDevice(Device):
         # A dispatch may not exceed these workgroup counts (65535 on many devices, about 4 million
         # points of a 1-D grid): a larger grid is dispatched in pieces (vkCmdDispatchBase).
         self.max_groups = tuple(int(c) for c in properties.limits.maxComputeWorkGroupCount)
+        self.max_uniform_range = int(properties.limits.maxUniformBufferRange)
         extensions = {e.extensionName for e in vk.vkEnumerateDeviceExtensionProperties(self.physical, None)}
         enabled = [e for e in ("VK_EXT_shader_atomic_float",) if e in extensions]
         # Enable every feature the device has (Int8/Int64/Float64, 8-bit storage, float atomics
-        # where supported): query the feature chain and hand the same chain to vkCreateDevice.
+        # where supported, Vulkan 1.3's maintenance4 that LocalSizeId shaders need): query the
+        # feature chain and hand the same chain to vkCreateDevice.
         atomics = vk.VkPhysicalDeviceShaderAtomicFloatFeaturesEXT(
             sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_ATOMIC_FLOAT_FEATURES_EXT
         )
-        v12 = vk.VkPhysicalDeviceVulkan12Features(
-            sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES, pNext=atomics if enabled else None
+        tail = atomics if enabled else None
+        v13 = vk.VkPhysicalDeviceVulkan13Features(
+            sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_3_FEATURES, pNext=tail
         )
-        features = vk.VkPhysicalDeviceFeatures2(sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, pNext=v12)
+        if properties.apiVersion >= vk.VK_MAKE_VERSION(1, 3, 0):  # a 1.2 device does not know the 1.3 struct
+            tail = v13
+        v12 = vk.VkPhysicalDeviceVulkan12Features(
+            sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES, pNext=tail
+        )
+        v11 = vk.VkPhysicalDeviceVulkan11Features(
+            sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES, pNext=v12
+        )
+        features = vk.VkPhysicalDeviceFeatures2(sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, pNext=v11)
         vk.vkGetPhysicalDeviceFeatures2(self.physical, features)
         priorities = vk.ffi.new("float[1]", [1.0])
         queue_info = vk.VkDeviceQueueCreateInfo(
@@ -148,7 +164,7 @@ class VulkanDevice(Device):
         info = vk.VkBufferCreateInfo(
             sType=vk.VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
             size=size,
-            usage=vk.VK_BUFFER_USAGE_STORAGE_BUFFER_BIT,
+            usage=vk.VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | vk.VK_BUFFER_USAGE_UNIFORM_BUFFER_BIT,
             sharingMode=vk.VK_SHARING_MODE_EXCLUSIVE,
         )
         buffer = vk.vkCreateBuffer(self.device, info, None)
@@ -226,26 +242,33 @@ class VulkanDevice(Device):
 class _Slot:
     """What one launch of a kernel uses, made once and reused.
 
-    A descriptor set, a command buffer and a fence; the extents and scalars in buffers of their
-    own, and staging buffers for numpy arrays. A kernel has a few, so that launches in flight
-    do not wait for each other. ``bound`` is the buffer each binding points at now, so only
-    changes are written.
+    A descriptor set per set of the layout, a command buffer and a fence; the extents and
+    scalars in buffers of their own, and staging buffers for numpy arrays. A kernel has a
+    few, so that launches in flight do not wait for each other. ``bound`` is the buffer each
+    (set, binding) points at now, so only changes are written.
     """
 
-    def __init__(self, dev: VulkanDevice, set_layout: Any, count: int) -> None:
+    def __init__(self, dev: VulkanDevice, kernel: _Kernel) -> None:
         vk = dev.vk
-        pool_size = vk.VkDescriptorPoolSize(type=vk.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, descriptorCount=count)
+        counts: dict[int, int] = {}
+        for buffer in kernel.layout.buffers:
+            kind = kernel.descriptor_type[buffer.kind]
+            counts[kind] = counts.get(kind, 0) + 1
+        sizes = [vk.VkDescriptorPoolSize(type=t, descriptorCount=n) for t, n in counts.items()]
         pool_info = vk.VkDescriptorPoolCreateInfo(
-            sType=vk.VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, maxSets=1, poolSizeCount=1, pPoolSizes=[pool_size]
+            sType=vk.VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
+            maxSets=len(kernel.set_layouts),
+            poolSizeCount=len(sizes),
+            pPoolSizes=sizes or None,
         )
         self.pool = vk.vkCreateDescriptorPool(dev.device, pool_info, None)
         alloc = vk.VkDescriptorSetAllocateInfo(
             sType=vk.VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
             descriptorPool=self.pool,
-            descriptorSetCount=1,
-            pSetLayouts=[set_layout],
+            descriptorSetCount=len(kernel.set_layouts),
+            pSetLayouts=kernel.set_layouts,
         )
-        self.descriptor_set = vk.vkAllocateDescriptorSets(dev.device, alloc)[0]
+        self.descriptor_sets = list(vk.vkAllocateDescriptorSets(dev.device, alloc))
         command_alloc = vk.VkCommandBufferAllocateInfo(
             sType=vk.VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
             commandPool=dev.pool,
@@ -256,18 +279,18 @@ class _Slot:
         self.fence = vk.vkCreateFence(
             dev.device, vk.VkFenceCreateInfo(sType=vk.VK_STRUCTURE_TYPE_FENCE_CREATE_INFO), None
         )
-        self.memories: dict[int, _Memory] = {}  # binding -> extents, a scalar, or a staging buffer
-        self.bound: list[Any] = [None] * count
-        self.recorded: tuple[Any, ...] | None = None  # (bindings, groups) the command buffer holds
+        self.memories: dict[tuple[int, int], _Memory] = {}  # (set, binding) -> extents, scalar or staging
+        self.bound: dict[tuple[int, int], Any] = {}
+        self.recorded: tuple[Any, ...] | None = None  # (groups, push constants) the command buffer holds
         self.busy = False
 
-    def memory(self, dev: VulkanDevice, binding: int, nbytes: int) -> _Memory:
-        """The buffer for ``binding`` in this slot, of ``nbytes`` or more (grown when too small)."""
-        memory = self.memories.get(binding)
+    def memory(self, dev: VulkanDevice, where: tuple[int, int], nbytes: int) -> _Memory:
+        """The buffer for (set, binding) ``where`` in this slot, of ``nbytes`` or more (grown when too small)."""
+        memory = self.memories.get(where)
         if memory is None or memory.size < nbytes:
             if memory is not None:
                 memory.release()
-            memory = self.memories[binding] = dev.allocate(nbytes)
+            memory = self.memories[where] = dev.allocate(nbytes)
         return memory
 
     def destroy(self, dev: VulkanDevice) -> None:
@@ -286,51 +309,80 @@ _SLOTS = 3  # launches of one kernel in flight at once before the next waits for
 
 
 class _Kernel:
-    """A kernel's pipeline and layouts, and its launch slots."""
+    """A kernel's pipeline and layouts (for one specialization), and its launch slots."""
 
-    def __init__(self, dev: VulkanDevice, code: bytes, count: int, name: str, entry_point: str = "main") -> None:
+    def __init__(self, dev: VulkanDevice, code: bytes, entry: KernelEntry) -> None:
         vk = dev.vk
-        bindings = [
-            vk.VkDescriptorSetLayoutBinding(
-                binding=EXTENTS_BINDING if i == 0 else parameter_binding(i - 1),
-                descriptorType=vk.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-                descriptorCount=1,
-                stageFlags=vk.VK_SHADER_STAGE_COMPUTE_BIT,
-            )
-            for i in range(count)
-        ]
-        layout_info = vk.VkDescriptorSetLayoutCreateInfo(
-            sType=vk.VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO, bindingCount=count, pBindings=bindings
-        )
-        self.set_layout = vk.vkCreateDescriptorSetLayout(dev.device, layout_info, None)
-        pipeline_layout_info = vk.VkPipelineLayoutCreateInfo(
-            sType=vk.VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO, setLayoutCount=1, pSetLayouts=[self.set_layout]
-        )
-        self.pipeline_layout = vk.vkCreatePipelineLayout(dev.device, pipeline_layout_info, None)
-        shader_info = vk.VkShaderModuleCreateInfo(
-            sType=vk.VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO, codeSize=len(code), pCode=code
-        )
-        self.shader = vk.vkCreateShaderModule(dev.device, shader_info, None)
-        stage = vk.VkPipelineShaderStageCreateInfo(
-            sType=vk.VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
-            stage=vk.VK_SHADER_STAGE_COMPUTE_BIT,
-            module=self.shader,
-            pName=vk.ffi.new("char[]", entry_point.encode()),
-        )
-        pipeline_info = vk.VkComputePipelineCreateInfo(
-            sType=vk.VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
-            flags=_PIPELINE_CREATE_DISPATCH_BASE_BIT,
-            stage=stage,
-            layout=self.pipeline_layout,
-        )
+        self.layout = layout = layout_of(entry)
+        self.descriptor_type = {
+            "storage": vk.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+            "uniform": vk.VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER,
+        }
+        self.set_layouts: list[Any] = []
+        self.pipeline = self.shader = self.pipeline_layout = None
+        self.slots: list[_Slot] = []
         try:
+            for set_ in range(layout.sets):
+                bindings = [
+                    vk.VkDescriptorSetLayoutBinding(
+                        binding=b.binding,
+                        descriptorType=self.descriptor_type[b.kind],
+                        descriptorCount=1,
+                        stageFlags=vk.VK_SHADER_STAGE_COMPUTE_BIT,
+                    )
+                    for b in layout.buffers
+                    if b.set == set_
+                ]
+                layout_info = vk.VkDescriptorSetLayoutCreateInfo(
+                    sType=vk.VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
+                    bindingCount=len(bindings),
+                    pBindings=bindings or None,
+                )
+                self.set_layouts.append(vk.vkCreateDescriptorSetLayout(dev.device, layout_info, None))
+            ranges = [
+                vk.VkPushConstantRange(stageFlags=vk.VK_SHADER_STAGE_COMPUTE_BIT, offset=0, size=layout.push_size)
+            ]
+            pipeline_layout_info = vk.VkPipelineLayoutCreateInfo(
+                sType=vk.VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
+                setLayoutCount=len(self.set_layouts),
+                pSetLayouts=self.set_layouts,
+                pushConstantRangeCount=1 if layout.push_size else 0,
+                pPushConstantRanges=ranges if layout.push_size else None,
+            )
+            self.pipeline_layout = vk.vkCreatePipelineLayout(dev.device, pipeline_layout_info, None)
+            shader_info = vk.VkShaderModuleCreateInfo(
+                sType=vk.VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO, codeSize=len(code), pCode=code
+            )
+            self.shader = vk.vkCreateShaderModule(dev.device, shader_info, None)
+            values = entry.attrs.get("specialization") or {}
+            spec_entries, spec_data = specialization_data(Shader.read(code), values)
+            map_entries = [vk.VkSpecializationMapEntry(constantID=i, offset=o, size=n) for i, o, n in spec_entries]
+            data = vk.ffi.new("char[]", spec_data or b"\0")
+            spec = vk.VkSpecializationInfo(
+                mapEntryCount=len(map_entries),
+                pMapEntries=map_entries or None,
+                dataSize=len(spec_data),
+                pData=data,
+            )
+            name = vk.ffi.new("char[]", entry.attrs.get("entry", "main").encode())
+            stage = vk.VkPipelineShaderStageCreateInfo(
+                sType=vk.VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+                stage=vk.VK_SHADER_STAGE_COMPUTE_BIT,
+                module=self.shader,
+                pName=name,
+                pSpecializationInfo=spec if map_entries else None,
+            )
+            pipeline_info = vk.VkComputePipelineCreateInfo(
+                sType=vk.VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
+                flags=_PIPELINE_CREATE_DISPATCH_BASE_BIT,
+                stage=stage,
+                layout=self.pipeline_layout,
+            )
             self.pipeline = vk.vkCreateComputePipelines(dev.device, None, 1, [pipeline_info], None)[0]
         except vk.VkError as exc:
-            self.pipeline = None
             self.destroy(dev)
-            raise DeviceUnavailableError(f"the Vulkan driver refused the shader of {name}: {exc}") from None
-        self.count = count
-        self.slots = [_Slot(dev, self.set_layout, count) for _ in range(_SLOTS)]
+            raise DeviceUnavailableError(f"the Vulkan driver refused the shader of {entry.name}: {exc}") from None
+        self.slots = [_Slot(dev, self) for _ in range(_SLOTS)]
         self.next = 0
 
     def slot(self, dev: VulkanDevice) -> _Slot:
@@ -344,13 +396,16 @@ class _Kernel:
 
     def destroy(self, dev: VulkanDevice) -> None:
         vk = dev.vk
-        for slot in getattr(self, "slots", ()):
+        for slot in self.slots:
             slot.destroy(dev)
         if self.pipeline is not None:
             vk.vkDestroyPipeline(dev.device, self.pipeline, None)
-        vk.vkDestroyShaderModule(dev.device, self.shader, None)
-        vk.vkDestroyPipelineLayout(dev.device, self.pipeline_layout, None)
-        vk.vkDestroyDescriptorSetLayout(dev.device, self.set_layout, None)
+        if self.shader is not None:
+            vk.vkDestroyShaderModule(dev.device, self.shader, None)
+        if self.pipeline_layout is not None:
+            vk.vkDestroyPipelineLayout(dev.device, self.pipeline_layout, None)
+        for set_layout in self.set_layouts:
+            vk.vkDestroyDescriptorSetLayout(dev.device, set_layout, None)
 
 
 @runtime_once
@@ -416,48 +471,66 @@ class VulkanModule(DeviceModule):
             loaded.clear()
 
     def _kernel(self, dev: VulkanDevice, entry: KernelEntry) -> _Kernel:
+        # One pipeline per specialization: the constants are compiled into it.
+        key = (entry.name, tuple(sorted((entry.attrs.get("specialization") or {}).items())))
         with self._lock:
-            kernel = self._loaded.get(entry.name)
+            kernel = self._loaded.get(key)
             if kernel is None:
-                count = 1 + len(entry.signature.params)  # the extents, then one buffer per parameter
-                kernel = self._loaded[entry.name] = _Kernel(
-                    dev, self.shader(entry.name), count, entry.name, entry.attrs.get("entry", "main")
-                )
+                kernel = self._loaded[key] = _Kernel(dev, self.shader(entry.name), entry)
             return kernel
+
+    def _configure(self, entry: KernelEntry, options: dict[str, Any]) -> KernelEntry:
+        given = options.pop("specialization", None)
+        workgroup = options.pop("workgroup", None)
+        super()._configure(entry, options)  # refuses what is left
+        shader = Shader.read(self.shader(entry.name))
+        attrs = dict(entry.attrs)
+        if given:
+            attrs["specialization"] = {**attrs.get("specialization", {}), **specialization(entry, shader, given)}
+        attrs["workgroup"] = list(_workgroup(entry, shader, attrs, workgroup))
+        return KernelEntry(entry.name, entry.signature, entry.grid, attrs)
 
     def _launch(self, entry: KernelEntry, args: list[Any], grid: tuple[int, ...]) -> None:
         dev = _runtime()
         vk = dev.vk
         kernel = self._kernel(dev, entry)
+        layout = kernel.layout
         params = entry.signature.params
-        extents = [
-            e for param, value in zip(params, args, strict=True) if param.pointer for e in value.shape[: param.ndim]
-        ]
         with dev.lock:
             dev._retire()
             slot = kernel.slot(dev)
-            ext = slot.memory(dev, EXTENTS_BINDING, 8 * max(len(extents), 1))
-            ext.view[: 8 * len(extents)] = np.asarray(extents, np.int64).view(np.uint8)
-            buffers, staged, host_arrays = [ext], [], False
-            for index, (param, value) in enumerate(zip(params, args, strict=True)):
-                binding = parameter_binding(index)
+            buffers: dict[tuple[int, int], _Memory] = {}
+            staged, host_arrays = [], False
+            for b in layout.buffers:
+                where = (b.set, b.binding)
+                if b.param < 0:  # kernpack's extents buffer: every array's extents, in order
+                    extents = [e for p, v in zip(params, args, strict=True) if p.pointer for e in v.shape[: p.ndim]]
+                    memory = slot.memory(dev, where, 8 * max(len(extents), 1))
+                    memory.view[: 8 * len(extents)] = np.asarray(extents, np.int64).view(np.uint8)
+                    buffers[where] = memory
+                    continue
+                param, value = params[b.param], args[b.param]
                 if isinstance(value, DeviceArray):
-                    buffers.append(value.buffer)  # on this device (DeviceFunction checked): no copy
+                    buffers[where] = value.buffer  # on this device (DeviceFunction checked): no copy
                     continue
                 host_arrays = host_arrays or param.pointer
-                data = value if param.pointer else np.asarray(value, SCALARS[param.ctype].value_dtype).reshape(1)
-                memory = slot.memory(dev, binding, data.nbytes)
+                data = value if param.pointer else _value_bytes(param, value)
+                memory = slot.memory(dev, where, data.nbytes)
                 # Arrays the kernel writes are copied in too: it may read what it updates.
                 memory.view[: data.nbytes] = data.reshape(-1).view(np.uint8)
-                buffers.append(memory)
+                buffers[where] = memory
                 if param.is_output:
                     staged.append((value, memory))
-            rebound = self._bind(dev, slot, buffers)
+            push = bytearray(layout.push_size)
+            for p in layout.push:
+                value = _value_bytes(params[p.param], args[p.param])
+                push[p.offset : p.offset + value.nbytes] = value.tobytes()
+            rebound = self._bind(dev, kernel, slot, buffers)
             workgroup = entry.attrs["workgroup"]
             groups = tuple(-(-n // w) for n, w in zip(axis_extents(grid), workgroup, strict=True))
             # A command buffer is invalid once a descriptor set it binds is updated: record again.
-            if rebound or slot.recorded != (kernel, groups):
-                self._record(dev, kernel, slot, groups)
+            if rebound or slot.recorded != (kernel, groups, bytes(push)):
+                self._record(dev, kernel, slot, groups, bytes(push))
             vk.vkResetFences(dev.device, 1, [slot.fence])
             command = vk.ffi.new("VkCommandBuffer[1]", [slot.command])
             submit = vk.VkSubmitInfo(
@@ -475,22 +548,24 @@ class VulkanModule(DeviceModule):
                 host.reshape(-1).view(np.uint8)[:] = memory.view[: host.nbytes]
 
     @staticmethod
-    def _bind(dev: VulkanDevice, slot: _Slot, buffers: list[_Memory]) -> bool:
-        """Point the slot's descriptor set at ``buffers`` (binding 0 the extents); True if it changed."""
+    def _bind(dev: VulkanDevice, kernel: _Kernel, slot: _Slot, buffers: dict[tuple[int, int], _Memory]) -> bool:
+        """Point the slot's descriptor sets at ``buffers``; True if that changed them."""
         vk = dev.vk
         writes = []
-        for binding, memory in enumerate(buffers):
-            if slot.bound[binding] is memory.buffer:
+        for b in kernel.layout.buffers:
+            memory = buffers[b.set, b.binding]
+            if slot.bound.get((b.set, b.binding)) is memory.buffer:
                 continue
-            slot.bound[binding] = memory.buffer
-            info = vk.VkDescriptorBufferInfo(buffer=memory.buffer, offset=0, range=memory.size)
+            slot.bound[b.set, b.binding] = memory.buffer
+            size = memory.size if b.kind == "storage" else min(memory.size, dev.max_uniform_range)
+            info = vk.VkDescriptorBufferInfo(buffer=memory.buffer, offset=0, range=size)
             writes.append(
                 vk.VkWriteDescriptorSet(
                     sType=vk.VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
-                    dstSet=slot.descriptor_set,
-                    dstBinding=binding,
+                    dstSet=slot.descriptor_sets[b.set],
+                    dstBinding=b.binding,
                     descriptorCount=1,
-                    descriptorType=vk.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                    descriptorType=kernel.descriptor_type[b.kind],
                     pBufferInfo=[info],
                 )
             )
@@ -499,8 +574,8 @@ class VulkanModule(DeviceModule):
         return bool(writes)
 
     @staticmethod
-    def _record(dev: VulkanDevice, kernel: _Kernel, slot: _Slot, groups: tuple[int, ...]) -> None:
-        """Record the slot's command buffer: wait for earlier compute work, bind, dispatch."""
+    def _record(dev: VulkanDevice, kernel: _Kernel, slot: _Slot, groups: tuple[int, ...], push: bytes) -> None:
+        """Record the slot's command buffer: wait for earlier compute work, bind, push, dispatch."""
         vk = dev.vk
         command = slot.command
         vk.vkResetCommandBuffer(command, 0)
@@ -511,13 +586,17 @@ class VulkanModule(DeviceModule):
         barrier = vk.VkMemoryBarrier(
             sType=vk.VK_STRUCTURE_TYPE_MEMORY_BARRIER,
             srcAccessMask=vk.VK_ACCESS_SHADER_WRITE_BIT | vk.VK_ACCESS_SHADER_READ_BIT,
-            dstAccessMask=vk.VK_ACCESS_SHADER_READ_BIT | vk.VK_ACCESS_SHADER_WRITE_BIT,
+            dstAccessMask=vk.VK_ACCESS_SHADER_READ_BIT | vk.VK_ACCESS_SHADER_WRITE_BIT | vk.VK_ACCESS_UNIFORM_READ_BIT,
         )
         stage = vk.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT
         vk.vkCmdPipelineBarrier(command, stage, stage, 0, 1, [barrier], 0, None, 0, None)
         vk.vkCmdBindPipeline(command, vk.VK_PIPELINE_BIND_POINT_COMPUTE, kernel.pipeline)
         compute, layout = vk.VK_PIPELINE_BIND_POINT_COMPUTE, kernel.pipeline_layout
-        vk.vkCmdBindDescriptorSets(command, compute, layout, DESCRIPTOR_SET, 1, [slot.descriptor_set], 0, None)
+        sets = slot.descriptor_sets
+        vk.vkCmdBindDescriptorSets(command, compute, layout, DESCRIPTOR_SET, len(sets), sets, 0, None)
+        if push:
+            data = vk.ffi.new("char[]", push)
+            vk.vkCmdPushConstants(command, layout, vk.VK_SHADER_STAGE_COMPUTE_BIT, 0, len(push), data)
         # In pieces of at most the device's workgroup counts, each starting at its base
         # workgroup (which the shader's global invocation id includes).
         for bz, cz in _pieces(groups[2], dev.max_groups[2]):
@@ -525,7 +604,14 @@ class VulkanModule(DeviceModule):
                 for bx, cx in _pieces(groups[0], dev.max_groups[0]):
                     vk.vkCmdDispatchBase(command, bx, by, bz, cx, cy, cz)
         vk.vkEndCommandBuffer(command)
-        slot.recorded = (kernel, groups)
+        slot.recorded = (kernel, groups, push)
+
+
+def _value_bytes(param: Param, value: Any) -> np.ndarray:
+    """A scalar, vector or struct argument as the bytes its buffer or push constant holds."""
+    if param.layout is not None:
+        return np.frombuffer(value.tobytes(), np.uint8)  # packed by the caller's DeviceFunction
+    return np.asarray(value, SCALARS[param.ctype].value_dtype).reshape(1)
 
 
 def _pieces(count: int, limit: int) -> list[tuple[int, int]]:
@@ -534,95 +620,89 @@ def _pieces(count: int, limit: int) -> list[tuple[int, int]]:
 
 
 def vulkan_module(shaders: dict[str, bytes], functions: Iterable[dict[str, Any] | KernelEntry]) -> VulkanModule:
-    """Wrap SPIR-V compute shaders that you bring, one per kernel (entry point ``main``).
+    """Wrap SPIR-V compute shaders that you bring, one per kernel.
 
-    ``functions`` as for :func:`opencl_module`; the shaders' resources follow kernpack's Vulkan
-    layout (binding 0 extents, 1 + k parameter k). A shader is entered at ``main``, or at the
-    ``"entry"`` a kernel names. Its workgroup is the one it declares (``LocalSize`` or
-    ``LocalSizeId``); a ``"workgroup": [x, y, z]`` given for a kernel must be the same.
+    Parameters
+    ----------
+    shaders : dict of str to bytes
+        Each kernel's SPIR-V module.
+    functions : iterable of dict or KernelEntry
+        For each kernel, as for :func:`opencl_module` (``"name"``, ``"signature"``, ``"grid"``,
+        the grid counting invocations), and optionally:
+
+        - ``"layout"``: where each parameter goes, ``{"x": 0, "y": {"set": 1, "binding": 2},
+          "params": {"binding": 3, "kind": "uniform"}, "n": "push"}`` (see
+          :mod:`kernpack.runtime.vklayout`). Without it, the shader follows kernpack's layout
+          (set 0: binding 0 the arrays' extents, binding 1 + k parameter k).
+        - ``"specialization"``: values of the shader's specialization constants, by name or
+          ``SpecId`` (``{"BLOCK": 16, "0": 256}``); a call may give others
+          (``f.configure(specialization=...)``).
+        - ``"entry"``: the entry point (default ``"main"``).
+        - ``"workgroup"``: ``[x, y, z]``, checked against the shader's (``LocalSize``,
+          ``LocalSizeId`` or the ``WorkgroupSize`` built-in, specialized), which is used
+          when none is given.
 
     Raises
     ------
     ArgumentError
-        If a given workgroup is not the one the shader declares, or the shader declares none
-        and none is given.
+        If a kernel's description and its shader disagree: a binding, a type, a push
+        constant, a specialization constant, the entry point or the workgroup; the message
+        names both.
     """
     blob, entries = bytearray(), []
     for f in functions:
-        entry = KernelEntry.of(f)
+        entry = KernelEntry.of(f, ("layout", "specialization", "entry", "workgroup"))
+        if entry.name not in shaders:
+            raise ArgumentError(f"kernel {entry.name!r} has no shader (shaders: {', '.join(shaders) or 'none'})")
         code = shaders[entry.name]
-        given = entry.attrs.get("workgroup") or (f.get("workgroup") if isinstance(f, dict) else None)
-        name = entry.attrs.get("entry") or (f.get("entry") if isinstance(f, dict) else None) or "main"
-        if name not in compute_entry_points(code):
-            found = ", ".join(compute_entry_points(code)) or "none"
+        attrs = dict(entry.attrs)
+        shader = Shader.read(code)
+        name = attrs.get("entry", "main")
+        if shader.kernels and not shader.entry_points:
+            raise ArgumentError(
+                f"kernel {entry.name!r}: its SPIR-V is an OpenCL SPIR-V module (kernels: {', '.join(shader.kernels)}), "
+                "not a Vulkan compute shader; load it with kp.opencl_module"
+            )
+        if name not in shader.entry_points:
+            found = ", ".join(shader.entry_points) or "none"
             raise ArgumentError(
                 f"kernel {entry.name!r}: its shader has no compute entry point {name!r} (it has: {found}); "
                 'name one with "entry"'
             )
-        declared = local_size(code, name)
-        if given is not None and declared is not None and tuple(given) != declared:
-            raise ArgumentError(
-                f"kernel {entry.name!r}: workgroup {list(given)} was given, but its shader declares "
-                f"LocalSize {list(declared)}; give the shader's (or leave it out: it is read from the shader)"
-            )
-        workgroup = given or declared
-        if workgroup is None:
-            raise ArgumentError(
-                f"kernel {entry.name!r}: its shader declares no LocalSize for entry point {name}; give "
-                '"workgroup": [x, y, z]'
-            )
-        _check_bindings(entry, code)
-        attrs = {**entry.attrs, "offset": len(blob), "size": len(code), "workgroup": list(workgroup)}
-        if name != "main":
-            attrs["entry"] = name
-        entries.append(KernelEntry(entry.name, entry.signature, entry.grid, attrs))
+        given = attrs.pop("layout", None)
+        layout = describe(entry, shader, given)
+        if given is not None:
+            attrs["layout"] = layout.to_json()
+        if attrs.get("specialization"):
+            attrs["specialization"] = specialization(entry, shader, attrs["specialization"])
+        attrs["workgroup"] = list(_workgroup(entry, shader, attrs, attrs.get("workgroup")))
+        if name == "main":
+            attrs.pop("entry", None)
+        entries.append(
+            KernelEntry(entry.name, entry.signature, entry.grid, {**attrs, "offset": len(blob), "size": len(code)})
+        )
         blob += code + bytes(-len(code) % 16)
     return VulkanModule(bytes(blob), entries)
 
 
-def _check_bindings(entry: KernelEntry, code: bytes) -> None:
-    """Refuse a shader whose buffers are not where kernpack's layout binds the arguments.
-
-    Set 0: binding 0 the extents of the arrays (64-bit integers), binding 1 + k parameter k
-    (its elements; a scalar in a buffer of one). A shader laid out otherwise (its first input
-    at binding 0, the usual case) would read the wrong buffers and give zeros, not an error.
-    """
-    wanted: dict[tuple[int, int], tuple[str, str]] = {(DESCRIPTOR_SET, EXTENTS_BINDING): ("the arrays' extents", "i64")}
-    for k, param in enumerate(entry.signature.params):
-        dtype = SCALARS[param.ctype].dtype if param.ctype in SCALARS else None
-        kind = "?" if dtype is None else f"{'f' if dtype.kind == 'f' else 'i'}{dtype.itemsize * 8}"
-        wanted[DESCRIPTOR_SET, parameter_binding(k)] = (f"parameter {param.name!r} ({param})", kind)
-    layout = "kernpack binds set 0: binding 0 the arrays' extents (int64), binding 1 + k parameter k"
-    for (set_, binding), scalars in sorted(buffer_bindings(code).items()):
-        if (set_, binding) not in wanted:
-            raise ArgumentError(
-                f"kernel {entry.name!r}: its shader declares a buffer at set {set_}, binding {binding}, where "
-                f"nothing is bound ({layout}; its signature {entry.signature} has {len(entry.signature.params)} "
-                "parameters)"
-            )
-        what, kind = wanted[set_, binding]
-        # Several variables may share a binding (views of one buffer as different types): one
-        # of them, or one whose type is not a plain scalar, must hold the argument's kind.
-        words = binding != EXTENTS_BINDING  # a 64-bit integer parameter may be seen as 32-bit words
-        if not any(_holds(scalar, kind, words) for scalar in scalars):
-            held = ", ".join(sorted(s for s in scalars if s is not None))
-            raise ArgumentError(
-                f"kernel {entry.name!r}: its shader's buffer at set {set_}, binding {binding} holds {held}, "
-                f"but there {layout}, so {what} ({kind}); declare the shader's buffers in that layout"
-            )
-
-
-def _holds(scalar: str | None, kind: str, words: bool) -> bool:
-    """True if a buffer of ``scalar`` ("f32", "u64"; None: not read) can hold ``kind`` ("i64"), any signedness.
-
-    With ``words``, a 32-bit integer view of a 64-bit integer buffer too (how kernpack's
-    shaders do 64-bit atomic adds).
-    """
-    if scalar is None or kind == "?":
-        return True
-    if words and scalar[0] != "f" and kind[0] != "f" and scalar[1:] == "32" and kind[1:] == "64":
-        return True
-    return (scalar[0] == "f") == (kind[0] == "f") and scalar[1:] == kind[1:]
+def _workgroup(entry: KernelEntry, shader: Shader, attrs: dict[str, Any], given: Any) -> tuple[int, int, int]:
+    """The workgroup of a kernel: the shader's (specialized), a given one checked against it."""
+    name = attrs.get("entry", "main")
+    values = {int(k): v for k, v in (attrs.get("specialization") or {}).items()}
+    declared = shader.local_size(name, values)
+    if given is not None and declared is not None and tuple(given) != declared:
+        raise ArgumentError(
+            f"kernel {entry.name!r}: workgroup {list(given)} was given, but its shader declares "
+            f"workgroup {list(declared)}; give the shader's (or leave it out: it is read from the shader), or set its "
+            "size through the specialization constants it uses (local_size_x_id)"
+        )
+    workgroup = given or declared
+    if workgroup is None:
+        raise ArgumentError(
+            f"kernel {entry.name!r}: its shader declares no LocalSize for entry point {name}; give "
+            '"workgroup": [x, y, z]'
+        )
+    return tuple(workgroup)  # type: ignore[return-value]
 
 
 @register_loader("vulkan")
@@ -641,6 +721,12 @@ def _load(data: bytes | memoryview) -> VulkanModule:
             raise FormatError(f"vulkan module: kernel {entry.name!r}'s shader is not SPIR-V")
         if not isinstance(attrs.get("entry", "main"), str):
             raise FormatError(f"vulkan module: kernel {entry.name!r} has a bad entry point {attrs['entry']!r}")
+        spec = attrs.get("specialization", {})
+        if not isinstance(spec, dict) or not all(
+            k.isdigit() and isinstance(v, int | float) and not isinstance(v, bool) for k, v in spec.items()
+        ):
+            raise FormatError(f"vulkan module: kernel {entry.name!r} has bad specialization constants {spec!r}")
+        layout_of(entry)  # a damaged layout is a FormatError
         if not (
             isinstance(workgroup, list)
             and len(workgroup) == 3
