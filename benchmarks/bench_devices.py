@@ -1,8 +1,7 @@
 """Device targets: code generation time, OpenCL launch cost, and loading a many-kernel .so.
 
-Run: ``scripts/test`` once (it installs the OpenCL CPU runtime and ptxas and sets
-OCL_ICD_VENDORS), then ``OCL_ICD_VENDORS=.venv/etc/OpenCL/vendors-abs .venv/bin/python
-benchmarks/bench_devices.py``. Writes ``results/devices.{json,md,png}``.
+Run: ``scripts/test`` once (it installs the OpenCL CPU runtime and ptxas), then
+``.venv/bin/python benchmarks/bench_devices.py``. Writes ``results/devices.{json,md,png}``.
 
 * **codegen**: one kernel, kernel IR to machine code, per target: ``cpu`` (LLVM O3 + JIT
   object, no cache), ``opencl`` (SPIR-V), ``cuda`` (PTX) and ``vulkan`` (shader), the device

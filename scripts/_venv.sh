@@ -11,11 +11,6 @@ spec="$root"
 [[ -n $extras ]] && spec="$root[$extras]"
 "$venv/bin/python" -m pip install -qq --disable-pip-version-check -e "$spec"
 export PATH="$venv/bin:$PATH"
-# Intel's OpenCL CPU runtime ships an .icd file with a placeholder path: write a real one into
-# the venv and point the ICD loader at it.
-if [[ -f $venv/lib/libintelocl.so ]]; then
-  mkdir -p "$venv/etc/OpenCL/vendors-abs"
-  echo "$venv/lib/libintelocl.so" >"$venv/etc/OpenCL/vendors-abs/intel-cpu.icd"
-  export OCL_ICD_VENDORS="$venv/etc/OpenCL/vendors-abs"
-fi
+# OpenCL needs no setup here: kernpack points the ICD loader at the runtime in the venv itself
+# (kernpack.runtime.oclsetup), as it does for anyone who pip-installs kernpack[opencl].
 cd "$root"

@@ -17,12 +17,13 @@ import ctypes
 import functools
 import importlib
 import os
+import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from ..errors import CompileError, UnsupportedOperationError
+from ..errors import ArgumentError, CompileError, UnsupportedOperationError
 from ..runtime import abi
 from ..runtime.calling import NativeFunction
 from ..runtime.library import load_library
@@ -270,11 +271,11 @@ class LLVMModule(Module):
         atomic_write(path, self._emit(fmt))
 
     def _emit(self, fmt: str) -> bytes:
-        if fmt == "bc":
-            return self._bitcode
         module = _llvm().parse_bitcode(self._bitcode)
-        if fmt == "ll":
-            return str(module).encode()
+        if fmt in ("ll", "bc"):
+            # The signatures travel in the IR, so that the file loads back callable as it was.
+            text = with_signatures(str(module), self._signatures.values())
+            return text.encode() if fmt == "ll" else _llvm().parse_assembly(text).as_bitcode()
         machine = target_machine(self.cpu, self.opt_level, jit=False)
         try:
             if fmt == "o":
@@ -370,9 +371,11 @@ def optimize(
     _set_target(module, label, machine)
     found: dict[str, Signature] = {}
     unsupported: dict[str, str] = {}
+    # A file kernpack wrote carries its signatures; other IR has them read from its types.
+    carried = {} if not isinstance(source, str | bytes) else signatures_in(source, module, label)
     for fn in exported_functions(module):
         try:
-            found[fn.name] = infer_signature(fn)
+            found[fn.name] = carried.get(fn.name) or infer_signature(fn)
         except UnsupportedSignature as exc:
             unsupported[fn.name] = str(exc)
     _optimize(module, opt_level, machine)
@@ -380,9 +383,62 @@ def optimize(
     for fn in exported_functions(module):
         if fn.name in found:
             sig = found[fn.name]
+            if fn.name in carried:
+                continue  # its own signature says what it reads
             params = tuple(replace(p, const=ro) for p, ro in zip(sig.params, readonly_params(fn), strict=True))
             found[fn.name] = replace(sig, params=params)
     return module.as_bitcode(), label, found, unsupported
+
+
+_SIGNATURES = "!kernpack.signatures"
+_NODE = re.compile(r'^!(\d+) = !\{!"([^"]*)"\}$', re.M)
+
+
+def with_signatures(text: str, signatures: Iterable[Signature]) -> str:
+    """IR ``text`` with ``signatures`` as its named metadata ``!kernpack.signatures`` (replacing any)."""
+    text = re.sub(rf"^{re.escape(_SIGNATURES)} = .*\n?", "", text, flags=re.M)
+    first = 1 + max((int(n) for n in re.findall(r"!(\d+)\b", text)), default=-1)
+    # Only what reads back: a signature inferred from unnamed arguments (%0) has no C names,
+    # and is inferred again from the IR on load anyway.
+    readable = [sig for sig in signatures if _readable(str(sig))]
+    nodes = [f'!{first + k} = !{{!"{sig}"}}' for k, sig in enumerate(readable)]
+    if not nodes:
+        return text
+    names = ", ".join(f"!{first + k}" for k in range(len(nodes)))
+    return text.rstrip("\n") + f"\n\n{_SIGNATURES} = !{{{names}}}\n" + "\n".join(nodes) + "\n"
+
+
+def _readable(text: str) -> bool:
+    try:
+        Signature.parse(text)
+    except ArgumentError:
+        return False
+    return True
+
+
+def signatures_in(source: str | bytes, module: Any, label: str) -> dict[str, Signature]:
+    """The signatures a kernpack-written ``.ll`` or ``.bc`` carries, by function name.
+
+    Raises
+    ------
+    CompileError
+        If one of them is not a signature this kernpack reads.
+    """
+    if isinstance(source, str) and _SIGNATURES not in source:
+        return {}  # the common case (IR text from elsewhere) costs no printing of the module
+    text = source if isinstance(source, str) else str(module)
+    found = re.search(rf"^{re.escape(_SIGNATURES)} = !\{{(.*)\}}$", text, re.M)
+    if found is None:
+        return {}
+    nodes = dict(_NODE.findall(text))
+    out = {}
+    for ref in re.findall(r"!(\d+)", found.group(1)):
+        try:
+            signature = Signature.parse(nodes[ref])
+        except (KeyError, ArgumentError) as exc:
+            raise CompileError(f"{label!r}: its {_SIGNATURES} metadata is damaged ({exc})") from None
+        out[signature.name] = signature
+    return out
 
 
 def jit_object(bitcode: bytes, cpu: str | None, opt_level: int, machine: Any = None) -> bytes:

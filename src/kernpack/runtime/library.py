@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
+import tempfile
 import threading
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -48,6 +51,48 @@ def _address(cdata: Any) -> int:
     return int(ffi.cast("uintptr_t", cdata))
 
 
+# The file each path held when this process first dlopened it by that name: (device, inode,
+# size, mtime). dlopen hands back the handle it already has for a name (or for an inode), so a
+# library exported again to the same path (the notebook loop) would run its old code.
+_FIRST_OPENED: dict[str, tuple[int, int, int, int]] = {}
+_FIRST_OPENED_LOCK = threading.Lock()
+
+
+def _identity(path: str) -> tuple[int, int, int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _dlopen_fresh(path: str, first: tuple[int, int, int, int]) -> Any:
+    """Open the file at ``path`` now, not the library this process opened there before.
+
+    Through a name of its own: a hard link beside it (the same file, so the same page cache),
+    or a copy when the file was rewritten in place (dlopen would match the old inode) or the
+    directory is not writable. The name is removed once the library is mapped.
+    """
+    directory, base = os.path.split(path)
+    same_inode = _identity(path)[:2] == first[:2]
+    scratch = None
+    try:
+        if not same_inode:
+            try:
+                alias = os.path.join(directory, f".{base}.kernpack-{uuid.uuid4().hex}")
+                os.link(path, alias)
+            except OSError:
+                alias = None
+        if same_inode or alias is None:
+            scratch = tempfile.mkdtemp(prefix="kernpack-reload-")
+            alias = os.path.join(scratch, base)
+            shutil.copyfile(path, alias)
+        try:
+            return _dlopen(alias, _RTLD_NOW | _RTLD_LOCAL)
+        finally:
+            os.unlink(alias)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
 class _DSO:
     """Owns one dlopen handle; the library is closed when this object is collected."""
 
@@ -56,7 +101,13 @@ class _DSO:
     def __init__(self, path: str) -> None:
         self.path = path
         try:
-            self.lib = _dlopen(path, _RTLD_NOW | _RTLD_LOCAL)
+            identity = _identity(path)
+            with _FIRST_OPENED_LOCK:
+                first = _FIRST_OPENED.setdefault(path, identity)
+            if first == identity:
+                self.lib = _dlopen(path, _RTLD_NOW | _RTLD_LOCAL)
+            else:  # the file changed since this process first opened it: load what is there now
+                self.lib = _dlopen_fresh(path, first)
         except OSError as exc:
             raise LoadError(f"cannot load {path!r}: {exc}") from None
 

@@ -1,8 +1,8 @@
 """Kind ``opencl`` (BINARY_SERIALIZABLE | RUNNABLE): SPIR-V kernels run through pyopencl.
 
 Any OpenCL platform whose device accepts SPIR-V IL runs it; on a machine without a GPU, Intel's
-CPU runtime from PyPI does (``pip install kernpack[opencl]``, then an ICD file naming its
-``libintelocl.so``; ``scripts/test`` writes one). The context and queue are created once per
+CPU runtime from PyPI does (``pip install kernpack[opencl]``: :mod:`.oclsetup` points the ICD
+loader at it before the first OpenCL call). The context and queue are created once per
 process (:class:`OpenCLDevice`, ``kp.device("opencl")``); a program is built once per module.
 A launch takes device arrays as they are and returns at once; numpy arguments are used in
 place on a CPU device (copied to and from the device elsewhere), and such a launch waits.
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArgumentError, CompileError, DeviceUnavailableError, FormatError, LoadError
+from . import oclsetup
 from .abi import axis_extents, group_counts
 from .device import (
     DeviceModule,
@@ -34,11 +35,7 @@ from .tools import disassemble_spirv, validate_spirv
 
 __all__ = ["OpenCLDevice", "OpenCLModule", "opencl_module"]
 
-_HOW = (
-    "install pyopencl and an OpenCL runtime that takes SPIR-V, e.g. Intel's CPU runtime: "
-    "pip install 'kernpack[opencl]', then write an .icd file naming libintelocl.so into a directory "
-    "and point OCL_ICD_VENDORS at it (kernpack's scripts/_venv.sh shows how; docs/quickstart.md)"
-)
+_HOW = "pip install 'kernpack[opencl]' brings pyopencl and Intel's OpenCL CPU runtime (docs/quickstart.md)"
 
 
 _PAGE = 4096
@@ -105,6 +102,8 @@ def _runtime() -> OpenCLDevice:
 
 @runtime_once
 def _devices() -> list[OpenCLDevice]:
+    # Before pyopencl's ICD loader first looks for platforms: it reads OCL_ICD_VENDORS once.
+    oclsetup.configure()
     try:
         import pyopencl as cl
     except ImportError:
@@ -112,7 +111,7 @@ def _devices() -> list[OpenCLDevice]:
     try:
         platforms = cl.get_platforms()
     except cl.Error as exc:
-        raise DeviceUnavailableError(f"no OpenCL platform ({exc}); {_HOW}") from None
+        raise DeviceUnavailableError(f"no OpenCL platform ({exc}); {oclsetup.unavailable_hint()}") from None
     found = [
         device
         for platform in platforms

@@ -64,9 +64,10 @@ def interpret(
         Running with ``+n`` and ``-n`` shows how much an output depends on how a target rounds
         those functions (the differential tests use it to set their tolerance).
     alternate : bool, default False
-        With ``perturb``, move every other call of those functions (in the order they appear
-        in the kernel) the other way: a product of two results moved the same way can round
-        back to its unmoved value, and would look as if it did not depend on them.
+        With ``perturb``, move every other call of those functions (in the order they run)
+        the other way: a product of two results moved the same way can round back to its
+        unmoved value, and so can ``cos`` applied again and again (its slopes cancel the
+        moves), and would look as if it did not depend on them.
 
     Raises
     ------
@@ -327,7 +328,7 @@ class _Compiler:
         self.arrays = arrays
         self.perturb = perturb
         self.alternate = alternate
-        self.sites = 0  # transcendental calls compiled so far (for ``alternate``)
+        self.calls = 0  # transcendental calls made so far (for ``alternate``)
         self.line = kernel.grid.line
         self.local = {a.name: a.shape for a in kir.local_arrays(kernel)}  # kp.local arrays: shapes
         # Each reduction's combined contributions of the points run so far.
@@ -541,8 +542,14 @@ class _Compiler:
             return lambda env: fma(a(env), b(env), c(env))
         fn = _UNARY[e.func]
         (x,) = args
+        if e.func in TRANSCENDENTALS and self.perturb and self.alternate:
+            perturb = self.perturb
+
+            def alternating(env: _Env) -> Any:
+                self.calls += 1  # the calls as they run: a loop's cos(cos(x)) alternates too
+                return _perturbed(fn(x(env)), perturb if self.calls % 2 else -perturb)
+
+            return alternating
         if e.func in TRANSCENDENTALS and self.perturb:
-            ulps = -self.perturb if self.alternate and self.sites % 2 else self.perturb
-            self.sites += 1
-            return lambda env: _perturbed(fn(x(env)), ulps)
+            return lambda env: _perturbed(fn(x(env)), self.perturb)
         return lambda env: fn(x(env))

@@ -1,0 +1,124 @@
+"""Shipping edges: a reload that reloads, IR files that keep their signatures, OpenCL with no setup."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import kernpack as kp
+from tests.conftest import REQUIRED_DEVICES
+from tests.export.conftest import ROOT, run_fresh
+
+CONST_IR = """
+define i64 @answer() {{
+  ret i64 {value}
+}}
+"""
+
+
+def _export(path, value: int, name: str = "answer") -> None:
+    kp.llvm_module(CONST_IR.format(value=value).replace("@answer", f"@{name}")).export_library(path)
+
+
+def test_exporting_again_to_a_loaded_path_loads_the_new_code(tmp_path):
+    path = tmp_path / "lib.so"
+    _export(path, 1)
+    first = kp.load_module(path)
+    assert first["answer"]() == 1
+    _export(path, 2)  # the notebook loop: rebuild, export to the same path, load again
+    second = kp.load_module(path)
+    assert second["answer"]() == 2
+    assert first["answer"]() == 1  # the old module keeps working until it is dropped
+    _export(path, 3, name="renamed")
+    third = kp.load_module(path)
+    assert third["renamed"]() == 3 and "answer" not in third.function_names()
+    assert kp.load_module(path)["renamed"]() == 3  # the same file again: its handle is shared
+    assert sorted(os.listdir(tmp_path)) == ["lib.h", "lib.so"]  # no names left behind
+
+
+def test_a_library_copied_over_in_place_loads_the_new_code(tmp_path):
+    # cp rewrites the file in place (same inode), where dlopen would match the old library.
+    path, other = tmp_path / "lib.so", tmp_path / "other.so"
+    _export(path, 1)
+    _export(other, 2)
+    # All in a child: rewriting a file that this process has mapped would crash it.
+    result = run_fresh(
+        f"""
+        import json, shutil
+        import kernpack as kp
+        first = kp.load_module({str(path)!r})
+        assert first["answer"]() == 1
+        del first
+        with open({str(other)!r}, "rb") as src, open({str(path)!r}, "r+b") as dst:
+            dst.truncate(0)
+            shutil.copyfileobj(src, dst)
+        print(json.dumps({{"value": kp.load_module({str(path)!r})["answer"]()}}), flush=True)
+        import os
+        os._exit(0)  # the first library's mapping was rewritten under it: no teardown touches it
+        """
+    )
+    assert result == {"value": 2}
+
+
+@pytest.mark.parametrize("suffix", [".ll", ".bc"])
+def test_ir_written_by_kernpack_keeps_its_signatures_and_exports(tmp_path, suffix):
+    from tests.lang import kernels_src as K
+
+    built = kp.build([K.saxpy, K.matmul])
+    path = tmp_path / f"kernels{suffix}"
+    built.write_to_file(path)
+    again = kp.load_module(path)
+    assert {n: str(s) for n, s in again.signatures.items()} == {n: str(s) for n, s in built.signatures.items()}
+    a = np.arange(5, dtype=np.float32)
+    out = np.zeros_like(a)
+    again["saxpy"](np.float32(2), a, a, out)
+    assert np.array_equal(out, 3 * a)
+    again.export_library(tmp_path / "again.so")
+    loaded = kp.load_module(tmp_path / "again.so")
+    out[:] = 0
+    loaded["saxpy"](np.float32(2), a, a, out)
+    assert np.array_equal(out, 3 * a)
+    # Written again, the metadata is replaced, not doubled.
+    again.write_to_file(tmp_path / f"twice{suffix}")
+    assert str(kp.load_module(tmp_path / f"twice{suffix}").signatures["saxpy"]) == str(built.signatures["saxpy"])
+
+
+def test_opencl_works_with_no_icd_setup_in_a_fresh_process(tmp_path):
+    # What a user gets after pip install 'kernpack[opencl]' and nothing else: kernpack finds
+    # the runtime in its environment and points the ICD loader at it.
+    from kernpack.runtime.oclsetup import runtime_library
+
+    if runtime_library() is None:
+        if "opencl" in REQUIRED_DEVICES:
+            pytest.fail("Intel's OpenCL runtime is not installed in this environment (pip install 'kernpack[opencl]')")
+        pytest.skip("no OpenCL runtime in this environment")
+    env = {k: v for k, v in os.environ.items() if k != "OCL_ICD_VENDORS"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    code = textwrap.dedent(
+        """
+        import json, os
+        import numpy as np
+        import kernpack as kp
+        from tests.lang import kernels_src as K
+        module = kp.build([K.vadd_f32], target="opencl")
+        a = np.arange(10, dtype=np.float32)
+        out = np.zeros_like(a)
+        module["vadd_f32"](a, a, out)
+        print(json.dumps({"ok": bool((out == 2 * a).all()), "vendors": os.environ["OCL_ICD_VENDORS"],
+                          "devices": [d.kind for d in kp.devices()]}))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    import json
+
+    doc = json.loads(result.stdout.strip().splitlines()[-1])
+    assert doc["ok"] and "opencl" in doc["devices"]
+    assert os.path.exists(os.path.join(doc["vendors"], "kernpack-intel-cpu.icd"))
