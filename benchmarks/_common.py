@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).with_name("results")
+# kernpack bench --results DIR sets this; run by hand, a benchmark writes beside itself.
+RESULTS = Path(os.environ.get("KERNPACK_BENCH_RESULTS") or Path(__file__).with_name("results"))
 # Apache TVM 0.27 runs in its own venv (its LLVM and ours must not meet in one process):
 # peers/setup_tvm.sh makes it and peers/tvm_peer.py measures inside it.
 TVM_PEER = ROOT / "benchmarks" / "peers" / "tvm_peer.py"
@@ -108,7 +109,7 @@ def machine() -> dict[str, object]:
 
 def save(name: str, rows: list[dict[str, object]], extra: dict[str, object]) -> Path:
     """Write ``results/<name>.json`` and ``results/<name>.md``; return the JSON path."""
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **extra, "rows": rows}, indent=2) + "\n")
     lines = ["| benchmark | kernpack | baseline | ratio |", "|---|---|---|---|"]

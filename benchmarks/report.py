@@ -6,10 +6,11 @@ Run after any benchmark (``kernpack bench`` does it): ``.venv/bin/python benchma
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+RESULTS = Path(os.environ.get("KERNPACK_BENCH_RESULTS") or ROOT / "benchmarks" / "results")
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 TITLES = {
     "calls": "Calling a kernel",

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 import kernpack as kp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +46,66 @@ def test_build_inspect_run(tmp_path):
 
     ran = kernpack("run", "ks.so", "vadd_f32", "--args", "4", "4", "4", "--json", cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
-    assert len(json.loads(ran.stdout)["out"]) == 4
+    doc = json.loads(ran.stdout)
+    a, b = (np.array(doc["inputs"][n], np.float32) for n in ("a", "b"))
+    assert np.array_equal(np.array(doc["outputs"]["out"], np.float32), a + b)
+
+
+def test_user_mistakes_are_one_line_with_exit_code_1_and_debug_shows_the_traceback(tmp_path):
+    (tmp_path / "bad.py").write_text("import kernpack as kp\n\ndef broken(:\n")
+    (tmp_path / "raises.py").write_text("raise RuntimeError('the kernel file failed')\n")
+    shutil.copy(KERNELS, tmp_path / "ks.py")
+    assert kernpack("build", "ks.py", "-o", "ks.so", cwd=tmp_path).returncode == 0
+    cases = [
+        (("build", "missing.py", "-o", "x.so"), "no such file: missing.py"),
+        (("build", "bad.py", "-o", "x.so"), "bad.py:3: invalid syntax"),
+        (("build", "raises.py", "-o", "x.so"), "importing raises.py failed: RuntimeError: the kernel file failed"),
+        (("run", "ks.so", "vadd_f32", "--args", "two", "4", "4"), "'two' is neither a .npy file nor a shape"),
+        (("run", "ks.so", "vadd_f32", "--args", "-4", "4", "4"), "'-4' is neither a .npy file nor a shape"),
+        (("run", "ks.so", "saxpy", "--args", "x", "4", "4", "4"), "float a: 'x' is not a number"),
+        (("run", "ks.so", "vadd_f32", "--args", "4"), "vadd_f32 takes 3 arguments"),
+    ]
+    for args, words in cases:
+        result = kernpack(*args, cwd=tmp_path)
+        assert result.returncode == 1, (args, result.stderr)
+        assert result.stderr.count("\n") == 1 and words in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    debug = kernpack("build", "raises.py", "-o", "x.so", "--debug", cwd=tmp_path)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_build_imports_the_kernel_files_neighbours_as_python_does(tmp_path):
+    (tmp_path / "consts.py").write_text("N = 3\n")
+    (tmp_path / "scaled.py").write_text(
+        "import kernpack as kp\nfrom consts import N\n\n@kp.kernel\ndef scale(x: kp.f32[:], out: kp.f32[:]):\n"
+        "    for i in kp.grid(out.shape[0]):\n        out[i] = x[i] * N\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    built = kernpack("build", str(tmp_path / "scaled.py"), "-o", "scaled_lib.so", cwd=elsewhere)
+    assert built.returncode == 0, built.stderr
+    ran = kernpack("run", "scaled_lib.so", "scale", "--args", "5", "5", "--seed", "7", "--out", "outs", "--json",
+                   cwd=elsewhere)  # fmt: skip
+    doc = json.loads(ran.stdout)
+    x = np.array(doc["inputs"]["x"], np.float32)
+    assert np.array_equal(np.load(elsewhere / "outs" / "out.npy"), x * 3)
+    again = json.loads(kernpack("run", "scaled_lib.so", "scale", "--args", "5", "5", "--seed", "7", "--json",
+                                cwd=elsewhere).stdout)  # fmt: skip
+    assert again["inputs"]["x"] == doc["inputs"]["x"]  # the seed decides the inputs
+    shown = kernpack("run", "scaled_lib.so", "scale", "--args", "5", "5", cwd=elsewhere).stdout
+    assert "in  x: float32[5]" in shown and "out out: float32[5]" in shown
+
+
+def test_run_prints_what_a_function_returns_and_version_and_help(tmp_path):
+    kp.llvm_module("define i64 @answer(i64 %x) {\n  %y = mul i64 %x, 6\n  ret i64 %y\n}\n").export_library(
+        tmp_path / "answer.so"
+    )
+    assert "returned 42" in kernpack("run", "answer.so", "answer", "--args", "7", cwd=tmp_path).stdout
+    doc = json.loads(kernpack("run", "answer.so", "answer", "--args", "1e1", "--json", cwd=tmp_path).stdout)
+    assert doc["result"] == 60
+    assert kernpack("--version", cwd=tmp_path).stdout.strip() == f"kernpack {kp.__version__}"
+    assert ".ptx, .spv, .cl" in kernpack("build", "--help", cwd=tmp_path).stdout
+    assert "the function to call" in kernpack("run", "--help", cwd=tmp_path).stdout
 
 
 def test_errors_are_one_line_with_exit_code_1(tmp_path):

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from . import __version__
 from .errors import KernpackError
 
 __all__ = ["main"]
@@ -28,26 +29,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (kernpack inspect x.so | head): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KernpackError as exc:
+    except (KernpackError, UserInputError) as exc:
+        return _report(args, type(exc).__name__, str(exc))
+    except OSError as exc:  # a file that is missing or unreadable: the user's input
+        return _report(args, type(exc).__name__, f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+    except Exception as exc:  # anything else is a bug in kernpack: still one line, and how to see more
         if args.debug:
             raise
-        message = str(exc).splitlines()[0] if not args.json else str(exc)
-        if args.json:
-            print(json.dumps({"error": type(exc).__name__, "message": message}))
-        else:
-            print(f"kernpack: error: {type(exc).__name__}: {message}", file=sys.stderr)
-        return 1
+        return _report(args, type(exc).__name__, f"{exc} (an internal error: rerun with --debug and report it)")
+
+
+class UserInputError(Exception):
+    """A mistake in what the user gave the command (a file that does not import, a bad --args)."""
+
+
+def _report(args: argparse.Namespace, kind: str, message: str) -> int:
+    """Print an error as one line (all of it with --json); the traceback too with --debug."""
+    if args.debug:
+        import traceback
+
+        traceback.print_exc()
+    if args.json:
+        print(json.dumps({"error": kind, "message": message}))
+    else:
+        print(f"kernpack: error: {kind}: {message.splitlines()[0] if message else ''}", file=sys.stderr)
+    return 1
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kernpack", description="Build, inspect and run kernpack libraries.")
+    parser.add_argument("--version", action="version", version=f"kernpack {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print machine-readable JSON")
     common.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     build = sub.add_parser("build", parents=[common], help="compile kernels and sources into one .so")
-    build.add_argument("files", nargs="+", help=".py (every @kp.kernel), .ll, .bc, .c")
+    build.add_argument(
+        "files",
+        nargs="+",
+        help=".py (every @kp.kernel), .ll, .bc, .c, and device code with a JSON side file: .ptx, .spv, .cl",
+    )
     build.add_argument("-o", "--output", required=True, help="the library to write")
     build.add_argument("--target", default="cpu", choices=["cpu"], help="host target")
     build.add_argument("--devices", default="", help="comma-separated device targets: cuda,opencl,vulkan")
@@ -58,21 +80,36 @@ def _parser() -> argparse.ArgumentParser:
     build.set_defaults(handler=_build)
 
     inspect = sub.add_parser("inspect", parents=[common], help="show a library's module tree without loading it")
-    inspect.add_argument("library")
+    inspect.add_argument("library", help="the .so to describe (read as a file, never loaded)")
     inspect.set_defaults(handler=_inspect)
 
     run = sub.add_parser("run", parents=[common], help="run one kernel of a library on generated or .npy arrays")
-    run.add_argument("library")
-    run.add_argument("kernel")
+    run.add_argument("library", help="the .so to load")
+    run.add_argument("kernel", help="the function to call")
     run.add_argument("--device", default="cpu", help="cpu, or the kind of a device module the library carries")
     run.add_argument(
-        "--args", nargs="*", default=[], help="one per parameter: a number, a .npy file, or a shape like 1000 or 64x64"
+        "--args",
+        nargs="*",
+        default=[],
+        help="one per parameter: a number, a .npy file, or a shape like 1000 or 64x64 (random values)",
     )
+    run.add_argument("--seed", type=int, default=0, help="seed of the random input arrays (default 0)")
+    run.add_argument("--out", default=None, help="save every array the kernel wrote as DIR/NAME.npy")
+    run.add_argument("--all", action="store_true", help="print every value, not a summary")
     run.set_defaults(handler=_run)
 
     bench = sub.add_parser("bench", parents=[common], help="run the benchmark suite (from a source checkout)")
     bench.add_argument("--quick", action="store_true", help="smaller sizes where a benchmark offers them")
     bench.add_argument("--only", action="append", default=[], help="run only benchmarks/bench_NAME.py (repeatable)")
+    bench.add_argument(
+        "--results",
+        default=None,
+        help="where the JSON, tables and plots go (default: ./kernpack-bench; the checkout's benchmarks/results "
+        "when run inside it)",
+    )
+    bench.add_argument(
+        "--update-readme", action="store_true", help="inside the checkout: put the tables into its README.md"
+    )
     bench.set_defaults(handler=_bench)
     return parser
 
@@ -87,16 +124,23 @@ def _bench(args: argparse.Namespace) -> int:
         raise KernpackError(f"no benchmarks at {directory}: kernpack bench runs from a source checkout")
     if args.only:
         scripts = [s for s in scripts if s.stem.removeprefix("bench_") in args.only]
+    checkout = directory.parent
+    inside = Path.cwd().resolve().is_relative_to(checkout)
+    results = Path(args.results or (directory / "results" if inside else "kernpack-bench")).resolve()
+    if args.update_readme and not inside:
+        raise UserInputError(f"--update-readme writes {checkout / 'README.md'}: run it inside that checkout")
+    env = {**os.environ, "KERNPACK_BENCH_RESULTS": str(results)}
     failed = []
     for script in scripts:
         print(f"== {script.name}", flush=True)
         command = [sys.executable, str(script)]
         if args.quick and "--quick" in script.read_text():
             command.append("--quick")
-        if subprocess.run(command, cwd=directory.parent).returncode != 0:
+        if subprocess.run(command, cwd=checkout, env=env).returncode != 0:
             failed.append(script.name)
-    subprocess.run([sys.executable, str(directory / "report.py")], cwd=directory.parent)
-    print(f"results and plots: {directory / 'results'}")
+    if args.update_readme:
+        subprocess.run([sys.executable, str(directory / "report.py")], cwd=checkout, env=env)
+    print(f"results and plots: {results}")
     if failed:
         raise KernpackError(f"benchmarks failed: {', '.join(failed)}")
     return 0
@@ -141,15 +185,28 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _kernels_in(path: str) -> list[Any]:
+    """The kernels of a Python file, imported as ``python FILE`` would: its directory first on sys.path."""
     import kernpack as kp
 
+    if not os.path.isfile(path):
+        raise UserInputError(f"no such file: {path}")
     name = "kernpack_build_" + os.path.splitext(os.path.basename(path))[0]
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
-        raise KernpackError(f"cannot import {path!r}")
+        raise UserInputError(f"cannot import {path!r}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))  # its neighbours import (from consts import N)
+    try:
+        spec.loader.exec_module(module)
+    except KernpackError:
+        raise  # a kernel the language refuses: its own message names the line
+    except SyntaxError as exc:
+        raise UserInputError(f"{exc.filename}:{exc.lineno}: {exc.msg}") from None
+    except Exception as exc:
+        raise UserInputError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        sys.path.remove(os.path.dirname(os.path.abspath(path)))
     return [v for v in vars(module).values() if isinstance(v, kp.Kernel)]
 
 
@@ -187,27 +244,92 @@ def _run(args: argparse.Namespace) -> int:
         fn = modules[0].get_function(args.kernel)
     params = fn.signature.params
     if len(args.args) != len(params):
-        raise KernpackError(
+        raise UserInputError(
             f"{args.kernel} takes {len(params)} arguments ({fn.signature}); --args gave {len(args.args)}"
         )
-    values = []
-    for param, text in zip(params, args.args, strict=True):
-        if param.pointer:
-            if text.endswith(".npy"):
-                values.append(np.load(text))
-            else:
-                shape = tuple(int(n) for n in text.split("x"))
-                values.append(np.random.default_rng(0).random(shape).astype(param.dtype))
-        else:
-            values.append(float(text) if param.dtype.kind == "f" else int(text))
-    fn(*values)
+    rng = np.random.default_rng(args.seed)
+    values = [_argument(param, text, rng) for param, text in zip(params, args.args, strict=True)]
+    inputs = {p.name: v for p, v in zip(params, values, strict=True)}
+    shown = {name: _shown(v, args.all or args.json) for name, v in inputs.items()}
+    result = fn(*values)
     outputs = {p.name: v for p, v in zip(params, values, strict=True) if p.is_output}
-    if args.json:
-        print(json.dumps({name: v.ravel()[:8].tolist() for name, v in outputs.items()}))
-    else:
+    saved = []
+    if args.out is not None:
+        os.makedirs(args.out, exist_ok=True)
         for name, value in outputs.items():
-            print(f"{name}: shape {value.shape} {value.dtype}, first values {value.ravel()[:8]}")
+            np.save(os.path.join(args.out, f"{name}.npy"), value)
+            saved.append(os.path.join(args.out, f"{name}.npy"))
+    if args.json:
+        doc = {
+            "inputs": shown,
+            "outputs": {name: np.asarray(v).tolist() for name, v in outputs.items()},
+            "result": None if result is None else np.asarray(result).item(),
+            "saved": saved,
+        }
+        print(json.dumps(doc))
+        return 0
+    for name, value in shown.items():
+        print(f"in  {name}: {value}")
+    for name, value in outputs.items():
+        print(f"out {name}: {_shown(value, args.all)}")
+    if result is not None:
+        print(f"returned {np.asarray(result).item()!r}")
+    for path in saved:
+        print(f"saved {path}")
     return 0
+
+
+def _argument(param: Any, text: str, rng: Any) -> Any:
+    """One --args value for ``param``: a number, a .npy file, or a shape filled from ``rng``."""
+    import numpy as np
+
+    if param.pointer:
+        if text.endswith(".npy"):
+            return np.load(text)
+        try:
+            shape = tuple(int(n) for n in text.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if not shape or min(shape) < 0:
+            raise UserInputError(
+                f"--args for array {param}: {text!r} is neither a .npy file nor a shape like 1000 or 64x64"
+            )
+        dtype = param.dtype or np.dtype(np.float64)
+        if dtype.kind == "f":
+            return rng.random(shape).astype(dtype)
+        if dtype.kind == "b":
+            return rng.random(shape) < 0.5
+        info = np.iinfo(dtype)
+        return rng.integers(max(info.min, -100), min(info.max, 100), shape, dtype=dtype, endpoint=True)
+    try:
+        number = float(text) if param.dtype.kind == "f" else _integer(text)
+    except ValueError:
+        kind = "a number" if param.dtype.kind == "f" else "an integer"
+        raise UserInputError(f"--args for {param}: {text!r} is not {kind}") from None
+    return number
+
+
+def _integer(text: str) -> int:
+    """An integer written as one (``12``, ``0x1f``) or as a float that is whole (``1e3``)."""
+    try:
+        return int(text, 0)
+    except ValueError:
+        value = float(text)
+        if not value.is_integer():
+            raise
+        return int(value)
+
+
+def _shown(value: Any, everything: bool) -> Any:
+    """A value as the command prints it: scalars as they are, arrays summarised unless asked."""
+    import numpy as np
+
+    if not isinstance(value, np.ndarray):
+        return value.item() if hasattr(value, "item") else value
+    if everything:
+        return value.tolist()
+    head = np.array2string(value.ravel()[:8], precision=6, separator=", ")
+    return f"{value.dtype}{list(value.shape)} {head}{' ...' if value.size > 8 else ''}"
 
 
 if __name__ == "__main__":
