@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 import subprocess
 import sys
 import textwrap
@@ -143,3 +144,33 @@ def test_user_spirv_that_spirv_val_rejects_is_a_compile_error():
 def test_a_grid_the_launcher_cannot_compute_says_why(signature, grid, words):
     with pytest.raises(kp.FormatError, match=re.escape(words)):
         kp.opencl_module(b"", [{"name": "k", "signature": signature, "grid": [grid]}], validate=False)
+
+
+def test_a_checked_kernel_that_crashed_intels_vectorizer_runs(device, tmp_path):
+    # Campaign seed 93176: its bounds-checked build crashed Intel's CPU runtime inside its
+    # vectorizer (VPlan) and left the process hung. Checked kernels now declare SubgroupSize 1
+    # (run unvectorized). In a child process, with a timeout: a regression must not hang the suite.
+    code = textwrap.dedent(
+        """
+        import tempfile
+        import numpy as np
+        import kernpack as kp
+        from tests.difftest.gen import generate
+        from tests.difftest.worker import load_kernel
+        case = generate(93176)
+        kernel = load_kernel(case, tempfile.mkdtemp())
+        module = kp.build([kernel], target="opencl", boundscheck=True, cache=False)
+        got, want = case.make_args(), case.make_args()
+        module[kernel.name](*got)
+        kernel.interpret(*want)
+        assert all(np.array_equal(g, w) for g, w in zip(got, want) if isinstance(g, np.ndarray))
+        print("ok")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+    checked = kp.build([K.saxpy], target="opencl", boundscheck=True, cache=False)
+    assert spirv_val(bytes(checked.binary), "opencl2.2", tmp_path) == ""
+    words = struct.unpack(f"<{len(checked.binary) // 4}I", bytes(checked.binary))
+    modes = [words[i + 2 : i + 4] for i in range(len(words) - 3) if words[i] == (4 << 16) | 16]
+    assert (35, 1) in modes  # OpExecutionMode saxpy SubgroupSize 1

@@ -137,7 +137,11 @@ def _spirv(src: bytes, unit: Unit) -> bytes:
         spirvbin.ATOMIC_IADD_SEMANTICS: (spirvbin.ACQUIRE_RELEASE, 0x208),
         spirvbin.CONTROL_BARRIER_MEMORY_SCOPE: (spirvbin.WORKGROUP, spirvbin.DEVICE),
     }
-    return spirvbin.with_storage_semantics(spirv, fixes)
+    spirv = spirvbin.with_storage_semantics(spirv, fixes)
+    # Bounds-checked kernels (a debugging build) run unvectorized: Intel's CPU runtime's
+    # vectorizer crashed in the driver on one, with no way to catch it in this process.
+    checked = {k.name for k in unit.kernels if k.boundscheck}
+    return spirvbin.with_subgroup_size(spirv, checked, 1) if checked else spirv
 
 
 def _package(units: list[Unit], name: str) -> Module:

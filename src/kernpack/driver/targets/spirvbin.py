@@ -17,6 +17,7 @@ __all__ = [
     "SEQUENTIALLY_CONSISTENT",
     "WORKGROUP",
     "with_storage_semantics",
+    "with_subgroup_size",
 ]
 
 OP_CONSTANT = 43
@@ -71,4 +72,40 @@ def with_storage_semantics(shader: bytes, fixes: Mapping[tuple[int, int], tuple[
         words[at] = made[type_id, needed]
     for where, instruction in sorted(inserts, reverse=True):
         words[where:where] = instruction
+    return struct.pack(f"<{len(words)}I", *words)
+
+
+_OP_NAME, _OP_CAPABILITY, _OP_ENTRY_POINT = 5, 17, 15
+_DEBUG_OR_LATER = (7, 3, 4, 5, 6, 71, 72, 330, 331)  # OpString .. OpDecorate: after the execution modes
+_OP_EXECUTION_MODE, _SUBGROUP_SIZE, _SUBGROUP_DISPATCH = 16, 35, 58
+
+
+def with_subgroup_size(module: bytes, kernels: set[str], size: int) -> bytes:
+    """The module with ``OpExecutionMode SubgroupSize size`` on the entry points named ``kernels``.
+
+    With size 1 a driver runs each work-item on its own: Intel's CPU runtime then leaves the
+    kernel to its scalar code, not to its vectorizer (VPlan), which crashed on some
+    bounds-checked kernels and left the process hung (campaign seed 93176).
+    """
+    words = list(struct.unpack(f"<{len(module) // 4}I", module))
+    entries, first_capability, first_later = [], 0, 0
+    position = 5
+    while position < len(words):
+        count, opcode = words[position] >> 16, words[position] & 0xFFFF
+        if count == 0:
+            break
+        if opcode == _OP_CAPABILITY and not first_capability:
+            first_capability = position
+        elif opcode == _OP_ENTRY_POINT:
+            name = struct.pack(f"<{count - 3}I", *words[position + 3 : position + count]).split(b"\0", 1)[0]
+            if name.decode() in kernels:
+                entries.append(words[position + 2])
+        elif opcode in _DEBUG_OR_LATER and not first_later:
+            first_later = position
+        position += count
+    if not entries or not first_later:  # kernpack's modules always have names and decorations
+        return module
+    modes = [w for e in entries for w in ((4 << 16) | _OP_EXECUTION_MODE, e, _SUBGROUP_SIZE, size)]
+    words[first_later:first_later] = modes  # after every entry point and execution mode
+    words[first_capability:first_capability] = [(2 << 16) | _OP_CAPABILITY, _SUBGROUP_DISPATCH]
     return struct.pack(f"<{len(words)}I", *words)
