@@ -92,6 +92,8 @@ def test_build_imports_the_kernel_files_neighbours_as_python_does(tmp_path):
     again = json.loads(kernpack("run", "scaled_lib.so", "scale", "--args", "5", "5", "--seed", "7", "--json",
                                 cwd=elsewhere).stdout)  # fmt: skip
     assert again["inputs"]["x"] == doc["inputs"]["x"]  # the seed decides the inputs
+    # Built for any x86-64 by default (a library to ship), and inspect says so.
+    assert "needs CPU generic (baseline features)" in kernpack("inspect", "scaled_lib.so", cwd=elsewhere).stdout
     shown = kernpack("run", "scaled_lib.so", "scale", "--args", "5", "5", cwd=elsewhere).stdout
     assert "in  x: float32[5]" in shown and "out out: float32[5]" in shown
 

@@ -74,7 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--target", default="cpu", choices=["cpu"], help="host target")
     build.add_argument("--devices", default="", help="comma-separated device targets: cuda,opencl,vulkan")
     build.add_argument("-O", dest="opt_level", type=int, default=3, choices=[0, 1, 2, 3], help="optimization level")
-    build.add_argument("--cpu", default=None, help="target CPU (default: this machine's; 'generic' to ship)")
+    build.add_argument(
+        "--cpu",
+        default="generic",
+        help="target CPU: 'generic' (the default: runs on any x86-64), 'x86-64-v3', an LLVM CPU name, or 'native' "
+        "for this machine's (fastest, but the library then needs this CPU's features, which loading checks)",
+    )
     build.add_argument("--arch", default=None, help="with --devices cuda: the GPU architecture (default sm_80)")
     build.add_argument("--dump", default=None, help="write every stage's output (.kir, .ll, .ptx, .spv, ...) here")
     build.set_defaults(handler=_build)
@@ -169,7 +174,8 @@ def _build(args: argparse.Namespace) -> int:
     if kernels:
         try:
             name = os.path.splitext(os.path.basename(args.output))[0]  # the module is named for its library
-            root = kp.build(kernels, cpu=args.cpu, opt_level=args.opt_level, devices=devices, dump=args.dump, name=name)
+            cpu = None if args.cpu == "native" else args.cpu
+            root = kp.build(kernels, cpu=cpu, opt_level=args.opt_level, devices=devices, dump=args.dump, name=name)
         except ValueError as exc:  # an unknown device or option: the user's input
             raise KernpackError(str(exc)) from None
     else:
@@ -218,6 +224,10 @@ def _inspect(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     print(f"{info['path']}: kernpack blob v{info['blob_version']}, {info['blob_bytes']} bytes")
+    cpu = info["cpu"]
+    if cpu is not None:
+        lacking = f"; this machine lacks {', '.join(cpu['missing_here'])}" if cpu["missing_here"] else ""
+        print(f"  needs CPU {cpu['name']} ({', '.join(cpu['features']) or 'baseline features'}){lacking}")
     for m in info["modules"]:
         imports = f" imports {m['imports']}" if m["imports"] else ""
         crc = "ok" if m["crc_ok"] else "MISMATCH"

@@ -12,6 +12,7 @@ import zlib
 from typing import Any
 
 from .errors import FormatError, LoadError
+from .runtime import cpufeatures
 from .runtime.blob import HOST_KIND, SECTION, BlobIndex
 from .runtime.library import LibraryModule
 from .runtime.module import ModulePropertyMask, mask_name
@@ -20,7 +21,8 @@ from .runtime.registry import lookup_describer
 __all__ = ["describe_library"]
 
 
-def _section_bytes(path: str) -> bytes:
+def _section_bytes(path: str) -> tuple[bytes, str | None]:
+    """The blob section's bytes, and the CPU requirement the library records (None: none)."""
     try:
         from elftools.common.exceptions import ELFError
         from elftools.elf.elffile import ELFFile
@@ -29,10 +31,12 @@ def _section_bytes(path: str) -> bytes:
     try:
         with open(path, "rb") as f:
             elf = ELFFile(f)
+            cpu = elf.get_section_by_name(cpufeatures.SECTION)
+            needs = None if cpu is None else cpu.data().split(b"\0", 1)[0].decode(errors="replace")
             for name in (SECTION, ".lrodata" + SECTION):
                 section = elf.get_section_by_name(name)
                 if section is not None:
-                    return section.data()
+                    return section.data(), needs
     except ELFError as exc:
         raise LoadError(f"cannot inspect {path!r}: not an ELF file ({exc})") from None
     except OSError as exc:
@@ -46,12 +50,14 @@ def describe_library(path: str | os.PathLike[str]) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``{"path", "blob_version", "blob_bytes", "modules": [...]}`` where each module has its
+        ``{"path", "blob_version", "blob_bytes", "cpu", "modules": [...]}``: ``cpu`` is what the
+        machine code needs (``{"name", "features", "missing_here"}``; None if the library does
+        not say), and each module has its
         index, kind, mask (number and names), payload size and CRC-32, the indices it imports,
         and its functions (name and signature) where the payload says.
     """
     path = os.fspath(path)
-    data = _section_bytes(path)
+    data, needs = _section_bytes(path)
     index = BlobIndex(data, source=path)
     modules = []
     for i, entry in enumerate(index.entries):
@@ -69,7 +75,17 @@ def describe_library(path: str | os.PathLike[str]) -> dict[str, Any]:
                 "functions": _functions(entry.kind, payload),
             }
         )
-    return {"path": os.path.abspath(path), "blob_version": index.version, "blob_bytes": index.size, "modules": modules}
+    cpu = None
+    if needs is not None:
+        name, features = cpufeatures.required_features(needs)
+        cpu = {"name": name, "features": features, "missing_here": cpufeatures.missing_features(needs)}
+    return {
+        "path": os.path.abspath(path),
+        "blob_version": index.version,
+        "blob_bytes": index.size,
+        "cpu": cpu,
+        "modules": modules,
+    }
 
 
 def _functions(kind: str, payload: memoryview) -> list[dict[str, Any]]:

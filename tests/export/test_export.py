@@ -247,7 +247,7 @@ def test_workspace_is_kept_when_given_and_removed_otherwise(tmp_path):
     root = kp.llvm_module(TWICE_IR)
     root.import_module(kp.c_source_module(SCALE_C, ["scale"]))
     root.export_library(tmp_path / "w.so", workspace=work, options=["-Wall"])
-    assert sorted(os.listdir(work)) == ["blob.o", "lib0.o", "lib1.c", "pyinit.c"]
+    assert sorted(os.listdir(work)) == ["blob.o", "cpu.c", "lib0.o", "lib1.c", "pyinit.c"]
 
 
 # --------------------------------------------------------------------- (g) format version

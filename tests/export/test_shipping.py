@@ -122,3 +122,29 @@ def test_opencl_works_with_no_icd_setup_in_a_fresh_process(tmp_path):
     doc = json.loads(result.stdout.strip().splitlines()[-1])
     assert doc["ok"] and "opencl" in doc["devices"]
     assert os.path.exists(os.path.join(doc["vendors"], "kernpack-intel-cpu.icd"))
+
+
+def test_a_library_records_the_cpu_its_code_needs_and_refuses_a_cpu_without_it(tmp_path, monkeypatch):
+    from kernpack.inspection import describe_library
+    from kernpack.runtime import cpufeatures
+    from tests.lang import kernels_src as K
+
+    path = tmp_path / "v3.so"
+    kp.build([K.saxpy], cpu="x86-64-v3").export_library(path)
+    cpu = describe_library(path)["cpu"]
+    assert cpu["name"] == "x86-64-v3" and {"avx2", "fma", "bmi2"} <= set(cpu["features"])
+    monkeypatch.setattr(cpufeatures, "host_flags", lambda: frozenset({"sse2", "pni", "ssse3", "sse4_1", "sse4_2"}))
+    with pytest.raises(kp.LoadError, match=r"built for CPU x86-64-v3 and needs .*avx2.*, which this CPU lacks"):
+        kp.load_module(path)
+    generic = tmp_path / "generic.so"
+    kp.build([K.saxpy], cpu="generic").export_library(generic)
+    assert describe_library(generic)["cpu"] == {"name": "generic", "features": [], "missing_here": []}
+    a = np.arange(4, dtype=np.float32)
+    out = np.zeros_like(a)
+    kp.load_module(generic)["saxpy"](np.float32(2), a, a, out)  # runs on this reduced CPU too
+    assert np.array_equal(out, 3 * a)
+    monkeypatch.undo()
+    assert kp.load_module(path)  # on a CPU that has them
+    native = tmp_path / "native.so"
+    kp.build([K.saxpy]).export_library(native)  # this machine's CPU: its features, all present here
+    assert describe_library(native)["cpu"]["missing_here"] == []

@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 
 from ..errors import ExportError, LinkError, ShadowingWarning
 from ..runtime.blob import HOST_KIND, BlobEntry, encode_chunks
+from ..runtime.cpufeatures import SECTION as CPU_SECTION
+from ..runtime.cpufeatures import SYMBOL as CPU_SYMBOL
+from ..runtime.cpufeatures import required_features
 from ..runtime.module import Module, ModulePropertyMask, mask_name
 from ..runtime.registry import lookup_loader, register_exporter
 from ..runtime.signature import Signature
@@ -240,6 +243,20 @@ def _header_text(name: str, signatures: Sequence[Signature], missing: Sequence[s
     return "\n".join(lines)
 
 
+def cpu_source(modules: Sequence[Module]) -> str | None:
+    """C source defining the CPU the modules' machine code needs (None: they say nothing)."""
+    needs = [r for r in (m.cpu_requirement for m in modules) if r is not None]
+    if not needs:
+        return None
+    parts = [required_features(r) for r in needs]
+    names = "+".join(dict.fromkeys(cpu for cpu, _ in parts))
+    features = ",".join(sorted({f for _, fs in parts for f in fs}))
+    return (
+        f'__attribute__((used, visibility("default"), section("{CPU_SECTION}")))\n'
+        f'const char {CPU_SYMBOL}[] = "{names};{features}";\n'
+    )
+
+
 def export_library(
     root: Module,
     path: str | os.PathLike[str],
@@ -288,6 +305,12 @@ def export_library(
             file = os.path.join(work, f"lib{k}.{fmt}")
             mod.write_to_file(file, fmt)
             inputs.append(file)
+        needs = cpu_source(plan.dso_modules)
+        if needs is not None:  # what CPU the code needs, for the loader to check (runtime/cpufeatures.py)
+            cpu_c = os.path.join(work, "cpu.c")
+            with open(cpu_c, "w") as f:
+                f.write(needs)
+            inputs.append(cpu_c)
         if module is not None:  # `import <module>` then loads the library (runtime/extension.py)
             init = os.path.join(work, "pyinit.c")
             with open(init, "w") as f:

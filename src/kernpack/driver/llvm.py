@@ -26,6 +26,7 @@ from typing import Any
 from ..errors import ArgumentError, CompileError, UnsupportedOperationError
 from ..runtime import abi
 from ..runtime.calling import NativeFunction
+from ..runtime.cpufeatures import requirement
 from ..runtime.library import load_library
 from ..runtime.module import Module, ModulePropertyMask
 from ..runtime.registry import register_file_loader
@@ -252,6 +253,14 @@ class LLVMModule(Module):
             else:
                 self._jit()
         return self
+
+    @property
+    def cpu_requirement(self) -> str:
+        """The CPU and features this module's machine code is built for (``runtime.cpufeatures``)."""
+        if self.cpu is None:
+            ensure_initialized()
+            return requirement(_llvm().get_host_cpu_name(), _llvm().get_host_cpu_features().flatten())
+        return requirement(self.cpu, "")
 
     # ------------------------------------------------------------------ output
     def _inspect_source(self, fmt: str | None) -> str:

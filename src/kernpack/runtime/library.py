@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import FormatError, FunctionNotFoundError, LoadError, UnsupportedOperationError
+from . import cpufeatures
 from .abi import check_symbols, fast_symbols, print_symbols
 from .blob import BLOB_END_SYMBOL, BLOB_SYMBOL, HOST_KIND, BlobIndex
 from .calling import NativeFunction, ffi
@@ -389,6 +390,17 @@ def _open(path: str) -> Module:
     # check the headers first (~25 us; ~70 us on a process's first load).
     check_shared_object(path)
     dso = _DSO(path)
+    needs = dso.symbol(cpufeatures.SYMBOL)
+    if needs is not None:
+        text = ffi.string(needs).decode(errors="replace")
+        lacking = cpufeatures.missing_features(text)
+        if lacking:
+            cpu = cpufeatures.required_features(text)[0]
+            raise LoadError(
+                f"cannot load {path!r}: its machine code was built for CPU {cpu} and needs {', '.join(lacking)}, "
+                "which this CPU lacks; build it for a CPU this machine has (kernpack build --cpu generic, "
+                "kp.build(..., cpu='x86-64-v2'))"
+            )
     start = dso.symbol(BLOB_SYMBOL)
     if start is None:
         return LibraryModule(dso)

@@ -87,6 +87,11 @@ class Module:
     #: says it when it refuses such a module; None gives a general advice).
     export_refusal: ClassVar[str | None] = None
 
+    @property
+    def cpu_requirement(self) -> str | None:
+        """What CPU the machine code a DSO-exportable module writes needs (``runtime.cpufeatures``); None: any."""
+        return None
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         mask = ModulePropertyMask(cls.property_mask)
