@@ -116,8 +116,8 @@ _LAZY = {
 # The loaders of the compile-side kinds and suffixes register when their driver module is
 # imported; load_module() imports it the first time such a file is opened.
 register_provider("kernpack.driver.llvm", suffixes=(".ll", ".bc"))
-register_provider("kernpack.driver.csource", kinds=("c",), suffixes=(".c",))
-register_provider("kernpack.driver.link", exporter=True)
+register_provider("kernpack.driver.csource", kinds=("c",), suffixes=(".c", ".cc", ".cpp", ".cxx"))
+register_provider("kernpack.driver.link", exporter=True, suffixes=(".o",))
 
 
 def __getattr__(name: str) -> Any:

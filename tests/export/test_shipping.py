@@ -148,3 +148,36 @@ def test_a_library_records_the_cpu_its_code_needs_and_refuses_a_cpu_without_it(t
     native = tmp_path / "native.so"
     kp.build([K.saxpy]).export_library(native)  # this machine's CPU: its features, all present here
     assert describe_library(native)["cpu"]["missing_here"] == []
+
+
+CXX = """
+#include <numeric>
+#include <vector>
+
+extern "C" double mean(const double *x, long n) {
+    std::vector<double> v(x, x + n);  // the C++ library: linked in
+    return std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(n);
+}
+"""
+
+
+def test_cpp_sources_compile_as_cpp_and_link_its_runtime(tmp_path):
+    module = kp.c_source_module(CXX, ["mean"], signatures=["double mean(const double *x, int64_t n)"], language="c++")
+    module.export_library(tmp_path / "cxx.so")
+    assert kp.load_module(tmp_path / "cxx.so")["mean"](np.arange(5.0), 5) == 2.0
+    again = kp.load_from_bytes("c", module.save_to_bytes())
+    assert again.language == "c++" and again.dso_format == "cc"
+    (tmp_path / "stats.cc").write_text(CXX)
+    from_file = kp.load_module(tmp_path / "stats.cc")  # the suffix says C++
+    assert from_file.language == "c++" and "mean" in from_file.function_names()
+    from_file.export_library(tmp_path / "stats_lib.so")
+    assert kp.load_module(tmp_path / "stats_lib.so")["mean"](np.ones(3), 3) == 1.0
+    with pytest.raises(ValueError, match=r"language 'rust' is not one of 'c', 'c\+\+'"):
+        kp.c_source_module(CXX, ["mean"], language="rust")
+
+
+def test_an_object_file_loads_as_a_library(tmp_path):
+    kp.llvm_module(CONST_IR.format(value=7)).write_to_file(tmp_path / "answer.o")
+    module = kp.load_module(tmp_path / "answer.o")
+    assert module.bind("int64_t answer(void)")() == 7
+    assert os.listdir(tmp_path) == ["answer.o"]  # linked elsewhere, and cleaned up

@@ -49,7 +49,8 @@ def test_unknown_suffix_lists_the_known_ones(tmp_path):
     path = tmp_path / "k.xyz"
     path.write_text("")
     with pytest.raises(
-        kp.LoadError, match=r"no loader handles '\.xyz' files; handled suffixes: .*\.bc, \.c, \.cl, \.ll"
+        kp.LoadError,
+        match=r"no loader handles '\.xyz' files; handled suffixes: .*\.bc, \.c, \.cc, \.cl, \.cpp, \.cxx, \.ll, \.o",
     ):
         kp.load_module(path)
 

@@ -31,8 +31,9 @@ from ..runtime.blob import HOST_KIND, BlobEntry, encode_chunks
 from ..runtime.cpufeatures import SECTION as CPU_SECTION
 from ..runtime.cpufeatures import SYMBOL as CPU_SYMBOL
 from ..runtime.cpufeatures import required_features
+from ..runtime.library import load_library
 from ..runtime.module import Module, ModulePropertyMask, mask_name
-from ..runtime.registry import lookup_loader, register_exporter
+from ..runtime.registry import lookup_loader, register_exporter, register_file_loader
 from ..runtime.signature import Signature
 from .elfobj import MACHINES, write_blob_object
 from .pyinit import module_name, pyinit_source
@@ -338,6 +339,9 @@ def export_library(
             "-Wl,--build-id=none",
             *options,
             *HOST_LIBRARIES,
+            # C++ sources (.cc, compiled as C++ by the driver) need the C++ runtime, which the
+            # C driver does not link.
+            *(["-lstdc++"] if any(i.endswith(".cc") for i in inputs) else []),
         ]
         _run(command)
         os.chmod(tmp_out, 0o777 & ~UMASK)
@@ -396,3 +400,19 @@ def _run(command: list[str]) -> None:
 
 
 register_exporter(export_library)
+
+
+@register_file_loader(".o")
+def load_object(path: str) -> Module:
+    """An object file (position-independent, as kernpack writes them), linked as a library and loaded.
+
+    Its functions are reached with ``bind`` (an object file carries no signatures). The
+    library is linked in a temporary directory, removed once it is mapped.
+    """
+    work = tempfile.mkdtemp(prefix="kernpack-object-")
+    try:
+        library = os.path.join(work, os.path.splitext(os.path.basename(path))[0] + ".so")
+        _run([*c_compiler(), "-shared", "-o", library, os.path.abspath(path), *HOST_LIBRARIES])
+        return load_library(library)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
