@@ -117,7 +117,7 @@ _LAZY = {
 # imported; load_module() imports it the first time such a file is opened.
 register_provider("kernpack.driver.llvm", suffixes=(".ll", ".bc"))
 register_provider("kernpack.driver.csource", kinds=("c",), suffixes=(".c", ".cc", ".cpp", ".cxx"))
-register_provider("kernpack.driver.link", exporter=True, suffixes=(".o",))
+register_provider("kernpack.driver.link", exporter=True, suffixes=(".o", ".tar"))
 
 
 def __getattr__(name: str) -> Any:

@@ -181,3 +181,40 @@ def test_an_object_file_loads_as_a_library(tmp_path):
     module = kp.load_module(tmp_path / "answer.o")
     assert module.bind("int64_t answer(void)")() == 7
     assert os.listdir(tmp_path) == ["answer.o"]  # linked elsewhere, and cleaned up
+
+
+def test_a_tar_export_holds_objects_that_load_back_and_link_into_a_c_program(tmp_path):
+    import tarfile
+
+    from tests.lang import kernels_src as K
+
+    root = kp.build([K.saxpy], cpu="generic")
+    root.import_module(kp.c_source_module(CXX, ["mean"], signatures=["double mean(const double *x, int64_t n)"],
+                                          language="c++"))  # fmt: skip
+    path = root.export_library(tmp_path / "bundle.tar")
+    with tarfile.open(path) as tar:
+        names = sorted(tar.getnames())
+    assert "LINK" in names and "bundle.h" in names and "blob.o" in names and not any(n.endswith(".c") for n in names)
+    loaded = kp.load_module(path)
+    a = np.arange(4, dtype=np.float32)
+    out = np.zeros_like(a)
+    loaded["saxpy"](np.float32(2), a, a, out)
+    assert np.array_equal(out, 3 * a) and loaded["mean"](np.arange(3.0), 3) == 1.0
+    # A C program links the same objects into itself, as TVM's archives are used.
+    work = tmp_path / "prog"
+    work.mkdir()
+    with tarfile.open(path) as tar:
+        tar.extractall(work, filter="data")
+    (work / "main.c").write_text(
+        '#include <stdio.h>\n#include "bundle.h"\n'
+        'int main(void) { double x[4] = {1, 2, 3, 6}; printf("%g\\n", mean(x, 4)); return 0; }\n'
+    )
+    libraries = (work / "LINK").read_text().split()
+    objects = sorted(str(p) for p in work.glob("*.o"))
+    subprocess.run(["cc", "-o", str(work / "prog"), str(work / "main.c"), *objects, *libraries], check=True)
+    assert subprocess.run([str(work / "prog")], capture_output=True, text=True).stdout.strip() == "3"
+    bad = tmp_path / "bad.tar"
+    with tarfile.open(bad, "w") as tar:
+        tar.add(tmp_path / "bundle.tar", arcname="../escape.o")
+    with pytest.raises(kp.LoadError, match=r"holds more than plain files"):
+        kp.load_module(bad)

@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import os
 import shlex
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..errors import ExportError, LinkError, ShadowingWarning
+from ..errors import ExportError, LinkError, LoadError, ShadowingWarning
 from ..runtime.blob import HOST_KIND, BlobEntry, encode_chunks
 from ..runtime.cpufeatures import SECTION as CPU_SECTION
 from ..runtime.cpufeatures import SYMBOL as CPU_SYMBOL
@@ -279,7 +281,8 @@ def export_library(
         raise ExportError(f"cannot export to {out!r}: the directory {out_dir!r} does not exist")
     if os.path.isdir(out):
         raise ExportError(f"cannot export to {out!r}: it is a directory; name the .so file to write")
-    module = module_name(out)
+    archive = out.endswith(".tar")  # objects to link later (TVM's export_library("x.tar")), not a library
+    module = None if archive else module_name(out)
     if module is not None:
         _warn_if_shadowing(out, module)
     cc_argv = c_compiler(cc)
@@ -323,6 +326,11 @@ def export_library(
             write_blob_object(f, size, chunks, arch)
         inputs.append(blob_obj)
 
+        header = _header_text(os.path.basename(out), signatures, _unsigned(plan))
+        if archive:
+            temps.append(_write_archive(out_dir, work, inputs, cc_argv, options, header, os.path.basename(out)))
+            os.replace(temps.pop(), out)
+            return out
         fd, tmp_out = tempfile.mkstemp(prefix=".kernpack-", suffix=".so", dir=out_dir)
         os.close(fd)
         temps.append(tmp_out)
@@ -338,14 +346,11 @@ def export_library(
             *inputs,
             "-Wl,--build-id=none",
             *options,
-            *HOST_LIBRARIES,
-            # C++ sources (.cc, compiled as C++ by the driver) need the C++ runtime, which the
-            # C driver does not link.
-            *(["-lstdc++"] if any(i.endswith(".cc") for i in inputs) else []),
+            *_libraries(inputs),
         ]
         _run(command)
         os.chmod(tmp_out, 0o777 & ~UMASK)
-        temps.append(write_temp(out_dir, _header_text(os.path.basename(out), signatures, _unsigned(plan)), ".h"))
+        temps.append(write_temp(out_dir, header, ".h"))
         # Both files are complete: two renames in one directory put them in place, the
         # library first (the header is only a convenience for C callers).
         for tmp, final in zip(temps, (out, os.path.splitext(out)[0] + ".h"), strict=True):
@@ -361,6 +366,88 @@ def export_library(
         if own_workspace:
             shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+_LINK_FILE = "LINK"  # in an archive: the libraries its objects need, one per line
+
+
+def _libraries(inputs: Sequence[str]) -> list[str]:
+    """The libraries the inputs need linked beside them.
+
+    The C library's math and threads; for C++ sources (``.cc``, compiled as C++ by the driver)
+    the C++ runtime too, which the C driver does not link.
+    """
+    return [*HOST_LIBRARIES, *(["-lstdc++"] if any(i.endswith(".cc") for i in inputs) else [])]
+
+
+def _write_archive(
+    out_dir: str, work: str, inputs: list[str], cc: list[str], options: Sequence[str], header: str, name: str
+) -> str:
+    """A tar of the library's objects (sources compiled), its header and LINK; its temporary path.
+
+    ``cc -shared -o lib.so *.o $(cat LINK)`` makes the library of it; a C program links the
+    objects into itself the same way, without ``-shared``.
+    """
+    objects = []
+    for path in inputs:
+        if path.endswith(".o"):
+            objects.append(path)
+            continue
+        obj = os.path.splitext(path)[0] + ".o"
+        _run([*cc, "-c", "-fPIC", "-O2", *options, "-o", obj, path])
+        objects.append(obj)
+    stem = os.path.splitext(name)[0]
+    files = {f"{stem}.h": header.encode(), _LINK_FILE: "".join(f"{x}\n" for x in _libraries(inputs)).encode()}
+    fd, tmp = tempfile.mkstemp(prefix=".kernpack-", suffix=".tar", dir=out_dir)
+    os.close(fd)
+    try:
+        with tarfile.open(tmp, "w") as tar:
+            for obj in objects:
+                tar.add(obj, arcname=os.path.basename(obj))
+            for arcname, data in files.items():
+                info = tarfile.TarInfo(arcname)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        os.chmod(tmp, 0o666 & ~UMASK)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
+@register_file_loader(".tar")
+def load_archive(path: str) -> Module:
+    """A library archive (``export_library("x.tar")``): its objects linked with the C toolchain, then loaded.
+
+    Raises
+    ------
+    LoadError
+        If the file is not such an archive.
+    """
+    work = tempfile.mkdtemp(prefix="kernpack-archive-")
+    try:
+        try:
+            with tarfile.open(path) as tar:
+                members = tar.getmembers()
+                # Plain files with plain names only: nothing lands outside work, no links.
+                if not all(m.isreg() and m.name == os.path.basename(m.name) != ".." for m in members):
+                    raise LoadError(f"cannot load {path!r}: the archive holds more than plain files")
+                for member in members:
+                    with open(os.path.join(work, member.name), "wb") as f:
+                        shutil.copyfileobj(tar.extractfile(member), f)
+        except (tarfile.TarError, OSError) as exc:
+            raise LoadError(f"cannot load {path!r}: not a readable tar archive ({exc})") from None
+        names = sorted(os.listdir(work))
+        objects = [os.path.join(work, n) for n in names if n.endswith(".o")]
+        if not objects or _LINK_FILE not in names:
+            raise LoadError(f"cannot load {path!r}: not a kernpack library archive (no objects and {_LINK_FILE})")
+        with open(os.path.join(work, _LINK_FILE), encoding="utf-8") as f:
+            libraries = [line.strip() for line in f if line.strip().startswith("-l")]
+        library = os.path.join(work, os.path.splitext(os.path.basename(path))[0] + ".so")
+        _run([*c_compiler(), "-shared", "-o", library, *objects, "-Wl,--build-id=none", *libraries])
+        return load_library(library)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _warn_if_shadowing(out: str, module: str) -> None:
