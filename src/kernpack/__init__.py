@@ -7,12 +7,12 @@ deployed library needs) never load llvmlite.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
     ArgumentError,
     CompileError,
+    CompilerNotInstalledError,
     DeviceUnavailableError,
     ExportError,
     FormatError,
@@ -60,6 +60,7 @@ from .runtime import (
     register_provider,
     vulkan_module,
 )
+from .runtime.registry import import_compile_side
 
 if TYPE_CHECKING:
     from .driver.build import build
@@ -122,7 +123,7 @@ register_provider("kernpack.driver.link", exporter=True, suffixes=(".o", ".tar")
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(import_compile_side(_LAZY[name], f"kernpack.{name}"), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'kernpack' has no attribute {name!r}")
@@ -162,6 +163,7 @@ __all__ = [
     "ArgumentError",
     "CSourceModule",
     "CompileError",
+    "CompilerNotInstalledError",
     "DeviceUnavailableError",
     "ExportError",
     "FormatError",

@@ -14,6 +14,7 @@ from __future__ import annotations
 __all__ = [
     "ArgumentError",
     "CompileError",
+    "CompilerNotInstalledError",
     "DeviceUnavailableError",
     "ExportError",
     "FormatError",
@@ -145,6 +146,14 @@ class ExportError(KernpackError):
 
 class DeviceUnavailableError(KernpackError):
     """The device a module needs (driver, ICD, package) is missing on this machine."""
+
+
+class CompilerNotInstalledError(KernpackError, ImportError):
+    """The compile side of kernpack is not installed (a runtime-only install, ``kernpack-runtime``).
+
+    An ``ImportError`` too, so code that builds when it can and loads otherwise can say
+    ``except ImportError``.
+    """
 
 
 class ShadowingWarning(UserWarning):

@@ -99,6 +99,13 @@ def test_no_module_imports_itself_through_others():
     assert _cycles(_graph()) == []
 
 
+def test_the_runtime_wheel_holds_every_module_its_modules_import():
+    # scripts/wheels packs kernpack/__init__.py, errors.py and runtime/ as kernpack-runtime.
+    graph = _graph()
+    runtime = {m for m in graph if m in ("kernpack", "kernpack.errors") or m.startswith("kernpack.runtime")}
+    assert {f"{m} imports {d}" for m in runtime for d in graph[m] - runtime} == set()
+
+
 def test_defining_a_kernel_loads_no_llvm(tmp_path):
     # Decorating checks the function (the front end); LLVM loads when something is built.
     source = tmp_path / "k.py"

@@ -20,19 +20,21 @@ free of llvmlite while ``load_module("k.ll")`` still works.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import stat
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import LoadError
+from ..errors import CompilerNotInstalledError, LoadError
 
 if TYPE_CHECKING:
     from .module import Module
 
 __all__ = [
     "file_loader_suffixes",
+    "import_compile_side",
     "load_from_bytes",
     "load_module",
     "loader_kinds",
@@ -139,7 +141,7 @@ def register_exporter(fn: Callable[..., str]) -> Callable[..., str]:
 def lookup_exporter() -> Callable[..., str] | None:
     """Return the installed exporter, importing its provider if needed, or None."""
     if not _exporter and _exporter_provider:
-        importlib.import_module(_exporter_provider[0])
+        import_compile_side(_exporter_provider[0], "export_library")
     return _exporter[0] if _exporter else None
 
 
@@ -240,10 +242,39 @@ def require_file(path: str) -> None:
         raise LoadError(f"cannot load {path!r}: it is a directory, not a file")
 
 
+def import_compile_side(module_name: str, what: str) -> Any:
+    """Import a module of ``kernpack.driver``, or say what to install when the compiler is missing.
+
+    Parameters
+    ----------
+    module_name : str
+        The driver module, ``kernpack.driver.build`` for example.
+    what : str
+        What the caller asked for (``kernpack.build``, ``a .ll file``), for the message.
+
+    Raises
+    ------
+    CompilerNotInstalledError
+        If the driver (a runtime-only install) or llvmlite is not installed.
+    """
+    # Asked before importing: the driver imports llvmlite lazily, so a missing one would only
+    # show deep inside the first compile. find_spec looks without importing.
+    if importlib.util.find_spec("kernpack.driver") is None:
+        fix = (
+            "this is a runtime-only install (kernpack-runtime), which loads and runs exported "
+            "libraries; for the compiler, 'pip uninstall kernpack-runtime && pip install kernpack'"
+        )
+    elif importlib.util.find_spec("llvmlite") is None:
+        fix = "llvmlite is not installed (was kernpack installed with --no-deps?): 'pip install llvmlite'"
+    else:
+        return importlib.import_module(module_name)
+    raise CompilerNotInstalledError(f"{what} needs kernpack's compiler: {fix}")
+
+
 def _lookup(table: dict[str, _F], providers: dict[str, str], key: str) -> _F | None:
     fn = table.get(key)
     if fn is None and key in providers:
-        importlib.import_module(providers[key])
+        import_compile_side(providers[key], f"a {key} file" if key.startswith(".") else f"a module of kind {key!r}")
         fn = table.get(key)
     return fn
 
