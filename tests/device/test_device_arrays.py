@@ -30,6 +30,9 @@ def dev(opencl):
 def test_devices_are_listed_and_found_by_kind(dev):
     assert dev in kp.devices()
     assert dev.index == 0 and dev.name and dev.memory > 0
+    # What implements it, in the driver's words: on this suite's machines, a CPU implementation.
+    assert dev.runtime.startswith({"opencl": "Intel(R) OpenCL", "vulkan": "llvmpipe (Mesa"}[dev.kind]), dev.runtime
+    assert dev.runtime.endswith(", on the CPU")
     assert kp.device(dev.kind) is dev
     with pytest.raises(kp.DeviceUnavailableError, match=f"no {dev.kind} device 3"):
         kp.device(dev.kind, 3)

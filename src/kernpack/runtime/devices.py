@@ -34,16 +34,18 @@ class Device:
 
     Subclasses (one per kind) implement :meth:`_allocate`, :meth:`_write`, :meth:`_read` (both
     called after :meth:`synchronize`) and :meth:`_wait`. Attributes: ``kind`` (``"opencl"``),
-    ``name`` (the driver's), ``index`` (its position among the devices of its kind) and
-    ``memory`` (bytes, 0 where unknown).
+    ``name`` (the driver's), ``index`` (its position among the devices of its kind),
+    ``memory`` (bytes, 0 where unknown) and ``runtime`` (what implements it, in the driver's
+    words: ``"Intel(R) OpenCL 2026.22.10.0.01_160000, on the CPU"``).
     """
 
     kind: str = ""
 
-    def __init__(self, name: str, index: int, memory: int) -> None:
+    def __init__(self, name: str, index: int, memory: int, runtime: str = "") -> None:
         self.name = name
         self.index = index
         self.memory = memory
+        self.runtime = runtime
         self._pending: list[str] = []  # kernels launched since the last synchronization
         self._lock = threading.Lock()
 

@@ -48,7 +48,9 @@ class OpenCLDevice(Device):
     kind = "opencl"
 
     def __init__(self, cl: Any, device: Any, index: int) -> None:
-        super().__init__(device.name.strip(), index, int(device.global_mem_size))
+        on_cpu = ", on the CPU" if device.type & cl.device_type.CPU else ""
+        runtime = f"{device.platform.name.strip()} {device.driver_version.strip()}{on_cpu}"
+        super().__init__(device.name.strip(), index, int(device.global_mem_size), runtime)
         self.cl = cl
         self.context = cl.Context([device])
         self.queue = cl.CommandQueue(self.context)

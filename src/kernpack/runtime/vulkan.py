@@ -69,6 +69,19 @@ class VulkanDevice(Device):
 
     kind = "vulkan"
 
+    def _driver(self, properties: Any) -> str:
+        """The driver, in its own words (Vulkan 1.2's driver properties), and whether it is the CPU."""
+        vk = self.vk
+        on_cpu = ", on the CPU" if properties.deviceType == vk.VK_PHYSICAL_DEVICE_TYPE_CPU else ""
+        version = properties.apiVersion
+        if version < vk.VK_MAKE_VERSION(1, 2, 0):  # no driver properties before Vulkan 1.2
+            return f"Vulkan {vk.VK_VERSION_MAJOR(version)}.{vk.VK_VERSION_MINOR(version)}{on_cpu}"
+        driver = vk.VkPhysicalDeviceDriverProperties(sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES)
+        chain = vk.VkPhysicalDeviceProperties2(sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, pNext=driver)
+        vk.vkGetPhysicalDeviceProperties2(self.physical, chain)
+        name, info = (vk.ffi.string(s).decode(errors="replace") for s in (driver.driverName, driver.driverInfo))
+        return f"{name} ({info}){on_cpu}" if info else f"{name}{on_cpu}"
+
     def __init__(self, vk: Any) -> None:
         self.vk = vk
         app = vk.VkApplicationInfo(
@@ -96,7 +109,7 @@ class VulkanDevice(Device):
         memory = vk.vkGetPhysicalDeviceMemoryProperties(self.physical)
         heaps = [memory.memoryHeaps[i].size for i in range(memory.memoryHeapCount)]
         properties = vk.vkGetPhysicalDeviceProperties(self.physical)
-        super().__init__(properties.deviceName, 0, max(heaps, default=0))
+        super().__init__(properties.deviceName, 0, max(heaps, default=0), self._driver(properties))
         # A dispatch may not exceed these workgroup counts (65535 on many devices, about 4 million
         # points of a 1-D grid): a larger grid is dispatched in pieces (vkCmdDispatchBase).
         self.max_groups = tuple(int(c) for c in properties.limits.maxComputeWorkGroupCount)
