@@ -71,7 +71,13 @@ def _parser() -> argparse.ArgumentParser:
         help=".py (every @kp.kernel), .ll, .bc, .c, and device code with a JSON side file: .ptx, .spv, .cl",
     )
     build.add_argument("-o", "--output", required=True, help="the library to write")
-    build.add_argument("--target", default="cpu", choices=["cpu"], help="host target")
+    build.add_argument(
+        "--target",
+        default="cpu",
+        metavar="cpu|TRIPLE",
+        help="the machine the library is for: 'cpu' (the default: this machine's architecture) or a Linux triple, "
+        "e.g. aarch64-linux-gnu (linked with aarch64-linux-gnu-gcc: apt-get install gcc-aarch64-linux-gnu)",
+    )
     build.add_argument("--devices", default="", help="comma-separated device targets: cuda,opencl,vulkan")
     build.add_argument("-O", dest="opt_level", type=int, default=3, choices=[0, 1, 2, 3], help="optimization level")
     build.add_argument(
@@ -175,7 +181,12 @@ def _build(args: argparse.Namespace) -> int:
         try:
             name = os.path.splitext(os.path.basename(args.output))[0]  # the module is named for its library
             cpu = None if args.cpu == "native" else args.cpu
-            root = kp.build(kernels, cpu=cpu, opt_level=args.opt_level, devices=devices, dump=args.dump, name=name)
+            triple = None if args.target == "cpu" else args.target
+            if triple is not None and cpu is None:
+                raise KernpackError(f"--cpu native means this machine's CPU; for {triple} name one (generic, or e.g. "
+                                    "neoverse-n1) or leave --cpu out")  # fmt: skip
+            root = kp.build(kernels, cpu=cpu, opt_level=args.opt_level, devices=devices, dump=args.dump, name=name,
+                            **({"triple": triple} if triple else {}))  # fmt: skip
         except ValueError as exc:  # an unknown device or option: the user's input
             raise KernpackError(str(exc)) from None
     else:
@@ -224,6 +235,10 @@ def _inspect(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     print(f"{info['path']}: kernpack blob v{info['blob_version']}, {info['blob_bytes']} bytes")
+    elsewhere = (
+        f" (this machine is {os.uname().machine}: it cannot load it)" if info["arch"] != os.uname().machine else ""
+    )
+    print(f"  machine code for {info['arch']}{elsewhere}")
     cpu = info["cpu"]
     if cpu is not None:
         lacking = f"; this machine lacks {', '.join(cpu['missing_here'])}" if cpu["missing_here"] else ""

@@ -21,8 +21,12 @@ from .runtime.registry import lookup_describer
 __all__ = ["describe_library"]
 
 
-def _section_bytes(path: str) -> tuple[bytes, str | None]:
-    """The blob section's bytes, and the CPU requirement the library records (None: none)."""
+# ELF machines by pyelftools' names, as kernpack and ``uname -m`` name them.
+_ARCHES = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64"}
+
+
+def _section_bytes(path: str) -> tuple[bytes, str | None, str]:
+    """The blob section's bytes, the CPU requirement the library records (None: none), its architecture."""
     try:
         from elftools.common.exceptions import ELFError
         from elftools.elf.elffile import ELFFile
@@ -31,12 +35,13 @@ def _section_bytes(path: str) -> tuple[bytes, str | None]:
     try:
         with open(path, "rb") as f:
             elf = ELFFile(f)
+            arch = _ARCHES.get(elf["e_machine"], str(elf["e_machine"]))
             cpu = elf.get_section_by_name(cpufeatures.SECTION)
             needs = None if cpu is None else cpu.data().split(b"\0", 1)[0].decode(errors="replace")
             for name in (SECTION, ".lrodata" + SECTION):
                 section = elf.get_section_by_name(name)
                 if section is not None:
-                    return section.data(), needs
+                    return section.data(), needs, arch
     except ELFError as exc:
         raise LoadError(f"cannot inspect {path!r}: not an ELF file ({exc})") from None
     except OSError as exc:
@@ -50,14 +55,15 @@ def describe_library(path: str | os.PathLike[str]) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``{"path", "blob_version", "blob_bytes", "cpu", "modules": [...]}``: ``cpu`` is what the
-        machine code needs (``{"name", "features", "missing_here"}``; None if the library does
-        not say), and each module has its
+        ``{"path", "blob_version", "blob_bytes", "arch", "cpu", "modules": [...]}``: ``arch`` the
+        architecture of its machine code (``x86_64``, ``aarch64``), ``cpu`` what that code needs
+        (``{"name", "features", "missing_here"}``; None if the library does not say), and each
+        module has its
         index, kind, mask (number and names), payload size and CRC-32, the indices it imports,
         and its functions (name and signature) where the payload says.
     """
     path = os.fspath(path)
-    data, needs = _section_bytes(path)
+    data, needs, arch = _section_bytes(path)
     index = BlobIndex(data, source=path)
     modules = []
     for i, entry in enumerate(index.entries):
@@ -78,11 +84,13 @@ def describe_library(path: str | os.PathLike[str]) -> dict[str, Any]:
     cpu = None
     if needs is not None:
         name, features = cpufeatures.required_features(needs)
-        cpu = {"name": name, "features": features, "missing_here": cpufeatures.missing_features(needs)}
+        here = arch == os.uname().machine  # another architecture's features are not this CPU's to lack
+        cpu = {"name": name, "features": features, "missing_here": cpufeatures.missing_features(needs) if here else []}
     return {
         "path": os.path.abspath(path),
         "blob_version": index.version,
         "blob_bytes": index.size,
+        "arch": arch,
         "cpu": cpu,
         "modules": modules,
     }

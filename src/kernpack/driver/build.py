@@ -83,8 +83,10 @@ def build(
     **options
         The target's options, named for what they are: ``opt_level`` (LLVM's level, 0-3) for
         every target but vulkan, which has one pipeline; ``cpu`` (this machine's by default, or
-        ``"generic"`` for a portable export) and ``threads`` (the cores available by default)
-        for ``"cpu"``; ``arch`` (``"sm_80"`` by default) for ``"cuda"``.
+        ``"generic"`` for a portable export), ``threads`` (the cores available by default) and
+        ``triple`` (another architecture to build for, ``"aarch64-linux-gnu"``: exported with
+        its C compiler and run there) for ``"cpu"``; ``arch`` (``"sm_80"`` by default) for
+        ``"cuda"``.
 
     Returns
     -------

@@ -39,6 +39,7 @@ from ..runtime.registry import lookup_loader, register_exporter, register_file_l
 from ..runtime.signature import Signature
 from .elfobj import MACHINES, write_blob_object
 from .pyinit import module_name, pyinit_source
+from .triples import cross_compiler
 from .util import HOST_LIBRARIES, UMASK, c_compiler, write_temp
 
 __all__ = ["ExportPlan", "export_library", "plan_export"]
@@ -222,6 +223,19 @@ def _target_arch(cc: tuple[str, ...]) -> str:
     return arch
 
 
+def _compiler_for(modules: Sequence[Module], cc: str | None) -> list[str]:
+    """The C compiler to link ``modules``: ``cc`` or ``$CC`` if given, else one for their architecture."""
+    arches = sorted({m.target_arch for m in modules} - {None})
+    if len(arches) > 1:
+        raise ExportError(
+            f"cannot export: the modules hold machine code for {' and '.join(arches)}, and one library "
+            "is for one architecture; export each architecture's modules to a library of its own"
+        )
+    if cc or os.environ.get("CC") or not arches or arches[0] == os.uname().machine:
+        return c_compiler(cc)
+    return [cross_compiler(arches[0])]
+
+
 def _header_text(name: str, signatures: Sequence[Signature], missing: Sequence[str]) -> str:
     guard = "KERNPACK_" + "".join(c if c.isalnum() else "_" for c in name).upper() + "_H"
     lines = [
@@ -285,8 +299,15 @@ def export_library(
     module = None if archive else module_name(out)
     if module is not None:
         _warn_if_shadowing(out, module)
-    cc_argv = c_compiler(cc)
+    cc_argv = _compiler_for(plan.dso_modules, cc)
     arch = _target_arch(tuple(cc_argv))
+    for mod in plan.dso_modules:
+        if mod.target_arch not in (None, arch):
+            raise ExportError(
+                f"cannot export {mod!r}: its machine code is for {mod.target_arch}, but the C compiler "
+                f"{shlex.join(cc_argv)!r} links for {arch}; pass cc= a compiler for {mod.target_arch} "
+                f"(apt-get install gcc-{mod.target_arch}-linux-gnu), or build the module for {arch}"
+            )
 
     entries = []
     for i, group in enumerate(plan.groups):

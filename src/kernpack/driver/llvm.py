@@ -33,6 +33,7 @@ from ..runtime.registry import register_file_loader
 from ..runtime.signature import Signature
 from .elfobj import undefined_symbols
 from .irsig import UnsupportedSignature, exported_functions, infer_signature, readonly_params
+from .triples import normalize_triple
 from .util import atomic_write
 
 __all__ = [
@@ -74,8 +75,28 @@ def ensure_initialized() -> None:
             _initialized = True
 
 
-def target_machine(cpu: str | None, opt_level: int, *, jit: bool) -> Any:
-    """Create a host target machine.
+_all_targets = False
+
+
+def _ensure_all_targets() -> None:
+    """Initialize every target LLVM was built with (cross builds), once per process."""
+    global _all_targets
+    ensure_initialized()
+    with _init_lock:
+        if not _all_targets:
+            _llvm().initialize_all_targets()
+            _llvm().initialize_all_asmprinters()
+            _all_targets = True
+
+
+def host_triple() -> str:
+    """The target triple of this process (``x86_64-unknown-linux-gnu``)."""
+    ensure_initialized()
+    return _llvm().get_process_triple()
+
+
+def target_machine(cpu: str | None, opt_level: int, *, jit: bool, triple: str | None = None) -> Any:
+    """Create a target machine: the host's, or another architecture's for a cross build.
 
     Parameters
     ----------
@@ -86,12 +107,22 @@ def target_machine(cpu: str | None, opt_level: int, *, jit: bool) -> Any:
         Code generation optimization level, 0 to 3.
     jit : bool
         True for in-process JIT, False for position-independent object files to link.
+    triple : str or None
+        A triple from :func:`.triples.normalize_triple`; None for this machine.
     """
     ensure_initialized()
-    target = _llvm().Target.from_default_triple()
-    if cpu is None:
+    if triple is not None:
+        _ensure_all_targets()
+        try:
+            target = _llvm().Target.from_triple(triple)
+        except RuntimeError as exc:
+            raise CompileError(f"cannot build for {triple}: this LLVM has no such target ({exc})") from None
+        name, features = cpu or "generic", ""
+    elif cpu is None:
+        target = _llvm().Target.from_default_triple()
         name, features = _llvm().get_host_cpu_name(), _llvm().get_host_cpu_features().flatten()
     else:
+        target = _llvm().Target.from_default_triple()
         name, features = cpu, ""
     return target.create_target_machine(
         cpu=name,
@@ -150,6 +181,7 @@ class LLVMModule(Module):
         object_code: bytes | None = None,
         shared_object: str | None = None,
         cache_key: str | None = None,
+        triple: str | None = None,
     ) -> None:
         super().__init__()
         #: The compile-cache entry this code is stored under (None: not cached); the entry's
@@ -158,6 +190,9 @@ class LLVMModule(Module):
         self.name = name
         self.cpu = cpu
         self.opt_level = opt_level
+        #: The target triple of another architecture (a cross build, exported and run there);
+        #: None: this machine's.
+        self.triple = triple
         self._bitcode = bitcode
         self._object = object_code  # JIT-ready machine code, when it came from the cache
         self._signatures = dict(signatures)
@@ -197,7 +232,15 @@ class LLVMModule(Module):
                 self._functions[name] = fn
         return fn
 
+    def _refuse_foreign(self) -> None:
+        if self.triple is not None:
+            raise UnsupportedOperationError(
+                f"{self!r} is machine code for {self.triple}, which this machine ({host_triple()}) cannot "
+                "run: export it (export_library, with that architecture's C compiler) and load the library there"
+            )
+
     def _native(self, signature: Signature) -> NativeFunction:
+        self._refuse_foreign()
         if self._shared_object is not None:
             if self._closed:
                 raise UnsupportedOperationError(f"{self!r} is closed; build the module again to run it")
@@ -218,6 +261,7 @@ class LLVMModule(Module):
         return fn
 
     def _jit(self) -> Any:
+        self._refuse_foreign()
         if self._closed:
             raise UnsupportedOperationError(f"{self!r} is closed; build the module again to run it")
         if self._engine is None:
@@ -255,12 +299,17 @@ class LLVMModule(Module):
         return self
 
     @property
+    def target_arch(self) -> str:
+        """The architecture of this module's machine code (``x86_64``, ``aarch64``)."""
+        return (self.triple or host_triple()).split("-")[0]
+
+    @property
     def cpu_requirement(self) -> str:
         """The CPU and features this module's machine code is built for (``runtime.cpufeatures``)."""
-        if self.cpu is None:
+        if self.cpu is None and self.triple is None:
             ensure_initialized()
             return requirement(_llvm().get_host_cpu_name(), _llvm().get_host_cpu_features().flatten())
-        return requirement(self.cpu, "")
+        return requirement(self.cpu or "generic", "")
 
     # ------------------------------------------------------------------ output
     def _inspect_source(self, fmt: str | None) -> str:
@@ -285,7 +334,7 @@ class LLVMModule(Module):
             # The signatures travel in the IR, so that the file loads back callable as it was.
             text = with_signatures(str(module), self._signatures.values())
             return text.encode() if fmt == "ll" else _llvm().parse_assembly(text).as_bitcode()
-        machine = target_machine(self.cpu, self.opt_level, jit=False)
+        machine = target_machine(self.cpu, self.opt_level, jit=False, triple=self.triple)
         try:
             if fmt == "o":
                 return machine.emit_object(module)
@@ -312,6 +361,7 @@ def llvm_module(
     cpu: str | None = None,
     *,
     signatures: Mapping[str, str | Signature] | Iterable[str | Signature] | None = None,
+    triple: str | None = None,
 ) -> LLVMModule:
     r"""Build a runnable, exportable module from LLVM IR.
 
@@ -330,6 +380,9 @@ def llvm_module(
         C prototypes that override what is read from the IR, e.g.
         ``["void scale(float *x, int64_t n)"]``. Needed only where the IR does not tell an
         array's dtype or signedness.
+    triple : str, optional
+        Build for another architecture, ``"aarch64-linux-gnu"``: the module cannot run here,
+        and exports with that architecture's C compiler (``cpu`` then defaults to ``"generic"``).
 
     Returns
     -------
@@ -350,20 +403,26 @@ def llvm_module(
     """
     if opt_level not in (0, 1, 2, 3):
         raise ValueError(f"opt_level must be 0, 1, 2 or 3, not {opt_level!r}")
-    bitcode, label, found, unsupported = optimize(source, name, opt_level, cpu)
+    try:
+        triple = normalize_triple(triple)
+    except ValueError as exc:
+        raise ValueError(f"llvm_module(): {exc}") from None
+    bitcode, label, found, unsupported = optimize(source, name, opt_level, cpu, triple)
     given = _normalize_signatures(signatures)
     for fname, sig in given.items():
         if fname not in found and fname not in unsupported:
             raise CompileError(f"signatures= names {fname!r}, which {label!r} does not define")
         found[fname] = sig
         unsupported.pop(fname, None)
-    return LLVMModule(bitcode, found, unsupported, name=label, cpu=cpu, opt_level=opt_level)
+    return LLVMModule(bitcode, found, unsupported, name=label, cpu=cpu, opt_level=opt_level, triple=triple)
 
 
 def optimize(
-    source: str | bytes | Any, name: str | None, opt_level: int, cpu: str | None
+    source: str | bytes | Any, name: str | None, opt_level: int, cpu: str | None, triple: str | None = None
 ) -> tuple[bytes, str, dict[str, Signature], dict[str, str]]:
-    """Parse, verify and optimize host IR for ``cpu``: its bitcode and what its functions take.
+    """Parse, verify and optimize host IR for ``cpu`` (of ``triple``, None: this machine).
+
+    Returns its bitcode and what its functions take.
 
     Returns the optimized bitcode, the module's name in messages, the signature read from the
     IR of every exported function that has one (arrays ``const`` where LLVM found them
@@ -376,8 +435,8 @@ def optimize(
         module.verify()
     except RuntimeError as exc:
         raise CompileError(f"invalid LLVM IR in {label!r}: {str(exc).strip()}") from None
-    machine = target_machine(cpu, opt_level, jit=False)
-    _set_target(module, label, machine)
+    machine = target_machine(cpu, opt_level, jit=False, triple=triple)
+    _set_target(module, label, machine, triple)
     found: dict[str, Signature] = {}
     unsupported: dict[str, str] = {}
     # A file kernpack wrote carries its signatures; other IR has them read from its types.
@@ -450,14 +509,16 @@ def signatures_in(source: str | bytes, module: Any, label: str) -> dict[str, Sig
     return out
 
 
-def jit_object(bitcode: bytes, cpu: str | None, opt_level: int, machine: Any = None) -> bytes:
-    """Machine code of ``bitcode`` for this process's JIT, as an object file."""
+def jit_object(
+    bitcode: bytes, cpu: str | None, opt_level: int, machine: Any = None, triple: str | None = None
+) -> bytes:
+    """Machine code of ``bitcode`` as an object file: for this process's JIT, or to link for ``triple``."""
     ensure_initialized()
-    machine = machine or target_machine(cpu, opt_level, jit=True)
+    machine = machine or target_machine(cpu, opt_level, jit=triple is None, triple=triple)
     try:
         return machine.emit_object(_llvm().parse_bitcode(bitcode))
     except RuntimeError as exc:
-        raise CompileError(f"LLVM could not generate code for this machine: {exc}") from None
+        raise CompileError(f"LLVM could not generate code for {triple or 'this machine'}: {exc}") from None
 
 
 def parse_ir(source: str | bytes | Any, name: str | None) -> Any:
@@ -494,16 +555,16 @@ def parse_ir(source: str | bytes | Any, name: str | None) -> Any:
     return module
 
 
-def _set_target(module: Any, label: str, machine: Any) -> None:
-    host = _llvm().get_process_triple()
-    triple = module.triple
+def _set_target(module: Any, label: str, machine: Any, triple: str | None) -> None:
+    wanted = triple or _llvm().get_process_triple()
+    given = module.triple
     # llvmlite.ir writes "unknown-unknown-unknown" when no triple was chosen: that is no triple.
-    if triple and not triple.startswith("unknown") and triple.split("-")[0] != host.split("-")[0]:
+    if given and not given.startswith("unknown") and given.split("-")[0] != wanted.split("-")[0]:
         raise CompileError(
-            f"{label!r} targets {triple!r}, but llvm_module() compiles for this machine ({host}); "
-            "remove the target triple or build it for the device with kp.build()"
+            f"{label!r} targets {given!r}, but llvm_module() compiles it for {wanted}; remove the target "
+            "triple, pass triple= to build it for that architecture, or build it for a device with kp.build()"
         )
-    module.triple = host
+    module.triple = wanted
     module.data_layout = str(machine.target_data)
 
 

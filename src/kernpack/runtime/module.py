@@ -92,6 +92,11 @@ class Module:
         """What CPU the machine code a DSO-exportable module writes needs (``runtime.cpufeatures``); None: any."""
         return None
 
+    @property
+    def target_arch(self) -> str | None:
+        """The architecture of the machine code a DSO-exportable module writes; None: the C compiler's."""
+        return None
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         mask = ModulePropertyMask(cls.property_mask)

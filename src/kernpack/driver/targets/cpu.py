@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ...errors import LoadError
 from ...runtime.elfcheck import check_shared_object
@@ -21,6 +23,7 @@ from ...runtime.module import Module
 from .. import cache
 from ..host import cpu_environment, default_threads
 from ..llvm import LLVMModule, jit_object, optimize
+from ..triples import normalize_triple
 from ..util import HOST_LIBRARIES, c_compiler
 from .base import Options, Stage, Target, Unit
 
@@ -33,11 +36,15 @@ class CPUOptions(Options):
 
     ``cpu``: this machine's (None) or an LLVM CPU name (``"generic"`` for a portable export,
     ``"x86-64-v3"``); ``threads``: threads a grid is split across, the cores available by
-    default (grids smaller than a few tens of thousands of points run on the calling thread).
+    default (grids smaller than a few tens of thousands of points run on the calling thread);
+    ``triple``: another architecture to build for (``"aarch64-linux-gnu"``; its CPU then
+    ``"generic"`` unless named): code to export and run there, not here.
     """
 
     cpu: str | None = None
     threads: int | None = None
+    triple: str | None = None
+    hints: ClassVar[Mapping[str, str]] = {"arch": "another architecture is triple=, e.g. triple='aarch64-linux-gnu'"}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -45,6 +52,10 @@ class CPUOptions(Options):
         if threads < 1:
             raise ValueError(f"threads must be at least 1, not {threads}")
         object.__setattr__(self, "threads", threads)  # resolved here: the cache key holds the count
+        triple = normalize_triple(self.triple)
+        object.__setattr__(self, "triple", triple)
+        if triple is not None and self.cpu is None:  # "this machine's CPU" means nothing there
+            object.__setattr__(self, "cpu", "generic")
 
 
 def _lower(_: bytes, unit: Unit) -> bytes:
@@ -57,19 +68,19 @@ def _lower(_: bytes, unit: Unit) -> bytes:
 
 def _optimize(src: bytes, unit: Unit) -> bytes:
     assert isinstance(unit.options, CPUOptions)
-    return optimize(src, unit.label, unit.options.opt_level, unit.options.cpu)[0]
+    return optimize(src, unit.label, unit.options.opt_level, unit.options.cpu, unit.options.triple)[0]
 
 
 def _machine_code(src: bytes, unit: Unit) -> bytes:
     assert isinstance(unit.options, CPUOptions)
-    return jit_object(src, unit.options.cpu, unit.options.opt_level)
+    return jit_object(src, unit.options.cpu, unit.options.opt_level, triple=unit.options.triple)
 
 
 def _package(units: list[Unit], name: str) -> Module:
     (unit,) = units
     assert isinstance(unit.options, CPUOptions)
     shared_object = None
-    if unit.cache_key is not None:
+    if unit.cache_key is not None and unit.options.triple is None:  # a cross build runs elsewhere
         path = cache.native_path(unit.cache_key)
         try:
             check_shared_object(str(path))
@@ -86,6 +97,7 @@ def _package(units: list[Unit], name: str) -> Module:
         object_code=unit.artifacts["obj"],
         shared_object=shared_object,
         cache_key=unit.cache_key,
+        triple=unit.options.triple,
     )
 
 
