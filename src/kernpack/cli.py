@@ -88,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--arch", default=None, help="with --devices cuda: the GPU architecture (default sm_80)")
     build.add_argument("--dump", default=None, help="write every stage's output (.kir, .ll, .ptx, .spv, ...) here")
+    build.add_argument(
+        "-j", "--jobs", type=int, default=None, help="processes to compile in (default: the cores available)"
+    )
     build.set_defaults(handler=_build)
 
     inspect = sub.add_parser("inspect", parents=[common], help="show a library's module tree without loading it")
@@ -186,7 +189,7 @@ def _build(args: argparse.Namespace) -> int:
                 raise KernpackError(f"--cpu native means this machine's CPU; for {triple} name one (generic, or e.g. "
                                     "neoverse-n1) or leave --cpu out")  # fmt: skip
             root = kp.build(kernels, cpu=cpu, opt_level=args.opt_level, devices=devices, dump=args.dump, name=name,
-                            **({"triple": triple} if triple else {}))  # fmt: skip
+                            jobs=args.jobs, **({"triple": triple} if triple else {}))  # fmt: skip
         except ValueError as exc:  # an unknown device or option: the user's input
             raise KernpackError(str(exc)) from None
     else:

@@ -55,8 +55,8 @@ def result(proc: subprocess.Popen) -> list[float]:
 
 
 def entries(cache: Path) -> list[Path]:
-    """The cache's build entries: not the shared objects linked from them, nor the kernel index."""
-    files = [p for p in cache.rglob("*") if p.is_file() and p.suffix != ".so"]
+    """The cache's build entries: not the shared objects linked from them, the kernel index, the fingerprints."""
+    files = [p for p in cache.rglob("*") if p.is_file() and p.suffix != ".so" and p.parent.name != "fingerprints"]
     return [p for p in files if b'"signature"' not in p.read_bytes()]
 
 

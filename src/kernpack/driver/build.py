@@ -20,12 +20,14 @@ from ..runtime.device import with_hidden
 from ..runtime.module import Module
 from ..runtime.signature import Signature
 from . import cache as disk
+from . import workers
 from .gridexpr import grid_expressions
 from .hidden import hidden_params
+from .host import default_threads
 from .lang import kir
 from .targets import Function, Options, Target, Unit, device_targets, get_target
 
-__all__ = ["KernelSource", "build", "compile_kernels", "run_units"]
+__all__ = ["KernelSource", "build", "build_jobs", "compile_kernels", "compile_targets", "compile_unit", "run_units"]
 
 
 @runtime_checkable
@@ -48,6 +50,7 @@ def build(
     devices: Iterable[str] | Mapping[str, Mapping[str, Any]] = (),
     dump: str | os.PathLike[str] | None = None,
     boundscheck: bool | None = None,
+    jobs: int | None = None,
     **options: Any,
 ) -> Module:
     """Compile kernels into one module.
@@ -80,6 +83,11 @@ def build(
         kernel, the array, the indices, the shape and the line. By default as each kernel was
         declared (``@kp.kernel(boundscheck=True)``, or ``KERNPACK_BOUNDSCHECK=1``); off
         otherwise, as checks cost time (``docs/kernel-language.md``).
+    jobs : int, optional
+        Processes to compile in: the cores available by default (``KERNPACK_JOBS`` overrides),
+        1 for this process alone. A build of enough kernels (the host's and every device's
+        units together) is spread over that many worker processes, kept for later builds; the
+        output is the same, byte for byte, whatever the number.
     **options
         The target's options, named for what they are: ``opt_level`` (LLVM's level, 0-3) for
         every target but vulkan, which has one pipeline; ``cpu`` (this machine's by default, or
@@ -119,11 +127,12 @@ def build(
     wanted = _devices(devices)
     if wanted and spec.device:
         raise ValueError(f"devices= goes with a host target such as 'cpu'; {target!r} is itself a device target")
-    checks = {"cache": cache, "dump": dump, "boundscheck": boundscheck}
-    module = compile_kernels(spec, kernels, spec.make_options(options), label, **checks)
-    for device, device_options in wanted.items():
-        device_spec = get_target(device)
-        device_module = compile_kernels(device_spec, kernels, device_spec.make_options(device_options), label, **checks)
+    plans = [(spec, spec.make_options(options))]
+    plans += [(get_target(d), get_target(d).make_options(o)) for d, o in wanted.items()]
+    module, *device_modules = compile_targets(
+        plans, kernels, label, cache=cache, dump=dump, boundscheck=boundscheck, jobs=jobs
+    )
+    for device_module in device_modules:
         module.import_module(device_module)
     return module
 
@@ -150,25 +159,55 @@ def compile_kernels(
     cache: bool = True,
     dump: str | os.PathLike[str] | None = None,
     boundscheck: bool | None = None,
+    jobs: int | None = None,
 ) -> Module:
     """The target's module of ``kernels``: lower, run the stages (or find them cached), package.
 
     ``boundscheck``: check every index (True), none (False), or as each kernel says (None).
     """
+    (module,) = compile_targets(
+        [(target, options)], kernels, label, cache=cache, dump=dump, boundscheck=boundscheck, jobs=jobs
+    )
+    return module
+
+
+def compile_targets(
+    plans: list[tuple[Target, Options]],
+    kernels: list[KernelSource],
+    label: str,
+    *,
+    cache: bool = True,
+    dump: str | os.PathLike[str] | None = None,
+    boundscheck: bool | None = None,
+    jobs: int | None = None,
+) -> list[Module]:
+    """A module of ``kernels`` for each (target, options), their units compiled together.
+
+    Every unit of every target is one job, so that a worker compiles the CPU code while
+    another makes the SPIR-V; each target's module is packaged from its units as before.
+    """
     kirs = [_checked(k, boundscheck) for k in kernels]
-    functions = [
-        Function(k.name, _signature(k, ir, target), _grid(k, target)) for k, ir in zip(kernels, kirs, strict=True)
-    ]
-    if target.per_kernel:
-        units = [Unit(f.name, options, [f], [ir]) for ir, f in zip(kirs, functions, strict=True)]
-    else:
-        units = [Unit(label, options, functions, kirs)]
-    for unit, error in zip(units, _run_all(target, units, None, [b""] * len(units), cache), strict=True):
-        if error is not None:
-            raise _named(target, unit, error, kernels) from None
-    if dump is not None:
-        write_dump(dump, target, units, kernels)
-    return target.package(units, label)
+    per_target: list[list[Unit]] = []
+    for target, options in plans:
+        functions = [
+            Function(k.name, _signature(k, ir, target), _grid(k, target)) for k, ir in zip(kernels, kirs, strict=True)
+        ]
+        if target.per_kernel:
+            per_target.append([Unit(f.name, options, [f], [ir]) for ir, f in zip(kirs, functions, strict=True)])
+        else:
+            per_target.append([Unit(label, options, functions, kirs)])
+    work = [(target, unit) for (target, _), units in zip(plans, per_target, strict=True) for unit in units]
+    errors = iter(_run_all(work, None, [b""] * len(work), cache, jobs))
+    modules = []
+    for (target, _), units in zip(plans, per_target, strict=True):
+        for unit in units:
+            error = next(errors)
+            if error is not None:
+                raise _named(target, unit, error, kernels) from None
+        if dump is not None:
+            write_dump(dump, target, units, kernels)
+        modules.append(target.package(units, label))
+    return modules
 
 
 def run_units(
@@ -183,67 +222,141 @@ def run_units(
     CompileError
         The first failing unit's error (in the units' order).
     """
-    for error in _run_all(target, units, target.stage_index(given), sources, cache):
+    for error in _run_all([(target, u) for u in units], target.stage_index(given), sources, cache, None):
         if error is not None:
             raise error
 
 
+# A build is spread over worker processes only when it has at least this many kernels to
+# compile (summed over the units the cache did not have): starting workers costs about half a
+# second, more than a small build takes.
+_PROCESS_MIN_KERNELS = 16
+
+
 def _run_all(
-    target: Target, units: list[Unit], given: int | None, sources: list[bytes], cache: bool
+    work: list[tuple[Target, Unit]], given: int | None, sources: list[bytes], cache: bool, jobs: int | None
 ) -> list[CompileError | None]:
-    """Each unit's error, or None; the units run at once where there are several.
+    """Each unit's error, or None: cached units from the cache, the others compiled.
 
     ``given``: the index of the stage whose output ``sources`` are (None: every stage runs).
+    Where several units miss the cache they compile at once: in worker processes for a large
+    build, else on threads of this process (each device stage runs in a child process anyway).
     """
+    results: list[CompileError | None] = [None] * len(work)
+    missing = []
+    for i, ((target, unit), source) in enumerate(zip(work, sources, strict=True)):
+        if target.stages and not _from_cache(target, unit, given, source, cache):
+            missing.append(i)
+    if not missing:
+        return results
+    jobs = build_jobs(jobs)
+    kernels = sum(max(1, len(work[i][1].functions)) for i in missing)
+    in_process = missing
+    if jobs > 1 and len(missing) > 1 and kernels >= _PROCESS_MIN_KERNELS:
+        calls = [(work[i][0].name, work[i][1], given, sources[i]) for i in missing]
+        outcomes = workers.run(compile_unit, calls, jobs, cost=lambda call: len(call[1].functions),
+                               context=disk.worker_context())  # fmt: skip
+        in_process = []
+        for i, (ok, value) in zip(missing, outcomes, strict=True):
+            if ok:
+                work[i][1].artifacts, work[i][1].notes = value
+            elif isinstance(value, CompileError):
+                results[i] = value
+            elif isinstance(value, workers.ChildDied):
+                in_process.append(i)  # compiled here, as a build of one job would
+            else:
+                raise value
+        if not in_process:
+            return results
+        missing = in_process
 
-    def one(item: tuple[Unit, bytes]) -> CompileError | None:
-        unit, source = item
+    def one(i: int) -> CompileError | None:
+        target, unit = work[i]
         try:
-            _run_stages(target, unit, given, source, cache)
+            _compile_unit(target, unit, given, sources[i])
         except CompileError as exc:
             return exc
         return None
 
-    if not target.stages:
-        return [None] * len(units)
-    if len(units) == 1:
-        return [one((units[0], sources[0]))]
-    import concurrent.futures  # here: a one-unit build (every cache hit) needs no thread pool (10 ms to import)
+    if len(missing) == 1 or jobs == 1:
+        outcomes = [one(i) for i in missing]
+    else:
+        import concurrent.futures  # here: a one-unit build (every cache hit) needs no thread pool (10 ms to import)
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(units), os.cpu_count() or 1)) as pool:
-        return list(pool.map(one, zip(units, sources, strict=True)))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(missing), jobs)) as pool:
+            outcomes = list(pool.map(one, missing))
+    for i, outcome in zip(missing, outcomes, strict=True):
+        results[i] = outcome
+    return results
 
 
-def _run_stages(target: Target, unit: Unit, given: int | None, source: bytes, cache: bool) -> None:
+def build_jobs(jobs: int | None) -> int:
+    """The processes a build may use: ``jobs``, else ``KERNPACK_JOBS``, else the cores available.
+
+    Raises
+    ------
+    ValueError
+        If the number is below 1 or not a number.
+    """
+    given = jobs if jobs is not None else os.environ.get("KERNPACK_JOBS") or default_threads()
+    try:
+        value = int(given)
+    except (TypeError, ValueError):
+        value = 0
+    if value < 1:
+        source = "jobs" if jobs is not None else "KERNPACK_JOBS"
+        raise ValueError(f"{source}={given!r}: give the number of processes to compile in, 1 or more")
+    return value
+
+
+def _cache_key(target: Target, unit: Unit, given: int | None, source: bytes) -> str:
+    return disk.make_key(
+        "stages",
+        target.name,
+        repr(unit.options),
+        target.environment(unit.options) if target.environment else "",
+        "" if given is None else target.stages[given].name,
+        unit.label,
+        json.dumps([[f.name, str(f.signature), list(f.grid)] for f in unit.functions]),
+        json.dumps(unit.notes, sort_keys=True),
+        *(str(k) for k in unit.kernels),
+        source,
+    )
+
+
+def _from_cache(target: Target, unit: Unit, given: int | None, source: bytes, cache: bool) -> bool:
+    """Fill the unit from the cache if it has it (and note its key for the store); True on a hit."""
+    if not (cache and disk.cache_enabled()):
+        return False
+    unit.cache_key = _cache_key(target, unit, given, source)
+    hit = disk.load(unit.cache_key)
+    if hit is None or _NOTES not in hit:
+        return False
+    unit.notes = json.loads(hit.pop(_NOTES))
+    unit.artifacts = hit
+    return True
+
+
+def compile_unit(target_name: str, unit: Unit, given: int | None, source: bytes) -> tuple[dict[str, bytes], dict]:
+    """Run a unit's stages and store them under its cache key: what a worker process does.
+
+    Returns the unit's artifacts and notes; a refusal is raised as the CompileError it is.
+    """
+    _compile_unit(get_target(target_name), unit, given, source)
+    return unit.artifacts, unit.notes
+
+
+def _compile_unit(target: Target, unit: Unit, given: int | None, source: bytes) -> None:
+    """Run the unit's stages after ``given`` (None: all) and store them where it has a cache key."""
     first = 0 if given is None else given + 1
-    key = None
-    if cache and disk.cache_enabled():
-        key = disk.make_key(
-            "stages",
-            target.name,
-            repr(unit.options),
-            target.environment(unit.options) if target.environment else "",
-            "" if given is None else target.stages[given].name,
-            unit.label,
-            json.dumps([[f.name, str(f.signature), list(f.grid)] for f in unit.functions]),
-            json.dumps(unit.notes, sort_keys=True),
-            *(str(k) for k in unit.kernels),
-            source,
-        )
-        unit.cache_key = key
-        hit = disk.load(key)
-        if hit is not None and _NOTES in hit:
-            unit.notes = json.loads(hit.pop(_NOTES))
-            unit.artifacts = hit
-            return
     if given is not None:
         unit.artifacts[target.stages[given].name] = source
     src = source
     for stage in target.stages[first:]:
         src = stage.run(src, unit)
         unit.artifacts[stage.name] = src
-    if key is not None:
-        disk.store(key, {**unit.artifacts, _NOTES: json.dumps(unit.notes).encode()})
+    if unit.cache_key is not None:
+        disk.store(unit.cache_key, {**unit.artifacts, _NOTES: json.dumps(unit.notes).encode()})
 
 
 _NOTES = "\0notes"  # the part of a cache entry that holds the unit's notes (no stage has this name)
@@ -261,7 +374,7 @@ def _named(target: Target, unit: Unit, error: CompileError, kernels: list[Kernel
         function = next(f for f in unit.functions if f.name == k.name)
         alone = Unit(k.name, unit.options, [function], [k.kir])
         try:
-            _run_stages(target, alone, None, b"", cache=False)
+            _compile_unit(target, alone, None, b"")
         except CompileError as exc:
             return _blame(k, target.name, exc)
     return error

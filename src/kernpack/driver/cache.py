@@ -1,20 +1,32 @@
-"""A content-addressed compile cache on disk, so that a second process skips LLVM entirely.
+"""A content-addressed compile cache: on this machine's disk, and optionally shared through Redis.
 
 An entry holds what a target's stages produced for one unit, by stage name (for the cpu
-target the optimized bitcode and the machine code for this process's JIT; for a device its
-LLVM IR, PTX or SPIR-V), plus the notes stages left. Its key hashes everything the output
-depends on: the kernels' typed IR (which already folds in their globals and types) or the IR
-given, the target and its options, the CPU and its features, the versions of llvmlite and
-LLVM, and a digest of kernpack's own source files (their sizes and modification times, as
-Python checks its .pyc files), so that a changed code generator or contract never reuses old
-output, even at the same version number.
+target the optimized bitcode and the machine code; for a device its LLVM IR, PTX or SPIR-V),
+plus the notes stages left. Its key hashes everything the output depends on: the kernels'
+typed IR (which already folds in their globals and types) or the IR given, the target and its
+options, the CPU and its features, the versions of llvmlite and LLVM, and a digest of
+kernpack's own source files (their contents, remembered per set of file sizes and modification
+times, so that a process pays for reading them once per installation), so that a changed code
+generator or contract never reuses old output, even at the same version number, and two
+machines with the same kernpack and LLVM compute the same keys.
 
-Where: ``$KERNPACK_CACHE_DIR``, else ``$XDG_CACHE_HOME/kernpack``, else ``~/.cache/kernpack``.
+Tiers, asked in order:
+
+* **local**: ``$KERNPACK_CACHE_DIR``, else ``$XDG_CACHE_HOME/kernpack``, else
+  ``~/.cache/kernpack``; bounded by ``KERNPACK_CACHE_MAX_BYTES`` (``2G`` by default), the
+  least recently used entries evicted first.
+* **remote**: ``KERNPACK_CACHE_URL=redis://host:port/db`` (or :func:`configure`), a Redis that
+  a team's machines share. A local miss asks it; a build stores to both; an entry found there
+  is kept locally too. A Redis that is down, slow (``KERNPACK_CACHE_TIMEOUT`` seconds, 1 by
+  default) or full never fails a build: the first error warns once (:class:`CacheWarning`)
+  and the process goes on without it.
+
 Off: ``KERNPACK_CACHE=0`` (or ``kp.build(..., cache=False)``).
 
-Entries are written to a temporary file in the cache directory and renamed into place, so
-two processes filling the same entry at once both leave a complete entry, and a reader never
-sees half of one. A corrupt or unreadable entry is treated as a miss.
+Every entry carries a SHA-256 over its key and content: one damaged, truncated, or stored
+under another key (a foreign entry) is a miss, never loaded. Local entries are written to a
+temporary file and renamed into place, so a reader never sees half of one; a Redis ``SET`` is
+atomic.
 """
 
 from __future__ import annotations
@@ -24,10 +36,28 @@ import functools
 import os
 import struct
 import sys
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["cache_dir", "cache_enabled", "load", "make_key", "native_path", "sha256_hex", "store"]
+__all__ = [
+    "CacheWarning",
+    "cache_dir",
+    "cache_enabled",
+    "clear",
+    "configure",
+    "info",
+    "worker_context",
+    "load",
+    "make_key",
+    "native_path",
+    "publish_native",
+    "sha256_hex",
+    "store",
+]
 
 # CPython's own SHA-256 where it has it, not hashlib's: importing hashlib loads OpenSSL (about
 # 3 ms), more than the rest of a cache hit's key. The digests are the same.
@@ -39,9 +69,46 @@ try:  # the module by its name in this version, not a failed import of the other
 except ImportError:  # pragma: no cover - a build without the built-in module
     from hashlib import sha256 as _sha256
 
-_MAGIC = b"KPCACHE2"
-_HEADER = struct.Struct("<8sI")  # magic, number of parts
+_MAGIC = b"KPCACHE3"
+_HEADER = struct.Struct("<8s32sI")  # magic, SHA-256 of key + parts, number of parts
 _PART = struct.Struct("<HQ")  # name length, data length; then the name (UTF-8), then the data
+_REMOTE_PREFIX = "kernpack:3:"  # Redis keys: the prefix, then the entry's key (".so": its shared object)
+_DEFAULT_MAX_BYTES = 2 << 30
+
+
+class CacheWarning(UserWarning):
+    """A cache tier cannot be used; builds go on without it (said once per tier and process)."""
+
+
+@dataclass
+class _Stats:
+    """What this process's cache lookups found, by tier."""
+
+    local_hits: int = 0
+    remote_hits: int = 0
+    misses: int = 0
+    stores: int = 0
+    rejected: int = 0  # entries that failed their checksum (damaged or foreign)
+    evicted: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Config:
+    url: str | None = None
+    timeout: float = 1.0
+    max_bytes: int = _DEFAULT_MAX_BYTES
+    from_env: bool = True  # configure() was not called: read the environment each time
+
+
+_config = _Config()
+_stats = _Stats()
+_lock = threading.Lock()
+_warned: set[str] = set()
+_remote: Any = None  # the Redis tier in use, or False once it failed in this process
+_remote_url: str | None = None
 
 
 def cache_enabled() -> bool:
@@ -50,7 +117,7 @@ def cache_enabled() -> bool:
 
 
 def cache_dir() -> Path:
-    """The cache directory (not created until an entry is stored)."""
+    """The local cache directory (not created until an entry is stored)."""
     explicit = os.environ.get("KERNPACK_CACHE_DIR")
     if explicit:
         return Path(explicit)
@@ -58,12 +125,91 @@ def cache_dir() -> Path:
     return Path(base) / "kernpack"
 
 
+def configure(url: str | None = None, *, timeout: float | None = None, max_bytes: int | str | None = None) -> None:
+    """Set the cache's tiers in code, in place of ``KERNPACK_CACHE_URL`` and friends.
+
+    Parameters
+    ----------
+    url : str, optional
+        The shared tier, ``redis://host:port/db`` (``rediss://`` for TLS); None: none.
+    timeout : float, optional
+        Seconds a Redis request may take before the tier is given up for this process (1).
+    max_bytes : int or str, optional
+        The local cache's bound, in bytes or as ``"500M"``, ``"2G"`` (2 GiB).
+    """
+    global _remote, _remote_url
+    with _lock:
+        _config.url = url
+        _config.timeout = 1.0 if timeout is None else float(timeout)
+        _config.max_bytes = _DEFAULT_MAX_BYTES if max_bytes is None else _parse_size(max_bytes, "max_bytes")
+        _config.from_env = False
+        _remote, _remote_url = None, None
+        _warned.clear()
+
+
+def worker_context() -> Callable[[], None] | None:
+    """What a build worker calls to use the tiers :func:`configure` set here (None: the environment's)."""
+    if _config.from_env:
+        return None
+    return functools.partial(configure, _config.url, timeout=_config.timeout, max_bytes=_config.max_bytes)
+
+
+def _settings() -> _Config:
+    if not _config.from_env:
+        return _config
+    timeout = os.environ.get("KERNPACK_CACHE_TIMEOUT")
+    size = os.environ.get("KERNPACK_CACHE_MAX_BYTES")
+    return _Config(
+        url=os.environ.get("KERNPACK_CACHE_URL") or None,
+        timeout=_parse_float(timeout, "KERNPACK_CACHE_TIMEOUT") if timeout else 1.0,
+        max_bytes=_parse_size(size, "KERNPACK_CACHE_MAX_BYTES") if size else _DEFAULT_MAX_BYTES,
+    )
+
+
+def _parse_float(text: str, name: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise ValueError(f"{name}={text!r}: give a number of seconds above 0, e.g. 0.5")
+    return value
+
+
+def _parse_size(value: int | str, name: str) -> int:
+    if isinstance(value, int):
+        size = value
+    else:
+        text = value.strip().upper().removesuffix("B").removesuffix("I")
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(text[-1:], 1)
+        try:
+            size = int(float(text[:-1] if scale > 1 else text) * scale)
+        except ValueError:
+            size = -1
+    if size < 0:
+        raise ValueError(f"{name}={value!r}: give a size in bytes, or with K, M, G (e.g. 2G)")
+    return size
+
+
+def _warn_once(tier: str, message: str) -> None:
+    with _lock:
+        if tier in _warned:
+            return
+        _warned.add(tier)
+    warnings.warn(message, CacheWarning, stacklevel=3)
+
+
+# ---------------------------------------------------------------------- the key
 @functools.cache
 def _compiler_fingerprint() -> str:
-    """A hash of the kernpack sources that decide what a build produces (read once a process).
+    """A hash of kernpack's sources and of LLVM (read once a process): what every key starts with.
 
     LLVM is identified by llvmlite's version file and the size of its LLVM library, read from
     disk: a cache hit must not import llvmlite (nor ``importlib.metadata``, 15-30 ms).
+    kernpack's sources count by content, so that two machines agree on keys; the digest of
+    the contents is remembered in the cache directory under the digest of the files' sizes
+    and modification times (as Python validates its .pyc files), so reading and hashing them
+    all (4-5 ms) happens once per installation, not once per process.
     """
     from .. import __version__
 
@@ -74,15 +220,33 @@ def _compiler_fingerprint() -> str:
         for part in (llvmlite_dir / "_version.py", llvmlite_dir / "binding" / "libllvmlite.so"):
             with contextlib.suppress(OSError):
                 digest.update(part.read_bytes() if part.suffix == ".py" else str(part.stat().st_size).encode())
+    digest.update(_sources_digest().encode())
+    return digest.hexdigest()
+
+
+def _sources_digest() -> str:
+    """The SHA-256 of kernpack's Python sources, paths and contents (see :func:`_compiler_fingerprint`)."""
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     # All of kernpack, not a list of the files that matter today: the driver, and the runtime
     # contracts it compiles against (runtime/abi.py, signatures), which a new import could widen.
-    # Each file by its size and modification time, as Python validates its own .pyc files:
-    # reading and hashing every source took 4-5 ms of a cache hit.
-    files: list[str] = []
-    _source_stats(package, "", files)
-    digest.update("".join(sorted(files)).encode())
-    return digest.hexdigest()
+    files: list[tuple[str, str]] = []
+    _source_files(package, "", files)
+    files.sort()
+    stats = _sha256("".join(f"{rel}:{stat}\n" for rel, stat in files).encode()).hexdigest()
+    memo = cache_dir() / "fingerprints" / stats
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        remembered = memo.read_text("ascii")
+        if len(remembered) == 64:
+            return remembered
+    contents = _sha256()
+    for rel, _ in files:
+        with contextlib.suppress(OSError):
+            data = Path(package, rel).read_bytes()
+            contents.update(f"{rel}:{len(data)}\n".encode())
+            contents.update(data)
+    result = contents.hexdigest()
+    _write_atomic(memo, result.encode())
+    return result
 
 
 def _find_spec(name: str) -> Any:
@@ -95,16 +259,16 @@ def _find_spec(name: str) -> Any:
     return None
 
 
-def _source_stats(directory: str, prefix: str, out: list[str]) -> None:
-    """``relative/path.py:size:mtime_ns`` of every Python file under ``directory`` (scandir: 0.3 ms, os.walk 1 ms)."""
+def _source_files(directory: str, prefix: str, out: list[tuple[str, str]]) -> None:
+    """``(relative/path.py, "size:mtime_ns")`` of every Python file under ``directory`` (scandir: 0.3 ms)."""
     with os.scandir(directory) as entries:
         for entry in entries:
             if entry.is_dir():
                 if entry.name != "__pycache__":
-                    _source_stats(entry.path, f"{prefix}{entry.name}/", out)
+                    _source_files(entry.path, f"{prefix}{entry.name}/", out)
             elif entry.name.endswith(".py"):
                 stat = entry.stat()
-                out.append(f"{prefix}{entry.name}:{stat.st_size}:{stat.st_mtime_ns}\n")
+                out.append((f"{prefix}{entry.name}", f"{stat.st_size}:{stat.st_mtime_ns}"))
 
 
 def make_key(*parts: str | bytes) -> str:
@@ -122,18 +286,32 @@ def sha256_hex(data: bytes) -> str:
     return _sha256(data).hexdigest()
 
 
-def native_path(key: str) -> Path:
-    """Where the shared object built from entry ``key`` lives (when one was linked)."""
-    return cache_dir() / key[:2] / f"{key}.so"
+# ---------------------------------------------------------------------- entries
+def _encode(key: str, parts: dict[str, bytes]) -> bytes:
+    body = [struct.pack("<I", len(parts))]
+    for name, data in parts.items():
+        encoded = name.encode()
+        body += [_PART.pack(len(encoded), len(data)), encoded, data]
+    payload = b"".join(body)
+    return _HEADER.pack(_MAGIC, _digest(key, payload), len(parts)) + payload[4:]
 
 
-def load(key: str) -> dict[str, bytes] | None:
-    """Return the parts stored under ``key`` by name, or None (also for a damaged entry)."""
-    path = cache_dir() / key[:2] / key
+def _digest(key: str, payload: bytes) -> bytes:
+    digest = _sha256(key.encode())
+    digest.update(payload)
+    return digest.digest()
+
+
+def _decode(key: str, data: bytes) -> dict[str, bytes] | None:
+    """The parts of an entry, or None if it is not a whole entry of ``key`` (damaged or foreign)."""
     try:
-        data = path.read_bytes()
-        magic, count = _HEADER.unpack_from(data)
+        magic, checksum, count = _HEADER.unpack_from(data)
         if magic != _MAGIC:
+            return None
+        payload = struct.pack("<I", count) + data[_HEADER.size :]
+        if _digest(key, payload) != checksum:
+            with _lock:
+                _stats.rejected += 1
             return None
         parts, at = {}, _HEADER.size
         for _ in range(count):
@@ -142,30 +320,265 @@ def load(key: str) -> dict[str, bytes] | None:
             name = data[at : at + n_name].decode()
             parts[name] = data[at + n_name : at + n_name + n_data]
             at += n_name + n_data
-    except (OSError, struct.error, UnicodeDecodeError):
+    except (struct.error, UnicodeDecodeError):
         return None
     return parts if at == len(data) else None
 
 
+def native_path(key: str) -> Path:
+    """Where the shared object built from entry ``key`` lives (when one was linked)."""
+    return cache_dir() / key[:2] / f"{key}.so"
+
+
+def _entry_path(key: str) -> Path:
+    return cache_dir() / key[:2] / key
+
+
+def load(key: str) -> dict[str, bytes] | None:
+    """Return the parts stored under ``key`` by name, or None (also for a damaged entry).
+
+    A local miss asks the remote tier; what it has is kept locally too (with the entry's
+    shared object, where one was published).
+    """
+    path = _entry_path(key)
+    try:
+        data = path.read_bytes()
+    except OSError:
+        data = None
+    parts = None if data is None else _decode(key, data)
+    if parts is not None:
+        with contextlib.suppress(OSError):
+            os.utime(path)  # its last use, for least-recently-used eviction
+        with _lock:
+            _stats.local_hits += 1
+        return parts
+    remote = _remote_tier()
+    found = remote.get(key) if remote is not None else None
+    if found is not None:
+        entry, shared_object = found
+        parts = _decode(key, entry)
+        if parts is not None:
+            with _lock:
+                _stats.remote_hits += 1
+            _write_atomic(path, entry)
+            if shared_object is not None:
+                _write_atomic(native_path(key), shared_object, mode=0o700)
+            return parts
+        remote.rejected(key)
+    with _lock:
+        _stats.misses += 1
+    return None
+
+
 def store(key: str, parts: dict[str, bytes]) -> None:
-    """Store an entry atomically; a cache that cannot be written is silently skipped."""
+    """Store an entry in every tier; one that cannot be written is skipped (the build goes on)."""
+    entry = _encode(key, parts)
+    if _write_atomic(_entry_path(key), entry):
+        with _lock:
+            _stats.stores += 1
+        _evict_if_over(_settings().max_bytes)
+    remote = _remote_tier()
+    if remote is not None:
+        remote.put(key, entry)
+
+
+def publish_native(key: str) -> None:
+    """Share entry ``key``'s shared object (just linked locally) with the remote tier."""
+    remote = _remote_tier()
+    if remote is None:
+        return
+    with contextlib.suppress(OSError):
+        remote.put(key + ".so", native_path(key).read_bytes())
+
+
+def _write_atomic(path: Path, data: bytes, mode: int = 0o600) -> bool:
+    """Write ``data`` to ``path`` through a temporary file and a rename; False if it cannot be."""
     import tempfile  # here: a process that only reads the cache does not import it (4 ms)
 
-    directory = cache_dir() / key[:2]
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    except OSError:
-        return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    except OSError as exc:
+        _warn_once("local", f"kernpack: the compile cache {cache_dir()} cannot be written ({exc.strerror}); "
+                   "builds are not cached on disk (set KERNPACK_CACHE_DIR to a writable directory)")  # fmt: skip
+        return False
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(_HEADER.pack(_MAGIC, len(parts)))
-            for name, data in parts.items():
-                encoded = name.encode()
-                f.write(_PART.pack(len(encoded), len(data)))
-                f.write(encoded)
-                f.write(data)
-        os.replace(tmp, directory / key)
-    except OSError:
+            f.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        _warn_once("local", f"kernpack: the compile cache {cache_dir()} cannot be written ({exc.strerror}); "
+                   "builds are not cached on disk (a full disk?)")  # fmt: skip
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------- housekeeping
+def _files() -> list[os.DirEntry[str]]:
+    """Every entry and shared object of the local cache (not the fingerprints' memo)."""
+    found = []
+    with contextlib.suppress(OSError), os.scandir(cache_dir()) as shards:
+        for shard in shards:
+            if len(shard.name) != 2 or not shard.is_dir():
+                continue
+            with contextlib.suppress(OSError), os.scandir(shard.path) as entries:
+                found += [e for e in entries if e.is_file() and not e.name.startswith(".tmp-")]
+    return found
+
+
+def _evict_if_over(max_bytes: int) -> None:
+    """Delete the least recently used files until the cache holds at most ``max_bytes``.
+
+    Run after each store, which follows a compile that cost far more than this scan. An entry
+    and its shared object go together, and it goes down to 90% of the bound, so that the next
+    stores do not evict again at once.
+    """
+    files = []
+    for entry in _files():
+        with contextlib.suppress(OSError):
+            st = entry.stat()
+            files.append((st.st_mtime_ns, st.st_size, entry.path))
+    total = sum(size for _, size, _ in files)
+    if total <= max_bytes:
+        return
+    target = max_bytes * 9 // 10
+    for _, size, path in sorted(files):
+        if total <= target:
+            break
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            total -= size
+            with _lock:
+                _stats.evicted += 1
+
+
+def info() -> dict[str, Any]:
+    """The cache's tiers, what the local one holds, and this process's hits and misses.
+
+    Returns
+    -------
+    dict
+        ``{"enabled", "local": {"path", "entries", "bytes", "max_bytes"}, "remote": {"url",
+        "state"} or None, "process": {"local_hits", "remote_hits", "misses", "stores",
+        "rejected", "evicted"}}``.
+    """
+    settings = _settings()
+    files = _files()
+    sizes = []
+    for entry in files:
+        with contextlib.suppress(OSError):
+            sizes.append(entry.stat().st_size)
+    remote = None
+    if settings.url is not None:
+        state = "unused so far" if _remote is None else ("failed in this process" if _remote is False else "in use")
+        remote = {"url": _redacted(settings.url), "timeout": settings.timeout, "state": state}
+    return {
+        "enabled": cache_enabled(),
+        "local": {
+            "path": str(cache_dir()),
+            "entries": sum(1 for e in files if not e.name.endswith(".so")),
+            "bytes": sum(sizes),
+            "max_bytes": settings.max_bytes,
+        },
+        "remote": remote,
+        "process": _stats.as_dict(),
+    }
+
+
+def clear() -> int:
+    """Delete every entry of the local cache (not the remote tier's); return how many files went."""
+    removed = 0
+    for entry in _files():
+        with contextlib.suppress(OSError):
+            os.unlink(entry.path)
+            removed += 1
+    return removed
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password (``redis://:secret@host`` -> ``redis://:***@host``)."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}{sep}{credentials.split(':')[0]}:***@{host}"
+
+
+# ---------------------------------------------------------------------- the remote tier
+def _remote_tier() -> _Redis | None:
+    """The Redis tier of this process (made on first use), or None where there is none or it failed."""
+    global _remote, _remote_url
+    url = _settings().url
+    if url is None:
+        return None
+    with _lock:
+        if _remote is not None and _remote_url == url:
+            return _remote or None
+    try:
+        tier: Any = _Redis(url, _settings().timeout)
+    except _TierUnavailable as exc:
+        _warn_once("remote", str(exc))
+        tier = False
+    with _lock:
+        _remote, _remote_url = tier, url
+    return tier or None
+
+
+class _TierUnavailable(Exception):
+    pass
+
+
+class _Redis:
+    """A Redis server as a cache tier: GET and SET of whole entries, any failure the end of it."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        try:
+            import redis  # the kernpack[redis] extra
+        except ImportError:
+            raise _TierUnavailable(
+                f"kernpack: KERNPACK_CACHE_URL is {_redacted(url)} but the redis package is not installed "
+                "(pip install 'kernpack[redis]'); building without the shared cache"
+            ) from None
+        self.url = url
+        self._errors = (redis.RedisError, OSError)
+        try:
+            self._client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        except (ValueError, *self._errors) as exc:
+            raise _TierUnavailable(f"kernpack: the shared cache URL {_redacted(url)} is not usable ({exc})") from None
+        self._writable = True
+
+    def get(self, key: str) -> tuple[bytes, bytes | None] | None:
+        """The entry stored under ``key`` and its shared object (None where none), or None."""
+        try:
+            entry, shared_object = self._client.mget([_REMOTE_PREFIX + key, _REMOTE_PREFIX + key + ".so"])
+        except self._errors as exc:
+            self._fail(exc)
+            return None
+        return None if entry is None else (entry, shared_object)
+
+    def put(self, key: str, value: bytes) -> None:
+        if not self._writable:
+            return
+        try:
+            self._client.set(_REMOTE_PREFIX + key, value)
+        except self._errors as exc:
+            if "OOM" in str(exc) or "READONLY" in str(exc):  # full, or a replica: still worth reading
+                self._writable = False
+                _warn_once("remote-write", f"kernpack: the shared cache {_redacted(self.url)} refuses writes "
+                           f"({exc}); builds read from it but store only locally")  # fmt: skip
+                return
+            self._fail(exc)
+
+    def rejected(self, key: str) -> None:
+        _warn_once("remote-rejected", f"kernpack: an entry of the shared cache {_redacted(self.url)} failed its "
+                   f"checksum (damaged, or stored under another key: {key[:16]}...); it was rebuilt here")  # fmt: skip
+
+    def _fail(self, exc: BaseException) -> None:
+        global _remote
+        with _lock:
+            _remote = False
+        _warn_once("remote", f"kernpack: the shared cache {_redacted(self.url)} failed ({type(exc).__name__}: "
+                   f"{exc}); building without it for the rest of this process")  # fmt: skip

@@ -84,6 +84,14 @@ class ScalarType:
     def __str__(self) -> str:
         return self.name
 
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        # Unpickled (in a build worker) as the same object: code compares types with "is".
+        return _by_name, (self.name,)
+
+
+def _by_name(name: str) -> ScalarType:
+    return SCALARS[name]
+
 
 class ArrayType:
     """A C-contiguous array of a scalar type and a rank (1 to 3)."""

@@ -138,6 +138,7 @@ def _link(object_code: bytes, path: str) -> None:
         command = [*c_compiler(), "-shared", "-Wl,-z,text", "-o", linked, source, *HOST_LIBRARIES]
         if subprocess.run(command, capture_output=True).returncode == 0:
             os.replace(linked, path)  # a reader sees the whole file or none
+            cache.publish_native(os.path.basename(path).removesuffix(".so"))  # for the shared tier
     except OSError:
         pass  # no compiler, a full disk, a read-only cache: the next process uses LLVM
     finally:
