@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     ArgumentError,
+    CacheWarning,
     CompileError,
     CompilerNotInstalledError,
     DeviceUnavailableError,
@@ -64,6 +65,7 @@ from .runtime.registry import import_compile_side
 
 if TYPE_CHECKING:
     from .driver.build import build
+    from .driver.cache import cache_info, clear_cache, configure_cache
     from .driver.csource import CSourceModule, c_source_module
     from .driver.deviceir import device_module_from_ir
     from .driver.kernel import GenericKernel, Kernel, kernel
@@ -100,6 +102,9 @@ _LAZY = {
     "c_source_module": "kernpack.driver.csource",
     "device_module_from_ir": "kernpack.driver.deviceir",
     "build": "kernpack.driver.build",
+    "cache_info": "kernpack.driver.cache",
+    "clear_cache": "kernpack.driver.cache",
+    "configure_cache": "kernpack.driver.cache",
     "Kernel": "kernpack.driver.kernel",
     "GenericKernel": "kernpack.driver.kernel",
     "kernel": "kernpack.driver.kernel",
@@ -145,6 +150,9 @@ __all__ = [
     "atomic_add",
     "bool_",
     "build",
+    "cache_info",
+    "clear_cache",
+    "configure_cache",
     "f32",
     "f64",
     "func",
@@ -162,6 +170,7 @@ __all__ = [
     "u64",
     "ArgumentError",
     "CSourceModule",
+    "CacheWarning",
     "CompileError",
     "CompilerNotInstalledError",
     "DeviceUnavailableError",

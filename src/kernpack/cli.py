@@ -125,7 +125,47 @@ def _parser() -> argparse.ArgumentParser:
         "--update-readme", action="store_true", help="inside the checkout: put the tables into its README.md"
     )
     bench.set_defaults(handler=_bench)
+
+    cache = sub.add_parser("cache", parents=[common], help="the compile cache: where it is, what it holds; clear it")
+    cache.add_argument(
+        "action", choices=["info", "clear"], help="info: its tiers and size; clear: delete local entries"
+    )
+    cache.set_defaults(handler=_cache)
     return parser
+
+
+def _cache(args: argparse.Namespace) -> int:
+    import kernpack as kp
+
+    if args.action == "clear":
+        removed = kp.clear_cache()
+        print(
+            json.dumps({"removed": removed})
+            if args.json
+            else f"removed {removed} files from {kp.cache_info()['local']['path']}"
+        )
+        return 0
+    info = kp.cache_info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    local, remote = info["local"], info["remote"]
+    state = "" if info["enabled"] else " (off: KERNPACK_CACHE=0)"
+    print(f"local: {local['path']}{state}")
+    print(f"  {local['entries']} entries, {_size(local['bytes'])} of at most {_size(local['max_bytes'])}")
+    if remote is None:
+        print("remote: none (KERNPACK_CACHE_URL=redis://host:port/db shares one between machines)")
+    else:
+        print(f"remote: {remote['url']} (timeout {remote['timeout']} s)")
+    return 0
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -198,9 +238,16 @@ def _build(args: argparse.Namespace) -> int:
         root.import_module(module)
     progress(f"linking {args.output} ...")
     path = root.export_library(args.output)
-    summary = {"output": path, "kernels": [k.name for k in kernels], "modules": [m.kind for _, m in root.walk()]}
+    stats = kp.cache_info()["process"]
+    summary = {
+        "output": path,
+        "kernels": [k.name for k in kernels],
+        "modules": [m.kind for _, m in root.walk()],
+        "cache": {k: stats[k] for k in ("local_hits", "remote_hits", "misses")},
+    }
     count = f"{len(kernels)} kernel{'s' * (len(kernels) != 1)}"
-    print(json.dumps(summary) if args.json else f"wrote {path} ({count}; modules: {summary['modules']})")
+    cached = f"cache: {stats['local_hits']} local hits, {stats['remote_hits']} remote hits, {stats['misses']} misses"
+    print(json.dumps(summary) if args.json else f"wrote {path} ({count}; modules: {summary['modules']}; {cached})")
     return 0
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 __all__ = [
     "ArgumentError",
+    "CacheWarning",
     "CompileError",
     "CompilerNotInstalledError",
     "DeviceUnavailableError",
@@ -153,6 +154,13 @@ class CompilerNotInstalledError(KernpackError, ImportError):
 
     An ``ImportError`` too, so code that builds when it can and loads otherwise can say
     ``except ImportError``.
+    """
+
+
+class CacheWarning(UserWarning):
+    """A compile-cache tier cannot be used (unwritable, unreachable, refusing entries); builds go on without it.
+
+    Said once per tier and process.
     """
 
 

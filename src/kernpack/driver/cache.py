@@ -15,8 +15,8 @@ Tiers, asked in order:
 * **local**: ``$KERNPACK_CACHE_DIR``, else ``$XDG_CACHE_HOME/kernpack``, else
   ``~/.cache/kernpack``; bounded by ``KERNPACK_CACHE_MAX_BYTES`` (``2G`` by default), the
   least recently used entries evicted first.
-* **remote**: ``KERNPACK_CACHE_URL=redis://host:port/db`` (or :func:`configure`), a Redis that
-  a team's machines share. A local miss asks it; a build stores to both; an entry found there
+* **remote**: ``KERNPACK_CACHE_URL=redis://host:port/db`` (or ``kp.configure_cache``), a
+  Redis that a team's machines share. A local miss asks it; a build stores to both; an entry found there
   is kept locally too. A Redis that is down, slow (``KERNPACK_CACHE_TIMEOUT`` seconds, 1 by
   default) or full never fails a build: the first error warns once (:class:`CacheWarning`)
   and the process goes on without it.
@@ -43,13 +43,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import CacheWarning
+
 __all__ = [
-    "CacheWarning",
     "cache_dir",
     "cache_enabled",
-    "clear",
-    "configure",
-    "info",
+    "cache_info",
+    "clear_cache",
+    "configure_cache",
+    "fetch_native",
     "worker_context",
     "load",
     "make_key",
@@ -72,12 +74,9 @@ except ImportError:  # pragma: no cover - a build without the built-in module
 _MAGIC = b"KPCACHE3"
 _HEADER = struct.Struct("<8s32sI")  # magic, SHA-256 of key + parts, number of parts
 _PART = struct.Struct("<HQ")  # name length, data length; then the name (UTF-8), then the data
+_NATIVE_PART = "shared object"  # the one part of a shared object's entry in the remote tier
 _REMOTE_PREFIX = "kernpack:3:"  # Redis keys: the prefix, then the entry's key (".so": its shared object)
 _DEFAULT_MAX_BYTES = 2 << 30
-
-
-class CacheWarning(UserWarning):
-    """A cache tier cannot be used; builds go on without it (said once per tier and process)."""
 
 
 @dataclass
@@ -125,7 +124,9 @@ def cache_dir() -> Path:
     return Path(base) / "kernpack"
 
 
-def configure(url: str | None = None, *, timeout: float | None = None, max_bytes: int | str | None = None) -> None:
+def configure_cache(
+    url: str | None = None, *, timeout: float | None = None, max_bytes: int | str | None = None
+) -> None:
     """Set the cache's tiers in code, in place of ``KERNPACK_CACHE_URL`` and friends.
 
     Parameters
@@ -148,10 +149,10 @@ def configure(url: str | None = None, *, timeout: float | None = None, max_bytes
 
 
 def worker_context() -> Callable[[], None] | None:
-    """What a build worker calls to use the tiers :func:`configure` set here (None: the environment's)."""
+    """What a build worker calls to use the tiers :func:`configure_cache` set here (None: the environment's)."""
     if _config.from_env:
         return None
-    return functools.partial(configure, _config.url, timeout=_config.timeout, max_bytes=_config.max_bytes)
+    return functools.partial(configure_cache, _config.url, timeout=_config.timeout, max_bytes=_config.max_bytes)
 
 
 def _settings() -> _Config:
@@ -357,12 +358,17 @@ def load(key: str) -> dict[str, bytes] | None:
     if found is not None:
         entry, shared_object = found
         parts = _decode(key, entry)
+        # The shared object is an entry of its own (checksummed like any): one that fails is
+        # left out, and the code runs through LLVM instead.
+        linked = None if shared_object is None else _decode(key + ".so", shared_object)
         if parts is not None:
             with _lock:
                 _stats.remote_hits += 1
+            if linked is not None and _NATIVE_PART in linked:
+                _write_atomic(native_path(key), linked[_NATIVE_PART], mode=0o700)  # it may be loaded now
+            elif shared_object is not None:
+                remote.rejected(key + ".so")
             _write_atomic(path, entry)
-            if shared_object is not None:
-                _write_atomic(native_path(key), shared_object, mode=0o700)
             return parts
         remote.rejected(key)
     with _lock:
@@ -382,22 +388,51 @@ def store(key: str, parts: dict[str, bytes]) -> None:
         remote.put(key, entry)
 
 
+def fetch_native(key: str) -> bool:
+    """Make entry ``key``'s shared object present locally, from the remote tier if need be; True if it is.
+
+    The first call of a kernel in a fresh process needs only this, not the entry: one round
+    trip and one checksum, about half of what loading the entry too costs.
+    """
+    path = native_path(key)
+    if path.exists():
+        return True
+    remote = _remote_tier()
+    found = remote.get_one(key + ".so") if remote is not None else None
+    if found is None:
+        return False
+    linked = _decode(key + ".so", found)
+    if linked is None or _NATIVE_PART not in linked:
+        remote.rejected(key + ".so")
+        return False
+    with _lock:
+        _stats.remote_hits += 1
+    return _write_atomic(path, linked[_NATIVE_PART], mode=0o700)
+
+
 def publish_native(key: str) -> None:
     """Share entry ``key``'s shared object (just linked locally) with the remote tier."""
     remote = _remote_tier()
     if remote is None:
         return
     with contextlib.suppress(OSError):
-        remote.put(key + ".so", native_path(key).read_bytes())
+        remote.put(key + ".so", _encode(key + ".so", {_NATIVE_PART: native_path(key).read_bytes()}))
 
 
 def _write_atomic(path: Path, data: bytes, mode: int = 0o600) -> bool:
-    """Write ``data`` to ``path`` through a temporary file and a rename; False if it cannot be."""
-    import tempfile  # here: a process that only reads the cache does not import it (4 ms)
+    """Write ``data`` to ``path`` through a temporary file and a rename; False if it cannot be.
 
+    The temporary name is made here, not by :mod:`tempfile`: importing it costs about 1 ms,
+    half of a kernel's first call from the shared tier.
+    """
+    tmp = path.parent / f".tmp-{os.getpid()}-{os.urandom(6).hex()}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        try:
+            fd = os.open(tmp, flags, mode)
+        except FileNotFoundError:  # the entry's shard directory is new
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, flags, mode)
     except OSError as exc:
         _warn_once("local", f"kernpack: the compile cache {cache_dir()} cannot be written ({exc.strerror}); "
                    "builds are not cached on disk (set KERNPACK_CACHE_DIR to a writable directory)")  # fmt: skip
@@ -405,7 +440,6 @@ def _write_atomic(path: Path, data: bytes, mode: int = 0o600) -> bool:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
@@ -455,7 +489,7 @@ def _evict_if_over(max_bytes: int) -> None:
                 _stats.evicted += 1
 
 
-def info() -> dict[str, Any]:
+def cache_info() -> dict[str, Any]:
     """The cache's tiers, what the local one holds, and this process's hits and misses.
 
     Returns
@@ -488,7 +522,7 @@ def info() -> dict[str, Any]:
     }
 
 
-def clear() -> int:
+def clear_cache() -> int:
     """Delete every entry of the local cache (not the remote tier's); return how many files went."""
     removed = 0
     for entry in _files():
@@ -535,37 +569,51 @@ class _Redis:
     """A Redis server as a cache tier: GET and SET of whole entries, any failure the end of it."""
 
     def __init__(self, url: str, timeout: float) -> None:
-        try:
-            import redis  # the kernpack[redis] extra
-        except ImportError:
-            raise _TierUnavailable(
-                f"kernpack: KERNPACK_CACHE_URL is {_redacted(url)} but the redis package is not installed "
-                "(pip install 'kernpack[redis]'); building without the shared cache"
-            ) from None
+        from .resp import Connection  # here: a process without a shared tier never imports it
+
         self.url = url
-        self._errors = (redis.RedisError, OSError)
         try:
-            self._client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-        except (ValueError, *self._errors) as exc:
+            self._connection = Connection(url, timeout)
+        except ValueError as exc:
             raise _TierUnavailable(f"kernpack: the shared cache URL {_redacted(url)} is not usable ({exc})") from None
+        self._lock = threading.Lock()  # one connection, one command at a time
         self._writable = True
+
+    def _command(self, *args: bytes | str) -> Any:
+        with self._lock:
+            return self._connection.command(*args)
 
     def get(self, key: str) -> tuple[bytes, bytes | None] | None:
         """The entry stored under ``key`` and its shared object (None where none), or None."""
+        from .resp import RedisError
+
         try:
-            entry, shared_object = self._client.mget([_REMOTE_PREFIX + key, _REMOTE_PREFIX + key + ".so"])
-        except self._errors as exc:
+            entry, shared_object = self._command("MGET", _REMOTE_PREFIX + key, _REMOTE_PREFIX + key + ".so")
+        except RedisError as exc:
             self._fail(exc)
             return None
         return None if entry is None else (entry, shared_object)
 
+    def get_one(self, key: str) -> bytes | None:
+        """The value stored under ``key``, or None."""
+        from .resp import RedisError
+
+        try:
+            return self._command("GET", _REMOTE_PREFIX + key)
+        except RedisError as exc:
+            self._fail(exc)
+            return None
+
     def put(self, key: str, value: bytes) -> None:
         if not self._writable:
             return
+        from .resp import RedisError, ReplyError
+
         try:
-            self._client.set(_REMOTE_PREFIX + key, value)
-        except self._errors as exc:
-            if "OOM" in str(exc) or "READONLY" in str(exc):  # full, or a replica: still worth reading
+            self._command("SET", _REMOTE_PREFIX + key, value)
+        except RedisError as exc:
+            # Full (maxmemory with noeviction), or a replica: still worth reading from.
+            if isinstance(exc, ReplyError) and exc.code in ("OOM", "READONLY"):
                 self._writable = False
                 _warn_once("remote-write", f"kernpack: the shared cache {_redacted(self.url)} refuses writes "
                            f"({exc}); builds read from it but store only locally")  # fmt: skip
@@ -580,5 +628,5 @@ class _Redis:
         global _remote
         with _lock:
             _remote = False
-        _warn_once("remote", f"kernpack: the shared cache {_redacted(self.url)} failed ({type(exc).__name__}: "
-                   f"{exc}); building without it for the rest of this process")  # fmt: skip
+        _warn_once("remote", f"kernpack: the shared cache {_redacted(self.url)} failed ({exc}); building "
+                   "without it for the rest of this process")  # fmt: skip

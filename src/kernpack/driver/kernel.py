@@ -137,9 +137,11 @@ class Kernel:
         """The kernel's function from the cached shared object of its host code, or None."""
         if self._cached_code is None:
             return None
-        path = disk.native_path(self._cached_code)
-        if not path.exists():  # not linked (yet, or no C compiler): the build finds the code
+        # From the shared tier if it is not here; else it was not linked (yet, or no C
+        # compiler), and the build finds the code.
+        if not disk.fetch_native(self._cached_code):
             return None
+        path = disk.native_path(self._cached_code)
         try:
             return load_library(path).bind(self.signature)
         except KernpackError:  # damaged: the build makes it again
