@@ -27,6 +27,8 @@ from .errors import (
     LoadError,
     ModuleKindNotFoundError,
     ShadowingWarning,
+    ToolError,
+    ToolWarning,
     UnsupportedOperationError,
 )
 from .runtime import (
@@ -186,6 +188,8 @@ __all__ = [
     "LinkError",
     "LoadError",
     "ShadowingWarning",
+    "ToolError",
+    "ToolWarning",
     "Module",
     "ModulePropertyMask",
     "NativeFunction",

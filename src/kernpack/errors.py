@@ -28,6 +28,8 @@ __all__ = [
     "LinkError",
     "LoadError",
     "ShadowingWarning",
+    "ToolError",
+    "ToolWarning",
     "UnsupportedOperationError",
 ]
 
@@ -133,6 +135,14 @@ class LinkError(KernpackError):
         self.stderr = stderr
 
 
+class ToolError(LinkError):
+    """A tool kernpack must run (the C compiler) is missing, does not run, or is older than it supports.
+
+    The message names the path, its version, the version needed and the variable that points
+    kernpack at another (``kernpack doctor`` lists every tool it found).
+    """
+
+
 class LoadError(KernpackError):
     """A file or blob could not be loaded as a module."""
 
@@ -162,6 +172,10 @@ class CacheWarning(UserWarning):
 
     Said once per tier and process.
     """
+
+
+class ToolWarning(UserWarning):
+    """An optional tool (spirv-val, ptxas) is too old or broken: the check or artifact it makes is skipped."""
 
 
 class ShadowingWarning(UserWarning):

@@ -135,7 +135,9 @@ def test_a_cross_build_and_a_host_build_of_one_kernel_do_not_share_code(tmp_path
 
 def test_what_cannot_be_linked_together_is_refused_before_any_work(tmp_path):
     arm = kp.build([K.saxpy], triple=TRIPLE)
-    with pytest.raises(kp.ExportError, match=r"machine code is for aarch64, but the C compiler 'cc' links for x86_64"):
+    with pytest.raises(
+        kp.ExportError, match=r"machine code is for aarch64, but the C compiler '[^']*cc' links for x86_64"
+    ):
         arm.export_library(tmp_path / "a.so", cc="cc")
     arm.import_module(kp.build([K.vadd_f32]))
     with pytest.raises(kp.ExportError, match=r"machine code for aarch64 and x86_64, and one library is for one"):

@@ -16,10 +16,16 @@ os.umask(UMASK)
 
 
 def c_compiler(cc: str | None = None) -> list[str]:
-    """The C compiler's command: ``cc`` if given, else ``$CC``, else ``cc``, split as a shell would."""
-    import shlex  # here: a cache hit links nothing
+    """The C compiler's command: ``cc`` if given, else ``$CC``, else ``cc`` on PATH, its version checked.
 
-    return shlex.split(cc or os.environ.get("CC") or "cc")
+    Raises
+    ------
+    ToolError
+        If it is missing or older than kernpack supports (:func:`kernpack.runtime.tools.c_compiler`).
+    """
+    from ..runtime import tools  # here: a cache hit links nothing (tools imports subprocess)
+
+    return tools.c_compiler(cc)
 
 
 def write_temp(directory: str, data: bytes | str, suffix: str = "") -> str:

@@ -7,33 +7,24 @@ not when a GPU first loads it.
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 import shlex
-import shutil
 import subprocess
-import sys
 import tempfile
 
 from ..errors import CompileError
+from .tools import nvidia_dirs, optional_tool
 
 __all__ = ["assemble_cubin", "find_ptxas", "nvidia_dirs", "ptx_target"]
 
 
-def nvidia_dirs() -> list[str]:
-    """Where NVIDIA's tools may be: the ``nvidia-*`` wheels' directories, then a CUDA toolkit's."""
-    roots = [os.path.join(p, "nvidia") for p in sys.path if os.path.isdir(os.path.join(p, "nvidia"))]
-    return [d for root in roots for d in sorted(glob.glob(os.path.join(root, "cu*")))] + ["/usr/local/cuda"]
-
-
 def find_ptxas() -> str | None:
-    """Find ptxas: the ``nvidia-cuda-nvcc`` wheel's, a CUDA toolkit's, or one on PATH."""
-    for base in nvidia_dirs():
-        path = os.path.join(base, "bin", "ptxas")
-        if os.access(path, os.X_OK):
-            return path
-    return shutil.which("ptxas")
+    """Ptxas as :func:`.tools.resolve` finds it (KERNPACK_PTXAS, the nvidia-cuda-nvcc wheel's, PATH, a toolkit's).
+
+    None where there is none, or it is too old (then, once, a ToolWarning says so).
+    """
+    return optional_tool("ptxas")
 
 
 def ptx_target(ptx: str) -> str | None:
