@@ -12,7 +12,9 @@ Each figure is measured in fresh processes, each with a local cache directory of
   cold build on all cores.
 * **first call from Redis**: a fresh process's first call of one kernel (the kernel index, the
   code, and for the CPU its shared object, all from Redis), against the same call from a warm
-  local-disk cache.
+  local-disk cache; and with signed entries (the default with a key) against unsigned ones.
+
+Shared entries are signed with a key, as ``docs/cache.md`` recommends.
 """
 
 from __future__ import annotations
@@ -69,12 +71,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _child(script: Path, args: list[str], cache: Path, url: str | None = None) -> dict:
-    """Run ``script`` as a fresh process with its own local cache, and the shared tier ``url``."""
+KEY = "bench key"
+
+
+def _child(script: Path, args: list[str], cache: Path, url: str | None = None, signed: bool = True) -> dict:
+    """Run ``script`` as a fresh process with its own local cache, and the shared tier ``url``.
+
+    ``signed``: the tier's entries are signed with a key (as docs/cache.md recommends), else
+    unsigned in a tier the process is told to trust.
+    """
     env = {**os.environ, "KERNPACK_CACHE_DIR": str(cache)}
-    env.pop("KERNPACK_CACHE_URL", None)
+    for variable in (
+        "KERNPACK_CACHE_URL",
+        "KERNPACK_CACHE_KEY",
+        "KERNPACK_CACHE_KEY_FILE",
+        "KERNPACK_CACHE_TRUST_UNSIGNED",
+    ):
+        env.pop(variable, None)
     if url:
         env["KERNPACK_CACHE_URL"] = url
+        env.update({"KERNPACK_CACHE_KEY": KEY} if signed else {"KERNPACK_CACHE_TRUST_UNSIGNED": "1"})
     run = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, env=env, cwd=ROOT)
     if run.returncode != 0:
         raise SystemExit(run.stderr[-3000:])
@@ -119,12 +135,16 @@ def main() -> None:
             # One kernel's first call in a fresh process: from the local disk, from Redis.
             _child(first_call, [], tmp / "first-local", url)  # fills the local cache and Redis
             local = [_child(first_call, [], tmp / "first-local")["seconds"] for _ in range(5)]
-            remote = []
-            for n in range(5):
-                result = _child(first_call, [], tmp / f"first-remote{n}", url)
-                assert result["cache"]["misses"] == 0 and result["cache"]["remote_hits"] > 0, result
-                remote.append(result["seconds"])
-            rows.append(_row("first call of a kernel, fresh process, warm Redis", remote, local, "local-disk hit"))
+            unsigned_url = url[: -len("/0")] + "/1"  # another database: entries stored unsigned
+            _child(first_call, [], tmp / "first-unsigned", unsigned_url, signed=False)
+            signed, unsigned = [], []
+            for n in range(7):  # taking turns
+                for samples, tier, sign in ((signed, url, True), (unsigned, unsigned_url, False)):
+                    result = _child(first_call, [], tmp / f"first-{sign}-{n}", tier, signed=sign)
+                    assert result["cache"]["misses"] == 0 and result["cache"]["remote_hits"] > 0, result
+                    samples.append(result["seconds"])
+            rows.append(_row("first call of a kernel, fresh process, warm Redis", signed, local, "local-disk hit"))
+            rows.append(_row("the same, entries signed (HMAC-SHA256)", signed, unsigned, "unsigned, trusted tier"))
         finally:
             server.terminate()
             server.wait()

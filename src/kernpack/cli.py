@@ -227,7 +227,7 @@ def _cache(args: argparse.Namespace) -> int:
     if remote is None:
         print("remote: none (KERNPACK_CACHE_URL=redis://host:port/db shares one between machines)")
     else:
-        print(f"remote: {remote['url']} (timeout {remote['timeout']} s)")
+        print(f"remote: {remote['url']} (timeout {remote['timeout']} s): {remote['trust']}")
     return 0
 
 

@@ -56,6 +56,7 @@ print(json.dumps({"out": out.tolist(), "vulkan": device.tolist(), "stats": kp.ca
                   "llvm": "llvmlite.binding" in sys.modules}))
 """
 EXPECTED = [0.25, 2.25, 4.25, 6.25, 8.25, 10.25]
+KEY = "the team's secret"  # every "machine" here signs and verifies with it, unless a test says otherwise
 
 
 def _free_port() -> int:
@@ -98,12 +99,15 @@ def redis_server(tmp_path):
     server.stop()
 
 
-def machine(tmp_path: Path, name: str, url: str, mode: str = "build", **env: str) -> dict:
+def machine(tmp_path: Path, name: str, url: str, mode: str = "build", **env: str | None) -> dict:
     """Run PROGRAM as a process with its own local cache (another "machine") and this shared tier."""
     program = tmp_path / "shared_program.py"
     program.write_text(textwrap.dedent(PROGRAM))
     environment = {**os.environ, "KERNPACK_CACHE_DIR": str(tmp_path / f"cache-{name}"), "KERNPACK_CACHE_URL": url,
-                   **env}  # fmt: skip
+                   "KERNPACK_CACHE_KEY": KEY, **env}  # fmt: skip
+    for variable, value in env.items():
+        if value is None:
+            environment.pop(variable)
     run = subprocess.run([sys.executable, str(program), mode], capture_output=True, text=True, env=environment,
                          cwd=ROOT, timeout=300)  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
@@ -124,8 +128,10 @@ def test_a_second_machine_builds_nothing(tmp_path, redis_server):
     assert third["stats"]["remote_hits"] == 0 and third["stats"]["misses"] == 0 and third["warnings"] == []
 
 
-def test_damaged_and_foreign_entries_are_rebuilt_never_loaded(tmp_path, redis_server):
-    machine(tmp_path, "a", redis_server.url)
+@pytest.mark.parametrize("mode", ["signed", "trusted unsigned"])
+def test_damaged_and_foreign_entries_are_rebuilt_never_loaded(tmp_path, redis_server, mode):
+    trust = {} if mode == "signed" else {"KERNPACK_CACHE_KEY": None, "KERNPACK_CACHE_TRUST_UNSIGNED": "1"}
+    machine(tmp_path, "a", redis_server.url, **trust)
     redis = redis_server.client
     keys = [k for k in redis.command("KEYS", "kernpack:*") if not k.endswith(b".so")]
     assert len(keys) >= 3
@@ -137,10 +143,14 @@ def test_damaged_and_foreign_entries_are_rebuilt_never_loaded(tmp_path, redis_se
     for k in redis.command("KEYS", "kernpack:*.so"):  # and every shared object damaged
         value = redis.command("GET", k)
         redis.command("SET", k, value[:100] + bytes([value[100] ^ 0xFF]) + value[101:])
-    second = machine(tmp_path, "b", redis_server.url)
+    second = machine(tmp_path, "b", redis_server.url, **trust)
     assert second["out"] == EXPECTED and second["vulkan"] == EXPECTED
-    assert second["stats"]["rejected"] >= 2 and second["stats"]["remote_hits"] == 0
-    assert len(second["warnings"]) == 1 and "failed its checksum" in second["warnings"][0]
+    assert second["stats"]["remote_hits"] == 0
+    # Signed, the tag catches all of it; unsigned (trusted), the checksum over key and content.
+    counted, said = ("unverified", "not signed by any of this process's keys") if mode == "signed" else (
+        "rejected", "failed its checksum")  # fmt: skip
+    assert second["stats"][counted] >= 2
+    assert len(second["warnings"]) == 1 and said in second["warnings"][0]
 
 
 def test_a_redis_that_is_down_or_stops_warns_once_and_builds_locally(tmp_path, redis_server):
@@ -212,7 +222,7 @@ def test_the_local_cache_is_bounded_least_recently_used_first(tmp_path, monkeypa
 
 def test_configure_cache_in_code_reaches_build_workers(tmp_path, redis_server, monkeypatch):
     monkeypatch.setenv("KERNPACK_CACHE_DIR", str(tmp_path / "cache"))
-    kp.configure_cache(redis_server.url, timeout=2)
+    kp.configure_cache(redis_server.url, timeout=2, keys=[KEY])
     try:
         from benchmarks import manykernels
 
@@ -246,7 +256,7 @@ def test_cache_info_and_clear_on_the_command_line(tmp_path):
 def test_redis_stopped_mid_build_warns_once_and_the_build_goes_on(tmp_path, redis_server, monkeypatch):
     monkeypatch.setenv("KERNPACK_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(cache, "_warned", set())
-    kp.configure_cache(redis_server.url, timeout=0.5)
+    kp.configure_cache(redis_server.url, timeout=0.5, keys=[KEY])
     try:
         from benchmarks import manykernels
 
@@ -273,3 +283,78 @@ def test_redis_stopped_mid_build_warns_once_and_the_build_goes_on(tmp_path, redi
     finally:
         kp.configure_cache(None)
         cache._config.from_env = True
+
+
+# ---------------------------------------------------------------------- trust (signed entries)
+def test_a_forged_entry_is_rejected_and_rebuilt(tmp_path, redis_server):
+    machine(tmp_path, "a", redis_server.url)
+    redis = redis_server.client
+    for k in redis.command("KEYS", "kernpack:*"):
+        value = redis.command("GET", k)
+        assert value.startswith(cache._SIGNED)
+        # Someone who can write to Redis but has no key: the right entry key, a tag of their own.
+        forged = cache._SIGNED + bytes(32) + value[len(cache._SIGNED) + 32 :]
+        redis.command("SET", k, forged)
+    second = machine(tmp_path, "b", redis_server.url)
+    assert second["out"] == EXPECTED and second["vulkan"] == EXPECTED
+    assert second["stats"]["remote_hits"] == 0 and second["stats"]["unverified"] >= 3
+    assert len(second["warnings"]) == 1 and "was not loaded, and was rebuilt here" in second["warnings"][0]
+
+
+def test_another_keys_entries_are_not_loaded_and_rotation_keeps_old_ones_readable(tmp_path, redis_server):
+    machine(tmp_path, "old", redis_server.url, KERNPACK_CACHE_KEY="old key")
+    # Rotation: the new key signs, the old one still verifies, so nothing is rebuilt.
+    keys = tmp_path / "keys"
+    keys.write_text("# the first key signs; every key verifies\nnew key\nold key\n")
+    rotated = machine(tmp_path, "rotated", redis_server.url, "forbid", KERNPACK_CACHE_KEY=None,
+                      KERNPACK_CACHE_KEY_FILE=str(keys))  # fmt: skip
+    assert rotated["stats"]["misses"] == 0 and rotated["stats"]["unverified"] == 0 and rotated["warnings"] == []
+    stranger = machine(tmp_path, "stranger", redis_server.url, KERNPACK_CACHE_KEY="someone else's key")
+    assert stranger["out"] == EXPECTED and stranger["stats"]["remote_hits"] == 0
+    assert stranger["stats"]["unverified"] >= 3 and len(stranger["warnings"]) == 1
+
+
+def test_without_a_key_the_shared_tier_is_used_only_when_trusted(tmp_path, redis_server):
+    unkeyed = machine(tmp_path, "a", redis_server.url, KERNPACK_CACHE_KEY=None)
+    assert unkeyed["out"] == EXPECTED and len(unkeyed["warnings"]) == 1
+    assert "is not used: its entries are machine code" in unkeyed["warnings"][0]
+    assert "KERNPACK_CACHE_TRUST_UNSIGNED=1" in unkeyed["warnings"][0]
+    assert redis_server.client.command("KEYS", "kernpack:*") == []
+    trusted = machine(tmp_path, "b", redis_server.url, KERNPACK_CACHE_KEY=None, KERNPACK_CACHE_TRUST_UNSIGNED="1")
+    assert trusted["warnings"] == [] and redis_server.client.command("KEYS", "kernpack:*")
+    again = machine(tmp_path, "c", redis_server.url, "forbid", KERNPACK_CACHE_KEY=None,
+                    KERNPACK_CACHE_TRUST_UNSIGNED="1")  # fmt: skip
+    assert again["stats"]["misses"] == 0
+
+
+def test_a_cache_directory_others_can_write_to_is_refused(tmp_path, monkeypatch):
+    shared = tmp_path / "shared-cache"
+    shared.mkdir()
+    monkeypatch.setenv("KERNPACK_CACHE_DIR", str(shared))
+    monkeypatch.setattr(cache, "_warned", set())
+    cache.store("cd" * 32, {"part": b"data"})
+    assert cache.load("cd" * 32) is not None
+    shared.chmod(0o777)  # as /tmp is: anyone could have put an entry here
+    with pytest.warns(kp.CacheWarning, match=r"is not used: others can write to it \(mode 777\).*chmod 700"):
+        assert cache.load("cd" * 32) is None
+    cache.store("ef" * 32, {"part": b"data"})
+    assert not cache._entry_path("ef" * 32).exists()
+    shared.chmod(0o700)
+    assert cache.load("cd" * 32) is not None
+
+
+def test_the_cache_kernpack_creates_is_owner_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERNPACK_CACHE_DIR", str(tmp_path / "new" / "cache"))
+    cache.store("ab" * 32, {"part": b"data"})
+    path = cache._entry_path("ab" * 32)
+    assert (path.stat().st_mode & 0o777, path.parent.stat().st_mode & 0o777) == (0o600, 0o700)
+    assert (tmp_path / "new" / "cache").stat().st_mode & 0o777 == 0o700
+
+
+def test_the_signature_is_rfc_2104_hmac_sha256_over_key_and_content():
+    import hashlib
+    import hmac
+
+    for secret in (b"short", b"k" * 100):  # a key longer than SHA-256's block is hashed first
+        message = (3).to_bytes(8, "little") + b"abc" + b"entry bytes" * 50
+        assert cache._hmac(secret, "abc", b"entry bytes" * 50) == hmac.new(secret, message, hashlib.sha256).digest()

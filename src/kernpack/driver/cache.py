@@ -38,12 +38,17 @@ import struct
 import sys
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import CacheWarning
+
+try:  # constant-time comparison, as hmac.compare_digest (which imports hashlib, OpenSSL)
+    from _operator import _compare_digest
+except ImportError:  # pragma: no cover - another Python
+    from hmac import compare_digest as _compare_digest
 
 __all__ = [
     "cache_dir",
@@ -52,6 +57,7 @@ __all__ = [
     "clear_cache",
     "configure_cache",
     "fetch_native",
+    "local_usable",
     "worker_context",
     "load",
     "make_key",
@@ -74,6 +80,7 @@ except ImportError:  # pragma: no cover - a build without the built-in module
 _MAGIC = b"KPCACHE3"
 _HEADER = struct.Struct("<8s32sI")  # magic, SHA-256 of key + parts, number of parts
 _PART = struct.Struct("<HQ")  # name length, data length; then the name (UTF-8), then the data
+_SIGNED = b"KPSIGN01"  # a shared-tier value signed with a key: this, the HMAC-SHA256 tag, the entry
 _NATIVE_PART = "shared object"  # the one part of a shared object's entry in the remote tier
 _REMOTE_PREFIX = "kernpack:3:"  # Redis keys: the prefix, then the entry's key (".so": its shared object)
 _DEFAULT_MAX_BYTES = 2 << 30
@@ -88,6 +95,7 @@ class _Stats:
     misses: int = 0
     stores: int = 0
     rejected: int = 0  # entries that failed their checksum (damaged or foreign)
+    unverified: int = 0  # shared entries no key of this process signed (forged, or another key's)
     evicted: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -99,6 +107,8 @@ class _Config:
     url: str | None = None
     timeout: float = 1.0
     max_bytes: int = _DEFAULT_MAX_BYTES
+    keys: tuple[bytes, ...] = ()  # the shared tier's keys: the first signs, every one verifies
+    trust_unsigned: bool = False  # use a shared tier without keys (whoever writes to it runs code here)
     from_env: bool = True  # configure() was not called: read the environment each time
 
 
@@ -125,7 +135,12 @@ def cache_dir() -> Path:
 
 
 def configure_cache(
-    url: str | None = None, *, timeout: float | None = None, max_bytes: int | str | None = None
+    url: str | None = None,
+    *,
+    timeout: float | None = None,
+    max_bytes: int | str | None = None,
+    keys: Sequence[str | bytes] = (),
+    trust_unsigned: bool = False,
 ) -> None:
     """Set the cache's tiers in code, in place of ``KERNPACK_CACHE_URL`` and friends.
 
@@ -137,12 +152,21 @@ def configure_cache(
         Seconds a Redis request may take before the tier is given up for this process (1).
     max_bytes : int or str, optional
         The local cache's bound, in bytes or as ``"500M"``, ``"2G"`` (2 GiB).
+    keys : sequence of str or bytes
+        Secret keys of the shared tier: the first signs what this process stores (HMAC-SHA256
+        over the entry's key and content), and an entry is loaded only if one of them verifies
+        it. More than one while keys are rotated.
+    trust_unsigned : bool, default False
+        Use the shared tier without keys. Whoever can write to it can then run code in every
+        process that reads from it; without keys or this, the tier is not used.
     """
     global _remote, _remote_url
     with _lock:
         _config.url = url
         _config.timeout = 1.0 if timeout is None else float(timeout)
         _config.max_bytes = _DEFAULT_MAX_BYTES if max_bytes is None else _parse_size(max_bytes, "max_bytes")
+        _config.keys = tuple(k.encode() if isinstance(k, str) else bytes(k) for k in keys)
+        _config.trust_unsigned = trust_unsigned
         _config.from_env = False
         _remote, _remote_url = None, None
         _warned.clear()
@@ -152,7 +176,9 @@ def worker_context() -> Callable[[], None] | None:
     """What a build worker calls to use the tiers :func:`configure_cache` set here (None: the environment's)."""
     if _config.from_env:
         return None
-    return functools.partial(configure_cache, _config.url, timeout=_config.timeout, max_bytes=_config.max_bytes)
+    c = _config
+    return functools.partial(configure_cache, c.url, timeout=c.timeout, max_bytes=c.max_bytes, keys=c.keys,
+                             trust_unsigned=c.trust_unsigned)  # fmt: skip
 
 
 def _settings() -> _Config:
@@ -164,7 +190,33 @@ def _settings() -> _Config:
         url=os.environ.get("KERNPACK_CACHE_URL") or None,
         timeout=_parse_float(timeout, "KERNPACK_CACHE_TIMEOUT") if timeout else 1.0,
         max_bytes=_parse_size(size, "KERNPACK_CACHE_MAX_BYTES") if size else _DEFAULT_MAX_BYTES,
+        keys=_keys_from_env(),
+        trust_unsigned=os.environ.get("KERNPACK_CACHE_TRUST_UNSIGNED", "").lower() in ("1", "yes", "true", "on"),
     )
+
+
+def _keys_from_env() -> tuple[bytes, ...]:
+    """``KERNPACK_CACHE_KEY`` (one key), else the lines of ``KERNPACK_CACHE_KEY_FILE`` (the first signs).
+
+    Raises
+    ------
+    ValueError
+        If the key file cannot be read or holds no key.
+    """
+    key = os.environ.get("KERNPACK_CACHE_KEY")
+    if key:
+        return (key.encode(),)
+    path = os.environ.get("KERNPACK_CACHE_KEY_FILE")
+    if not path:
+        return ()
+    try:
+        with open(path, "rb") as f:
+            keys = tuple(line.strip() for line in f if line.strip() and not line.startswith(b"#"))
+    except OSError as exc:
+        raise ValueError(f"KERNPACK_CACHE_KEY_FILE={path!r} cannot be read ({exc.strerror})") from None
+    if not keys:
+        raise ValueError(f"KERNPACK_CACHE_KEY_FILE={path!r} holds no key (one per line; the first signs)")
+    return keys
 
 
 def _parse_float(text: str, name: str) -> float:
@@ -235,8 +287,9 @@ def _sources_digest() -> str:
     files.sort()
     stats = _sha256("".join(f"{rel}:{stat}\n" for rel, stat in files).encode()).hexdigest()
     memo = cache_dir() / "fingerprints" / stats
+    trusted = local_usable()
     with contextlib.suppress(OSError, UnicodeDecodeError):
-        remembered = memo.read_text("ascii")
+        remembered = memo.read_text("ascii") if trusted else ""
         if len(remembered) == 64:
             return remembered
     contents = _sha256()
@@ -246,7 +299,8 @@ def _sources_digest() -> str:
             contents.update(f"{rel}:{len(data)}\n".encode())
             contents.update(data)
     result = contents.hexdigest()
-    _write_atomic(memo, result.encode())
+    if trusted:
+        _write_atomic(memo, result.encode())
     return result
 
 
@@ -303,6 +357,27 @@ def _digest(key: str, payload: bytes) -> bytes:
     return digest.digest()
 
 
+def _hmac(secret: bytes, key: str, value: bytes) -> bytes:
+    """HMAC-SHA256 (RFC 2104) of the cache key and the value, with CPython's own SHA-256 (no OpenSSL import)."""
+    inner_pad, outer_pad = _pads(secret)
+    inner = _sha256(inner_pad)
+    encoded = key.encode()
+    inner.update(len(encoded).to_bytes(8, "little") + encoded)
+    inner.update(value)
+    outer = _sha256(outer_pad)
+    outer.update(inner.digest())
+    return outer.digest()
+
+
+@functools.lru_cache(maxsize=8)
+def _pads(secret: bytes) -> tuple[bytes, bytes]:
+    """HMAC's inner and outer padded keys for ``secret``."""
+    if len(secret) > 64:
+        secret = _sha256(secret).digest()
+    secret = secret.ljust(64, b"\0")
+    return bytes(b ^ 0x36 for b in secret), bytes(b ^ 0x5C for b in secret)
+
+
 def _decode(key: str, data: bytes) -> dict[str, bytes] | None:
     """The parts of an entry, or None if it is not a whole entry of ``key`` (damaged or foreign)."""
     try:
@@ -326,6 +401,32 @@ def _decode(key: str, data: bytes) -> dict[str, bytes] | None:
     return parts if at == len(data) else None
 
 
+def local_usable() -> bool:
+    """False (with one warning) where the local cache directory could hold someone else's code.
+
+    As ``ssh`` refuses a ``~/.ssh`` that others can write to: a cache directory owned by
+    another user, or writable by its group or by everyone, may hold entries that another user
+    placed, and entries are machine code this process runs. It is then neither read nor
+    written. A directory kernpack creates is its owner's alone (mode 700).
+    """
+    directory = cache_dir()
+    try:
+        st = directory.stat()
+    except OSError:
+        return True  # not there yet: it is made owner-only
+    problem = None
+    if st.st_uid != os.geteuid():
+        problem = f"it belongs to another user (uid {st.st_uid})"
+    elif st.st_mode & 0o022:
+        problem = f"others can write to it (mode {st.st_mode & 0o777:o})"
+    if problem is None:
+        return True
+    _warn_once("local-trust", f"kernpack: the compile cache {directory} is not used: {problem}, so it may hold "
+               f"code someone else put there; chmod 700 {directory}, or set KERNPACK_CACHE_DIR to a directory "
+               "of your own")  # fmt: skip
+    return False
+
+
 def native_path(key: str) -> Path:
     """Where the shared object built from entry ``key`` lives (when one was linked)."""
     return cache_dir() / key[:2] / f"{key}.so"
@@ -342,8 +443,9 @@ def load(key: str) -> dict[str, bytes] | None:
     shared object, where one was published).
     """
     path = _entry_path(key)
+    local = local_usable()
     try:
-        data = path.read_bytes()
+        data = path.read_bytes() if local else None
     except OSError:
         data = None
     parts = None if data is None else _decode(key, data)
@@ -356,21 +458,25 @@ def load(key: str) -> dict[str, bytes] | None:
     remote = _remote_tier()
     found = remote.get(key) if remote is not None else None
     if found is not None:
-        entry, shared_object = found
-        parts = _decode(key, entry)
-        # The shared object is an entry of its own (checksummed like any): one that fails is
-        # left out, and the code runs through LLVM instead.
-        linked = None if shared_object is None else _decode(key + ".so", shared_object)
+        sealed, sealed_native = found
+        entry = remote.unseal(key, sealed)  # None: no key of this process signed it (warned)
+        parts = None if entry is None else _decode(key, entry)
         if parts is not None:
             with _lock:
                 _stats.remote_hits += 1
-            if linked is not None and _NATIVE_PART in linked:
+            # The shared object is an entry of its own, signed and checksummed like any: one
+            # that fails is left out, and the code runs through LLVM instead.
+            native = None if sealed_native is None else remote.unseal(key + ".so", sealed_native)
+            linked = None if native is None else _decode(key + ".so", native)
+            if linked is not None and _NATIVE_PART in linked and local:
                 _write_atomic(native_path(key), linked[_NATIVE_PART], mode=0o700)  # it may be loaded now
-            elif shared_object is not None:
+            elif native is not None and linked is None:
                 remote.rejected(key + ".so")
-            _write_atomic(path, entry)
+            if local:
+                _write_atomic(path, entry)
             return parts
-        remote.rejected(key)
+        if entry is not None:
+            remote.rejected(key)
     with _lock:
         _stats.misses += 1
     return None
@@ -379,7 +485,7 @@ def load(key: str) -> dict[str, bytes] | None:
 def store(key: str, parts: dict[str, bytes]) -> None:
     """Store an entry in every tier; one that cannot be written is skipped (the build goes on)."""
     entry = _encode(key, parts)
-    if _write_atomic(_entry_path(key), entry):
+    if local_usable() and _write_atomic(_entry_path(key), entry):
         with _lock:
             _stats.stores += 1
         _evict_if_over(_settings().max_bytes)
@@ -394,11 +500,14 @@ def fetch_native(key: str) -> bool:
     The first call of a kernel in a fresh process needs only this, not the entry: one round
     trip and one checksum, about half of what loading the entry too costs.
     """
+    if not local_usable():
+        return False
     path = native_path(key)
     if path.exists():
         return True
     remote = _remote_tier()
     found = remote.get_one(key + ".so") if remote is not None else None
+    found = None if found is None else remote.unseal(key + ".so", found)
     if found is None:
         return False
     linked = _decode(key + ".so", found)
@@ -430,8 +539,12 @@ def _write_atomic(path: Path, data: bytes, mode: int = 0o600) -> bool:
     try:
         try:
             fd = os.open(tmp, flags, mode)
-        except FileNotFoundError:  # the entry's shard directory is new
-            path.parent.mkdir(parents=True, exist_ok=True)
+        except FileNotFoundError:  # the entry's shard directory is new: it and the cache are owner-only
+            root = cache_dir()
+            if path.parent != root and not root.exists():
+                root.parent.mkdir(parents=True, exist_ok=True)
+                root.mkdir(mode=0o700, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(tmp, flags, mode)
     except OSError as exc:
         _warn_once("local", f"kernpack: the compile cache {cache_dir()} cannot be written ({exc.strerror}); "
@@ -496,8 +609,8 @@ def cache_info() -> dict[str, Any]:
     -------
     dict
         ``{"enabled", "local": {"path", "entries", "bytes", "max_bytes"}, "remote": {"url",
-        "state"} or None, "process": {"local_hits", "remote_hits", "misses", "stores",
-        "rejected", "evicted"}}``.
+        "timeout", "state", "trust"} or None, "process": {"local_hits", "remote_hits", "misses",
+        "stores", "rejected", "unverified", "evicted"}}``.
     """
     settings = _settings()
     files = _files()
@@ -508,7 +621,13 @@ def cache_info() -> dict[str, Any]:
     remote = None
     if settings.url is not None:
         state = "unused so far" if _remote is None else ("failed in this process" if _remote is False else "in use")
-        remote = {"url": _redacted(settings.url), "timeout": settings.timeout, "state": state}
+        if settings.keys:
+            trust = f"entries signed and verified ({len(settings.keys)} key{'s' * (len(settings.keys) > 1)})"
+        elif settings.trust_unsigned:
+            trust = "entries unsigned (KERNPACK_CACHE_TRUST_UNSIGNED)"
+        else:
+            trust = "not used: no key (KERNPACK_CACHE_KEY) and not trusted unsigned"
+        remote = {"url": _redacted(settings.url), "timeout": settings.timeout, "state": state, "trust": trust}
     return {
         "enabled": cache_enabled(),
         "local": {
@@ -551,13 +670,18 @@ def _remote_tier() -> _Redis | None:
     with _lock:
         if _remote is not None and _remote_url == url:
             return _remote or None
+    settings = _settings()
     try:
-        tier: Any = _Redis(url, _settings().timeout)
+        tier: Any = _Redis(url, settings.timeout, settings.keys, settings.trust_unsigned)
     except _TierUnavailable as exc:
         _warn_once("remote", str(exc))
         tier = False
     with _lock:
         _remote, _remote_url = tier, url
+    if tier:
+        import atexit
+
+        atexit.register(tier.close)
     return tier or None
 
 
@@ -568,20 +692,54 @@ class _TierUnavailable(Exception):
 class _Redis:
     """A Redis server as a cache tier: GET and SET of whole entries, any failure the end of it."""
 
-    def __init__(self, url: str, timeout: float) -> None:
+    def __init__(self, url: str, timeout: float, keys: tuple[bytes, ...], trust_unsigned: bool) -> None:
         from .resp import Connection  # here: a process without a shared tier never imports it
 
         self.url = url
+        if not keys and not trust_unsigned:
+            raise _TierUnavailable(
+                f"kernpack: the shared cache {_redacted(url)} is not used: its entries are machine code this "
+                "process would run, and with no key nothing proves who wrote them. Set KERNPACK_CACHE_KEY (or "
+                "KERNPACK_CACHE_KEY_FILE) to a secret your build machines share, or KERNPACK_CACHE_TRUST_UNSIGNED=1 "
+                "if only trusted machines can write to it (docs/cache.md, Trust)"
+            )
         try:
             self._connection = Connection(url, timeout)
         except ValueError as exc:
             raise _TierUnavailable(f"kernpack: the shared cache URL {_redacted(url)} is not usable ({exc})") from None
+        self._keys = keys
         self._lock = threading.Lock()  # one connection, one command at a time
         self._writable = True
+
+    def seal(self, key: str, value: bytes) -> bytes:
+        """``value`` as stored in the tier: signed with the first key, where there are keys."""
+        if not self._keys:
+            return value
+        return _SIGNED + _hmac(self._keys[0], key, value) + value
+
+    def unseal(self, key: str, stored: bytes) -> bytes | None:
+        """The value under a verified signature; None (counted, warned once) if no key verifies it."""
+        signed = stored[: len(_SIGNED)] == _SIGNED
+        value = stored[len(_SIGNED) + 32 :] if signed else stored
+        if not self._keys:
+            return value  # an unsigned tier the user trusts; a signature here cannot be checked
+        tag = stored[len(_SIGNED) : len(_SIGNED) + 32]
+        if signed and any(_compare_digest(tag, _hmac(k, key, value)) for k in self._keys):
+            return value
+        with _lock:
+            _stats.unverified += 1
+        _warn_once("remote-unverified", f"kernpack: an entry of the shared cache {_redacted(self.url)} is not "
+                   f"signed by any of this process's keys ({key[:16]}...); it was not loaded, and was rebuilt here "
+                   "(stored by a machine with another key, or by someone without one)")  # fmt: skip
+        return None
 
     def _command(self, *args: bytes | str) -> Any:
         with self._lock:
             return self._connection.command(*args)
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
 
     def get(self, key: str) -> tuple[bytes, bytes | None] | None:
         """The entry stored under ``key`` and its shared object (None where none), or None."""
@@ -610,7 +768,7 @@ class _Redis:
         from .resp import RedisError, ReplyError
 
         try:
-            self._command("SET", _REMOTE_PREFIX + key, value)
+            self._command("SET", _REMOTE_PREFIX + key, self.seal(key, value))
         except RedisError as exc:
             # Full (maxmemory with noeviction), or a replica: still worth reading from.
             if isinstance(exc, ReplyError) and exc.code in ("OOM", "READONLY"):

@@ -80,7 +80,8 @@ def _package(units: list[Unit], name: str) -> Module:
     (unit,) = units
     assert isinstance(unit.options, CPUOptions)
     shared_object = None
-    if unit.cache_key is not None and unit.options.triple is None:  # a cross build runs elsewhere
+    # A cross build runs elsewhere; a cache directory others can write to is not trusted.
+    if unit.cache_key is not None and unit.options.triple is None and cache.local_usable():
         path = cache.native_path(unit.cache_key)
         try:
             check_shared_object(str(path))
