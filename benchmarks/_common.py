@@ -104,7 +104,72 @@ def warp_peer(python: str, *args: str) -> dict:
 
 def machine() -> dict[str, object]:
     """What the numbers were measured on."""
-    return {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "gpu": "an NVIDIA GPU" if os.path.exists("/dev/nvidia0") else "no GPU",
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def caption() -> str:
+    """The machine, as every figure's caption says it."""
+    m = machine()
+    return f"{m['cpus']} cores, {m['cpu_model']}, {m['gpu']}; Python {m['python']}"
+
+
+def plot_curves(name: str, panels: list[dict], title: str) -> Path | None:
+    """One figure of line charts, log axes, medians with min-max bands, the machine in its caption.
+
+    Each panel is ``{"title", "xlabel", "ylabel", "x": [...], "xticks": [labels], "series": {label:
+    {"median": [...], "min": [...], "max": [...]}}}``; a series may be shorter than ``x`` (a peer
+    measured on fewer points). Returns the PNG's path, or None without matplotlib.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    for ax, panel in zip(axes.flat, panels, strict=True):
+        for label, series in panel["series"].items():
+            xs = panel["x"][: len(series["median"])]
+            ms = [v * 1e3 for v in series["median"]]
+            (line,) = ax.plot(xs, ms, marker="o", label=label)
+            ax.fill_between(xs, [v * 1e3 for v in series["min"]], [v * 1e3 for v in series["max"]],
+                            color=line.get_color(), alpha=0.2)  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        if panel.get("xticks"):
+            ax.set_xticks(panel["x"], panel["xticks"], rotation=45, fontsize=8)
+            ax.minorticks_off()
+        ax.set_title(panel["title"], fontsize=10)
+        ax.set_xlabel(panel["xlabel"])
+        ax.set_ylabel(panel.get("ylabel", "milliseconds (median, band: min-max)"))
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    fig.text(0.5, 0.005, caption(), ha="center", fontsize=8, color="#555555")
+    fig.tight_layout(rect=(0, 0.03, 1, 0.95))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def save(name: str, rows: list[dict[str, object]], extra: dict[str, object]) -> Path:

@@ -7,10 +7,13 @@ Writes ``results/export_load.{json,md,png}``.
 
 * **load**: ``load_module`` of a library whose blob carries 1 KiB .. 512 MiB, beside a bare
   ``ctypes.CDLL`` of a byte-identical copy, each timed inside a fresh process (the library is
-  new to the process, the file is in the page cache), median over processes.
+  new to the process, the file is in the page cache), median over processes; and TVM 0.27's
+  ``load_module`` of a library carrying a constant of the same size (up to 256 MiB). The curves
+  (medians, min-max bands, log axes) are ``results/load_curves.png``.
 * **load by module count**: the same for a host library importing 1 .. 256 small device
-  modules (opencl, vulkan, cuda in turn; 1 KiB of bytes each, which no device ever decodes
-  here, plus a one-kernel function table). ``load_module`` only indexes them; a second row
+  modules (opencl, vulkan, cuda in turn; 1 KiB of bytes each, a small real shader for Vulkan,
+  whose bindings are checked when the module is made; no device runs them here, plus a one-kernel
+  function table). ``load_module`` only indexes them; a second row
   adds touching every module, ``tree_function_names()`` on the loaded root, which decodes each
   lazy module and reads every function table, timed in the same process right after the load.
 * **cold process**: the wall time of a whole ``python`` process that imports the runtime, loads
@@ -23,6 +26,7 @@ Writes ``results/export_load.{json,md,png}``.
 from __future__ import annotations
 
 import argparse
+import functools
 import shutil
 import statistics
 import subprocess
@@ -38,7 +42,7 @@ import numpy as np  # noqa: E402
 from tests.conftest import VADD_IR  # noqa: E402
 
 import kernpack as kp  # noqa: E402
-from benchmarks._common import TVM_PEER, report, run_json, tvm_peer, tvm_python  # noqa: E402
+from benchmarks._common import TVM_PEER, plot_curves, report, run_json, tvm_peer, tvm_python  # noqa: E402
 from kernpack import ModulePropertyMask as M  # noqa: E402
 
 KIB, MIB = 1 << 10, 1 << 20
@@ -85,11 +89,25 @@ def device_module(kind: str, i: int, code: bytes) -> kp.Module:
     return kp.cuda_module(code, [entry], assemble=False)  # stand-in code: not PTX that ptxas takes
 
 
+@kp.kernel
+def standin(x: kp.f32[:]):
+    for i in kp.grid(x.shape[0]):
+        x[i] = x[i] + 1.0
+
+
 def dummy_code(kind: str, rng: np.random.Generator) -> bytes:
-    """1 KiB of stand-in kernel code: noise, behind a SPIR-V header for the SPIR-V kinds."""
+    """Stand-in kernel code: for Vulkan a real shader (its bindings are checked when the module
+    is made), elsewhere 1 KiB of noise, behind a SPIR-V header for OpenCL."""
+    if kind == "vulkan":
+        return _shader()
     if kind == "cuda":
         return rng.bytes(KIB)
     return (0x07230203).to_bytes(4, "little") + bytes(16) + rng.bytes(KIB - 20)
+
+
+@functools.cache
+def _shader() -> bytes:
+    return kp.build([standin], "vulkan").shader("standin")
 
 
 def device_tree(count: int) -> kp.Module:
@@ -116,7 +134,10 @@ if kernpack_first:
 else:
     c = cdll(); k, m = kernpack()
 out = {"cdll": c, "kernpack": k, "imports": [x.kind for x in m.imports]}
-if touch:  # decode every lazy module and read every function table
+if touch:  # the first call of a host function, then decode every lazy module and read its table
+    import numpy as np
+    x = np.ones(4, np.float32); y = np.empty_like(x)
+    t = time.perf_counter(); m["vadd"](x, x, y, 4); out["first_call"] = time.perf_counter() - t
     t = time.perf_counter(); out["functions"] = len(m.tree_function_names()); out["touch"] = time.perf_counter() - t
 print(json.dumps(out))
 """
@@ -151,29 +172,63 @@ def load_samples(lib: Path, procs: int, touch: bool = False) -> list[dict]:
     return samples
 
 
-def bench_load(work: Path, sizes: list[int], procs: int) -> list[dict]:
-    rows = []
+def _band(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def _curve(points: list[dict[str, float]]) -> dict[str, list[float]]:
+    return {k: [p[k] for p in points] for k in ("median", "min", "max")}
+
+
+def _label(size: int) -> str:
+    return f"{size // MIB} MiB" if size >= MIB else f"{size // KIB} KiB"
+
+
+def bench_load(work: Path, sizes: list[int], procs: int, tvm: str | None, extra: dict) -> list[dict]:
+    """Load time against blob size: kernpack, a bare dlopen of the same file, and TVM's load_module."""
+    rows, mine, bare = [], [], []
     for size in sizes:
         lib = work / f"load_{size}.so"
         tree(size).export_library(lib)
         samples = load_samples(lib, procs)
         assert all(s["imports"] == ["bench_payload"] for s in samples)
-        label = f"{size // MIB} MiB" if size >= MIB else f"{size // KIB} KiB"
+        mine.append(_band([s["kernpack"] for s in samples]))
+        bare.append(_band([s["cdll"] for s in samples]))
         rows.append(
             {
-                "what": f"load_module, {label} blob",
-                "kernpack_s": statistics.median(s["kernpack"] for s in samples),
-                "baseline_s": statistics.median(s["cdll"] for s in samples),
+                "what": f"load_module, {_label(size)} blob",
+                "kernpack_s": mine[-1]["median"],
+                "baseline_s": bare[-1]["median"],
                 "baseline_name": "ctypes.CDLL",
             }
         )
         lib.unlink()
+    series = {"kernpack load_module": _curve(mine), "ctypes.CDLL (the same file)": _curve(bare)}
+    if tvm:
+        # TVM carries the payload as a Relax constant; above 256 MiB its compile needs more
+        # memory and time than this benchmark spends, so its curve stops there.
+        tvm_sizes = [s for s in sizes if s <= 256 * MIB]
+        theirs = tvm_peer(tvm, "load-sweep", str(work), str(procs), *map(str, tvm_sizes))
+        series["TVM 0.27 load_module"] = {k: theirs[k] for k in ("median", "min", "max")}
+        for size, t in zip(tvm_sizes, theirs["median"], strict=True):
+            ours = mine[sizes.index(size)]["median"]
+            rows.append({"what": f"load_module, {_label(size)} blob vs TVM", "kernpack_s": ours, "baseline_s": t,
+                         "baseline_name": "TVM 0.27 load_module"})  # fmt: skip
+    extra.setdefault("curves", {})["load_vs_blob"] = {
+        "x": sizes,
+        "labels": [_label(s) for s in sizes],
+        "series": series,
+    }
     return rows
 
 
 def bench_load_count(work: Path, counts: list[int], procs: int, extra: dict) -> list[dict]:
     """Load time against the number of device modules in the tree, and the cost of touching them all."""
     loads, touches, record = [], [], {}
+    curves: dict[str, list[dict[str, float]]] = {
+        k: [] for k in ("kernpack load_module", "ctypes.CDLL (the same file)", "load + first call",
+                        "load + decode every module")
+    }  # fmt: skip
     for count in counts:
         lib = work / f"count_{count}.so"
         device_tree(count).export_library(lib)
@@ -205,10 +260,19 @@ def bench_load_count(work: Path, counts: list[int], procs: int, extra: dict) -> 
         record[str(count)] = {
             "so_bytes": lib.stat().st_size,
             "touch_s_median": statistics.median(s["touch"] for s in samples),
-            "samples": [{k: s[k] for k in ("cdll", "kernpack", "touch")} for s in samples],
+            "samples": [{k: s[k] for k in ("cdll", "kernpack", "first_call", "touch")} for s in samples],
         }
+        curves["kernpack load_module"].append(_band([s["kernpack"] for s in samples]))
+        curves["ctypes.CDLL (the same file)"].append(_band([s["cdll"] for s in samples]))
+        curves["load + first call"].append(_band([s["kernpack"] + s["first_call"] for s in samples]))
+        curves["load + decode every module"].append(_band([s["kernpack"] + s["touch"] for s in samples]))
         lib.unlink()
     extra["load_by_module_count"] = record
+    extra.setdefault("curves", {})["load_vs_modules"] = {
+        "x": counts,
+        "labels": [str(c) for c in counts],
+        "series": {k: _curve(v) for k, v in curves.items()},
+    }
     return loads + touches
 
 
@@ -277,7 +341,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="skip 512 MiB, fewer samples")
     parser.add_argument("--no-tvm", action="store_true", help="do not set up or measure Apache TVM")
     args = parser.parse_args()
-    sizes = [KIB, MIB, 64 * MIB] + ([] if args.quick else [512 * MIB])
+    sizes = [KIB, 16 * KIB, 256 * KIB, 4 * MIB, 64 * MIB] + ([] if args.quick else [256 * MIB, 512 * MIB])
     counts = [1, 4, 16, 64, 256]
     procs = 3 if args.quick else 7
     tvm = None if args.no_tvm else tvm_python(setup=True)
@@ -285,12 +349,34 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kernpack-bench-") as tmp:
         work = Path(tmp)
         rows = (
-            bench_load(work, sizes, procs)
+            bench_load(work, sizes, procs, tvm, extra)
             + bench_load_count(work, counts, procs, extra)
             + bench_cold(work, tvm, procs)
             + bench_export(work, tvm, 3 if args.quick else 5)
         )
     report("export_load", rows, extra)
+    curves = extra["curves"]
+    blob, modules = curves["load_vs_blob"], curves["load_vs_modules"]
+    plot_curves(
+        "load_curves",
+        [
+            {
+                "title": "load time against blob size",
+                "xlabel": "payload in the library",
+                "x": blob["x"],
+                "xticks": blob["labels"],
+                "series": blob["series"],
+            },
+            {
+                "title": "load time against module count",
+                "xlabel": "device modules in the library",
+                "x": modules["x"],
+                "xticks": modules["labels"],
+                "series": modules["series"],
+            },
+        ],
+        "Loading one exported library in a fresh process",
+    )
 
 
 if __name__ == "__main__":

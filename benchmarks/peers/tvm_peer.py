@@ -6,6 +6,7 @@ Run with the peer venv's python (``PY=$(benchmarks/peers/setup_tvm.sh | tail -n1
     $PY benchmarks/peers/tvm_peer.py cold-call LIB.so FUNC N
     $PY benchmarks/peers/tvm_peer.py export-const OUT.so MIB
     $PY benchmarks/peers/tvm_peer.py load-const LIB.so
+    $PY benchmarks/peers/tvm_peer.py load-sweep DIR RUNS BYTES...
     $PY benchmarks/peers/tvm_peer.py compile vadd|saxpy REPEAT [--parallel]
 
 Every subcommand prints one JSON object on its last stdout line; a failed check exits non-zero.
@@ -20,6 +21,8 @@ Every subcommand prints one JSON object on its last stdout line; a failed check 
 - ``load-const``: ``tvm_ffi.load_module`` of such a library, each of 5 runs in a fresh subprocess. A Relax VM
   library needs the loader registered by libtvm_runtime.so, so the child first dlopens that (untimed) without
   importing the ``tvm`` Python package; after timing it runs ``main`` once to check the constant.
+- ``load-sweep``: for each payload size in bytes, a library as ``export-const`` makes, loaded as ``load-const``
+  does in RUNS fresh processes; the median, min and max load times per size.
 - ``compile``: from nothing to a first call, ``REPEAT`` times plus one untimed warm-up, each time a new kernel (so
   nothing is cached): define the TE compute over a symbolic length (``define_s``), ``create_prim_func`` (with
   ``--parallel``, a schedule that marks the loop parallel), ``tvm.compile`` for "llvm" (``compile_s``), look the
@@ -102,11 +105,11 @@ def cold_call(lib: str, func: str, n: int) -> dict[str, Any]:
     return {"ok": ok, "import_s": t1 - t0, "load_s": t2 - t1, "call_s": t4 - t3}
 
 
-def export_const(out: str, mib: int) -> dict[str, Any]:
+def export_const(out: str, mib: int, nbytes: int | None = None, reps: int = 3) -> dict[str, Any]:
     import tvm
     from tvm import relax
 
-    n = mib * (1 << 20) // 4
+    n = max(1, (nbytes if nbytes is not None else mib * (1 << 20)) // 4)
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((n,), "float32"))
     with bb.function("main", [x]):
@@ -117,7 +120,7 @@ def export_const(out: str, mib: int) -> dict[str, Any]:
         bb.emit_func_output(relax.ShapeExpr([n]))
     exe = tvm.compile(bb.get(), target="llvm")
     times = []
-    for _ in range(3):
+    for _ in range(reps):
         if os.path.exists(out):
             os.remove(out)
         t0 = time.perf_counter()
@@ -125,7 +128,7 @@ def export_const(out: str, mib: int) -> dict[str, Any]:
         times.append(time.perf_counter() - t0)
     size = os.path.getsize(out)
     return {
-        "ok": size >= mib * (1 << 20),
+        "ok": size >= 4 * n,
         "export_s_median": statistics.median(times),
         "export_s_all": times,
         "so_bytes": size,
@@ -217,14 +220,28 @@ def load_one(lib: str) -> dict[str, Any]:
     return {"ok": bool(np.array_equal(got, _const_pattern(n))), "load_s": load_s}
 
 
-def load_const(lib: str) -> dict[str, Any]:
+def load_const(lib: str, runs: int = 5) -> dict[str, Any]:
     times = []
-    for _ in range(5):
+    for _ in range(runs):
         proc = subprocess.run(
             [sys.executable, os.path.abspath(__file__), "_load-one", lib], capture_output=True, text=True, check=True
         )
         times.append(json.loads(proc.stdout.strip().splitlines()[-1])["load_s"])
     return {"load_s_median": statistics.median(times), "load_s_all": times}
+
+
+def load_sweep(directory: str, sizes: list[int], runs: int) -> dict[str, Any]:
+    """For each payload size in bytes: a library carrying that constant, and its load times (fresh processes)."""
+    out: dict[str, Any] = {"sizes": sizes, "median": [], "min": [], "max": [], "so_bytes": []}
+    for size in sizes:
+        lib = os.path.join(directory, f"tvm_sweep_{size}.so")
+        out["so_bytes"].append(export_const(lib, 0, nbytes=size, reps=1)["so_bytes"])
+        times = load_const(lib, runs)["load_s_all"]
+        os.remove(lib)
+        out["median"].append(statistics.median(times))
+        out["min"].append(min(times))
+        out["max"].append(max(times))
+    return out
 
 
 def main() -> None:
@@ -239,6 +256,10 @@ def main() -> None:
     p.add_argument("out")
     p.add_argument("mib", type=int)
     sub.add_parser("load-const").add_argument("lib")
+    p = sub.add_parser("load-sweep")
+    p.add_argument("directory")
+    p.add_argument("runs", type=int)
+    p.add_argument("sizes", type=int, nargs="+")
     sub.add_parser("_load-one").add_argument("lib")
     p = sub.add_parser("compile")
     p.add_argument("kernel", choices=["vadd", "saxpy"])
@@ -253,6 +274,8 @@ def main() -> None:
         result = export_const(args.out, args.mib)
     elif args.cmd == "load-const":
         result = load_const(args.lib)
+    elif args.cmd == "load-sweep":
+        result = load_sweep(args.directory, args.sizes, args.runs)
     elif args.cmd == "compile":
         result = compile_kernel(args.kernel, args.repeat, args.parallel)
     else:

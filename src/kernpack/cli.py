@@ -263,9 +263,10 @@ def _bench(args: argparse.Namespace) -> int:
             command.append("--quick")
         if subprocess.run(command, cwd=checkout, env=env).returncode != 0:
             failed.append(script.name)
-    if args.update_readme:
-        subprocess.run([sys.executable, str(directory / "report.py")], cwd=checkout, env=env)
-    print(f"results and plots: {results}")
+    # The report page always; the README's tables only when asked (and inside the checkout).
+    report = [sys.executable, str(directory / "report.py"), *(["--readme"] if args.update_readme else [])]
+    subprocess.run(report, cwd=checkout, env=env)
+    print(f"results and plots: {results} (read report.md or report.html)")
     if failed:
         raise KernpackError(f"benchmarks failed: {', '.join(failed)}")
     return 0
