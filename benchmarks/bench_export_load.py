@@ -355,7 +355,11 @@ def main() -> None:
             + bench_export(work, tvm, 3 if args.quick else 5)
         )
     report("export_load", rows, extra)
-    curves = extra["curves"]
+    plot_load_curves(extra["curves"])
+
+
+def plot_load_curves(curves: dict) -> None:
+    """``results/load_curves.png`` from the curves a run recorded (``export_load.json``'s ``curves``)."""
     blob, modules = curves["load_vs_blob"], curves["load_vs_modules"]
     plot_curves(
         "load_curves",
