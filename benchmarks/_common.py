@@ -17,6 +17,15 @@ RESULTS = Path(os.environ.get("KERNPACK_BENCH_RESULTS") or Path(__file__).with_n
 # Apache TVM 0.27 runs in its own venv (its LLVM and ours must not meet in one process):
 # peers/setup_tvm.sh makes it and peers/tvm_peer.py measures inside it.
 TVM_PEER = ROOT / "benchmarks" / "peers" / "tvm_peer.py"
+# The question each benchmark answers: its figure's title, and its section of the report.
+QUESTIONS = {
+    "export_load": "How long does loading a library take, and does it grow with what the library carries?",
+    "build": "How fast does a large library build, on every core and from a shared cache?",
+    "calls": "What does calling a kernel cost, beside numba, Warp and Taichi?",
+    "kernels": "How fast do kernels run on the CPU, beside numpy, numba, Taichi and Warp?",
+    "devices": "What does a device launch cost, beside the runtime's own and Taichi?",
+    "foundation": "What do JIT compilation and a call cost, beside bare llvmlite?",
+}
 
 
 def median_seconds(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
@@ -185,8 +194,12 @@ def save(name: str, rows: list[dict[str, object]], extra: dict[str, object]) -> 
     return path
 
 
-def plot(name: str, rows: list[dict[str, object]]) -> Path | None:
-    """Bar chart of kernpack against its baseline per row, if matplotlib is installed."""
+def plot(name: str, rows: list[dict[str, object]], title: str | None = None) -> Path | None:
+    """One chart of every row: kernpack's time beside its baseline's, log scale, the machine in the caption.
+
+    Horizontal bars, a pair per row (the row's own baseline named beside it), so that a question's
+    answers read top to bottom in one figure. None without matplotlib.
+    """
     try:
         import matplotlib
 
@@ -194,18 +207,23 @@ def plot(name: str, rows: list[dict[str, object]]) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    cols = min(4, len(rows))
-    nrows = -(-len(rows) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3.2 * nrows), squeeze=False)
-    for ax in axes.flat[len(rows) :]:
-        ax.set_visible(False)
-    for ax, row in zip(axes.flat, rows, strict=False):
-        values = [row["baseline_s"], row["kernpack_s"]]
-        scale, unit = (1e6, "µs") if max(values) < 1e-3 else (1e3, "ms")
-        ax.bar([row["baseline_name"], "kernpack"], [v * scale for v in values], color=["#999999", "#3b75af"])
-        ax.set_title(row["what"], fontsize=9)
-        ax.set_ylabel(f"median time ({unit})")
-    fig.tight_layout()
+    height = 0.38
+    fig, ax = plt.subplots(figsize=(11, 0.55 * len(rows) + 1.6))
+    ys = list(range(len(rows)))[::-1]
+    ax.barh(
+        [y + height / 2 for y in ys], [r["kernpack_s"] * 1e3 for r in rows], height, color="#3b75af", label="kernpack"
+    )
+    ax.barh([y - height / 2 for y in ys], [r["baseline_s"] * 1e3 for r in rows], height, color="#999999",
+            label="baseline (named in each row)")  # fmt: skip
+    ax.set_yticks(ys, [f"{r['what']}  [vs {r['baseline_name']}]" for r in rows], fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("median time, milliseconds (log scale)")
+    ax.grid(True, axis="x", which="major", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title or name, fontsize=11)
+    fig.text(0.5, 0.005, caption(), ha="center", fontsize=8, color="#555555")
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
+    RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -228,7 +246,7 @@ def report(name: str, rows: list[dict[str, object]], extra: dict[str, object]) -
         row["baseline"] = fmt_time(row["baseline_s"])
         row["ratio"] = row["kernpack_s"] / row["baseline_s"]
     path = save(name, rows, extra)
-    png = plot(name, rows)
+    png = plot(name, rows, QUESTIONS.get(name))
     width = max(len(str(row["what"])) for row in rows)
     print(f"{'benchmark':{width}s} {'kernpack':>10s} {'baseline':>10s}   ratio  baseline")
     for row in rows:

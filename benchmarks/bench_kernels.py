@@ -74,7 +74,17 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 import kernpack as kp  # noqa: E402
-from benchmarks._common import fmt_time, median_seconds, report, tvm_peer, tvm_python  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    ROOT,
+    fmt_time,
+    median_seconds,
+    peer_python,
+    plot_curves,
+    report,
+    run_json,
+    tvm_peer,
+    tvm_python,
+)
 
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 MATMUL_N = 512
@@ -314,6 +324,77 @@ def bench_numba(funcs: dict, n: int, repeat: int, extra: dict) -> list[dict]:
     ]
 
 
+SWEEP = [10**3, 10**4, 10**5, 10**6, 10**7]
+
+
+def bench_sweep(funcs: dict, repeat: int, sizes: list[int], extra: dict) -> None:
+    """saxpy over n, one call at a time: kernpack (all threads), numpy, numba, Warp and Taichi (CPU)."""
+    curves: dict[str, dict[str, list[float]]] = {}
+
+    def add(name: str, times: list[list[float]]) -> None:
+        curves[name] = {
+            "median": [statistics.median(t) for t in times],
+            "min": [min(t) for t in times],
+            "max": [max(t) for t in times],
+        }
+
+    def samples(fn) -> list[float]:
+        fn()
+        out = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+        return out
+
+    rng = np.random.default_rng(0)
+    data = {n: (rng.random(n, dtype=np.float32), rng.random(n, dtype=np.float32)) for n in sizes}
+    outs = {n: np.empty(n, np.float32) for n in sizes}
+    alpha = np.float32(2.0)
+    add(
+        f"kernpack ({threads_label(2)})",
+        [samples(lambda n=n: funcs["saxpy", 2](alpha, *data[n], outs[n])) for n in sizes],
+    )
+    tmp = {n: np.empty(n, np.float32) for n in sizes}
+
+    def numpy_saxpy(n: int) -> None:
+        np.add(np.multiply(alpha, data[n][0], out=tmp[n]), data[n][1], out=outs[n])
+
+    add("numpy (multiply, add; out=)", [samples(lambda n=n: numpy_saxpy(n)) for n in sizes])
+    try:
+        import numba
+
+        @numba.njit(parallel=True, cache=False)
+        def nb_saxpy(a, x, y, out):
+            for i in numba.prange(out.shape[0]):
+                out[i] = a * x[i] + y[i]
+
+        add("numba (@njit parallel)", [samples(lambda n=n: nb_saxpy(alpha, *data[n], outs[n])) for n in sizes])
+    except ImportError:
+        print("(numba curve skipped: pip install numba, in kernpack's bench extra)")
+    for peer in ("warp", "taichi"):
+        python = peer_python(peer, setup=False)
+        if python is not None:
+            theirs = run_json([python, str(ROOT / "benchmarks" / "peers" / f"{peer}_peer.py"), "sweep", str(repeat),
+                               *map(str, sizes)])  # fmt: skip
+            label = {"warp": "Warp (CPU)", "taichi": "Taichi (ti.cpu)"}[peer]
+            curves[label] = {k: theirs[k] for k in ("median", "min", "max")}
+    extra["curves"] = {"saxpy_vs_n": {"x": sizes, "series": curves}}
+    plot_curves(
+        "kernels_curves",
+        [
+            {
+                "title": "saxpy, float32: time per call against n",
+                "xlabel": "n (elements)",
+                "x": sizes,
+                "xticks": [f"10^{len(str(n)) - 1}" for n in sizes],
+                "series": curves,
+            }
+        ],
+        "Kernel speed on the CPU",
+    )
+
+
 def bench_reductions(funcs: dict, repeat: int) -> list[dict]:
     n = REDUCTION_N
     rng = np.random.default_rng(0)
@@ -502,6 +583,7 @@ def main() -> None:
         + bench_compile(tvm, compile_rounds, compile_per_round, extra)
     )
     extra["loadavg_1_5_15"] = {"before": load_before, "after": os.getloadavg()}
+    bench_sweep(funcs, repeat, SWEEP, extra)
     report("kernels", rows, extra)
     print(
         "compile, first call (uncached build + call): "

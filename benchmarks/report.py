@@ -14,23 +14,25 @@ import argparse
 import base64
 import html
 import json
-import os
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(os.environ.get("KERNPACK_BENCH_RESULTS") or ROOT / "benchmarks" / "results")
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._common import QUESTIONS, RESULTS  # noqa: E402
+
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
-# (result name, the question it answers, its figures in order)
+# (result name, its figures in order); the questions are benchmarks._common.QUESTIONS
 SECTIONS = (
-    ("export_load", "How long does loading a library take, and does it grow with what the library carries?",
-     ("load_curves", "export_load")),
-    ("build", "How fast does a large library build, on every core and from a shared cache?", ("build",)),
-    ("calls", "What does calling a kernel cost, beside numba, Warp and Taichi?", ("calls",)),
-    ("kernels", "How fast do kernels run on the CPU, beside numpy, numba, Taichi and Warp?", ("kernels",)),
-    ("devices", "What does a device launch cost, beside the runtime's own and Taichi?", ("devices",)),
-    ("foundation", "What do JIT compilation and a call cost, beside bare llvmlite?", ("foundation",)),
-)  # fmt: skip
+    ("export_load", ("load_curves", "export_load")),
+    ("build", ("build",)),
+    ("calls", ("calls",)),
+    ("kernels", ("kernels_curves", "kernels")),
+    ("devices", ("devices",)),
+    ("foundation", ("foundation",)),
+)
 
 
 def _machine(name: str) -> str:
@@ -41,7 +43,12 @@ def _machine(name: str) -> str:
 
 
 def _present() -> list[tuple[str, str, tuple[str, ...]]]:
-    return [s for s in SECTIONS if (RESULTS / f"{s[0]}.json").exists() and (RESULTS / f"{s[0]}.md").exists()]
+    """(name, question, figures) of every benchmark that has results."""
+    return [
+        (name, QUESTIONS[name], figures)
+        for name, figures in SECTIONS
+        if (RESULTS / f"{name}.json").exists() and (RESULTS / f"{name}.md").exists()
+    ]
 
 
 def markdown() -> str:

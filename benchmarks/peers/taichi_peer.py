@@ -3,11 +3,15 @@
 Run with the peer venv's python (``PY=$(benchmarks/peers/setup_taichi.sh | tail -n1)``)::
 
     $PY benchmarks/peers/taichi_peer.py saxpy N REPEAT
+    $PY benchmarks/peers/taichi_peer.py sweep REPEAT N...
 
 prints one JSON object on its last stdout line: ``saxpy`` (``out[i] = a * x[i] + y[i]``,
 float32, ``N`` elements) launched and synchronized, the median over ``REPEAT`` launches, on
 arrays resident on the device (``ti.ndarray``, ``resident_s``) and on numpy arrays
 (``numpy_s``), after a first launch of each that compiles.
+
+``sweep`` is the same kernel on Taichi's CPU backend (``ti.cpu``) on numpy arrays of each length
+``N``: the median, min and max over ``REPEAT`` launches per length, after one that compiles.
 """
 
 # No `from __future__ import annotations`: Taichi reads a kernel's annotations as objects.
@@ -57,11 +61,49 @@ def saxpy(n: int, repeat: int) -> dict:
     return {"resident_s": resident, "numpy_s": on_numpy, "taichi": ".".join(map(str, ti.__version__))}
 
 
+def sweep(repeat: int, sizes: list) -> dict:
+    import numpy as np
+    import taichi as ti
+
+    ti.init(arch=ti.cpu, log_level=ti.ERROR)
+
+    @ti.kernel
+    def kernel(
+        a: ti.f32,
+        x: ti.types.ndarray(dtype=ti.f32, ndim=1),
+        y: ti.types.ndarray(dtype=ti.f32, ndim=1),
+        out: ti.types.ndarray(dtype=ti.f32, ndim=1),
+    ):
+        for i in range(out.shape[0]):
+            out[i] = a * x[i] + y[i]
+
+    result = {"sizes": sizes, "median": [], "min": [], "max": []}
+    rng = np.random.default_rng(0)
+    for n in sizes:
+        x, y = rng.random(n, np.float32), rng.random(n, np.float32)
+        out = np.empty_like(x)
+        samples = []
+        for i in range(repeat + 1):
+            start = time.perf_counter()
+            kernel(2.0, x, y, out)
+            ti.sync()
+            if i:  # the first compiles
+                samples.append(time.perf_counter() - start)
+        assert np.allclose(out, 2 * x + y)
+        result["median"].append(statistics.median(samples))
+        result["min"].append(min(samples))
+        result["max"].append(max(samples))
+    return result
+
+
 def main() -> None:
     command, *args = sys.argv[1:]
-    if command != "saxpy":
+    if command == "saxpy":
+        print(json.dumps(saxpy(int(args[0]), int(args[1]))))
+    elif command == "sweep":
+        print(json.dumps(sweep(int(args[0]), [int(a) for a in args[1:]])))
+    else:
         raise SystemExit(f"unknown subcommand {command!r}")
-    print(json.dumps(saxpy(int(args[0]), int(args[1]))))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Run with the peer venv's python (``PY=$(benchmarks/peers/setup_warp.sh | tail -n
 
     $PY benchmarks/peers/warp_peer.py call CALLS BATCHES
     $PY benchmarks/peers/warp_peer.py first-call DIRECTORY
+    $PY benchmarks/peers/warp_peer.py sweep REPEAT N...
 
 Every subcommand prints one JSON object on its last stdout line.
 
@@ -13,6 +14,8 @@ Every subcommand prints one JSON object on its last stdout line.
 - ``first-call``: in this (fresh) process, after ``import warp`` and ``wp.init()``: import the
   kernel's module from ``DIRECTORY``, launch it once and synchronize (``s``). Run it twice: the
   first run fills Warp's kernel cache, the second is the cached first launch.
+- ``sweep``: ``saxpy`` on the CPU on arrays of each length ``N``, launched and synchronized:
+  the median, min and max over ``REPEAT`` launches per length, after one that compiles.
 """
 
 from __future__ import annotations
@@ -79,6 +82,32 @@ def first_call(directory: str) -> dict:
     return {"s": seconds}
 
 
+def sweep(repeat: int, sizes: list[int]) -> dict:
+    import numpy as np
+    import warp as wp
+
+    wp.config.quiet = True
+    wp.init()
+    saxpy = _kernel(tempfile.mkdtemp(prefix="warp-peer-"))
+    out = {"sizes": sizes, "median": [], "min": [], "max": [], "warp": wp.config.version}
+    rng = np.random.default_rng(0)
+    for n in sizes:
+        x, y = (wp.array(rng.random(n, np.float32), device="cpu") for _ in range(2))
+        res = wp.zeros(n, dtype=float, device="cpu")
+        samples = []
+        for i in range(repeat + 1):
+            start = time.perf_counter()
+            wp.launch(saxpy, dim=n, inputs=[2.0, x, y, res], device="cpu")
+            wp.synchronize()
+            if i:  # the first compiles
+                samples.append(time.perf_counter() - start)
+        assert np.allclose(res.numpy(), 2 * x.numpy() + y.numpy())
+        out["median"].append(statistics.median(samples))
+        out["min"].append(min(samples))
+        out["max"].append(max(samples))
+    return out
+
+
 def _kernel(directory: str):
     """The saxpy kernel, from a file in ``directory`` (Warp reads a kernel's source from its file)."""
     path = Path(directory) / "warp_kernel.py"
@@ -96,6 +125,8 @@ def main() -> None:
         result = call(int(args[0]), int(args[1]))
     elif command == "first-call":
         result = first_call(args[0])
+    elif command == "sweep":
+        result = sweep(int(args[0]), [int(a) for a in args[1:]])
     else:
         raise SystemExit(f"unknown subcommand {command!r}")
     print(json.dumps(result))
