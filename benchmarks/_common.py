@@ -139,6 +139,18 @@ def caption() -> str:
     return f"{m['cpus']} cores, {m['cpu_model']}, {m['gpu']}; Python {m['python']}"
 
 
+def _pyplot():
+    """matplotlib.pyplot on a file backend, or None where matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
 def plot_curves(name: str, panels: list[dict], title: str) -> Path | None:
     """One figure of line charts, log axes, medians with min-max bands, the machine in its caption.
 
@@ -146,12 +158,8 @@ def plot_curves(name: str, panels: list[dict], title: str) -> Path | None:
     {"median": [...], "min": [...], "max": [...]}}}``; a series may be shorter than ``x`` (a peer
     measured on fewer points). Returns the PNG's path, or None without matplotlib.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
     for ax, panel in zip(axes.flat, panels, strict=True):
@@ -200,12 +208,8 @@ def plot(name: str, rows: list[dict[str, object]], title: str | None = None) -> 
     Horizontal bars, a pair per row (the row's own baseline named beside it), so that a question's
     answers read top to bottom in one figure. None without matplotlib.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         return None
     height = 0.38
     fig, ax = plt.subplots(figsize=(11, 0.55 * len(rows) + 1.6))

@@ -7,7 +7,9 @@ compiled code and every one builds for cpu, opencl, vulkan and cuda.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from typing import Any
 
 _TEMPLATES = (
     """
@@ -65,3 +67,13 @@ def write(path: Path, count: int) -> Path:
     """Write the kernel file of ``count`` kernels to ``path``."""
     path.write_text(source(count))
     return path
+
+
+def kernels(directory: Path, count: int, name: str = "many") -> list[Any]:
+    """Write the file of ``count`` kernels as ``directory/<name>.py``, import it, return its kernels by name."""
+    path = write(directory / f"{name}.py", count)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    found = {n: v for n, v in vars(module).items() if hasattr(v, "kir")}  # the @kp.kernel functions
+    return [found[n] for n in sorted(found)]

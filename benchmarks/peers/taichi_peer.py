@@ -21,11 +21,8 @@ import sys
 import time
 
 
-def saxpy(n: int, repeat: int) -> dict:
-    import numpy as np
-    import taichi as ti
-
-    ti.init(arch=ti.vulkan, log_level=ti.ERROR)
+def _saxpy_kernel(ti):
+    """``out[i] = a * x[i] + y[i]`` as a Taichi kernel (after ``ti.init``)."""
 
     @ti.kernel
     def kernel(
@@ -36,6 +33,16 @@ def saxpy(n: int, repeat: int) -> dict:
     ):
         for i in range(out.shape[0]):
             out[i] = a * x[i] + y[i]
+
+    return kernel
+
+
+def saxpy(n: int, repeat: int) -> dict:
+    import numpy as np
+    import taichi as ti
+
+    ti.init(arch=ti.vulkan, log_level=ti.ERROR)
+    kernel = _saxpy_kernel(ti)
 
     rng = np.random.default_rng(0)
     x, y = rng.random(n, np.float32), rng.random(n, np.float32)
@@ -66,16 +73,7 @@ def sweep(repeat: int, sizes: list) -> dict:
     import taichi as ti
 
     ti.init(arch=ti.cpu, log_level=ti.ERROR)
-
-    @ti.kernel
-    def kernel(
-        a: ti.f32,
-        x: ti.types.ndarray(dtype=ti.f32, ndim=1),
-        y: ti.types.ndarray(dtype=ti.f32, ndim=1),
-        out: ti.types.ndarray(dtype=ti.f32, ndim=1),
-    ):
-        for i in range(out.shape[0]):
-            out[i] = a * x[i] + y[i]
+    kernel = _saxpy_kernel(ti)
 
     result = {"sizes": sizes, "median": [], "min": [], "max": []}
     rng = np.random.default_rng(0)

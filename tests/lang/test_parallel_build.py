@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -20,11 +19,7 @@ TARGETS = ("opencl", "vulkan", "cuda")
 
 
 def _kernels(tmp_path, count: int) -> list:
-    path = manykernels.write(tmp_path / f"many{count}.py", count)
-    spec = importlib.util.spec_from_file_location(f"many{count}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return [getattr(module, name) for name in sorted(dir(module)) if isinstance(getattr(module, name), kp.Kernel)]
+    return manykernels.kernels(tmp_path, count, f"many{count}")
 
 
 def test_a_parallel_build_is_byte_identical_to_one_job(tmp_path, monkeypatch):

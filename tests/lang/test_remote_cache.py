@@ -6,7 +6,6 @@ loopback port, and stops it. A "machine" is a process with a local cache directo
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -18,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from benchmarks import manykernels
 
 import kernpack as kp
 from kernpack.driver import cache
@@ -224,13 +224,7 @@ def test_configure_cache_in_code_reaches_build_workers(tmp_path, redis_server, m
     monkeypatch.setenv("KERNPACK_CACHE_DIR", str(tmp_path / "cache"))
     kp.configure_cache(redis_server.url, timeout=2, keys=[KEY])
     try:
-        from benchmarks import manykernels
-
-        path = manykernels.write(tmp_path / "configured_many.py", 20)
-        spec = importlib.util.spec_from_file_location("configured_many", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        kernels = [v for v in vars(module).values() if isinstance(v, kp.Kernel)]
+        kernels = manykernels.kernels(tmp_path, 20, "configured_many")
         kp.build(kernels, "vulkan", jobs=2)  # stored by the workers
         assert len(redis_server.client.command("KEYS", "kernpack:*")) >= 20
         assert kp.cache_info()["remote"]["url"] == redis_server.url
@@ -258,13 +252,7 @@ def test_redis_stopped_mid_build_warns_once_and_the_build_goes_on(tmp_path, redi
     monkeypatch.setattr(cache, "_warned", set())
     kp.configure_cache(redis_server.url, timeout=0.5, keys=[KEY])
     try:
-        from benchmarks import manykernels
-
-        path = manykernels.write(tmp_path / "stopped_many.py", 6)
-        spec = importlib.util.spec_from_file_location("stopped_many", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        kernels = [v for v in vars(module).values() if isinstance(v, kp.Kernel)]
+        kernels = manykernels.kernels(tmp_path, 6, "stopped_many")
         real = cache._Redis.put
         stored = []
 
