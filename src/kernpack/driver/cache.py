@@ -13,13 +13,17 @@ machines with the same kernpack and LLVM compute the same keys.
 Tiers, asked in order:
 
 * **local**: ``$KERNPACK_CACHE_DIR``, else ``$XDG_CACHE_HOME/kernpack``, else
-  ``~/.cache/kernpack``; bounded by ``KERNPACK_CACHE_MAX_BYTES`` (``2G`` by default), the
-  least recently used entries evicted first.
+  ``~/.cache/kernpack``; owner-only, and not used where another user owns it or others can
+  write to it (:func:`local_usable`); bounded by ``KERNPACK_CACHE_MAX_BYTES`` (``2G`` by
+  default), the least recently used entries evicted first.
 * **remote**: ``KERNPACK_CACHE_URL=redis://host:port/db`` (or ``kp.configure_cache``), a
-  Redis that a team's machines share. A local miss asks it; a build stores to both; an entry found there
-  is kept locally too. A Redis that is down, slow (``KERNPACK_CACHE_TIMEOUT`` seconds, 1 by
-  default) or full never fails a build: the first error warns once (:class:`CacheWarning`)
-  and the process goes on without it.
+  Redis that a team's machines share. A local miss asks it; a build stores to both; an entry
+  found there is kept locally too. Its entries are signed with ``KERNPACK_CACHE_KEY`` (or the
+  first key of ``KERNPACK_CACHE_KEY_FILE``; HMAC-SHA256 over key and content) and loaded only
+  if a key verifies them; without a key the tier is used only when
+  ``KERNPACK_CACHE_TRUST_UNSIGNED=1`` says so. A Redis that is down, slow
+  (``KERNPACK_CACHE_TIMEOUT`` seconds, 1 by default) or full never fails a build: the first
+  error warns once (:class:`CacheWarning`) and the process goes on without it.
 
 Off: ``KERNPACK_CACHE=0`` (or ``kp.build(..., cache=False)``).
 
