@@ -1,15 +1,16 @@
 """Calling a kernel: per-call cost, and the first result of a cached kernel in a fresh process.
 
-Run: ``.venv/bin/python benchmarks/bench_calls.py [--no-warp]`` (numba from ``pip install -e
-.[bench]``; NVIDIA Warp's CPU backend from the peer venv ``peers/setup_warp.sh`` makes, the first
-run makes it). Writes ``results/calls.{json,md,png}``.
+Run: ``.venv/bin/python benchmarks/bench_calls.py [--no-warp] [--no-taichi]`` (numba from ``pip
+install -e .[bench]``; NVIDIA Warp's CPU backend and Taichi from the peer venvs
+``peers/setup_warp.sh`` and ``peers/setup_taichi.sh`` make, the first run makes them). Writes
+``results/calls.{json,md,png}``.
 
 * Call: ``saxpy(2.0, x, y, out)`` on float32 arrays of length 1, 20,000 calls a batch, the
   median of 15 batches (one batch of each in turn): the kernel object (its native entry point),
   the function of the built module, of a loaded ``.so`` and of ``import mylib``, each against
   numba's ``@njit`` of the same loop, called the same way (from a lambda) in the same run.
-  Warp's launches (``wp.launch`` and a recorded launch) on the CPU, the same kernel, are the
-  other peer.
+  Warp's launches (``wp.launch`` and a recorded launch) on the CPU and a Taichi launch
+  (``ti.cpu``, numpy arguments), the same kernel, are the other peers.
 * Fresh process: ``import kernpack``, define the kernel, call it once, with the kernel already in
   the compile cache; against numba's ``@njit(cache=True)`` first call from its cache and Warp's
   cached first launch. The time counts from after the import of each package (``import numba``,
@@ -34,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import medians_per_call, peer_python, report, warp_peer  # noqa: E402
+from benchmarks._common import medians_per_call, peer_python, report, run_json, warp_peer  # noqa: E402
 from kernpack.runtime import load_module  # noqa: E402
 
 KERNEL = """
@@ -121,6 +122,12 @@ def main() -> None:
         recorded = theirs["recorded_s"]
         rows.append(_row("call: kernel vs Warp's recorded launch", kernel_call, recorded, "Warp cmd.launch()"))
         rows.append(_row("call: kernel vs Warp's wp.launch", kernel_call, theirs["launch_s"], "Warp wp.launch"))
+    taichi = None if "--no-taichi" in sys.argv[1:] else peer_python("taichi", setup=True)
+    if taichi:
+        theirs = run_json([taichi, str(ROOT / "benchmarks" / "peers" / "taichi_peer.py"), "call", str(calls),
+                           str(batches)])  # fmt: skip
+        rows.append(_row("call: kernel vs a Taichi launch (ti.cpu)", kernel_call, theirs["launch_s"],
+                         "Taichi kernel(), numpy args"))  # fmt: skip
     cache = work / "cache"
     env = {**os.environ, "KERNPACK_CACHE_DIR": str(cache), "NUMBA_CACHE_DIR": str(work / "numba-cache")}
     # Bytecode as an installed package has it: pip compiles a wheel's at install, and an editable

@@ -10,6 +10,8 @@ the machine slows both alike.
 * **vadd**: ``out[i] = a[i] + b[i]`` over float32 vectors of 10**7, built with
   ``kp.build([vadd], threads=1)`` and with ``threads=2``, against ``np.add(a, b, out=c)``
   (numpy runs elementwise ufuncs on one thread).
+* **saxpy over n**: one call at a time at n = 10**3 .. 10**7, beside numpy, numba's parallel
+  loop, Warp and Taichi on the CPU: ``results/kernels_curves.png``.
 * **saxpy**: ``out[i] = alpha * x[i] + y[i]`` over float32 vectors of 10**7, 1 and 2 threads,
   against the faster of two numpy forms that write into preallocated memory:
   ``np.multiply(x, alpha, out=out); np.add(out, y, out=out)`` and the same through a
@@ -35,7 +37,9 @@ the machine slows both alike.
   (2**20, 2 threads) and the row-form matmul (512, 1 thread), each built with
   ``boundscheck=True`` against the same kernel built without checks.
 * **compile**: vadd and saxpy from source to their first call with nothing cached, beside
-  Apache TVM 0.27 compiling the same kernel for "llvm": the median of 9 runs (``--quick``: 3),
+  Warp (CPU; a new module each time, its kernel cache empty) and Taichi (``ti.cpu``, offline
+  cache off) for saxpy, from their peer venvs when present, and Apache TVM 0.27 compiling the
+  same kernel for "llvm": the median of 9 runs (``--quick``: 3),
   each a new kernel, taken in 3 rounds that alternate kernpack and TVM, after a warm-up run
   (one per TVM process). kernpack: ``kp.kernel`` on the same Python function again
   (front end), ``kp.build([k], cpu="generic", cache=False)``, the function lookup (the JIT)
@@ -538,6 +542,15 @@ def bench_compile(tvm: str | None, rounds: int, per_round: int, extra: dict) -> 
                 what = f"compile {kernel.name}, source to first call, no cache, {threads_label(threads)}"
                 rows.append(row(what, entry["kernpack"]["total_s_median"], entry["tvm"]["total_s_median"], peer_name))
     extra["cold_compile"] = {"rounds": rounds, "per_round": per_round, "runs": record}
+    mine = record["saxpy, threads=1"]["kernpack"]["total_s_median"]
+    for peer, label in (("warp", "Warp (CPU), new module"), ("taichi", "Taichi ti.cpu, no offline cache")):
+        python = peer_python(peer, setup=False)
+        if python is not None:
+            theirs = run_json([python, str(ROOT / "benchmarks" / "peers" / f"{peer}_peer.py"), "compile",
+                               str(rounds * per_round)])  # fmt: skip
+            extra["cold_compile"][peer] = theirs
+            rows.append(row("compile saxpy, source to first call, no cache, 1 thread", mine,
+                            theirs["total_s_median"], label))  # fmt: skip
     return rows
 
 

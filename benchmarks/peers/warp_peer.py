@@ -5,6 +5,7 @@ Run with the peer venv's python (``PY=$(benchmarks/peers/setup_warp.sh | tail -n
     $PY benchmarks/peers/warp_peer.py call CALLS BATCHES
     $PY benchmarks/peers/warp_peer.py first-call DIRECTORY
     $PY benchmarks/peers/warp_peer.py sweep REPEAT N...
+    $PY benchmarks/peers/warp_peer.py compile REPEAT
 
 Every subcommand prints one JSON object on its last stdout line.
 
@@ -16,6 +17,9 @@ Every subcommand prints one JSON object on its last stdout line.
   first run fills Warp's kernel cache, the second is the cached first launch.
 - ``sweep``: ``saxpy`` on the CPU on arrays of each length ``N``, launched and synchronized:
   the median, min and max over ``REPEAT`` launches per length, after one that compiles.
+- ``compile``: ``REPEAT`` times a new saxpy kernel (its own module file, so Warp's kernel cache,
+  in a fresh directory, never has it) from import to its first result on the CPU
+  (``total_s_median``); a first one, which also starts Warp's compiler, is not counted.
 """
 
 from __future__ import annotations
@@ -108,6 +112,31 @@ def sweep(repeat: int, sizes: list[int]) -> dict:
     return out
 
 
+def compile_runs(repeat: int) -> dict:
+    import importlib
+
+    import numpy as np
+    import warp as wp
+
+    wp.config.quiet = True
+    wp.config.kernel_cache_dir = tempfile.mkdtemp(prefix="warp-cache-")
+    wp.init()
+    directory = tempfile.mkdtemp(prefix="warp-compile-")
+    sys.path.insert(0, directory)
+    x, y, out = (wp.array(np.ones(16, np.float32), device="cpu") for _ in range(3))
+    runs = []
+    for k in range(repeat + 1):
+        source = KERNEL.replace("a * x[i] + y[i]", f"a * x[i] + y[i] * {float(k + 2)}")
+        Path(directory, f"warp_fresh_{k}.py").write_text(textwrap.dedent(source))
+        start = time.perf_counter()
+        module = importlib.import_module(f"warp_fresh_{k}")
+        wp.launch(module.saxpy, dim=16, inputs=[2.0, x, y, out], device="cpu")
+        wp.synchronize()
+        runs.append(time.perf_counter() - start)
+        assert out.numpy()[0] == 2.0 + (k + 2)
+    return {"total_s_median": statistics.median(runs[1:]), "runs": runs[1:], "first": runs[0]}
+
+
 def _kernel(directory: str):
     """The saxpy kernel, from a file in ``directory`` (Warp reads a kernel's source from its file)."""
     path = Path(directory) / "warp_kernel.py"
@@ -127,6 +156,8 @@ def main() -> None:
         result = first_call(args[0])
     elif command == "sweep":
         result = sweep(int(args[0]), [int(a) for a in args[1:]])
+    elif command == "compile":
+        result = compile_runs(int(args[0]))
     else:
         raise SystemExit(f"unknown subcommand {command!r}")
     print(json.dumps(result))
