@@ -251,7 +251,6 @@ def _run_all(
         return results
     jobs = build_jobs(jobs)
     kernels = sum(max(1, len(work[i][1].functions)) for i in missing)
-    in_process = missing
     if jobs > 1 and len(missing) > 1 and kernels >= _PROCESS_MIN_KERNELS:
         calls = [(work[i][0].name, work[i][1], given, sources[i]) for i in missing]
         outcomes = workers.run(compile_unit, calls, jobs, cost=lambda call: len(call[1].functions),

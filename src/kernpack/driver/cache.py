@@ -35,6 +35,7 @@ atomic.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import os
@@ -185,15 +186,28 @@ def worker_context() -> Callable[[], None] | None:
                              trust_unsigned=c.trust_unsigned)  # fmt: skip
 
 
+def _url() -> str | None:
+    """The shared tier's URL (cheap: asked on every local miss)."""
+    return _config.url if not _config.from_env else os.environ.get("KERNPACK_CACHE_URL") or None
+
+
+def _max_bytes() -> int:
+    """The local tier's bound."""
+    if not _config.from_env:
+        return _config.max_bytes
+    size = os.environ.get("KERNPACK_CACHE_MAX_BYTES")
+    return _parse_size(size, "KERNPACK_CACHE_MAX_BYTES") if size else _DEFAULT_MAX_BYTES
+
+
 def _settings() -> _Config:
+    """Every setting (the key file read too): for making the shared tier, and for cache_info."""
     if not _config.from_env:
         return _config
     timeout = os.environ.get("KERNPACK_CACHE_TIMEOUT")
-    size = os.environ.get("KERNPACK_CACHE_MAX_BYTES")
     return _Config(
-        url=os.environ.get("KERNPACK_CACHE_URL") or None,
+        url=_url(),
         timeout=_parse_float(timeout, "KERNPACK_CACHE_TIMEOUT") if timeout else 1.0,
-        max_bytes=_parse_size(size, "KERNPACK_CACHE_MAX_BYTES") if size else _DEFAULT_MAX_BYTES,
+        max_bytes=_max_bytes(),
         keys=_keys_from_env(),
         trust_unsigned=os.environ.get("KERNPACK_CACHE_TRUST_UNSIGNED", "").lower() in ("1", "yes", "true", "on"),
     )
@@ -347,17 +361,19 @@ def sha256_hex(data: bytes) -> str:
 
 # ---------------------------------------------------------------------- entries
 def _encode(key: str, parts: dict[str, bytes]) -> bytes:
-    body = [struct.pack("<I", len(parts))]
+    body = []
     for name, data in parts.items():
         encoded = name.encode()
         body += [_PART.pack(len(encoded), len(data)), encoded, data]
-    payload = b"".join(body)
-    return _HEADER.pack(_MAGIC, _digest(key, payload), len(parts)) + payload[4:]
+    parts_bytes = b"".join(body)
+    return _HEADER.pack(_MAGIC, _digest(key, len(parts), parts_bytes), len(parts)) + parts_bytes
 
 
-def _digest(key: str, payload: bytes) -> bytes:
+def _digest(key: str, count: int, parts: bytes | memoryview) -> bytes:
+    """SHA-256 over the cache key, the number of parts and the parts (what an entry's header holds)."""
     digest = _sha256(key.encode())
-    digest.update(payload)
+    digest.update(count.to_bytes(4, "little"))
+    digest.update(parts)
     return digest.digest()
 
 
@@ -388,8 +404,7 @@ def _decode(key: str, data: bytes) -> dict[str, bytes] | None:
         magic, checksum, count = _HEADER.unpack_from(data)
         if magic != _MAGIC:
             return None
-        payload = struct.pack("<I", count) + data[_HEADER.size :]
-        if _digest(key, payload) != checksum:
+        if _digest(key, count, memoryview(data)[_HEADER.size :]) != checksum:
             with _lock:
                 _stats.rejected += 1
             return None
@@ -468,15 +483,9 @@ def load(key: str) -> dict[str, bytes] | None:
         if parts is not None:
             with _lock:
                 _stats.remote_hits += 1
-            # The shared object is an entry of its own, signed and checksummed like any: one
-            # that fails is left out, and the code runs through LLVM instead.
-            native = None if sealed_native is None else remote.unseal(key + ".so", sealed_native)
-            linked = None if native is None else _decode(key + ".so", native)
-            if linked is not None and _NATIVE_PART in linked and local:
-                _write_atomic(native_path(key), linked[_NATIVE_PART], mode=0o700)  # it may be loaded now
-            elif native is not None and linked is None:
-                remote.rejected(key + ".so")
             if local:
+                if sealed_native is not None:  # one that fails is left out: LLVM runs the code instead
+                    _keep_native(remote, key, sealed_native)
                 _write_atomic(path, entry)
             return parts
         if entry is not None:
@@ -492,7 +501,7 @@ def store(key: str, parts: dict[str, bytes]) -> None:
     if local_usable() and _write_atomic(_entry_path(key), entry):
         with _lock:
             _stats.stores += 1
-        _evict_if_over(_settings().max_bytes)
+        _evict_if_over(_max_bytes())
     remote = _remote_tier()
     if remote is not None:
         remote.put(key, entry)
@@ -510,17 +519,27 @@ def fetch_native(key: str) -> bool:
     if path.exists():
         return True
     remote = _remote_tier()
-    found = remote.get_one(key + ".so") if remote is not None else None
-    found = None if found is None else remote.unseal(key + ".so", found)
-    if found is None:
-        return False
-    linked = _decode(key + ".so", found)
-    if linked is None or _NATIVE_PART not in linked:
-        remote.rejected(key + ".so")
+    sealed = remote.get_one(key + ".so") if remote is not None else None
+    if sealed is None or not _keep_native(remote, key, sealed):
         return False
     with _lock:
         _stats.remote_hits += 1
-    return _write_atomic(path, linked[_NATIVE_PART], mode=0o700)
+    return True
+
+
+def _keep_native(remote: _Redis, key: str, sealed: bytes) -> bool:
+    """Write entry ``key``'s shared object, as the shared tier holds it, into the local tier.
+
+    It is an entry of its own there, signed and checksummed like any; False (and counted,
+    warned once) if it does not verify or is damaged.
+    """
+    native = remote.unseal(key + ".so", sealed)
+    linked = None if native is None else _decode(key + ".so", native)
+    if linked is None or _NATIVE_PART not in linked:
+        if native is not None:
+            remote.rejected(key + ".so")
+        return False
+    return _write_atomic(native_path(key), linked[_NATIVE_PART], mode=0o700)
 
 
 def publish_native(key: str) -> None:
@@ -668,7 +687,7 @@ def _redacted(url: str) -> str:
 def _remote_tier() -> _Redis | None:
     """The Redis tier of this process (made on first use), or None where there is none or it failed."""
     global _remote, _remote_url
-    url = _settings().url
+    url = _url()
     if url is None:
         return None
     with _lock:
@@ -683,8 +702,6 @@ def _remote_tier() -> _Redis | None:
     with _lock:
         _remote, _remote_url = tier, url
     if tier:
-        import atexit
-
         atexit.register(tier.close)
     return tier or None
 
@@ -697,8 +714,9 @@ class _Redis:
     """A Redis server as a cache tier: GET and SET of whole entries, any failure the end of it."""
 
     def __init__(self, url: str, timeout: float, keys: tuple[bytes, ...], trust_unsigned: bool) -> None:
-        from .resp import Connection  # here: a process without a shared tier never imports it
+        from . import resp  # here: a process without a shared tier never imports it (socket: 2 ms)
 
+        self._resp = resp
         self.url = url
         if not keys and not trust_unsigned:
             raise _TierUnavailable(
@@ -708,7 +726,7 @@ class _Redis:
                 "if only trusted machines can write to it (docs/cache.md, Trust)"
             )
         try:
-            self._connection = Connection(url, timeout)
+            self._connection = resp.Connection(url, timeout)
         except ValueError as exc:
             raise _TierUnavailable(f"kernpack: the shared cache URL {_redacted(url)} is not usable ({exc})") from None
         self._keys = keys
@@ -747,35 +765,29 @@ class _Redis:
 
     def get(self, key: str) -> tuple[bytes, bytes | None] | None:
         """The entry stored under ``key`` and its shared object (None where none), or None."""
-        from .resp import RedisError
-
         try:
             entry, shared_object = self._command("MGET", _REMOTE_PREFIX + key, _REMOTE_PREFIX + key + ".so")
-        except RedisError as exc:
+        except self._resp.RedisError as exc:
             self._fail(exc)
             return None
         return None if entry is None else (entry, shared_object)
 
     def get_one(self, key: str) -> bytes | None:
         """The value stored under ``key``, or None."""
-        from .resp import RedisError
-
         try:
             return self._command("GET", _REMOTE_PREFIX + key)
-        except RedisError as exc:
+        except self._resp.RedisError as exc:
             self._fail(exc)
             return None
 
     def put(self, key: str, value: bytes) -> None:
         if not self._writable:
             return
-        from .resp import RedisError, ReplyError
-
         try:
             self._command("SET", _REMOTE_PREFIX + key, self.seal(key, value))
-        except RedisError as exc:
+        except self._resp.RedisError as exc:
             # Full (maxmemory with noeviction), or a replica: still worth reading from.
-            if isinstance(exc, ReplyError) and exc.code in ("OOM", "READONLY"):
+            if isinstance(exc, self._resp.ReplyError) and exc.code in ("OOM", "READONLY"):
                 self._writable = False
                 _warn_once("remote-write", f"kernpack: the shared cache {_redacted(self.url)} refuses writes "
                            f"({exc}); builds read from it but store only locally")  # fmt: skip

@@ -48,8 +48,9 @@ def emit(
 ) -> bytes:
     """Optimize ``ir_text`` and emit it for ``triple`` in a child process; return the output.
 
-    ``ir_text`` may be a list of modules, compiled in one child (one interpreter start for a
-    whole build); the result is then a list of outputs. ``options`` are LLVM command-line
+    ``ir_text`` may be a list of modules, compiled one after another in one fork; the result
+    is then a list of outputs. (Targets pass one module each: the SPIR-V backend keeps state
+    from one module to the next.) ``options`` are LLVM command-line
     options for the child (e.g. SPIR-V extensions); ``link`` names bitcode libraries
     (libdevice) linked in before optimization. ``readonly``: see :func:`emit_with_readonly`.
     ``passes``: run these module passes, in order, instead of the ``opt_level`` pipeline (names

@@ -176,12 +176,7 @@ def resolve(name: str) -> Tool:
 def _resolve(name: str, explicit: str, path_variable: str) -> Tool:
     spec = TOOLS[name]
     if explicit:
-        argv = tuple(shlex.split(explicit))
-        found = shutil.which(argv[0]) if argv else None
-        if found is None:
-            problem = f"{spec.variable}={explicit!r} names no executable"
-            return Tool(name, (), spec.variable, None, "", problem)
-        return _checked(spec, (found, *argv[1:]), spec.variable)
+        return _explicit(name, explicit, spec.variable)
     for candidate in spec.packaged():
         if os.access(candidate, os.X_OK):
             return _checked(spec, (candidate,), spec.package)
@@ -192,6 +187,16 @@ def _resolve(name: str, explicit: str, path_variable: str) -> Tool:
         if os.access(candidate, os.X_OK):
             return _checked(spec, (candidate,), os.path.dirname(os.path.dirname(candidate)))
     return Tool(name, (), "missing", None, "", f"{name} is not installed ({spec.install})")
+
+
+@functools.lru_cache(maxsize=16)
+def _explicit(name: str, command: str, label: str) -> Tool:
+    """The tool a user named (``label=command``: a variable, or ``cc=``), its version checked."""
+    argv = tuple(shlex.split(command))
+    found = shutil.which(argv[0]) if argv else None
+    if found is None:
+        return Tool(name, (), label, None, "", f"{label}={command!r} names no executable (name one, or leave it out)")
+    return _checked(TOOLS[name], (found, *argv[1:]), label)
 
 
 def _checked(spec: ToolSpec, argv: tuple[str, ...], origin: str) -> Tool:
@@ -225,19 +230,7 @@ def c_compiler(cc: str | None = None) -> list[str]:
     ToolError
         If it is missing or older than kernpack supports.
     """
-    if cc is not None:
-        spec = TOOLS["cc"]
-        argv = tuple(shlex.split(cc))
-        found = shutil.which(argv[0]) if argv else None
-        tool = (
-            _checked(spec, (found, *argv[1:]), "cc=")
-            if found
-            else Tool(
-                "cc", (), "cc=", None, "", f"cc={cc!r} names no executable (pass cc= a C compiler, or leave it out)"
-            )
-        )
-    else:
-        tool = resolve("cc")
+    tool = resolve("cc") if cc is None else _explicit("cc", cc, "cc")
     if tool.problem is not None:
         raise ToolError(f"the C compiler cannot be used: {tool.problem}")
     return list(tool.argv)
@@ -258,9 +251,7 @@ def optional_tool(name: str) -> str | None:
     return None
 
 
-def find_tool(name: str) -> str | None:
-    """The path of a known tool that is usable (see :func:`resolve`), else None."""
-    return optional_tool(name)
+find_tool = optional_tool  # the name the tests and earlier code use
 
 
 def disassemble_spirv(binary: bytes) -> str:
