@@ -151,6 +151,17 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, name: str, top: float) -> Path:
+    """Caption ``fig`` with the machine, write it to ``results/<name>.png`` and close it."""
+    fig.text(0.5, 0.005, caption(), ha="center", fontsize=8, color="#555555")
+    fig.tight_layout(rect=(0, 0.03, 1, top))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_curves(name: str, panels: list[dict], title: str) -> Path | None:
     """One figure of line charts, log axes, medians with min-max bands, the machine in its caption.
 
@@ -180,13 +191,7 @@ def plot_curves(name: str, panels: list[dict], title: str) -> Path | None:
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=11)
-    fig.text(0.5, 0.005, caption(), ha="center", fontsize=8, color="#555555")
-    fig.tight_layout(rect=(0, 0.03, 1, 0.95))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, name, top=0.95)
 
 
 def save(name: str, rows: list[dict[str, object]], extra: dict[str, object]) -> Path:
@@ -225,13 +230,7 @@ def plot(name: str, rows: list[dict[str, object]], title: str | None = None) -> 
     ax.grid(True, axis="x", which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(title or name, fontsize=11)
-    fig.text(0.5, 0.005, caption(), ha="center", fontsize=8, color="#555555")
-    fig.tight_layout(rect=(0, 0.02, 1, 1))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, name, top=1)
 
 
 def fmt_time(seconds: float) -> str:

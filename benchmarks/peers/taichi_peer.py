@@ -26,8 +26,11 @@ import sys
 import time
 
 
-def _saxpy_kernel(ti):
-    """``out[i] = a * x[i] + y[i]`` as a Taichi kernel (after ``ti.init``)."""
+def _saxpy_kernel(ti, scale: float = 1.0):
+    """``out[i] = a * x[i] + y[i] * scale`` as a new Taichi kernel (after ``ti.init``).
+
+    ``scale`` is baked in as a constant: each call defines a kernel Taichi has not compiled.
+    """
 
     @ti.kernel
     def kernel(
@@ -37,7 +40,7 @@ def _saxpy_kernel(ti):
         out: ti.types.ndarray(dtype=ti.f32, ndim=1),
     ):
         for i in range(out.shape[0]):
-            out[i] = a * x[i] + y[i]
+            out[i] = a * x[i] + y[i] * scale
 
     return kernel
 
@@ -127,17 +130,7 @@ def compile_runs(repeat: int) -> dict:
     for k in range(repeat + 1):  # the first is a warm-up (Taichi's own start), not counted
         scale = float(k + 2)
         start = time.perf_counter()
-
-        @ti.kernel
-        def fresh(
-            a: ti.f32,
-            x: ti.types.ndarray(dtype=ti.f32, ndim=1),
-            y: ti.types.ndarray(dtype=ti.f32, ndim=1),
-            out: ti.types.ndarray(dtype=ti.f32, ndim=1),
-        ):
-            for i in range(out.shape[0]):
-                out[i] = a * x[i] + y[i] * scale  # noqa: B023 - this run's constant, baked in: a new kernel
-
+        fresh = _saxpy_kernel(ti, scale)
         fresh(2.0, x, y, out)
         ti.sync()
         runs.append(time.perf_counter() - start)
