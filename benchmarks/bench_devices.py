@@ -10,11 +10,13 @@ Run: ``scripts/test`` once (it installs the OpenCL CPU runtime and ptxas), then
 * **OpenCL device arrays**: saxpy n=10^6 on arrays made by ``kp.device("opencl")`` and on numpy
   arrays (which a CPU device with system SVM uses in place), each launch waited for, beside
   plain pyopencl launching the same SPIR-V on buffers made once.
+* **CUDA device arrays** (only where a GPU is present): the same, beside cuda-bindings
+  launching the same PTX on buffers made once.
 * **Vulkan device arrays**: the same on lavapipe, device arrays and numpy arrays, beside Taichi
   1.7's Vulkan backend on the same lavapipe (``ti.ndarray`` and numpy arguments; the peer venv
   ``peers/setup_taichi.sh`` makes, on the first run), each in fresh processes taking turns.
 * **blur**: a 3x3 blur of a 1024x1024 float32 image, ten launches on device arrays, per launch,
-  on OpenCL and Vulkan, beside the same kernel on the CPU.
+  on OpenCL, Vulkan and CUDA (where a GPU is present), beside the same kernel on the CPU.
 * **saxpy n=10^6 on OpenCL and Vulkan** (Intel's CPU runtime, Mesa's lavapipe): the first
   launch of a fresh module (program or pipeline creation included) and steady-state launches
   (copies in and out included), beside numpy.
@@ -165,6 +167,51 @@ def opencl_array_rows() -> list[dict]:
     ]
 
 
+def cuda_array_rows() -> list[dict]:
+    """saxpy 10^6 on CUDA device arrays and on numpy arrays, beside the same PTX launched by cuda-bindings.
+
+    Only where a GPU is present. The baseline is the driver API itself: the module loaded once,
+    buffers made once, one launch and one stream synchronize per call.
+    """
+    module = kp.build([K.saxpy], target="cuda")
+    if module.unavailable_reason():
+        print(f"(cuda device arrays not measured: {module.unavailable_reason()})")
+        return []
+    import ctypes
+
+    from cuda.bindings import driver
+
+    dev = kp.device("cuda")
+    n = 10**6
+    x, y = np.random.default_rng(0).random(n, np.float32), np.random.default_rng(1).random(n, np.float32)
+    out = np.empty_like(x)
+    dx, dy, dout = dev.asarray(x), dev.asarray(y), dev.empty(n, np.float32)
+    saxpy, a = module["saxpy"], np.float32(2.0)
+    _, raw_module = driver.cuModuleLoadData(bytes(module.binary) + b"\0")
+    _, function = driver.cuModuleGetFunction(raw_module, b"saxpy")
+    _, stream = driver.cuStreamCreate(0)
+    values = [ctypes.c_float(a)]
+    for array in (dx, dy, dout):
+        values += [ctypes.c_uint64(array.buffer.pointer), ctypes.c_int64(n)]
+    params = (ctypes.c_void_p * len(values))(*(ctypes.addressof(v) for v in values))
+
+    def plain() -> None:
+        driver.cuLaunchKernel(function, -(-n // 256), 1, 1, 256, 1, 1, 0, stream, ctypes.addressof(params), 0)
+        driver.cuStreamSynchronize(stream)
+
+    def on_device() -> None:
+        saxpy(a, dx, dy, dout)
+        dev.synchronize()
+
+    t = medians_per_call({"plain": plain, "device": on_device, "numpy": lambda: saxpy(a, x, y, out)}, 5, 21)
+    assert np.allclose(out, 2 * x + y) and np.allclose(dout.numpy(), out)
+    base = "cuda-bindings, same PTX, buffers made once"
+    return [
+        row("cuda saxpy 1e6: device arrays", t["device"], t["plain"], base),
+        row("cuda saxpy 1e6: numpy arrays (copied in and out)", t["numpy"], t["plain"], base),
+    ]
+
+
 BLUR = """
 import kernpack as kp
 
@@ -255,7 +302,7 @@ def blur_rows(launches: int = 10) -> list[dict]:
 
     cpu = median_seconds(on_cpu, 5) / launches
     rows = []
-    for target in ("opencl", "vulkan"):
+    for target in ("opencl", "vulkan", "cuda"):
         module = kp.build([blur], target=target)
         if module.unavailable_reason():
             continue
@@ -321,7 +368,8 @@ def load_rows(procs: int = 5) -> list[dict]:
 
 
 def main() -> None:
-    rows = codegen_rows() + opencl_array_rows() + vulkan_array_rows() + blur_rows() + launch_rows() + load_rows()
+    rows = codegen_rows() + opencl_array_rows() + cuda_array_rows() + vulkan_array_rows()
+    rows += blur_rows() + launch_rows() + load_rows()
     report("devices", rows, {})
 
 

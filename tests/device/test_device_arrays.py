@@ -1,7 +1,7 @@
 """Devices by name and arrays that stay on them: no copies, asynchronous launches, the same results.
 
-OpenCL (Intel's CPU runtime) and Vulkan (lavapipe) run for real here; CUDA has no device
-arrays yet, and its kernels refuse them with an error that says what to pass instead.
+OpenCL (Intel's CPU runtime) and Vulkan (lavapipe) run for real here, CUDA where a GPU is present
+(elsewhere ``test_cuda_arrays.py`` runs the CUDA path against a stand-in for the driver).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from tests.conftest import require_device
 from tests.lang import kernels_src as K
 
 
-@pytest.fixture(scope="module", params=["opencl", "vulkan"])
+@pytest.fixture(scope="module", params=["opencl", "vulkan", "cuda"])
 def opencl(request):
     # Named for the first kind; every test here runs on each device kind with device arrays.
     return require_device(kp.build([K.saxpy, K.vadd_f32, K.matmul, K.bincount], target=request.param))
@@ -30,9 +30,11 @@ def dev(opencl):
 def test_devices_are_listed_and_found_by_kind(dev):
     assert dev in kp.devices()
     assert dev.index == 0 and dev.name and dev.memory > 0
-    # What implements it, in the driver's words: on this suite's machines, a CPU implementation.
-    assert dev.runtime.startswith({"opencl": "Intel(R) OpenCL", "vulkan": "llvmpipe (Mesa"}[dev.kind]), dev.runtime
-    assert dev.runtime.endswith(", on the CPU")
+    # What implements it, in the driver's words: for OpenCL and Vulkan on this suite's
+    # machines, a CPU implementation.
+    known = {"opencl": "Intel(R) OpenCL", "vulkan": "llvmpipe (Mesa", "cuda": "NVIDIA CUDA driver "}
+    assert dev.runtime.startswith(known[dev.kind]), dev.runtime
+    assert dev.runtime.endswith(", on the CPU") != (dev.kind == "cuda")
     assert kp.device(dev.kind) is dev
     with pytest.raises(kp.DeviceUnavailableError, match=f"no {dev.kind} device 3"):
         kp.device(dev.kind, 3)
@@ -101,7 +103,7 @@ def test_wrong_device_arrays_are_refused_by_name(opencl, dev):
     with pytest.raises(kp.ArgumentError, match="lives on a device, and this function runs on the host"):
         K.saxpy(1.0, dev.asarray(np.ones(4, np.float32)), np.ones(4, np.float32), np.ones(4, np.float32))
     f32 = dev.asarray(np.ones(4, np.float32))
-    other = kp.build([K.saxpy], target="vulkan" if dev.kind == "opencl" else "opencl")
+    other = kp.build([K.saxpy], target="vulkan" if dev.kind != "vulkan" else "opencl")
     with pytest.raises(kp.ArgumentError, match="lives on another device than <kernpack device"):
         other["saxpy"](np.float32(1), f32, f32, f32)
 
@@ -148,6 +150,10 @@ def test_ten_thousand_launches_leak_nothing(opencl, dev):
 def test_dlpack_hands_the_memory_to_the_cpu_without_a_copy(opencl, dev):
     # Both devices here keep their arrays in host memory (Intel's runtime through system SVM,
     # lavapipe's host-visible memory): DLPack gives numpy the device's own bytes.
+    if dev.kind == "cuda":
+        with pytest.raises((BufferError, RuntimeError)):  # GPU memory: numpy cannot take it
+            np.from_dlpack(dev.zeros(3))
+        return
     n = 1000
     x = dev.asarray(np.arange(n, dtype=np.float32))
     out = dev.zeros(n, np.float32)
@@ -196,7 +202,29 @@ def test_a_grid_beyond_the_workgroup_count_limit_is_dispatched_in_pieces(monkeyp
 
 
 def test_cuda_says_why_it_has_no_device_here():
-    # No GPU here: the reason; with one: that CUDA kernels take numpy arrays in this version.
-    with pytest.raises(kp.DeviceUnavailableError, match="CUDA"):
+    if kp.build([K.saxpy], target="cuda").is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(kp.DeviceUnavailableError, match="CUDA kernels need one"):
         kp.device("cuda")
     assert all(d.kind != "cuda" for d in kp.devices())
+
+
+@pytest.mark.parametrize("library", ["cupy", "torch"])
+def test_cuda_takes_cupy_and_torch_arrays_in_place_and_hands_its_own_back(library):
+    # Only where a GPU (and the library) is present; test_cuda_arrays checks the same path here.
+    module = require_device(kp.build([K.saxpy], target="cuda"))
+    lib = pytest.importorskip(library)
+    dev = kp.device("cuda")
+    n = 1 << 16
+    if library == "cupy":
+        x, out = lib.arange(n, dtype=lib.float32), lib.zeros(n, dtype=lib.float32)
+    else:
+        x, out = lib.arange(n, dtype=lib.float32, device="cuda"), lib.zeros(n, dtype=lib.float32, device="cuda")
+    ones = dev.asarray(np.ones(n, np.float32))
+    module["saxpy"](np.float32(2.0), x, ones, out)  # theirs, mine, theirs
+    expected = 2 * np.arange(n, dtype=np.float32) + 1
+    assert np.array_equal(out.get() if library == "cupy" else out.cpu().numpy(), expected)
+    mine = lib.from_dlpack(ones) if library == "torch" else lib.asarray(ones)  # DLPack / CUDA array interface
+    mine += 1  # their kernel, on kernpack's memory, on their stream: wait for it as for any of theirs
+    (lib.cuda.Device().synchronize if library == "cupy" else lib.cuda.synchronize)()
+    assert np.array_equal(ones.numpy(), np.full(n, 2.0, np.float32))

@@ -7,7 +7,7 @@ library loads on a machine that has no compiler.
 from __future__ import annotations
 
 from .calling import NativeFunction
-from .cuda import CUDAModule, cuda_module
+from .cuda import CUDADevice, CUDAModule, cuda_module
 from .device import DeviceFunction, DeviceModule, KernelEntry
 from .devices import Device, DeviceArray, LaunchError, device, devices
 from .library import LazyModule, LibraryModule, load_library
@@ -31,6 +31,7 @@ from .vulkan import VulkanModule, vulkan_module
 __all__ = [
     "VulkanModule",
     "vulkan_module",
+    "CUDADevice",
     "CUDAModule",
     "cuda_module",
     "Device",

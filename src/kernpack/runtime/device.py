@@ -537,7 +537,10 @@ class DeviceFunction:
                 elif param.layout is not None:
                     values.append(pack(param.layout, value))
                 elif param.pointer:
-                    values.append(arrays.setdefault(param.name, as_array(param, value)))
+                    # Another library's array on this device (a CuPy one on CUDA) is used in place.
+                    other = None if device is None or isinstance(value, np.ndarray) else device.borrow(value)
+                    array = as_array(param, value) if other is None else self._on_device(param, other, device)
+                    values.append(arrays.setdefault(param.name, array))
                 else:
                     values.append(scalars.setdefault(param.name, convert_scalar(param, value)))
             except (TypeError, ValueError, OverflowError) as err:
@@ -582,7 +585,7 @@ class DeviceFunction:
     def _on_device(self, param: Param, array: DeviceArray, device: Device | None) -> DeviceArray:
         """``array`` if this kernel (on ``device``) can take it as it is: its device, dtype, rank."""
         if array.device is not device:
-            where = f"{device}" if device is not None else f"a {self.module.kind} kernel (no device arrays yet)"
+            where = f"{device}" if device is not None else f"a {self.module.kind} kernel (it has no device arrays)"
             raise ArgumentError(
                 f"{array!r} lives on another device than {where}; pass a numpy array "
                 "(array.numpy()) or an array of this kernel's device"

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArgumentError, DeviceUnavailableError, KernpackError
+from . import dlpack
 
 __all__ = ["Device", "DeviceArray", "LaunchError", "device", "devices", "register_device_kind"]
 
@@ -35,11 +36,13 @@ class Device:
     Subclasses (one per kind) implement :meth:`_allocate`, :meth:`_write`, :meth:`_read` (both
     called after :meth:`synchronize`) and :meth:`_wait`. Attributes: ``kind`` (``"opencl"``),
     ``name`` (the driver's), ``index`` (its position among the devices of its kind),
-    ``memory`` (bytes, 0 where unknown) and ``runtime`` (what implements it, in the driver's
-    words: ``"Intel(R) OpenCL 2026.22.10.0.01_160000, on the CPU"``).
+    ``memory`` (bytes, 0 where unknown), ``runtime`` (what implements it, in the driver's
+    words: ``"Intel(R) OpenCL 2026.22.10.0.01_160000, on the CPU"``) and ``dlpack_device``
+    (DLPack's ``(device_type, device_id)`` of its arrays).
     """
 
     kind: str = ""
+    dlpack_device: tuple[int, int] = (dlpack.KDL_CPU, 0)
 
     def __init__(self, name: str, index: int, memory: int, runtime: str = "") -> None:
         self.name = name
@@ -109,6 +112,17 @@ class Device:
         """The buffer as host bytes (uint8), where the device's memory is the host's; else None."""
         return None
 
+    def _device_pointer(self, buffer: Any) -> int | None:
+        """The buffer's address in the device's own address space, where it has one (CUDA); else None."""
+        return None
+
+    def borrow(self, value: Any) -> DeviceArray | None:
+        """``value`` as an array of this device, used in place, if it is another library's array here.
+
+        None where it is not (numpy arrays and the like are then copied, as before).
+        """
+        return None
+
     def _write(self, buffer: Any, host: np.ndarray) -> None:
         raise NotImplementedError
 
@@ -164,26 +178,41 @@ class DeviceArray:
         host = self.numpy()
         return host if dtype is None else host.astype(dtype, copy=False)
 
-    def __dlpack__(self, *, stream: Any = None, **kwargs: Any) -> Any:
-        """Export the array through DLPack, where its memory is the host's (a CPU device's).
+    def __dlpack__(
+        self, *, stream: Any = None, max_version: Any = None, dl_device: Any = None, copy: bool | None = None
+    ) -> Any:
+        """Export the array through DLPack, without a copy.
 
         The launches before the call finish first; the consumer then reads and writes the
-        device's memory itself, without a copy. Elsewhere ``BufferError``: use ``numpy()``.
+        device's memory itself. Host memory (a CPU device's) goes to any CPU library, a CUDA
+        array to any library on that GPU. Elsewhere, or when a copy or another device is asked
+        for, ``BufferError``: use ``numpy()``.
         """
-        return self._host_view().__dlpack__(stream=stream, **kwargs)
-
-    def __dlpack_device__(self) -> tuple[int, int]:
-        """``(kDLCPU, 0)`` where the memory is the host's (else ``__dlpack__`` refuses)."""
-        return (1, 0)
-
-    def _host_view(self) -> np.ndarray:
+        if copy or (dl_device is not None and tuple(dl_device) != self.__dlpack_device__()):
+            raise BufferError(f"{self!r} is exported in place on its own device only; use .numpy() for a copy")
         self.device.synchronize()
         view = self.device._host_memory(self.buffer)
-        if view is None:
-            raise BufferError(
-                f"{self!r} is not in host memory, so DLPack cannot hand it to the CPU; use .numpy() for a copy"
-            )
-        return view[: self.nbytes].view(self.dtype).reshape(self.shape)
+        if view is not None:
+            host = view[: self.nbytes].view(self.dtype).reshape(self.shape)
+            return host.__dlpack__(stream=stream) if max_version is None else host.__dlpack__(max_version=max_version)
+        pointer = self.device._device_pointer(self.buffer)
+        if pointer is None:
+            raise BufferError(f"{self!r} has no DLPack device type kernpack can hand out; use .numpy() for a copy")
+        return dlpack.export(pointer, self.shape, self.dtype, self.device.dlpack_device, self, max_version)
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        """DLPack's ``(device_type, device_id)``: ``(kDLCPU, 0)`` for host memory, ``(kDLCUDA, n)`` on a GPU."""
+        return self.device.dlpack_device
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        """The array for CuPy, PyTorch and Numba (CUDA arrays only), once earlier launches are done."""
+        pointer = self.device._device_pointer(self.buffer)
+        if pointer is None:
+            raise AttributeError(f"{self!r} is not in CUDA memory")
+        self.device.synchronize()
+        shape, typestr = self.shape, self.dtype.str
+        return {"shape": shape, "typestr": typestr, "data": (pointer, False), "strides": None, "version": 3}
 
     def copy_to(self, host: np.ndarray) -> None:
         """Copy into ``host`` (same shape and dtype, C-contiguous, writable), after earlier launches."""
