@@ -190,12 +190,12 @@ def test_a_grid_beyond_the_workgroup_count_limit_is_dispatched_in_pieces(monkeyp
     module = require_device(kp.build([K.saxpy, K.matmul], target="vulkan"))
     dev = kp.device("vulkan")
     monkeypatch.setattr(dev, "max_groups", (7, 3, 65535))
-    n = 64 * 7 * 5 + 13  # six pieces of at most 7 workgroups of 64
+    n = 256 * 7 * 5 + 13  # six pieces of at most 7 workgroups of 256
     x = np.arange(n, dtype=np.float32)
     out = np.zeros(n, np.float32)
     module["saxpy"](np.float32(2.0), x, x, out)
     assert np.array_equal(out, 3 * x)
-    a, b = np.ones((70, 5), np.float32), np.ones((5, 90), np.float32)  # 2-D: 8x8 workgroups
+    a, b = np.ones((70, 5), np.float32), np.ones((5, 90), np.float32)  # 2-D: 16x16 workgroups, 6x5 of them
     c = np.zeros((70, 90), np.float32)
     module["matmul"](a, b, c)
     assert np.array_equal(c, a @ b)

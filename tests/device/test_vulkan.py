@@ -59,7 +59,7 @@ def test_vulkan_module_round_trips():
     assert module.property_mask == kp.ModulePropertyMask.BINARY_SERIALIZABLE | kp.ModulePropertyMask.RUNNABLE
     again = kp.load_from_bytes("vulkan", module.save_to_bytes())
     assert again.shader("softmax") == module.shader("softmax")
-    assert again.functions["saxpy"].attrs["workgroup"] == [64, 1, 1]
+    assert again.functions["saxpy"].attrs["workgroup"] == [256, 1, 1]
     assert again.save_to_bytes() == module.save_to_bytes()
 
 
@@ -186,3 +186,44 @@ def test_a_shader_is_entered_where_the_kernel_says(device, tmp_path):
     out[:] = 0
     again["vadd_f32"](a, a, out)
     assert np.array_equal(out, 2 * a)
+
+
+@pytest.mark.parametrize("n", [1, 255, 1024, 1025, 4 * 256 * 3 + 7, 100_000])
+def test_invocations_that_compute_several_points_give_each_its_own_start(n):
+    # A 1-D loop-free kernel's invocation computes abi's tiles of points (attrs["tiles"]): each
+    # point's locals start from the prologue's values, continue skips one point, and every
+    # point of the grid is computed once, whatever n is.
+    from tests.device import tiles_src as T
+
+    module = require_device(kp.build([T.carried, T.strided], target="vulkan"))
+    assert module.functions["carried"].attrs["tiles"] == 4
+    x = np.random.default_rng(n).random(n, np.float32)
+    want, got = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    T.carried(x, want)
+    module["carried"](x, got)
+    assert np.array_equal(got, want)
+    for step in (1, 3):
+        want, got = np.zeros(n, np.float32), np.zeros(n, np.float32)
+        T.strided(x, want, step)
+        module["strided"](x, got, step)
+        assert np.array_equal(got, want)
+
+
+def test_numpy_arrays_are_used_in_place_where_the_driver_can_import_them(monkeypatch):
+    # On lavapipe a numpy array's pages are imported (VK_EXT_external_memory_host), not copied;
+    # one that starts off the storage-descriptor alignment (here 4 bytes past numpy's) is copied.
+    module = require_device(kp.build([K.saxpy], target="vulkan"))
+    dev = kp.device("vulkan")
+    imports = []
+    real = type(dev).import_host
+    monkeypatch.setattr(type(dev), "import_host", lambda self, a: imports.append(real(self, a)) or imports[-1])
+    base = np.arange(4097, dtype=np.float32)
+    for x, in_place in ((base[:4096], True), (base[1:], False)):
+        imports.clear()
+        y = x.copy()
+        y.flags.writeable = False  # read by the kernel only: imported all the same
+        out = np.zeros(4096, np.float32)
+        module["saxpy"](np.float32(2.0), x, y, out)
+        assert np.array_equal(out, 3 * x)
+        assert len(imports) == 3 and (imports[0] is not None) == in_place  # x; y and out are aligned
+        assert None not in imports[1:]

@@ -245,6 +245,10 @@ class KernelBody:
         self.var_types: dict[str, ir.Type] = {}
         self.loops: list[tuple[ir.Block, ir.Block]] = []  # (continue target, break target)
         args = iter(self.abi_values())
+        # Slots that only ever hold an argument: scalar parameters the kernel never assigns.
+        # A driver cannot see their loads as constants (the Vulkan target's fixes need to know).
+        assigned = set(kir.assigned_names([*kernel.prologue, *kernel.grid.body, *kernel.epilogue]))
+        self.argument_slots: set[ir.AllocaInstr] = set()
         for name, t in kernel.params:
             if isinstance(t, ArrayType):
                 ptr = next(args)
@@ -260,6 +264,8 @@ class KernelBody:
                     value = self.b.icmp_unsigned("!=", value, ir.Constant(value.type, 0))
                 slot = self.b.alloca(llvm_type(t), name=f"{name}.addr")
                 self.b.store(value, slot)
+                if name not in assigned:
+                    self.argument_slots.add(slot)
                 self.vars[name] = slot
                 self.var_types[name] = llvm_type(t)
         self.rest = list(args)

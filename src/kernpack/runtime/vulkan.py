@@ -11,7 +11,9 @@ kernel keeps a pipeline per specialization and a few launch slots (descriptor se
 buffer, fence, buffers for the extents and scalars, staging buffers for numpy arrays), made
 once and reused.
 A launch on device arrays (``kp.device("vulkan")``) returns at once; one with numpy arrays
-copies them into the slot's staging buffers, waits, and copies back the arrays it writes.
+waits. On a CPU device it uses them in place (their pages imported through
+``VK_EXT_external_memory_host``); elsewhere, or for an array off the descriptor alignment, it
+copies them into the slot's staging buffers and copies back the arrays it writes.
 
 The ``vulkan`` binding does not keep nested temporaries alive: every nested struct and array is
 bound to a local variable before the call that uses it.
@@ -53,10 +55,11 @@ class _Memory:
     flight.
     """
 
-    __slots__ = ("__weakref__", "buffer", "release", "size", "view")
+    __slots__ = ("__weakref__", "buffer", "offset", "release", "size", "view")
 
-    def __init__(self, buffer: Any, size: int, view: np.ndarray, release: weakref.finalize) -> None:
+    def __init__(self, buffer: Any, size: int, view: np.ndarray | None, release: Any, offset: int = 0) -> None:
         self.buffer, self.size, self.view, self.release = buffer, size, view, release
+        self.offset = offset  # where the data starts in the buffer (host memory imported in place)
 
 
 class VulkanDevice(Device):
@@ -116,6 +119,20 @@ class VulkanDevice(Device):
         self.max_uniform_range = int(properties.limits.maxUniformBufferRange)
         extensions = {e.extensionName for e in vk.vkEnumerateDeviceExtensionProperties(self.physical, None)}
         enabled = [e for e in ("VK_EXT_shader_atomic_float",) if e in extensions]
+        # On a CPU device (lavapipe) a launch uses numpy arrays in place: their memory is
+        # imported (VK_EXT_external_memory_host), instead of being copied in and out (about
+        # 1 ms for saxpy's three arrays of 10^6 floats). The import takes whole pages; the
+        # array then starts at an offset in the buffer, which must suit a storage descriptor.
+        self.host_import = 0  # the alignment of an imported host pointer (0: none)
+        self.offset_alignment = int(properties.limits.minStorageBufferOffsetAlignment)
+        if properties.deviceType == vk.VK_PHYSICAL_DEVICE_TYPE_CPU and "VK_EXT_external_memory_host" in extensions:
+            host = vk.VkPhysicalDeviceExternalMemoryHostPropertiesEXT(
+                sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_EXTERNAL_MEMORY_HOST_PROPERTIES_EXT
+            )
+            chain = vk.VkPhysicalDeviceProperties2(sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, pNext=host)
+            vk.vkGetPhysicalDeviceProperties2(self.physical, chain)
+            self.host_import = int(host.minImportedHostPointerAlignment)
+            enabled.append("VK_EXT_external_memory_host")
         # Enable every feature the device has (Int8/Int64/Float64, 8-bit storage, float atomics
         # where supported, Vulkan 1.3's maintenance4 that LocalSizeId shaders need): query the
         # feature chain and hand the same chain to vkCreateDevice.
@@ -152,6 +169,8 @@ class VulkanDevice(Device):
             ppEnabledExtensionNames=enabled,
         )
         self.device = vk.vkCreateDevice(self.physical, device_info, None)
+        if self.host_import:
+            self._host_pointer_properties = vk.vkGetDeviceProcAddr(self.device, "vkGetMemoryHostPointerPropertiesEXT")
         self.queue = vk.vkGetDeviceQueue(self.device, self.family, 0)
         pool_info = vk.VkCommandPoolCreateInfo(
             sType=vk.VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
@@ -197,6 +216,62 @@ class VulkanDevice(Device):
         release = weakref.finalize(view, self._free, buffer, memory)
         release.atexit = False  # the process's exit frees it all
         return _Memory(buffer, size, view, release)
+
+    def import_host(self, array: np.ndarray) -> _Memory | None:
+        """A storage buffer over ``array``'s own memory (its pages), or None where it cannot be made.
+
+        Only on a device with ``host_import``; the caller destroys it (:meth:`release_import`)
+        once the launch that uses it has finished.
+        """
+        vk = self.vk
+        address, align = array.ctypes.data, self.host_import
+        start = address - address % align
+        offset = address - start
+        if not array.nbytes or offset % self.offset_alignment:
+            return None
+        size = -(-(offset + array.nbytes) // align) * align
+        handle_type = vk.VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT
+        external = vk.VkExternalMemoryBufferCreateInfo(
+            sType=vk.VK_STRUCTURE_TYPE_EXTERNAL_MEMORY_BUFFER_CREATE_INFO, handleTypes=handle_type
+        )
+        info = vk.VkBufferCreateInfo(
+            sType=vk.VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
+            pNext=external,
+            size=size,
+            usage=vk.VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | vk.VK_BUFFER_USAGE_UNIFORM_BUFFER_BIT,
+            sharingMode=vk.VK_SHARING_MODE_EXCLUSIVE,
+        )
+        buffer = vk.vkCreateBuffer(self.device, info, None)
+        try:
+            needs = vk.vkGetBufferMemoryRequirements(self.device, buffer)
+            pointer = vk.ffi.cast("void *", start)
+            found = vk.VkMemoryHostPointerPropertiesEXT(sType=vk.VK_STRUCTURE_TYPE_MEMORY_HOST_POINTER_PROPERTIES_EXT)
+            self._host_pointer_properties(self.device, handle_type, pointer, found)
+            kinds = needs.memoryTypeBits & found.memoryTypeBits
+            if needs.size > size or not kinds:
+                raise vk.VkError("no memory type imports this host memory")
+            host = vk.VkImportMemoryHostPointerInfoEXT(
+                sType=vk.VK_STRUCTURE_TYPE_IMPORT_MEMORY_HOST_POINTER_INFO_EXT,
+                handleType=handle_type,
+                pHostPointer=pointer,
+            )
+            alloc = vk.VkMemoryAllocateInfo(
+                sType=vk.VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
+                pNext=host,
+                allocationSize=size,
+                memoryTypeIndex=(kinds & -kinds).bit_length() - 1,
+            )
+            memory = vk.vkAllocateMemory(self.device, alloc, None)
+        except vk.VkError:
+            vk.vkDestroyBuffer(self.device, buffer, None)
+            return None  # copied through a staging buffer instead
+        vk.vkBindBufferMemory(self.device, buffer, memory, 0)
+        return _Memory(buffer, array.nbytes, None, memory, offset)
+
+    def release_import(self, imported: _Memory) -> None:
+        """Destroy a buffer from :meth:`import_host`; no launch in flight may use it."""
+        self.vk.vkDestroyBuffer(self.device, imported.buffer, None)
+        self.vk.vkFreeMemory(self.device, imported.release, None)
 
     def _free(self, buffer: Any, memory: Any) -> None:
         """Destroy a buffer and its memory once no launch in flight can use them."""
@@ -505,60 +580,89 @@ class VulkanModule(DeviceModule):
 
     def _launch(self, entry: KernelEntry, args: list[Any], grid: tuple[int, ...]) -> None:
         dev = _runtime()
-        vk = dev.vk
         kernel = self._kernel(dev, entry)
-        layout = kernel.layout
-        params = entry.signature.params
         with dev.lock:
             dev._retire()
             slot = kernel.slot(dev)
-            buffers: dict[tuple[int, int], _Memory] = {}
-            staged, host_arrays = [], False
-            for b in layout.buffers:
-                where = (b.set, b.binding)
-                if b.param < 0:  # kernpack's extents buffer: every array's extents, in order
-                    extents = [e for p, v in zip(params, args, strict=True) if p.pointer for e in v.shape[: p.ndim]]
-                    memory = slot.memory(dev, where, 8 * max(len(extents), 1))
-                    memory.view[: 8 * len(extents)] = np.asarray(extents, np.int64).view(np.uint8)
-                    buffers[where] = memory
-                    continue
-                param, value = params[b.param], args[b.param]
-                if isinstance(value, DeviceArray):
-                    buffers[where] = value.buffer  # on this device (DeviceFunction checked): no copy
-                    continue
-                host_arrays = host_arrays or param.pointer
-                data = value if param.pointer else _value_bytes(param, value)
-                memory = slot.memory(dev, where, data.nbytes)
-                # Arrays the kernel writes are copied in too: it may read what it updates.
-                memory.view[: data.nbytes] = data.reshape(-1).view(np.uint8)
+            imported: dict[tuple[int, int], _Memory] = {}  # numpy arrays used in place
+            try:
+                self._submit(dev, kernel, slot, entry, args, grid, imported)
+            finally:
+                if imported:  # once the launch is done, the arrays' pages are the host's alone again
+                    dev._retire(wait=True)
+                    for where, memory in imported.items():
+                        slot.bound.pop(where, None)
+                        dev.release_import(memory)
+
+    def _submit(
+        self,
+        dev: VulkanDevice,
+        kernel: _Kernel,
+        slot: _Slot,
+        entry: KernelEntry,
+        args: list[Any],
+        grid: tuple[int, ...],
+        imported: dict[tuple[int, int], _Memory],
+    ) -> None:
+        """Bind the arguments to the slot, submit it, and wait where numpy arrays are involved.
+
+        Host memory imported in place goes into ``imported``, which the caller destroys.
+        """
+        vk = dev.vk
+        layout = kernel.layout
+        params = entry.signature.params
+        buffers: dict[tuple[int, int], _Memory] = {}
+        staged, host_arrays = [], False
+        for b in layout.buffers:
+            where = (b.set, b.binding)
+            if b.param < 0:  # kernpack's extents buffer: every array's extents, in order
+                extents = [e for p, v in zip(params, args, strict=True) if p.pointer for e in v.shape[: p.ndim]]
+                memory = slot.memory(dev, where, 8 * max(len(extents), 1))
+                memory.view[: 8 * len(extents)] = np.asarray(extents, np.int64).view(np.uint8)
                 buffers[where] = memory
-                if param.is_output:
-                    staged.append((value, memory))
-            push = bytearray(layout.push_size)
-            for p in layout.push:
-                value = _value_bytes(params[p.param], args[p.param])
-                push[p.offset : p.offset + value.nbytes] = value.tobytes()
-            rebound = self._bind(dev, kernel, slot, buffers)
-            workgroup = entry.attrs["workgroup"]
-            groups = tuple(-(-n // w) for n, w in zip(axis_extents(grid), workgroup, strict=True))
-            # A command buffer is invalid once a descriptor set it binds is updated: record again.
-            if rebound or slot.recorded != (kernel, groups, bytes(push)):
-                self._record(dev, kernel, slot, groups, bytes(push))
-            vk.vkResetFences(dev.device, 1, [slot.fence])
-            command = vk.ffi.new("VkCommandBuffer[1]", [slot.command])
-            submit = vk.VkSubmitInfo(
-                sType=vk.VK_STRUCTURE_TYPE_SUBMIT_INFO, commandBufferCount=1, pCommandBuffers=command
-            )
-            vk.vkQueueSubmit(dev.queue, 1, [submit], slot.fence)
-            slot.busy = True
-            dev.in_flight.append((slot.fence, slot))
-            dev.launched(entry.name)
-            if not host_arrays:
-                return  # device arrays only: the launch runs while the caller goes on
-            # numpy arrays: the results are in them, and the staging buffers free again, on return.
-            dev._retire(wait=True)
-            for host, memory in staged:
-                host.reshape(-1).view(np.uint8)[:] = memory.view[: host.nbytes]
+                continue
+            param, value = params[b.param], args[b.param]
+            if isinstance(value, DeviceArray):
+                buffers[where] = value.buffer  # on this device (DeviceFunction checked): no copy
+                continue
+            host_arrays = host_arrays or param.pointer
+            if param.pointer and dev.host_import and (value.flags.writeable or not param.is_output):
+                memory = dev.import_host(value)
+                if memory is not None:  # the kernel reads and writes the numpy array itself
+                    buffers[where] = imported[where] = memory
+                    continue
+            data = value if param.pointer else _value_bytes(param, value)
+            memory = slot.memory(dev, where, data.nbytes)
+            # Arrays the kernel writes are copied in too: it may read what it updates.
+            memory.view[: data.nbytes] = data.reshape(-1).view(np.uint8)
+            buffers[where] = memory
+            if param.is_output:
+                staged.append((value, memory))
+        push = bytearray(layout.push_size)
+        for p in layout.push:
+            value = _value_bytes(params[p.param], args[p.param])
+            push[p.offset : p.offset + value.nbytes] = value.tobytes()
+        rebound = self._bind(dev, kernel, slot, buffers)
+        workgroup = entry.attrs["workgroup"]
+        groups = tuple(-(-n // w) for n, w in zip(axis_extents(grid), workgroup, strict=True))
+        tiles = entry.attrs.get("tiles", 1)  # rows of the grid each workgroup takes, along x
+        groups = (-(-groups[0] // tiles), *groups[1:])
+        # A command buffer is invalid once a descriptor set it binds is updated: record again.
+        if rebound or slot.recorded != (kernel, groups, bytes(push)):
+            self._record(dev, kernel, slot, groups, bytes(push))
+        vk.vkResetFences(dev.device, 1, [slot.fence])
+        command = vk.ffi.new("VkCommandBuffer[1]", [slot.command])
+        submit = vk.VkSubmitInfo(sType=vk.VK_STRUCTURE_TYPE_SUBMIT_INFO, commandBufferCount=1, pCommandBuffers=command)
+        vk.vkQueueSubmit(dev.queue, 1, [submit], slot.fence)
+        slot.busy = True
+        dev.in_flight.append((slot.fence, slot))
+        dev.launched(entry.name)
+        if not host_arrays:
+            return  # device arrays only: the launch runs while the caller goes on
+        # numpy arrays: the results are in them, and the staging buffers free again, on return.
+        dev._retire(wait=True)
+        for host, memory in staged:
+            host.reshape(-1).view(np.uint8)[:] = memory.view[: host.nbytes]
 
     @staticmethod
     def _bind(dev: VulkanDevice, kernel: _Kernel, slot: _Slot, buffers: dict[tuple[int, int], _Memory]) -> bool:
@@ -571,7 +675,7 @@ class VulkanModule(DeviceModule):
                 continue
             slot.bound[b.set, b.binding] = memory.buffer
             size = memory.size if b.kind == "storage" else min(memory.size, dev.max_uniform_range)
-            info = vk.VkDescriptorBufferInfo(buffer=memory.buffer, offset=0, range=size)
+            info = vk.VkDescriptorBufferInfo(buffer=memory.buffer, offset=memory.offset, range=size)
             writes.append(
                 vk.VkWriteDescriptorSet(
                     sType=vk.VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
