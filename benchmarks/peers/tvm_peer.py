@@ -7,6 +7,7 @@ Run with the peer venv's python (``PY=$(benchmarks/peers/setup_tvm.sh | tail -n1
     $PY benchmarks/peers/tvm_peer.py export-const OUT.so MIB
     $PY benchmarks/peers/tvm_peer.py load-const LIB.so
     $PY benchmarks/peers/tvm_peer.py load-sweep DIR RUNS BYTES...
+    $PY benchmarks/peers/tvm_peer.py load-count DIR RUNS COUNTS...
     $PY benchmarks/peers/tvm_peer.py compile vadd|saxpy REPEAT [--parallel]
 
 Every subcommand prints one JSON object on its last stdout line; a failed check exits non-zero.
@@ -23,6 +24,9 @@ Every subcommand prints one JSON object on its last stdout line; a failed check 
   importing the ``tvm`` Python package; after timing it runs ``main`` once to check the constant.
 - ``load-sweep``: for each payload size in bytes, a library as ``export-const`` makes, loaded as ``load-const``
   does in RUNS fresh processes; the median, min and max load times per size.
+- ``load-count``: for each module count N, a library of N binary-serialized modules (a VM executable importing
+  N - 1 more, each deserialized when the library loads), its load time and its load + first call (the VM made,
+  ``main`` run once), in RUNS fresh processes: median, min and max of each.
 - ``compile``: from nothing to a first call, ``REPEAT`` times plus one untimed warm-up, each time a new kernel (so
   nothing is cached): define the TE compute over a symbolic length (``define_s``), ``create_prim_func`` (with
   ``--parallel``, a schedule that marks the loop parallel), ``tvm.compile`` for "llvm" (``compile_s``), look the
@@ -105,11 +109,11 @@ def cold_call(lib: str, func: str, n: int) -> dict[str, Any]:
     return {"ok": ok, "import_s": t1 - t0, "load_s": t2 - t1, "call_s": t4 - t3}
 
 
-def export_const(out: str, mib: int, nbytes: int | None = None, reps: int = 3) -> dict[str, Any]:
+def _const_executable(n: int) -> Any:
+    """A Relax VM executable of ``main(x) = x + C``, ``C`` a float32 constant of ``n`` elements."""
     import tvm
     from tvm import relax
 
-    n = max(1, (nbytes if nbytes is not None else mib * (1 << 20)) // 4)
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((n,), "float32"))
     with bb.function("main", [x]):
@@ -118,7 +122,12 @@ def export_const(out: str, mib: int, nbytes: int | None = None, reps: int = 3) -
         bb.emit_func_output(y)
     with bb.function("const_shape", []):  # lets load-const check main() without knowing MIB
         bb.emit_func_output(relax.ShapeExpr([n]))
-    exe = tvm.compile(bb.get(), target="llvm")
+    return tvm.compile(bb.get(), target="llvm")
+
+
+def export_const(out: str, mib: int, nbytes: int | None = None, reps: int = 3) -> dict[str, Any]:
+    n = max(1, (nbytes if nbytes is not None else mib * (1 << 20)) // 4)
+    exe = _const_executable(n)
     times = []
     for _ in range(reps):
         if os.path.exists(out):
@@ -198,35 +207,80 @@ def compile_kernel(kernel: str, repeat: int, parallel: bool) -> dict[str, Any]:
     }
 
 
-def load_one(lib: str) -> dict[str, Any]:
+def export_count(out: str, count: int) -> dict[str, Any]:
+    """A library of ``count`` binary-serialized modules: a VM executable importing ``count - 1`` more.
+
+    The first is ``export-const``'s executable with 16 floats (its compiled kernel beside it);
+    each other is a VM executable of its own, without its kernel's code (every copy of that
+    code defines the same symbol), which TVM deserializes when it loads the library, as it does
+    every module a library carries.
+    """
+    host = _const_executable(16)
+    for _ in range(count - 1):
+        extra = _const_executable(16).mod
+        extra.clear_imports()
+        host.mod.import_module(extra)
+    host.export_library(out)
+    return {"so_bytes": os.path.getsize(out)}
+
+
+def load_count(directory: str, counts: list[int], runs: int) -> dict[str, Any]:
+    """For each module count: a library as ``export_count`` makes, its load and load + first call, fresh processes."""
+    out: dict[str, Any] = {"counts": counts, "so_bytes": []}
+    for key in ("load", "first_call"):
+        out[key] = {"median": [], "min": [], "max": []}
+    for count in counts:
+        lib = os.path.join(directory, f"tvm_count_{count}.so")
+        out["so_bytes"].append(export_count(lib, count)["so_bytes"])
+        samples = [_load_fresh(lib, 16) for _ in range(runs)]
+        os.remove(lib)
+        assert all(s["ok"] and s["modules"] == count + 1 for s in samples), samples  # and the kernel's code
+        for key, values in (("load", [s["load_s"] for s in samples]),
+                            ("first_call", [s["load_s"] + s["first_call_s"] for s in samples])):  # fmt: skip
+            out[key]["median"].append(statistics.median(values))
+            out[key]["min"].append(min(values))
+            out[key]["max"].append(max(values))
+    return out
+
+
+def _load_fresh(lib: str, length: int | None = None) -> dict[str, Any]:
+    """``load_one`` in a fresh process."""
+    argv = [sys.executable, os.path.abspath(__file__), "_load-one", lib, *([str(length)] if length else [])]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def load_one(lib: str, length: int | None = None) -> dict[str, Any]:
+    """Load ``lib`` (timed), then run its ``main`` once: timed as the first call where ``length`` is given."""
     import ctypes
     import importlib.util
 
+    import numpy as np
     import tvm_ffi
 
     spec = importlib.util.find_spec("tvm")  # locates the package without importing it
     assert spec is not None and spec.submodule_search_locations
     ctypes.CDLL(os.path.join(spec.submodule_search_locations[0], "lib", "libtvm_runtime.so"), ctypes.RTLD_GLOBAL)
+    zeros = None if length is None else tvm_ffi.from_dlpack(np.zeros(length, dtype=np.float32))
     t0 = time.perf_counter()
     mod = tvm_ffi.load_module(lib)
-    load_s = time.perf_counter() - t0
-
+    t1 = time.perf_counter()
     vm = mod["vm_load_executable"]()
     vm["vm_initialization"](1, 0, 2)  # kDLCPU, device 0, pooled allocator
-    import numpy as np
+    if zeros is None:  # the constant's length from the library itself
+        zeros = tvm_ffi.from_dlpack(np.zeros(int(vm["const_shape"]()[0]), dtype=np.float32))
+    got = np.from_dlpack(vm["main"](zeros))
+    t2 = time.perf_counter()
+    return {"ok": bool(np.array_equal(got, _const_pattern(got.size))), "load_s": t1 - t0,
+            "first_call_s": t2 - t1, "modules": _count_modules(mod)}  # fmt: skip
 
-    n = int(vm["const_shape"]()[0])
-    got = np.from_dlpack(vm["main"](tvm_ffi.from_dlpack(np.zeros(n, dtype=np.float32))))
-    return {"ok": bool(np.array_equal(got, _const_pattern(n))), "load_s": load_s}
+
+def _count_modules(mod: Any) -> int:
+    return 1 + sum(_count_modules(m) for m in mod.imports)
 
 
 def load_const(lib: str, runs: int = 5) -> dict[str, Any]:
-    times = []
-    for _ in range(runs):
-        proc = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), "_load-one", lib], capture_output=True, text=True, check=True
-        )
-        times.append(json.loads(proc.stdout.strip().splitlines()[-1])["load_s"])
+    times = [_load_fresh(lib)["load_s"] for _ in range(runs)]
     return {"load_s_median": statistics.median(times), "load_s_all": times}
 
 
@@ -260,7 +314,13 @@ def main() -> None:
     p.add_argument("directory")
     p.add_argument("runs", type=int)
     p.add_argument("sizes", type=int, nargs="+")
-    sub.add_parser("_load-one").add_argument("lib")
+    p = sub.add_parser("load-count")
+    p.add_argument("directory")
+    p.add_argument("runs", type=int)
+    p.add_argument("counts", type=int, nargs="+")
+    p = sub.add_parser("_load-one")
+    p.add_argument("lib")
+    p.add_argument("length", type=int, nargs="?")
     p = sub.add_parser("compile")
     p.add_argument("kernel", choices=["vadd", "saxpy"])
     p.add_argument("repeat", type=int)
@@ -276,10 +336,12 @@ def main() -> None:
         result = load_const(args.lib)
     elif args.cmd == "load-sweep":
         result = load_sweep(args.directory, args.sizes, args.runs)
+    elif args.cmd == "load-count":
+        result = load_count(args.directory, args.counts, args.runs)
     elif args.cmd == "compile":
         result = compile_kernel(args.kernel, args.repeat, args.parallel)
     else:
-        result = load_one(args.lib)
+        result = load_one(args.lib, args.length)
     _emit(result)
     sys.exit(0 if result.get("ok", True) else 1)
 

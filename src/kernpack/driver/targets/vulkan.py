@@ -832,26 +832,32 @@ def lower_vulkan(kernel: kir.Kernel, attrs: dict[str, Any] | None = None, *, loo
     )
 
 
-# Grid points per invocation of a 1-D kernel whose grid body has no loop: a workgroup takes
-# that many rows of its width. lavapipe pays per invocation and per workgroup, and saxpy on
-# 10^6 points ran 12-15% faster with 4 (16 gained no more); a GPU reads each row as before.
+# Grid points per invocation of a 1-D kernel whose grid body is small and has no loop: a
+# workgroup takes that many rows of its width. lavapipe pays per invocation and per workgroup,
+# and saxpy on 10^6 points ran 12-15% faster with 4 (16 gained no more); a GPU reads each row as
+# before. The body is emitted once per point: only a small one, whose per-point work is too
+# little to hide that cost (a generated kernel of 2,000 operations took lavapipe 88 s to
+# compile four times over, against 5 s once).
 _TILES = 4
+_TILED_BODY = 64  # the most statements and operations a body may have to be tiled
 
 
 def _tiles(kernel: kir.Kernel) -> int:
     """How many grid points each invocation of ``kernel``'s shader computes (``attrs["tiles"]``).
 
     One where the grid has more dimensions, where the kernel combines its points after the grid
-    (its epilogue counts the workgroup's invocations), or where the body loops or has local
-    arrays: lavapipe's limit on an invocation's loop iterations (see
-    :meth:`_VulkanBody.loop_guard`) would then be reached sooner.
+    (its epilogue counts the workgroup's invocations), where the body loops or has local
+    arrays (lavapipe's limit on an invocation's loop iterations, see
+    :meth:`_VulkanBody.loop_guard`, would then be reached sooner), or where it is large.
     """
     body = kernel.grid.body
     if len(kernel.grid.vars) != 1 or kernel.epilogue or kernel.reductions:
         return 1
-    if any(isinstance(s, (kir.ForRange, kir.While, kir.LocalArray)) for s in kir.walk(body)):
+    statements = list(kir.walk(body))
+    if any(isinstance(s, (kir.ForRange, kir.While, kir.LocalArray)) for s in statements):
         return 1
-    return _TILES
+    size = len(statements) + sum(len(list(kir.walk_expr(e))) for s in statements for e in kir.exprs_of(s))
+    return _TILES if size <= _TILED_BODY else 1
 
 
 def _int64_atomics(stmts: list[kir.Stmt]) -> set[str]:
