@@ -348,6 +348,22 @@ def zero_over_negative(x: kp.f64[:], o: kp.f64[:]):
         o[i] = kp.math.sqrt(kp.f32(0.0)) / x[i]
 
 
+@kp.kernel
+def min_limit_loop(x: kp.u32[:], out: kp.i64[:, :]):
+    # vulkan_min_limit_loop_cut_short: lavapipe's loop analysis took the constant c of a limit
+    # min(x, c) as the loop's limit, even counting down: range(4, min(x, 1), -1) ran 3 times for
+    # x = -3, not 7. The same for a while loop, and where the limit is clamped from both sides.
+    for i in kp.grid(out.shape[0]):
+        for _k in range(4, min(kp.i64(x[i]) - 10, 1), -1):
+            out[i, 0] += 1
+        n = 4
+        while n > min(kp.i64(x[i]) - 10, 1):
+            n -= 1
+            out[i, 1] += 1
+        for k in range(4, min(max(x.shape[0] - x[i], -3), 1), -1):
+            out[i, 2] += k
+
+
 CASES: dict[str, tuple[kp.Kernel, Callable[[], list]]] = {
     "loop_in_if_arm": (loop_in_if_arm, lambda: [np.arange(16, dtype=np.uint32), np.zeros((3, 4, 2)), np.int16(4)]),
     "continue_after_select": (continue_after_select, lambda: [np.array([0.0, -1.0, 2.0, 0.0]), np.zeros(4, np.int8),
@@ -367,6 +383,8 @@ CASES: dict[str, tuple[kp.Kernel, Callable[[], list]]] = {
                                                                   np.int8(1), rng().integers(-3, 3, (3, 3))]),
     "select_zero_sign": (select_zero_sign, lambda: [np.array([-2.5, 2.5, -0.0, 0.0], np.float32), np.zeros(4), True]),
     "zero_over_negative": (zero_over_negative, lambda: [np.array([-2.0, 3.0, -0.5]), np.zeros(3)]),
+    "min_limit_loop": (min_limit_loop, lambda: [np.array([4, 16, 16, 12, 2, 0, 0, 18], np.uint32),
+                                                np.zeros((8, 3), np.int64)]),
     "zero_times_int": (zero_times_int, lambda: [np.int32(-3), np.ones(4)]),
     "clamped_index": (clamped_index, lambda: [np.arange(10, dtype=np.int32), np.zeros(10, np.int32)]),
     "narrowing_casts": (narrowing_casts, lambda: [np.int64(-3), np.int32(1000),

@@ -1042,6 +1042,16 @@ class KernelBody:
             return b.trunc(v, to)
         return b.sext(v, to) if src.is_signed else b.zext(v, to)
 
+    def min_max(self, op: str, t: ScalarType, x: ir.Value, y: ir.Value) -> ir.Value:
+        """The kernel language's ``min(x, y)`` or ``max(x, y)`` (``op``): y where it is smaller (larger)."""
+        b = self.b
+        if t.is_float:
+            less = b.fcmp_ordered("<", y, x) if op == "min" else b.fcmp_ordered(">", y, x)
+        else:
+            cmp = b.icmp_signed if t.is_signed else b.icmp_unsigned
+            less = cmp("<", y, x) if op == "min" else cmp(">", y, x)
+        return b.select(less, y, x)
+
     def binop(self, e: kir.BinOp) -> ir.Value:
         b = self.b
         t = e.type
@@ -1050,12 +1060,7 @@ class KernelBody:
         if e.op == "pow":
             return b.call(self.ipow(t, e.rhs.type), [x, y])
         if e.op in ("min", "max"):
-            if t.is_float:
-                less = b.fcmp_ordered("<", y, x) if e.op == "min" else b.fcmp_ordered(">", y, x)
-            else:
-                cmp = b.icmp_signed if t.is_signed else b.icmp_unsigned
-                less = cmp("<", y, x) if e.op == "min" else cmp(">", y, x)
-            return b.select(less, y, x)
+            return self.min_max(e.op, t, x, y)
         if e.op in _ARITH:
             return getattr(b, _ARITH[e.op][0 if t.is_float else 1])(x, y)
         if t.is_float:

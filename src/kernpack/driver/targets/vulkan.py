@@ -285,6 +285,12 @@ class _VulkanBody(KernelBody):
         self.b = builder
         self.iterations = self.b.alloca(_I32, name="vk.iterations")  # the work-item's loop iterations so far
         self.b.store(_I32(0), self.iterations)
+        # A zero the driver cannot see: the top bit of the loop guard's word (0 or 1 only).
+        # Only a shader with loops has the word, and only such a shader needs it (min_max).
+        self.hidden_zero: ir.Value | None = None
+        if LOOPS_PARAM in self.arrays:
+            word = self.b.load(self.word(LOOPS_PARAM, _I64(0)), typ=_I32)
+            self.hidden_zero = self.b.lshr(word, _I32(31))
 
     # ------------------------------------------------------------------ structured control flow
     # ------------------------------------------------------------------ the device epilogue's hooks
@@ -502,6 +508,24 @@ class _VulkanBody(KernelBody):
         self.device_epilogue(workgroup)
         self.loop_guard()
         b.ret_void()
+
+    def min_max(self, op: str, t: ScalarType, x: ir.Value, y: ir.Value) -> ir.Value:
+        # lavapipe's loop analysis (Mesa's NIR) takes c as the limit of a loop that stops at
+        # min(x, c), c a constant, even for a loop that counts down: range(4, min(x, 1), -1)
+        # ran 3 iterations for x = -3, not 7 (vulkan_min_limit_loop_cut_short). With loops, the
+        # constant operand of an integer min or max is computed from a zero it cannot see.
+        if not t.is_float and self.hidden_zero is not None:
+            x, y = (self._hidden(v) if isinstance(v, ir.Constant) else v for v in (x, y))
+        return super().min_max(op, t, x, y)
+
+    def _hidden(self, c: ir.Constant) -> ir.Value:
+        """``c`` as a value the driver cannot fold (see :meth:`min_max`)."""
+        assert self.hidden_zero is not None
+        zero = self.hidden_zero
+        width = c.type.width
+        if width != 32:
+            zero = self.b.zext(zero, c.type) if width > 32 else self.b.trunc(zero, c.type)
+        return self.b.add(c, zero)
 
     def _tile_point(self, invocation: ir.Value, width: int, tile: int) -> ir.Value:
         """Grid point ``tile`` of an invocation, whose workgroup takes ``self.tiles`` rows of ``width`` points.
