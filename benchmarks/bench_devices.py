@@ -26,12 +26,14 @@ Run: ``scripts/test`` once (it installs the OpenCL CPU runtime and ptxas), then
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,46 +127,54 @@ def launch_rows() -> list[dict]:
     return rows
 
 
-def opencl_array_rows() -> list[dict]:
-    """saxpy 10^6 on device arrays and on numpy arrays, beside plain pyopencl on buffers made once.
+class _Saxpy:
+    """saxpy 10^6 on ``kind``: the arrays (numpy and on the device), and its rows beside a raw launch."""
 
-    Every launch is followed by a wait (``dev.synchronize()``, ``queue.finish()``), so each
-    figure is a whole launch; the three take turns batch by batch.
-    """
+    def __init__(self, module: kp.Module) -> None:
+        self.kind, self.n, self.a = module.kind, 10**6, np.float32(2.0)
+        self.dev, self.saxpy = kp.device(module.kind), module["saxpy"]
+        self.x, self.y = (np.random.default_rng(seed).random(self.n, np.float32) for seed in (0, 1))
+        self.out = np.empty_like(self.x)
+        self.dx, self.dy, self.dout = self.dev.asarray(self.x), self.dev.asarray(self.y), self.dev.empty(self.n)
+
+    def rows(self, plain: Callable[[], None], base: str, numpy_what: str) -> list[dict]:
+        """Each launch waited for, so each figure is a whole launch; the three take turns batch by batch."""
+        saxpy, a, dev = self.saxpy, self.a, self.dev
+
+        def on_device() -> None:
+            saxpy(a, self.dx, self.dy, self.dout)
+            dev.synchronize()
+
+        on_numpy = functools.partial(saxpy, a, self.x, self.y, self.out)
+        t = medians_per_call({"plain": plain, "device": on_device, "numpy": on_numpy}, 5, 21)
+        assert np.allclose(self.out, 2 * self.x + self.y) and np.allclose(self.dout.numpy(), self.out)
+        return [
+            row(f"{self.kind} saxpy 1e6: device arrays", t["device"], t["plain"], base),
+            row(f"{self.kind} saxpy 1e6: numpy arrays ({numpy_what})", t["numpy"], t["plain"], base),
+        ]
+
+
+def opencl_array_rows() -> list[dict]:
+    """saxpy 10^6 on device arrays and on numpy arrays, beside plain pyopencl on buffers made once."""
     module = kp.build([K.saxpy], target="opencl")
     if module.unavailable_reason():
         print(f"(opencl device arrays not measured: {module.unavailable_reason()})")
         return []
     import pyopencl as cl
 
-    dev = kp.device("opencl")
-    n = 10**6
-    x, y = np.random.default_rng(0).random(n, np.float32), np.random.default_rng(1).random(n, np.float32)
-    out = np.empty_like(x)
-    dx, dy, dout = dev.asarray(x), dev.asarray(y), dev.empty(n, np.float32)
-    saxpy, a = module["saxpy"], np.float32(2.0)
+    run = _Saxpy(module)
+    dev, n = run.dev, run.n
     # The baseline: the same SPIR-V as kernpack's, launched by pyopencl itself.
-    program = cl.Program(dev.context, bytes(module.binary)).build()
-    kernel = cl.Kernel(program, "saxpy")
+    kernel = cl.Kernel(cl.Program(dev.context, bytes(module.binary)).build(), "saxpy")
     flags = cl.mem_flags
-    bx, by = (cl.Buffer(dev.context, flags.READ_WRITE | flags.COPY_HOST_PTR, hostbuf=v) for v in (x, y))
-    bout, extent = cl.Buffer(dev.context, flags.READ_WRITE, size=out.nbytes), np.int64(n)
+    bx, by = (cl.Buffer(dev.context, flags.READ_WRITE | flags.COPY_HOST_PTR, hostbuf=v) for v in (run.x, run.y))
+    bout, extent = cl.Buffer(dev.context, flags.READ_WRITE, size=run.out.nbytes), np.int64(n)
 
     def plain() -> None:
-        kernel(dev.queue, (n,), None, a, bx, extent, by, extent, bout, extent)
+        kernel(dev.queue, (n,), None, run.a, bx, extent, by, extent, bout, extent)
         dev.queue.finish()
 
-    def on_device() -> None:
-        saxpy(a, dx, dy, dout)
-        dev.synchronize()
-
-    t = medians_per_call({"plain": plain, "device": on_device, "numpy": lambda: saxpy(a, x, y, out)}, 5, 21)
-    assert np.allclose(out, 2 * x + y) and np.allclose(dout.numpy(), out)
-    base = "pyopencl, same SPIR-V, buffers made once"
-    return [
-        row("opencl saxpy 1e6: device arrays", t["device"], t["plain"], base),
-        row("opencl saxpy 1e6: numpy arrays (shared with the CPU device)", t["numpy"], t["plain"], base),
-    ]
+    return run.rows(plain, "pyopencl, same SPIR-V, buffers made once", "shared with the CPU device")
 
 
 def cuda_array_rows() -> list[dict]:
@@ -181,17 +191,13 @@ def cuda_array_rows() -> list[dict]:
 
     from cuda.bindings import driver
 
-    dev = kp.device("cuda")
-    n = 10**6
-    x, y = np.random.default_rng(0).random(n, np.float32), np.random.default_rng(1).random(n, np.float32)
-    out = np.empty_like(x)
-    dx, dy, dout = dev.asarray(x), dev.asarray(y), dev.empty(n, np.float32)
-    saxpy, a = module["saxpy"], np.float32(2.0)
+    run = _Saxpy(module)
+    n = run.n
     _, raw_module = driver.cuModuleLoadData(bytes(module.binary) + b"\0")
     _, function = driver.cuModuleGetFunction(raw_module, b"saxpy")
     _, stream = driver.cuStreamCreate(0)
-    values = [ctypes.c_float(a)]
-    for array in (dx, dy, dout):
+    values = [ctypes.c_float(run.a)]
+    for array in (run.dx, run.dy, run.dout):
         values += [ctypes.c_uint64(array.buffer.pointer), ctypes.c_int64(n)]
     params = (ctypes.c_void_p * len(values))(*(ctypes.addressof(v) for v in values))
 
@@ -199,17 +205,7 @@ def cuda_array_rows() -> list[dict]:
         driver.cuLaunchKernel(function, -(-n // 256), 1, 1, 256, 1, 1, 0, stream, ctypes.addressof(params), 0)
         driver.cuStreamSynchronize(stream)
 
-    def on_device() -> None:
-        saxpy(a, dx, dy, dout)
-        dev.synchronize()
-
-    t = medians_per_call({"plain": plain, "device": on_device, "numpy": lambda: saxpy(a, x, y, out)}, 5, 21)
-    assert np.allclose(out, 2 * x + y) and np.allclose(dout.numpy(), out)
-    base = "cuda-bindings, same PTX, buffers made once"
-    return [
-        row("cuda saxpy 1e6: device arrays", t["device"], t["plain"], base),
-        row("cuda saxpy 1e6: numpy arrays (copied in and out)", t["numpy"], t["plain"], base),
-    ]
+    return run.rows(plain, "cuda-bindings, same PTX, buffers made once", "copied in and out")
 
 
 BLUR = """

@@ -211,8 +211,7 @@ class DeviceArray:
         if pointer is None:
             raise AttributeError(f"{self!r} is not in CUDA memory")
         self.device.synchronize()
-        shape, typestr = self.shape, self.dtype.str
-        return {"shape": shape, "typestr": typestr, "data": (pointer, False), "strides": None, "version": 3}
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (pointer, False), "strides": None, "version": 3}
 
     def copy_to(self, host: np.ndarray) -> None:
         """Copy into ``host`` (same shape and dtype, C-contiguous, writable), after earlier launches."""
