@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from kernpack.runtime import cpufeatures
+
 ROOT = Path(__file__).resolve().parents[1]
 # kernpack bench --results DIR sets this; run by hand, a benchmark writes beside itself.
 RESULTS = Path(os.environ.get("KERNPACK_BENCH_RESULTS") or Path(__file__).with_name("results"))
@@ -28,8 +30,8 @@ QUESTIONS = {
 }
 
 
-def median_seconds(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` over ``repeat`` runs, after ``warmup`` untimed runs."""
+def sample_seconds(fn: Callable[[], object], repeat: int, warmup: int = 1) -> list[float]:
+    """Wall times of ``fn()`` over ``repeat`` runs, after ``warmup`` untimed runs."""
     for _ in range(warmup):
         fn()
     samples = []
@@ -37,7 +39,12 @@ def median_seconds(fn: Callable[[], object], repeat: int, warmup: int = 1) -> fl
         start = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+    return samples
+
+
+def median_seconds(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` over ``repeat`` runs, after ``warmup`` untimed runs."""
+    return statistics.median(sample_seconds(fn, repeat, warmup))
 
 
 def median_per_call(fn: Callable[[], object], calls: int, repeat: int) -> float:
@@ -117,20 +124,9 @@ def machine() -> dict[str, object]:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpufeatures.host_model() or platform.processor() or "unknown CPU",
         "gpu": "an NVIDIA GPU" if os.path.exists("/dev/nvidia0") else "no GPU",
     }
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def caption() -> str:

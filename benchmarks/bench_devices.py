@@ -35,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -208,22 +209,6 @@ def cuda_array_rows() -> list[dict]:
     return run.rows(plain, "cuda-bindings, same PTX, buffers made once", "copied in and out")
 
 
-BLUR = """
-import kernpack as kp
-
-@kp.kernel
-def blur(x: kp.f32[:, :], out: kp.f32[:, :]):
-    n = x.shape[0]
-    m = x.shape[1]
-    for i, j in kp.grid(n, m):
-        acc = kp.f32(0.0)
-        for di in range(-1, 2):
-            for dj in range(-1, 2):
-                acc += x[min(max(i + di, 0), n - 1), min(max(j + dj, 0), m - 1)]
-        out[i, j] = acc / kp.f32(9.0)
-"""
-
-
 VULKAN_CHILD = """
 import json, sys
 import numpy as np
@@ -279,15 +264,17 @@ def vulkan_array_rows(rounds: int = 7) -> list[dict]:
     ]
 
 
+def _demo_kernels() -> Any:
+    """``examples/kernels.py``, the demo's saxpy and blur, as a module."""
+    spec = importlib.util.spec_from_file_location("demo_kernels", ROOT / "examples" / "kernels.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def blur_rows(launches: int = 10) -> list[dict]:
     """A 3x3 blur of a 1024x1024 float32 image, ten launches on device arrays, per launch."""
-    with tempfile.TemporaryDirectory(prefix="kernpack-blur-") as tmp:
-        source = Path(tmp) / "blur_kernel.py"
-        source.write_text(BLUR)
-        spec = importlib.util.spec_from_file_location("blur_kernel", source)
-        blur_module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(blur_module)
-        blur = blur_module.blur
+    blur = _demo_kernels().blur  # the demo's own kernel (examples/kernels.py)
     image = np.random.default_rng(2).random((1024, 1024), np.float32)
     out = np.empty_like(image)
     blur(image, out)  # built before timing

@@ -70,6 +70,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,6 +87,7 @@ from benchmarks._common import (  # noqa: E402
     plot_curves,
     report,
     run_json,
+    sample_seconds,
     tvm_peer,
     tvm_python,
 )
@@ -342,14 +344,8 @@ def bench_sweep(funcs: dict, repeat: int, sizes: list[int], extra: dict) -> None
             "max": [max(t) for t in times],
         }
 
-    def samples(fn) -> list[float]:
-        fn()
-        out = []
-        for _ in range(repeat):
-            start = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - start)
-        return out
+    def samples(fn: Callable[[], object]) -> list[float]:
+        return sample_seconds(fn, repeat)  # one untimed call first
 
     rng = np.random.default_rng(0)
     data = {n: (rng.random(n, dtype=np.float32), rng.random(n, dtype=np.float32)) for n in sizes}

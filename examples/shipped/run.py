@@ -27,18 +27,6 @@ def median_ms(call: Callable[[], object], repeats: int) -> float:
     return statistics.median(times) * 1e3
 
 
-def cpu_name() -> str:
-    """This machine's CPU model, as the kernel reports it."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return "this CPU"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("library")
@@ -51,6 +39,7 @@ def main() -> int:
     import numpy as np
 
     import kernpack as kp
+    from kernpack.runtime.cpufeatures import host_model
 
     start = time.perf_counter()
     lib = kp.load_module(args.library)
@@ -64,7 +53,8 @@ def main() -> int:
     want_blur = sum(padded[i : i + 1024, j : j + 1024] for i in range(3) for j in range(3)) / np.float32(9)
 
     rows = [("device", "matches numpy", "first call", "saxpy 10^6", "on device", "blur 1024^2", "what runs it")]
-    places: list[tuple[str, str, object, object]] = [("cpu", f"{cpu_name()}, {os.cpu_count()} cores", lib, None)]
+    cpu = f"{host_model() or 'this CPU'}, {os.cpu_count()} cores"
+    places: list[tuple[str, str, object, object]] = [("cpu", cpu, lib, None)]
     for kind in ("opencl", "vulkan", "cuda"):
         module = lib.device_module(kind)
         reason = module.unavailable_reason()

@@ -87,16 +87,27 @@ def required_features(text: str) -> tuple[str, list[str]]:
 
 
 @functools.cache
-def host_flags() -> frozenset[str] | None:
-    """The CPU flags this machine's kernel reports, or None where it says nothing (not x86 Linux)."""
+def _cpuinfo(field: str) -> str | None:
+    """The first CPU's ``field`` in /proc/cpuinfo, or None where the kernel says nothing of it."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.partition(":")[2].split())
+                if line.startswith(field):
+                    return line.partition(":")[2].strip()
     except OSError:
         pass
     return None
+
+
+def host_flags() -> frozenset[str] | None:
+    """The CPU flags this machine's kernel reports, or None where it says nothing (not x86 Linux)."""
+    flags = _cpuinfo("flags")
+    return None if flags is None else frozenset(flags.split())
+
+
+def host_model() -> str | None:
+    """The CPU model of this machine, as its kernel reports it (``"AMD EPYC 7B13"``), or None."""
+    return _cpuinfo("model name")
 
 
 def missing_features(text: str) -> list[str]:

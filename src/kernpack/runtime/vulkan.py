@@ -21,6 +21,7 @@ bound to a local variable before the call that uses it.
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from collections.abc import Iterable
@@ -52,7 +53,8 @@ class _Memory:
     without a map call per launch, and DLPack hands slices of it to other libraries. Vulkan
     frees nothing by itself: the buffer is destroyed when ``view`` and every view of it are
     gone (``release``, a finalizer on it), or at once by ``release()``, after the launches in
-    flight.
+    flight. A numpy array's own pages imported for one launch (:meth:`VulkanDevice.import_host`)
+    have no ``view``; their ``release()`` destroys them, once that launch is done.
     """
 
     __slots__ = ("__weakref__", "buffer", "offset", "release", "size", "view")
@@ -220,8 +222,8 @@ class VulkanDevice(Device):
     def import_host(self, array: np.ndarray) -> _Memory | None:
         """A storage buffer over ``array``'s own memory (its pages), or None where it cannot be made.
 
-        Only on a device with ``host_import``; the caller destroys it (:meth:`release_import`)
-        once the launch that uses it has finished.
+        Only on a device with ``host_import``; the caller destroys it (its ``release()``) once
+        the launch that uses it has finished.
         """
         vk = self.vk
         address, align = array.ctypes.data, self.host_import
@@ -266,12 +268,11 @@ class VulkanDevice(Device):
             vk.vkDestroyBuffer(self.device, buffer, None)
             return None  # copied through a staging buffer instead
         vk.vkBindBufferMemory(self.device, buffer, memory, 0)
-        return _Memory(buffer, array.nbytes, None, memory, offset)
+        return _Memory(buffer, array.nbytes, None, functools.partial(self._destroy_import, buffer, memory), offset)
 
-    def release_import(self, imported: _Memory) -> None:
-        """Destroy a buffer from :meth:`import_host`; no launch in flight may use it."""
-        self.vk.vkDestroyBuffer(self.device, imported.buffer, None)
-        self.vk.vkFreeMemory(self.device, imported.release, None)
+    def _destroy_import(self, buffer: Any, memory: Any) -> None:
+        self.vk.vkDestroyBuffer(self.device, buffer, None)
+        self.vk.vkFreeMemory(self.device, memory, None)
 
     def _free(self, buffer: Any, memory: Any) -> None:
         """Destroy a buffer and its memory once no launch in flight can use them."""
@@ -592,7 +593,7 @@ class VulkanModule(DeviceModule):
                     dev._retire(wait=True)
                     for where, memory in imported.items():
                         slot.bound.pop(where, None)
-                        dev.release_import(memory)
+                        memory.release()
 
     def _submit(
         self,
