@@ -175,7 +175,7 @@ def test_a_shader_is_entered_where_the_kernel_says(device, tmp_path):
     built = kp.build([K.vadd_f32], target="vulkan")
     entry = {k: v for k, v in built.functions["vadd_f32"].to_json().items() if k != "attrs"}
     code = bytes(built.shader("vadd_f32")).replace(b"main\0\0\0\0", b"add2\0\0\0\0")  # as glslang may name it
-    with pytest.raises(kp.ArgumentError, match=r"no compute entry point 'main' \(it has: add2\)"):
+    with pytest.raises(kp.ArgumentError, match=r"no compute entry point 'main' \(it has: add2, main_vector\)"):
         kp.vulkan_module({"vadd_f32": code}, [entry])
     module = kp.vulkan_module({"vadd_f32": code}, [{**entry, "entry": "add2"}])
     a = np.arange(100, dtype=np.float32)
@@ -227,3 +227,79 @@ def test_numpy_arrays_are_used_in_place_where_the_driver_can_import_them(monkeyp
         assert np.array_equal(out, 3 * x)
         assert len(imports) == 3 and (imports[0] is not None) == in_place  # x; y and out are aligned
         assert None not in imports[1:]
+
+
+@pytest.mark.parametrize("n", [2, 1023, 1024, 1025, 4 * 1024 + 3, 100_001])
+def test_the_vector_entry_point_gives_what_the_cpu_gives(n):
+    # Kernels whose 4-byte arrays are only accessed at the grid point get a second entry point
+    # (attrs["vector"]) that the runtime launches on whole workgroups: each array as one vector
+    # per invocation, registers in between. Device arrays and numpy arrays, every size around
+    # the 1024 points of a workgroup, against the same kernels on the CPU.
+    from tests.device import vector_src as V
+
+    module = require_device(kp.build([V.update, V.maybe, V.mixed], target="vulkan"))
+    assert all(module.functions[k].attrs["vector"] == "main_vector" for k in ("update", "maybe", "mixed"))
+    dev = kp.device("vulkan")
+    rng = np.random.default_rng(n)
+    x = rng.random(n, np.float32)
+    cases = {
+        "update": (rng.random(n, np.float32), x, np.float32(1.5)),
+        "maybe": (x, np.full(n, -7, np.int32), rng.integers(0, 9, n).astype(np.uint32)),
+        "mixed": (x, rng.random(n), np.zeros(n, np.float32), np.zeros(n)),
+    }
+    for name, args in cases.items():
+        want = [a.copy() for a in args]
+        getattr(V, name)(*want)
+        on_numpy = [a.copy() for a in args]
+        module[name](*on_numpy)
+        on_device = [dev.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
+        module[name](*on_device)
+        for k, expected in enumerate(want):
+            if isinstance(expected, np.ndarray):
+                assert np.array_equal(on_numpy[k], expected), (name, k)
+                assert np.array_equal(on_device[k].numpy(), expected), (name, k)
+        points = n - 1 if name == "maybe" else n
+        # Made at the first launch with a whole workgroup (1024 points) for it, not before.
+        assert (module._loaded[name, ()].vector is not None) == (points >= 1024)
+
+
+def test_arrays_that_share_memory_are_left_to_the_scalar_entry_point():
+    # The vector entry point keeps a point's elements in registers: where an array the kernel
+    # writes is also another argument (the same device array, or overlapping numpy arrays), a
+    # point must see the other array's stores as they happen, so the shader's main runs alone.
+    from kernpack.runtime.vulkan import _shared
+    from tests.device import vector_src as V
+
+    module = require_device(kp.build([V.twice], target="vulkan"))
+    params = module.functions["twice"].signature.params
+    base = np.random.default_rng(0).random(5001, np.float32)
+    want = base.copy()
+    V.twice(want, want)
+    assert np.array_equal(want, 2 * base + 2)
+    shared = kp.device("vulkan").asarray(base)
+    assert _shared(params, [shared, shared])
+    module["twice"](shared, shared)
+    assert np.array_equal(shared.numpy(), want)
+    assert _shared(params, [base[1:], base[:-1]]) and _shared(params, [base, base])
+    assert not _shared(params, [base[1:].copy(), base[1:]])
+
+
+def test_which_arrays_the_vector_entry_point_takes():
+    # 4-byte 1-D arrays accessed only at the grid point; loaded first unless every path stores
+    # them and none reads them. No vector entry point where a store lands elsewhere, or with checks.
+    import dataclasses
+
+    from kernpack.driver.lang.frontend import parse_kernel
+    from kernpack.driver.targets.vulkan import vector_arrays
+    from tests.device import tiles_src as T
+    from tests.device import vector_src as V
+
+    def arrays(kernel, **changes):
+        return vector_arrays(dataclasses.replace(parse_kernel(kernel.py_func), **changes))
+
+    assert arrays(K.saxpy) == {"x": True, "y": True, "out": False}
+    assert arrays(T.carried) == {"x": True, "out": True}  # continue may skip the store
+    assert arrays(V.maybe) == {"x": True, "out": True, "count": True}
+    assert arrays(V.mixed) == {"out": True}  # read back; s is also read at i - 1, w and wide are float64
+    assert arrays(T.strided) is None
+    assert arrays(K.saxpy, boundscheck=True) is None

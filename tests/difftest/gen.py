@@ -207,6 +207,8 @@ class _Gen:
     def __init__(self, seed: int) -> None:
         self.seed = seed
         self.r = random.Random(seed)
+        self.wide = 0  # a 1-D grid's length when it spans several workgroups (kernel())
+        self.elementwise = False
         self.flags: set[str] = set()
         self.n = 0
         self.args: list[ArgSpec] = []
@@ -304,6 +306,7 @@ class _Gen:
 
     # ------------------------------------------------------------------ expressions
     def expr(self, kind: str, depth: int, notaint: bool = False) -> Ex:
+        depth = min(depth, 1) if self.elementwise else depth  # a body small enough to be tiled
         if kind == "num":
             kind = self.r.choice(["int", "float"])
         if depth <= 0 or self.chance(0.3):
@@ -513,6 +516,8 @@ class _Gen:
     def index(self, a: ArgSpec, d: int) -> str:
         """An index into dimension ``d`` of ``a`` that is in range whatever the values."""
         shape = f"{a.name}.shape[{d}]"
+        if self.elementwise and self.in_grid and a.shape == (self.wide,) and self.chance(0.7):
+            return self.grid_vars[0]  # as long as the grid: in range
         loop_vars = [v for v in self.visible() if v.t == "i64" and not v.mutable and v.name[0] in "ikw"]
         pick = self.r.random()
         if pick < 0.35 and loop_vars:
@@ -630,6 +635,8 @@ class _Gen:
             choices += ["if", "if", "for"] + (["while"] if self.loops < 2 else [])
             if self.loops >= 2:
                 choices.remove("for")
+            if self.elementwise:
+                choices = [c for c in choices if c not in ("for", "while")]
         if self.loops:
             choices += ["break", "continue"]
         elif self.in_grid:
@@ -731,7 +738,7 @@ class _Gen:
     # ------------------------------------------------------------------ local arrays
     def private_arrays(self, pad: str) -> list[str]:
         """Sometimes kp.local arrays at the top of the grid body, then read and written in it."""
-        if not self.chance(0.25):
+        if self.elementwise or not self.chance(0.25):
             return []
         self.flags.add("local-array")
         lines = []
@@ -747,7 +754,7 @@ class _Gen:
     # ------------------------------------------------------------------ reductions
     def plan_reductions(self) -> None:
         """Sometimes one or two reductions, each with a result array the epilogue writes."""
-        if not self.chance(0.3):
+        if self.elementwise or not self.chance(0.3):
             return
         self.flags.add("reduction")
         for _ in range(self.r.choice([1, 1, 2])):
@@ -820,15 +827,21 @@ class _Gen:
         for _ in range(r.randint(1, 3)):
             rank = r.randint(1, 3)
             shape = tuple(r.randint(1, [12, 8, 5][rank - 1]) for _ in range(rank))
+            shape = (self.wide,) if self.elementwise and rank == 1 else shape
             profile = r.choice(["plain", "plain", "special", "ints"])
-            self.args.append(ArgSpec(self.fresh("x"), r.choice(ALL), "in", shape, profile=profile))
+            self.args.append(ArgSpec(self.fresh("x"), self.array_type(), "in", shape, profile=profile))
         if r.random() < 0.04:
             self.args.append(ArgSpec(self.fresh("z"), r.choice(ALL), "shape-only", (0,) * r.randint(1, 2)))
             self.flags.add("zero-size")
-        for _ in range(r.choice([0, 0, 1, 1, 2]) if r.random() < 0.4 else 0):
+        for _ in range(r.choice([0, 0, 1, 1, 2]) if r.random() < 0.4 and not self.elementwise else 0):
             rank = r.randint(1, 3)
             shape = tuple(r.randint(1, 5) for _ in range(rank))
             self.args.append(ArgSpec(self.fresh("a"), r.choice(INTS + FLOATS), "atomic", shape))
+
+    def array_type(self) -> str:
+        """An array's element type: any, and in elementwise kernels mostly a 4-byte one."""
+        t = self.r.choice(ALL)
+        return self.r.choice(["f32", "i32", "u32"]) if self.elementwise and self.chance(0.6) else t
 
     def outputs(self, g: int) -> None:
         r = self.r
@@ -836,10 +849,15 @@ class _Gen:
         if r.random() < 0.03:
             lead = (0, *lead[1:])
             self.flags.add("zero-size")
+        wide = self.wide and lead[0] > 0
+        if wide:
+            lead = (self.wide,)
+            self.flags.add("wide")
         for _ in range(r.choice([1, 1, 2])):
             rank = r.randint(g, 3)
             shape = lead + tuple(r.randint(1, 4) for _ in range(rank - g))
-            spec = ArgSpec(self.fresh("o"), r.choice(ALL), "out", shape, profile=r.choice(["plain", "special"]))
+            shape = lead if wide else shape  # 1-D: the arrays the vector entry point takes
+            spec = ArgSpec(self.fresh("o"), self.array_type(), "out", shape, profile=r.choice(["plain", "special"]))
             spec.value = "taint" if r.random() < 0.5 else "exact"
             self.args.append(spec)
 
@@ -880,6 +898,8 @@ class _Gen:
                 extents.append(self.r.choice([f"{shape} - 1", f"({shape} // 2)", f"kp.i32({shape})", f"{shape} - 0"]))
             else:
                 extents.append(f"min({self.fit(self.extent_expr(2), 'i64')}, {shape})")
+            if self.elementwise:
+                extents[-1] = shape  # the inputs read at the grid point are as long as the output
         return extents
 
     def prologue(self, pad: str) -> list[str]:
@@ -922,6 +942,16 @@ class _Gen:
     def kernel(self) -> Case:
         r = self.r
         g = r.choice([1, 1, 1, 2, 2, 3])
+        # Some 1-D grids span several workgroups of a device's tiles (1024 points on Vulkan) and
+        # a ragged rest, so that code for whole workgroups runs; most of them are elementwise
+        # (no loops or local arrays, inputs of the grid's length read at the grid point), the
+        # kernels Vulkan's vector entry point takes. Drawn from a stream of its own: the kernels
+        # of other seeds stay as they were.
+        sizes = random.Random(f"{self.seed}-sizes")
+        self.wide = sizes.choice([1024, 1027, 2048, 2050, 3075]) if g == 1 and sizes.random() < 0.3 else 0
+        self.elementwise = bool(self.wide) and sizes.random() < 0.7
+        if self.elementwise:
+            self.flags.add("elementwise")
         self.params()
         self.outputs(g)
         self.plan_reductions()
@@ -937,6 +967,8 @@ class _Gen:
         params = ", ".join(f"{a.name}: {'T' if a.t == self.generic else kp_type(a.t)}{_dims(a)}" for a in self.args)
         pad = "    "
         self.budget = r.randint(4, 18)
+        if self.elementwise:
+            self.budget = min(self.budget, 2)
         lines = self.prologue(pad)
         lines += self.reduction_starts(pad)
         extents = self.extents(g)

@@ -145,7 +145,7 @@ def _read(code: bytes) -> Shader:
             types[ops[0]] = (op, ops[1:])
 
     def scalar(type_id: int, depth: int = 0) -> str | None:
-        """The element type of a buffer's type: its first member's, or the array's element's."""
+        """The element type of a buffer's type: its first member's, or the array's (or vector's) element's."""
         op, ops = types.get(type_id, (0, ()))
         if depth > 8:
             return None
@@ -155,7 +155,7 @@ def _read(code: bytes) -> Shader:
             return f"{'i' if ops[1] else 'u'}{ops[0]}"
         if op == _OP_TYPE_FLOAT:
             return f"f{ops[0]}"
-        if op in (_OP_TYPE_ARRAY, _OP_TYPE_RUNTIME_ARRAY) or (op == _OP_TYPE_STRUCT and ops):
+        if op in (_OP_TYPE_VECTOR, _OP_TYPE_ARRAY, _OP_TYPE_RUNTIME_ARRAY) or (op == _OP_TYPE_STRUCT and ops):
             return scalar(ops[0], depth + 1)
         if op == _OP_TYPE_POINTER:
             return scalar(ops[1], depth + 1)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -408,7 +408,13 @@ class _Kernel:
             "uniform": vk.VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER,
         }
         self.set_layouts: list[Any] = []
-        self.pipeline = self.shader = self.pipeline_layout = None
+        self.pipeline = self.vector = self.shader = self.pipeline_layout = None
+        # The vector entry point's pipeline (generated kernels, attrs["vector"]): made at the
+        # first launch that can use it, so that a launch that cannot does not compile it.
+        self.name, self.vector_entry = entry.name, entry.attrs.get("vector")
+        shader = Shader.read(code)
+        if self.vector_entry not in (None, *shader.entry_points):  # a damaged table: the driver is not asked
+            raise FormatError(f"kernel {entry.name!r}: its shader has no entry point {self.vector_entry!r}")
         self.slots: list[_Slot] = []
         try:
             for set_ in range(layout.sets):
@@ -444,7 +450,7 @@ class _Kernel:
             )
             self.shader = vk.vkCreateShaderModule(dev.device, shader_info, None)
             values = entry.attrs.get("specialization") or {}
-            spec_entries, spec_data = specialization_data(Shader.read(code), values)
+            spec_entries, spec_data = specialization_data(shader, values)
             map_entries = [vk.VkSpecializationMapEntry(constantID=i, offset=o, size=n) for i, o, n in spec_entries]
             data = vk.ffi.new("char[]", spec_data or b"\0")
             spec = vk.VkSpecializationInfo(
@@ -453,26 +459,40 @@ class _Kernel:
                 dataSize=len(spec_data),
                 pData=data,
             )
-            name = vk.ffi.new("char[]", entry.attrs.get("entry", "main").encode())
-            stage = vk.VkPipelineShaderStageCreateInfo(
-                sType=vk.VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
-                stage=vk.VK_SHADER_STAGE_COMPUTE_BIT,
-                module=self.shader,
-                pName=name,
-                pSpecializationInfo=spec if map_entries else None,
-            )
-            pipeline_info = vk.VkComputePipelineCreateInfo(
-                sType=vk.VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
-                flags=_PIPELINE_CREATE_DISPATCH_BASE_BIT,
-                stage=stage,
-                layout=self.pipeline_layout,
-            )
-            self.pipeline = vk.vkCreateComputePipelines(dev.device, None, 1, [pipeline_info], None)[0]
+            self.pipeline = self._pipeline(dev, entry.attrs.get("entry", "main"), spec if map_entries else None)
         except vk.VkError as exc:
             self.destroy(dev)
             raise DeviceUnavailableError(f"the Vulkan driver refused the shader of {entry.name}: {exc}") from None
         self.slots = [_Slot(dev, self) for _ in range(_SLOTS)]
         self.next = 0
+
+    def _pipeline(self, dev: VulkanDevice, entry: str, spec: Any) -> Any:
+        """The compute pipeline of the shader's entry point ``entry``."""
+        vk = dev.vk
+        name = vk.ffi.new("char[]", entry.encode())
+        stage = vk.VkPipelineShaderStageCreateInfo(
+            sType=vk.VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+            stage=vk.VK_SHADER_STAGE_COMPUTE_BIT,
+            module=self.shader,
+            pName=name,
+            pSpecializationInfo=spec,
+        )
+        pipeline_info = vk.VkComputePipelineCreateInfo(
+            sType=vk.VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
+            flags=_PIPELINE_CREATE_DISPATCH_BASE_BIT,
+            stage=stage,
+            layout=self.pipeline_layout,
+        )
+        return vk.vkCreateComputePipelines(dev.device, None, 1, [pipeline_info], None)[0]
+
+    def vector_pipeline(self, dev: VulkanDevice) -> Any:
+        """The vector entry point's pipeline, made the first time."""
+        if self.vector is None:
+            try:
+                self.vector = self._pipeline(dev, self.vector_entry, None)  # generated shaders have no constants
+            except dev.vk.VkError as exc:
+                raise DeviceUnavailableError(f"the Vulkan driver refused {self.name}'s vector shader: {exc}") from None
+        return self.vector
 
     def slot(self, dev: VulkanDevice) -> _Slot:
         """The next slot, once the launch that last used it has finished."""
@@ -487,8 +507,9 @@ class _Kernel:
         vk = dev.vk
         for slot in self.slots:
             slot.destroy(dev)
-        if self.pipeline is not None:
-            vk.vkDestroyPipeline(dev.device, self.pipeline, None)
+        for pipeline in (self.pipeline, self.vector):
+            if pipeline is not None:
+                vk.vkDestroyPipeline(dev.device, pipeline, None)
         if self.shader is not None:
             vk.vkDestroyShaderModule(dev.device, self.shader, None)
         if self.pipeline_layout is not None:
@@ -648,9 +669,14 @@ class VulkanModule(DeviceModule):
         groups = tuple(-(-n // w) for n, w in zip(axis_extents(grid), workgroup, strict=True))
         tiles = entry.attrs.get("tiles", 1)  # rows of the grid each workgroup takes, along x
         groups = (-(-groups[0] // tiles), *groups[1:])
+        # The vector entry point takes the whole workgroups, where no array the kernel writes
+        # shares memory with another argument; the shader's main, the rest.
+        vector = 0
+        if kernel.vector_entry and not _shared(params, args):
+            vector = axis_extents(grid)[0] // (workgroup[0] * tiles)
         # A command buffer is invalid once a descriptor set it binds is updated: record again.
-        if rebound or slot.recorded != (kernel, groups, bytes(push)):
-            self._record(dev, kernel, slot, groups, bytes(push))
+        if rebound or slot.recorded != (kernel, groups, bytes(push), vector):
+            self._record(dev, kernel, slot, groups, bytes(push), vector)
         vk.vkResetFences(dev.device, 1, [slot.fence])
         command = vk.ffi.new("VkCommandBuffer[1]", [slot.command])
         submit = vk.VkSubmitInfo(sType=vk.VK_STRUCTURE_TYPE_SUBMIT_INFO, commandBufferCount=1, pCommandBuffers=command)
@@ -692,8 +718,13 @@ class VulkanModule(DeviceModule):
         return bool(writes)
 
     @staticmethod
-    def _record(dev: VulkanDevice, kernel: _Kernel, slot: _Slot, groups: tuple[int, ...], push: bytes) -> None:
-        """Record the slot's command buffer: wait for earlier compute work, bind, push, dispatch."""
+    def _record(
+        dev: VulkanDevice, kernel: _Kernel, slot: _Slot, groups: tuple[int, ...], push: bytes, vector: int
+    ) -> None:
+        """Record the slot's command buffer: wait for earlier compute work, bind, push, dispatch.
+
+        The first ``vector`` workgroups along x go to the vector entry point's pipeline.
+        """
         vk = dev.vk
         command = slot.command
         vk.vkResetCommandBuffer(command, 0)
@@ -708,21 +739,50 @@ class VulkanModule(DeviceModule):
         )
         stage = vk.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT
         vk.vkCmdPipelineBarrier(command, stage, stage, 0, 1, [barrier], 0, None, 0, None)
-        vk.vkCmdBindPipeline(command, vk.VK_PIPELINE_BIND_POINT_COMPUTE, kernel.pipeline)
         compute, layout = vk.VK_PIPELINE_BIND_POINT_COMPUTE, kernel.pipeline_layout
         sets = slot.descriptor_sets
         vk.vkCmdBindDescriptorSets(command, compute, layout, DESCRIPTOR_SET, len(sets), sets, 0, None)
         if push:
             data = vk.ffi.new("char[]", push)
             vk.vkCmdPushConstants(command, layout, vk.VK_SHADER_STAGE_COMPUTE_BIT, 0, len(push), data)
-        # In pieces of at most the device's workgroup counts, each starting at its base
-        # workgroup (which the shader's global invocation id includes).
-        for bz, cz in _pieces(groups[2], dev.max_groups[2]):
-            for by, cy in _pieces(groups[1], dev.max_groups[1]):
-                for bx, cx in _pieces(groups[0], dev.max_groups[0]):
-                    vk.vkCmdDispatchBase(command, bx, by, bz, cx, cy, cz)
+        # The two pipelines share the layout: the descriptor sets and push constants stay bound.
+        # Their workgroups hold different points, so neither waits for the other.
+        if vector:
+            vk.vkCmdBindPipeline(command, compute, kernel.vector_pipeline(dev))
+            _dispatch(vk, command, 0, (vector, *groups[1:]), dev.max_groups)
+        if vector < groups[0]:
+            vk.vkCmdBindPipeline(command, compute, kernel.pipeline)
+            _dispatch(vk, command, vector, groups, dev.max_groups)
         vk.vkEndCommandBuffer(command)
-        slot.recorded = (kernel, groups, push)
+        slot.recorded = (kernel, groups, push, vector)
+
+
+def _dispatch(vk: Any, command: Any, first: int, groups: tuple[int, ...], limits: tuple[int, ...]) -> None:
+    """Dispatch workgroups ``first`` to ``groups[0]`` along x (all of y and z).
+
+    In pieces of at most the device's workgroup counts, each starting at its base workgroup
+    (which the shader's global invocation id includes).
+    """
+    for bz, cz in _pieces(0, groups[2], limits[2]):
+        for by, cy in _pieces(0, groups[1], limits[1]):
+            for bx, cx in _pieces(first, groups[0], limits[0]):
+                vk.vkCmdDispatchBase(command, bx, by, bz, cx, cy, cz)
+
+
+def _shared(params: Sequence[Param], args: list[Any]) -> bool:
+    """True if an array argument the kernel may write shares memory with another array argument."""
+    arrays = [
+        (p.is_output, v.buffer.view if isinstance(v, DeviceArray) else v)
+        for p, v in zip(params, args, strict=True)
+        if p.pointer
+    ]
+    return any(
+        np.may_share_memory(mine, other)
+        for k, (written, mine) in enumerate(arrays)
+        if written
+        for j, (_, other) in enumerate(arrays)
+        if j != k
+    )
 
 
 def _value_bytes(param: Param, value: Any) -> np.ndarray:
@@ -732,9 +792,9 @@ def _value_bytes(param: Param, value: Any) -> np.ndarray:
     return np.asarray(value, SCALARS[param.ctype].value_dtype).reshape(1)
 
 
-def _pieces(count: int, limit: int) -> list[tuple[int, int]]:
-    """(first, count) of each piece of ``count`` workgroups, pieces of at most ``limit``."""
-    return [(first, min(limit, count - first)) for first in range(0, count, limit)]
+def _pieces(start: int, stop: int, limit: int) -> list[tuple[int, int]]:
+    """(first, count) of each piece of workgroups ``start`` to ``stop``, pieces of at most ``limit``."""
+    return [(first, min(limit, stop - first)) for first in range(start, stop, limit)]
 
 
 def vulkan_module(shaders: dict[str, bytes], functions: Iterable[dict[str, Any] | KernelEntry]) -> VulkanModule:
@@ -837,8 +897,9 @@ def _load(data: bytes | memoryview) -> VulkanModule:
             raise FormatError(f"vulkan module: kernel {entry.name!r}'s shader lies outside the payload")
         if not is_spirv(module.binary[offset : offset + size]):
             raise FormatError(f"vulkan module: kernel {entry.name!r}'s shader is not SPIR-V")
-        if not isinstance(attrs.get("entry", "main"), str):
-            raise FormatError(f"vulkan module: kernel {entry.name!r} has a bad entry point {attrs['entry']!r}")
+        if not isinstance(attrs.get("entry", "main"), str) or not isinstance(attrs.get("vector", ""), str):
+            bad = attrs.get("entry", attrs.get("vector"))
+            raise FormatError(f"vulkan module: kernel {entry.name!r} has a bad entry point {bad!r}")
         spec = attrs.get("specialization", {})
         if not isinstance(spec, dict) or not all(
             k.isdigit() and isinstance(v, int | float) and not isinstance(v, bool) for k, v in spec.items()

@@ -8,9 +8,11 @@ Resources, in descriptor set 0 (the layout of ``kernpack.runtime.abi``, which th
   constants, and one per type, because LLVM 22's SPIR-V backend mishandles push-constant blocks
   at -O2 and reinterpreting loaded bits (``shared/reference/spirv-kernels.md``, A2-A4).
 
-Workgroups are 64 x 1 x 1, 8 x 8 x 1 or 4 x 4 x 4 by grid rank; the grid's last dimension is
-invocation axis x (``abi.device_axis``). Buffers are indexed with 32-bit indices, so an array
-holds fewer than 2**31 elements.
+Workgroups are ``abi.VULKAN_WORKGROUP``'s by grid rank; the grid's last dimension is invocation
+axis x (``abi.device_axis``). Buffers are indexed with 32-bit indices, so an array holds fewer
+than 2**31 elements. A small loop-free 1-D kernel computes several points per invocation
+(``_tiles``), and may have a second entry point that accesses some arrays as vectors
+(``vector_arrays``).
 Float64 exp, log, sin, cos and tanh, which GLSL.std.450 lacks, and every fused multiply-add
 (Vulkan's Fma may round twice) are computed in software by ``kernpack.driver.softmath`` (one
 internal function per shader).
@@ -102,6 +104,8 @@ class _TargetType(ir.Type):
 
 
 def _mangle(t: ir.Type) -> str:
+    if isinstance(t, ir.VectorType):
+        return f"v{t.count}{_mangle(t.element)}"
     return {"float": "f32", "double": "f64"}.get(str(t), str(t))
 
 
@@ -245,6 +249,31 @@ class _Loop:
         self.broke = broke
 
 
+class _Point:
+    """The grid body as one point's code, emitted (called) once per point of an invocation.
+
+    ``start(index)`` readies the next point: the locals the body assigns get back the values
+    the prologue left them (points are independent), and the grid variable becomes ``index``.
+    """
+
+    def __init__(self, body: _VulkanBody, flags: _Loop, start: list[tuple[ir.Value, ir.Value]]) -> None:
+        self.body, self.flags, self.locals = body, flags, start
+
+    def start(self, index: ir.Value) -> None:
+        b = self.body.b
+        for slot, value in self.locals:
+            b.store(value, slot)
+        b.store(index, self.body.vars[self.body.kernel.grid.vars[0]])
+
+    def __call__(self) -> None:
+        body = self.body
+        if self.flags.skip is not None:
+            body.b.store(_I1(0), self.flags.skip)
+        body.flow.append(self.flags)
+        body.block(body.kernel.grid.body)
+        body.flow.pop()
+
+
 def _exits(stmts: list[kir.Stmt], kinds: tuple[type, ...]) -> bool:
     """True if a statement of ``kinds`` leaves the loop these statements are the body of."""
     for s in stmts:
@@ -275,6 +304,10 @@ class _VulkanBody(KernelBody):
 
     def __init__(self, module: ir.Module, fn: ir.Function, kernel: kir.Kernel) -> None:
         self.flow: list[_Loop] = []
+        # In the vector entry point (emit_vector), each of the tile's points reads and writes
+        # its element of a vector array in a register of its own: tile -> array -> slot.
+        self.tile: int | None = None
+        self.registers: dict[str, list[ir.Value]] = {}
         self.looped = False  # whether the shader has a loop
         self.words: dict[str, ir.Value] = {}  # 64-bit integer arrays seen as 32-bit words, for atomics
         self.tiles = _tiles(kernel)
@@ -482,32 +515,74 @@ class _VulkanBody(KernelBody):
 
     def emit_device(self, global_id: Callable[[ir.IRBuilder, int], ir.Value], workgroup: tuple[int, int, int]) -> None:
         b = self.b
-        grid = self.kernel.grid
         tiles, width = self.tiles, workgroup[0]
         inside = self.device_point(lambda b, d: self._tile_point(global_id(b, d), width, 0))
-        # continue in the grid body ends this point: a skip flag, as in a loop body.
-        flags = _Loop(self.slot(_I1, "vk.skip") if _exits(grid.body, (kir.Continue,)) else None, None)
-
-        def body() -> None:
-            if flags.skip is not None:
-                b.store(_I1(0), flags.skip)
-            self.flow.append(flags)
-            self.block(grid.body)
-            self.flow.pop()
-
-        # Each point starts from the locals as the prologue left them (points are independent).
-        changed = sorted(set(kir.assigned_names(grid.body)) - set(grid.vars)) if tiles > 1 else []
-        start = [(self.vars[n], b.load(self.vars[n], typ=self.var_types[n])) for n in changed]
-        self._if(inside, body)
+        point = self._point_body()
+        self._if(inside, point)
         for tile in range(1, tiles):
-            for slot, value in start:
-                b.store(value, slot)
             index = self._tile_point(global_id(b, 0), width, tile)
-            b.store(index, self.vars[grid.vars[0]])
-            self._if(b.icmp_signed("<", index, self.point[0][1]), body)
+            point.start(index)
+            self._if(b.icmp_signed("<", index, self.point[0][1]), point)
         self.device_epilogue(workgroup)
         self.loop_guard()
         b.ret_void()
+
+    def emit_vector(self, global_id: Callable[[ir.IRBuilder, int], ir.Value], arrays: dict[str, bool]) -> None:
+        """The vector entry point: ``self.tiles`` consecutive points per invocation, all inside the grid.
+
+        Each array of ``arrays`` (``vector_arrays``) is read and written as one vector of the
+        invocation's elements, loaded first where the flag says so: its points use registers in
+        between. The runtime launches it on whole workgroups only, and only when no array the
+        kernel writes shares memory with another argument (``VulkanModule``), so nothing else
+        sees those elements while the points run.
+        """
+        b = self.b
+        grid = self.kernel.grid
+        self.block(self.kernel.prologue)
+        invocation = global_id(b, 0)
+        at = b.trunc(invocation, _I32)
+        stores = []
+        for index, (name, t) in enumerate(self.kernel.params):
+            if name not in arrays:
+                continue
+            element = memory_type(t.dtype)
+            vector, align = ir.VectorType(element, self.tiles), t.dtype.bits // 8 * self.tiles
+            # A second view of the binding, under a name of its own (LLVM's backend merges views
+            # of one name into one variable, of the first view's type).
+            handle = self._buffer(parameter_binding(index), vector, f"{name}.vector", ".vector")
+            pointer = self._pointer(handle, vector, at)
+            slots = self.registers[name] = [self.slot(element, f"{name}.{k}") for k in range(self.tiles)]
+            loaded = b.load(pointer, typ=vector, align=align) if arrays[name] else None
+            for k, slot in enumerate(slots):
+                b.store(ir.Constant(element, 0) if loaded is None else b.extract_element(loaded, _I32(k)), slot)
+            if name in self.kernel.written:
+                stores.append((pointer, vector, align, slots))
+        point = self._point_body()
+        for tile in range(self.tiles):
+            index = b.add(b.mul(invocation, _I64(self.tiles)), _I64(tile))
+            if tile:
+                point.start(index)
+            else:
+                b.store(index, self.vars[grid.vars[0]])
+            self.tile = tile
+            point()
+        self.tile = None
+        for pointer, vector, align, slots in stores:
+            value = ir.Constant(vector, None)
+            for k, slot in enumerate(slots):
+                value = b.insert_element(value, b.load(slot, typ=vector.element), _I32(k))
+            b.store(value, pointer, align=align)
+        b.ret_void()
+
+    def _point_body(self) -> _Point:
+        """The grid body as one point's code, to emit once per point of the invocation."""
+        grid = self.kernel.grid
+        # continue in the grid body ends this point: a skip flag, as in a loop body.
+        flags = _Loop(self.slot(_I1, "vk.skip") if _exits(grid.body, (kir.Continue,)) else None, None)
+        # Each point starts from the locals as the prologue left them (points are independent).
+        changed = sorted(set(kir.assigned_names(grid.body)) - set(grid.vars)) if self.tiles > 1 else []
+        start = [(self.vars[n], self.b.load(self.vars[n], typ=self.var_types[n])) for n in changed]
+        return _Point(self, flags, start)
 
     def min_max(self, op: str, t: ScalarType, x: ir.Value, y: ir.Value) -> ir.Value:
         # lavapipe's loop analysis (Mesa's NIR) takes c as the limit of a loop that stops at
@@ -735,12 +810,13 @@ class _VulkanBody(KernelBody):
             handle_type,
             [_I32, _I32, _I32, _I32, ir.PointerType()],
         )
-        label = ir.GlobalVariable(
-            self.module, ir.ArrayType(_I8, len(name) + 1), name=f".name.{self.kernel.name}.{binding}{view}"
-        )
-        label.initializer = ir.Constant(ir.ArrayType(_I8, len(name) + 1), bytearray(name.encode() + b"\0"))
-        label.global_constant = True
-        label.linkage = "private"
+        label_name = f".name.{self.kernel.name}.{binding}{view}"
+        label = self.module.globals.get(label_name)  # both entry points of a shader bind it
+        if label is None:
+            label = ir.GlobalVariable(self.module, ir.ArrayType(_I8, len(name) + 1), name=label_name)
+            label.initializer = ir.Constant(ir.ArrayType(_I8, len(name) + 1), bytearray(name.encode() + b"\0"))
+            label.global_constant = True
+            label.linkage = "private"
         return self.b.call(create, [_I32(DESCRIPTOR_SET), _I32(binding), _I32(1), _I32(0), label])
 
     def _pointer(self, handle: ir.Value, element: ir.Type, index: ir.Value) -> ir.Value:
@@ -778,6 +854,8 @@ class _VulkanBody(KernelBody):
         return b.select(self.is_nan(v, src), ir.Constant(to, 0), clamped)
 
     def element(self, array: str, values: list[ir.Value]) -> ir.Value:
+        if self.tile is not None and array in self.registers:
+            return self.registers[array][self.tile]  # the vector entry point's: only ever array[i]
         if array in self.private:
             return super().element(array, values)
         handle, _, dtype = self.arrays[array]
@@ -835,24 +913,36 @@ def lower_vulkan(kernel: kir.Kernel, attrs: dict[str, Any] | None = None, *, loo
     if body.looped and not loop_guard:
         # It has loops: lowered again with the buffer its loop guard reports into.
         return lower_vulkan(source, attrs, loop_guard=True)
+    entries = ["main"]
+    arrays = vector_arrays(kernel) if body.tiles > 1 else None
+    if arrays:
+        fn = ir.Function(module, ir.FunctionType(ir.VoidType(), []), name=VECTOR_ENTRY)
+        _VulkanBody(module, fn, kernel).emit_vector(global_id, arrays)
+        entries.append(VECTOR_ENTRY)
     if attrs is not None:
         attrs[kernel.name] = device_attrs(kernel, (x, y, z), body)
         if body.tiles > 1:
             attrs[kernel.name]["tiles"] = body.tiles
+        if arrays:
+            attrs[kernel.name]["vector"] = VECTOR_ENTRY
         if loop_guard:
             attrs[kernel.name]["loop_guard"] = LOOP_GUARD
     # llvmlite cannot spell string attributes or atomic scopes: the shader stage goes in as an
     # attribute group, and atomics get device scope (Vulkan forbids the default, cross-device).
-    text = str(module).replace('define void @"main"()', 'define void @"main"() #0', 1)
+    text = str(module)
+    for entry in entries:
+        text = text.replace(f'define void @"{entry}"()', f'define void @"{entry}"() #0', 1)
     text = re.sub(r"(atomicrmw (?:add|fadd) .*?) (monotonic|acq_rel|seq_cst)", r'\1 syncscope("device") \2', text)
     # SignedZeroInfNanPreserve (4461) for both float widths: without it the driver's optimizer
     # may treat -0.0 as 0.0 and assume no inf or NaN (1 / -0.0 came out +inf on lavapipe).
     mode = _SIGNED_ZERO_INF_NAN_PRESERVE_MODE
-    modes = "\n".join(f"!{k} = !{{ptr @main, i32 {mode}, i32 {w}}}" for k, w in ((90000, 32), (90001, 64)))
+    modes = [f"ptr @{e}, i32 {mode}, i32 {w}" for e in entries for w in (32, 64)]
+    refs = [f"!{90000 + k}" for k in range(len(modes))]
     return (
         text
         + f'\nattributes #0 = {{ "hlsl.numthreads"="{x},{y},{z}" "hlsl.shader"="compute" }}\n'
-        + f"!spirv.ExecutionMode = !{{!90000, !90001}}\n{modes}\n"
+        + f"!spirv.ExecutionMode = !{{{', '.join(refs)}}}\n"
+        + "".join(f"{ref} = !{{{value}}}\n" for ref, value in zip(refs, modes, strict=True))
     )
 
 
@@ -882,6 +972,56 @@ def _tiles(kernel: kir.Kernel) -> int:
         return 1
     size = len(statements) + sum(len(list(kir.walk_expr(e))) for s in statements for e in kir.exprs_of(s))
     return _TILES if size <= _TILED_BODY else 1
+
+
+# The vector entry point of a tiled kernel (attrs["vector"]): on lavapipe every access to a
+# storage buffer is a loop over the SIMD lanes, whatever its width, so one 16-byte access in
+# place of four 4-byte ones cut saxpy's time by a third. Arrays of other element sizes, and
+# other accesses, stay as they are.
+VECTOR_ENTRY = "main_vector"
+
+
+def vector_arrays(kernel: kir.Kernel) -> dict[str, bool] | None:
+    """The arrays the vector entry point accesses as vectors, each with whether it loads them first.
+
+    A 1-D array of 4-byte elements qualifies where the grid body only ever accesses it at the
+    grid point, ``a[i]``; it is loaded first unless the body never reads it and stores it on
+    every path. None where the kernel gets no vector entry point: no array qualifies, the grid
+    variable changes, an array is written anywhere but at the grid point (or read elsewhere
+    while written, or in the prologue), the kernel checks its indices, prints or uses atomics.
+    Also called on tiled kernels only (``_tiles``).
+    """
+    body, point = kernel.grid.body, kernel.grid.vars[0]
+    statements = list(kir.walk(body))
+    if (
+        kernel.boundscheck
+        or point in kir.assigned_names(body)
+        or any(isinstance(s, (kir.Store, kir.AtomicAdd)) for s in kir.walk(kernel.prologue))
+        or any(isinstance(s, (kir.AtomicAdd, kir.Print)) for s in statements)
+    ):
+        return None
+
+    def at_point(indices: list[kir.Expr]) -> bool:
+        return len(indices) == 1 and isinstance(indices[0], kir.Var) and indices[0].name == point
+
+    loads = [e for s in statements for x in kir.exprs_of(s) for e in kir.walk_expr(x) if isinstance(e, kir.Load)]
+    stores = [s for s in statements if isinstance(s, kir.Store)]
+    elsewhere = {a.array for a in [*loads, *stores] if not at_point(a.indices)}
+    if any(s.array in elsewhere for s in stores):
+        return None
+    # Stored on every path: a top-level store, in a body no continue can leave early.
+    always = set() if _exits(body, (kir.Continue,)) else {s.array for s in body if isinstance(s, kir.Store)}
+    read = {e.array for e in loads}
+    arrays = {
+        name: name in read or name not in always
+        for name, t in kernel.params
+        if isinstance(t, ArrayType)
+        and t.ndim == 1
+        and t.dtype.bits == 32
+        and name not in elsewhere
+        and (name in read or name in kernel.written)
+    }
+    return arrays or None
 
 
 def _int64_atomics(stmts: list[kir.Stmt]) -> set[str]:
