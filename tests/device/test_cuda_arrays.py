@@ -153,15 +153,15 @@ def test_dlpack_hands_out_the_gpu_memory_in_place(gpu):
 class _OtherLibraryArray:
     """What CuPy or PyTorch hands over: its own GPU memory, written on a stream of its own."""
 
-    def __init__(self, driver, host, stream=5, dlpack_only=False):
+    def __init__(self, driver, host, stream=5, dlpack_only=False, readonly=False):
         self.pointer = driver.allocate(host.nbytes)
         driver.view(self.pointer, host.size, host.dtype)[:] = host.reshape(-1)
-        self.shape, self.dtype, self.stream = host.shape, host.dtype, stream
+        self.shape, self.dtype, self.stream, self.readonly = host.shape, host.dtype, stream, readonly
         if not dlpack_only:
             self.__cuda_array_interface__ = {
                 "shape": host.shape,
                 "typestr": host.dtype.str,
-                "data": (self.pointer, False),
+                "data": (self.pointer, readonly),
                 "version": 3,
                 "stream": stream,
             }
@@ -169,17 +169,26 @@ class _OtherLibraryArray:
     def __dlpack_device__(self):
         return (dlpack.KDL_CUDA, 0)
 
-    def __dlpack__(self, stream=None, **kwargs):
+    def __dlpack__(self, stream=None, max_version=None, **kwargs):
+        device = (dlpack.KDL_CUDA, 0)
+        return dlpack.export(self.pointer, self.shape, self.dtype, device, self, max_version, self.readonly)
+
+
+class _OlderLibraryArray(_OtherLibraryArray):
+    """A producer from before DLPack 1.0: ``__dlpack__`` takes no ``max_version``."""
+
+    def __dlpack__(self, stream=None):
         return dlpack.export(self.pointer, self.shape, self.dtype, (dlpack.KDL_CUDA, 0), self)
 
 
-@pytest.mark.parametrize("protocol", ["cuda_array_interface", "dlpack"])
+@pytest.mark.parametrize("protocol", ["cuda_array_interface", "dlpack", "dlpack before 1.0"])
 def test_other_libraries_arrays_are_used_in_place(gpu, protocol):
     driver, dev, module = gpu
     n = 50
     x = np.arange(n, dtype=np.float32)
-    theirs = _OtherLibraryArray(driver, x, dlpack_only=protocol == "dlpack")
-    out = _OtherLibraryArray(driver, np.zeros(n, np.float32), dlpack_only=protocol == "dlpack")
+    kind = _OlderLibraryArray if protocol == "dlpack before 1.0" else _OtherLibraryArray
+    theirs = kind(driver, x, dlpack_only=protocol != "cuda_array_interface")
+    out = kind(driver, np.zeros(n, np.float32), dlpack_only=protocol != "cuda_array_interface")
     mine = dev.asarray(np.ones(n, np.float32))
     module["saxpy"](np.float32(2.0), theirs, mine, out)
     assert not driver.queue  # done on return: their next operation sees the results
@@ -196,3 +205,18 @@ def test_kernels_of_other_kinds_refuse_cuda_arrays(gpu):
     x = dev.asarray(np.ones(4, np.float32))
     with pytest.raises(kp.ArgumentError, match="lives on a device, and this function runs on the host"):
         K.saxpy(1.0, x, x, x)
+
+
+@pytest.mark.parametrize("protocol", ["cuda_array_interface", "dlpack"])
+def test_an_array_lent_read_only_is_read_but_never_written(gpu, protocol):
+    # __cuda_array_interface__'s data = (pointer, True), or DLPack 1.0's read-only flag: the
+    # array may be a kernel's const input, and a parameter the kernel may write refuses it.
+    driver, dev, module = gpu
+    n = 8
+    x = _OtherLibraryArray(driver, np.arange(n, dtype=np.float32), dlpack_only=protocol == "dlpack", readonly=True)
+    out = dev.empty(n, np.float32)
+    module["saxpy"](np.float32(2.0), x, x, out)
+    assert np.array_equal(out.numpy(), 3 * np.arange(n, dtype=np.float32))
+    with pytest.raises(kp.ArgumentError, match=r"argument 'out'.*_OtherLibraryArray is read-only"):
+        module["saxpy"](np.float32(2.0), out, out, x)
+    assert np.array_equal(driver.view(x.pointer, n, np.float32), np.arange(n, dtype=np.float32))  # untouched

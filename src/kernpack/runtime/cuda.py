@@ -46,15 +46,17 @@ class _Memory:
     """A device allocation: its address, and what keeps it valid.
 
     ``owner`` is None for kernpack's own memory (freed when its array is collected), or the
-    other library's array (or DLPack tensor) that this memory belongs to.
+    other library's array (or DLPack tensor) that this memory belongs to; ``readonly`` where
+    that library says kernels must not write it.
     """
 
-    __slots__ = ("owner", "pointer", "stream")
+    __slots__ = ("owner", "pointer", "readonly", "stream")
 
-    def __init__(self, pointer: int, owner: Any = None, stream: int | None = None) -> None:
+    def __init__(self, pointer: int, owner: Any = None, stream: int | None = None, readonly: bool = False) -> None:
         self.pointer = pointer
         self.owner = owner
         self.stream = stream  # the other library's stream that writes it, to wait for (CAI)
+        self.readonly = readonly
 
 
 class CUDADevice(Device):
@@ -179,10 +181,14 @@ class CUDADevice(Device):
         if device()[1] != self.index:
             raise ArgumentError(f"the array is on CUDA device {device()[1]}; kernpack launches on device {self.index}")
         try:
-            tensor = dlpack.borrow(value.__dlpack__(stream=int(self.stream)))
+            try:  # DLPack 1.0 first: its capsule says whether the tensor is read-only
+                capsule = value.__dlpack__(stream=int(self.stream), max_version=(1, 0))
+            except TypeError:  # a producer from before 1.0
+                capsule = value.__dlpack__(stream=int(self.stream))
+            tensor = dlpack.borrow(capsule)
         except BufferError as exc:
             raise ArgumentError(str(exc)) from None
-        return DeviceArray(self, _Memory(tensor.pointer, tensor), tensor.shape, tensor.dtype)
+        return DeviceArray(self, _Memory(tensor.pointer, tensor, readonly=tensor.readonly), tensor.shape, tensor.dtype)
 
     def _from_interface(self, value: Any, interface: dict[str, Any]) -> DeviceArray:
         shape = tuple(int(n) for n in interface["shape"])
@@ -190,14 +196,17 @@ class CUDADevice(Device):
         strides = interface.get("strides")
         if strides is not None and tuple(strides) != _c_strides(shape, dtype.itemsize):
             raise ArgumentError(f"the array ({dtype}{list(shape)}) is not C-contiguous; pass a contiguous copy")
-        pointer, _readonly = interface["data"]
+        pointer, readonly = interface["data"]
         if pointer:
             ordinal = self.driver.CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL
             where = self.check(self.driver.cuPointerGetAttribute(ordinal, pointer), "cuPointerGetAttribute")
             if int(where) != self.index:
                 raise ArgumentError(f"the array is on CUDA device {where}; kernpack launches on device {self.index}")
         stream = interface.get("stream")  # None: nothing to wait for (CAI version 3)
-        return DeviceArray(self, _Memory(int(pointer), value, stream), shape, dtype)
+        return DeviceArray(self, _Memory(int(pointer), value, stream, bool(readonly)), shape, dtype)
+
+    def _read_only(self, buffer: _Memory) -> bool:
+        return buffer.readonly
 
     def wait_for(self, memory: _Memory) -> None:
         """Wait, on the host, for the other library's stream that ``memory`` names, if any."""

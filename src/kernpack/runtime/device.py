@@ -539,6 +539,11 @@ class DeviceFunction:
                 elif param.pointer:
                     # Another library's array on this device (a CuPy one on CUDA) is used in place.
                     other = None if device is None or isinstance(value, np.ndarray) else device.borrow(value)
+                    if other is not None and param.is_output and device._read_only(other.buffer):
+                        raise ArgumentError(
+                            f"the {type(value).__name__} is read-only (its library lends it so), and the kernel "
+                            "may write it; pass a writable array, or declare the parameter const if it only reads it"
+                        )
                     array = as_array(param, value) if other is None else self._on_device(param, other, device)
                     values.append(arrays.setdefault(param.name, array))
                 else:

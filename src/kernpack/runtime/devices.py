@@ -123,6 +123,10 @@ class Device:
         """
         return None
 
+    def _read_only(self, buffer: Any) -> bool:
+        """True if a kernel must not write the buffer (another library's array it lent read-only)."""
+        return False
+
     def _write(self, buffer: Any, host: np.ndarray) -> None:
         raise NotImplementedError
 

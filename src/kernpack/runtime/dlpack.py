@@ -71,6 +71,8 @@ class _ManagedVersioned(ctypes.Structure):
     )
 
 
+_READ_ONLY = 1  # DLPACK_FLAG_BITMASK_READ_ONLY: the consumer must not write the tensor
+
 # Each layout's capsule name, and the name a consumer gives it when it takes the tensor.
 _NAMES = {
     _Managed: (b"dltensor", b"used_dltensor"),
@@ -118,16 +120,19 @@ def export(
     device: tuple[int, int],
     owner: Any,
     max_version: tuple[int, int] | None = None,
+    readonly: bool = False,
 ) -> Any:
     """A DLPack capsule of the C-contiguous tensor at ``pointer`` on ``device``; ``owner`` lives as long.
 
-    Versioned (DLPack 1.0, writable) where ``max_version`` (the consumer's) allows it.
+    Versioned (DLPack 1.0, writable unless ``readonly``) where ``max_version`` (the consumer's)
+    allows it; the unversioned layout cannot say read-only.
     """
     dtype = np.dtype(dtype)
     versioned = max_version is not None and max_version[0] >= 1
     managed: Any = _ManagedVersioned() if versioned else _Managed()
     if versioned:
         managed.version = _Version(1, 0)
+        managed.flags = _READ_ONLY if readonly else 0
     dims = (ctypes.c_int64 * max(len(shape), 1))(*shape)
     tensor = managed.dl_tensor
     tensor.data = pointer
@@ -146,18 +151,26 @@ def export(
 class Borrowed:
     """A producer's tensor, taken from its capsule: where it is, and its release.
 
-    Attributes: ``pointer`` (the first element's address), ``shape``, ``dtype`` and ``device``
-    (DLPack's ``(device_type, device_id)``). The producer's deleter runs when this object is
-    released (:meth:`release`, or when it is collected).
+    Attributes: ``pointer`` (the first element's address), ``shape``, ``dtype``, ``device``
+    (DLPack's ``(device_type, device_id)``) and ``readonly`` (the producer's read-only flag,
+    DLPack 1.0). The producer's deleter runs when this object is released (:meth:`release`, or
+    when it is collected).
     """
 
     def __init__(
-        self, pointer: int, shape: tuple[int, ...], dtype: np.dtype, device: tuple[int, int], managed: Any
+        self,
+        pointer: int,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        device: tuple[int, int],
+        managed: Any,
+        readonly: bool = False,
     ) -> None:
         self.pointer = pointer
         self.shape = shape
         self.dtype = dtype
         self.device = device
+        self.readonly = readonly
         self._finalizer = weakref.finalize(self, _call_deleter, managed)
 
     def release(self) -> None:
@@ -200,4 +213,5 @@ def borrow(capsule: Any) -> Borrowed:
             expected *= shape[axis]
     _api.PyCapsule_SetName(handle, used)  # ours now: the capsule's destructor leaves it alone
     pointer = (tensor.data or 0) + tensor.byte_offset
-    return Borrowed(pointer, shape, dtype, (tensor.device.device_type, tensor.device.device_id), managed)
+    readonly = layout is _ManagedVersioned and bool(managed.flags & _READ_ONLY)
+    return Borrowed(pointer, shape, dtype, (tensor.device.device_type, tensor.device.device_id), managed, readonly)
