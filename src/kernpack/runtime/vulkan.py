@@ -666,14 +666,15 @@ class VulkanModule(DeviceModule):
             push[p.offset : p.offset + value.nbytes] = value.tobytes()
         rebound = self._bind(dev, kernel, slot, buffers)
         workgroup = entry.attrs["workgroup"]
-        groups = tuple(-(-n // w) for n, w in zip(axis_extents(grid), workgroup, strict=True))
+        points = axis_extents(grid)  # along x, y, z
+        groups = tuple(-(-n // w) for n, w in zip(points, workgroup, strict=True))
         tiles = entry.attrs.get("tiles", 1)  # rows of the grid each workgroup takes, along x
         groups = (-(-groups[0] // tiles), *groups[1:])
         # The vector entry point takes the whole workgroups, where no array the kernel writes
         # shares memory with another argument; the shader's main, the rest.
         vector = 0
         if kernel.vector_entry and not _shared(params, args):
-            vector = axis_extents(grid)[0] // (workgroup[0] * tiles)
+            vector = points[0] // (workgroup[0] * tiles)
         # A command buffer is invalid once a descriptor set it binds is updated: record again.
         if rebound or slot.recorded != (kernel, groups, bytes(push), vector):
             self._record(dev, kernel, slot, groups, bytes(push), vector)

@@ -989,7 +989,7 @@ def vector_arrays(kernel: kir.Kernel) -> dict[str, bool] | None:
     every path. None where the kernel gets no vector entry point: no array qualifies, the grid
     variable changes, an array is written anywhere but at the grid point (or read elsewhere
     while written, or in the prologue), the kernel checks its indices, prints or uses atomics.
-    Also called on tiled kernels only (``_tiles``).
+    Asked of tiled kernels only (``_tiles``).
     """
     body, point = kernel.grid.body, kernel.grid.vars[0]
     statements = list(kir.walk(body))
